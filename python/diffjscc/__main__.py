@@ -1,0 +1,5 @@
+import sys
+
+from diffjscc.cli import main
+
+sys.exit(main())

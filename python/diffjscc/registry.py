@@ -1,0 +1,72 @@
+"""The one table of named JSCC models and channel rates.
+
+Training, evaluation, the worker, the ONNX transmitter and the frame header
+all look models up here, so a name or a rate code means the same everywhere.
+A rate code is a small integer that fits in the radio frame header.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+from diffjscc.errors import ConfigError
+
+# The encoder downsamples by 2**4 in each dimension: one latent position per 16x16 pixels.
+DOWNSAMPLING = 16
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    rate_code: int  # carried in the radio frame header
+    channels: int  # real latent channels C; C/2 complex symbols per latent position
+    channel_type: str  # "awgn" or "rayleigh": what the model was trained for
+    weights: str  # file stem under diffjscc/weights/ (.safetensors + .json [+ .onnx])
+
+    @property
+    def cbr(self) -> Fraction:
+        """Channel bandwidth ratio: complex symbols per real pixel value (H*W*3)."""
+        return Fraction(self.channels // 2, DOWNSAMPLING * DOWNSAMPLING * 3)
+
+    @property
+    def cbr_str(self) -> str:
+        return f"{self.cbr.numerator}/{self.cbr.denominator}"
+
+    def num_symbols(self, padded_height: int, padded_width: int) -> int:
+        """Complex symbols for an image already padded to a multiple of DOWNSAMPLING."""
+        return (self.channels // 2) * (padded_height // DOWNSAMPLING) * (padded_width // DOWNSAMPLING)
+
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec("jscc-awgn-cbr1_384", rate_code=1, channels=4, channel_type="awgn", weights="jscc_awgn_cbr1_384"),
+        ModelSpec("jscc-awgn-cbr1_96", rate_code=2, channels=16, channel_type="awgn", weights="jscc_awgn_cbr1_96"),
+    )
+}
+
+DEFAULT_MODEL = "jscc-awgn-cbr1_384"
+
+
+def get_model_spec(key: str | int | Fraction | ModelSpec) -> ModelSpec:
+    """Look a model up by name, rate code, or CBR ("1/384", Fraction(1, 384))."""
+    if isinstance(key, ModelSpec):
+        return key
+    if isinstance(key, int):
+        for spec in MODELS.values():
+            if spec.rate_code == key:
+                return spec
+        raise ConfigError(f"unknown rate code {key}; known: {sorted(s.rate_code for s in MODELS.values())}")
+    if isinstance(key, str) and key in MODELS:
+        return MODELS[key]
+    try:
+        cbr = Fraction(key)
+    except (ValueError, ZeroDivisionError, TypeError):
+        cbr = None
+    if cbr is not None:
+        for spec in MODELS.values():
+            if spec.cbr == cbr:
+                return spec
+    known = ", ".join(f"{s.name} (CBR {s.cbr_str})" for s in MODELS.values())
+    raise ConfigError(f"unknown JSCC model or CBR {key!r}; known: {known}")
