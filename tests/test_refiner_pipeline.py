@@ -1,0 +1,210 @@
+"""The refiner on tiny seeded models: shapes, conditioning, determinism, colour fix, I/O."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+pytest.importorskip("transformers")
+
+from diffjscc.errors import ConfigError, ImageError, WeightsNotFoundError  # noqa: E402
+from diffjscc.refiner.colorfix import wavelet_bands, wavelet_color_fix  # noqa: E402
+from diffjscc.refiner.pipeline import DiffJSCCRefiner, RefineResult  # noqa: E402
+from diffjscc.refiner.schedulers import make_scheduler, respaced_timesteps  # noqa: E402
+from diffjscc.refiner.tiny import tiny_refiner  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def refiner():
+    return tiny_refiner(seed=0, steps=3)
+
+
+def _image(h=40, w=56, seed=0):
+    return (np.random.default_rng(seed).random((h, w, 3)) * 255).astype(np.uint8)
+
+
+def _inputs(refiner, batch=1, side=16, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    latents = torch.randn(batch, 4, side, side, generator=gen)
+    cond = torch.randn(batch, 4, side, side, generator=gen)
+    context = refiner.encode_text(["a photo"] * batch)
+    return latents, cond, context
+
+
+def _randomise_zero_convs(control, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for conv in [*control.controlnet_down_blocks, control.controlnet_mid_block]:
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * 0.1)
+
+
+def test_refine_keeps_size_and_returns_fixed_fields(refiner):
+    image = _image(40, 56)  # not a multiple of the padding step: padded, then cropped back
+    result = refiner.refine(image, snr_db=1.0, caption="a house", steps=2, seed=3)
+    assert isinstance(result, RefineResult)
+    assert result.image.shape == image.shape and result.image.dtype == np.uint8
+    assert set(result.to_dict()) == {
+        "image",
+        "caption",
+        "snr_db",
+        "steps",
+        "sampler",
+        "seed",
+        "timing",
+        "device",
+    }
+    assert result.caption == "a house" and result.seed == 3 and result.steps == 2
+    assert set(result.timing) == {"caption_s", "sample_s", "total_s"}
+
+
+def test_tensor_input_and_every_sampler(refiner):
+    x = torch.rand(3, 32, 48, generator=torch.Generator().manual_seed(0))
+    for sampler in ("ddpm", "ddim", "dpm-solver"):
+        out = refiner.refine(x, snr_db=5.0, caption="", steps=2, sampler=sampler, seed=0).image
+        assert out.shape == (32, 48, 3)
+
+
+def test_fresh_control_module_leaves_unet_prediction_unchanged(refiner):
+    latents, cond, context = _inputs(refiner)
+    t = torch.tensor(500)
+    with torch.no_grad():
+        plain = refiner.unet(latents, t, encoder_hidden_states=context).sample
+        controlled = refiner.predict_noise(latents, t, context, cond, snr_db=3.0)
+    torch.testing.assert_close(controlled, plain, rtol=0, atol=1e-6)
+
+
+def test_snr_changes_control_output():
+    ref = tiny_refiner(seed=0)
+    _randomise_zero_convs(ref.control)
+    latents, cond, context = _inputs(ref)
+    with torch.no_grad():
+        down_low, mid_low = ref.control(latents, 400, context, cond, snr_db=0.0)
+        down_high, mid_high = ref.control(latents, 400, context, cond, snr_db=10.0)
+        down_same, mid_same = ref.control(latents, 400, context, cond, snr_db=0.0)
+    assert (mid_low - mid_high).abs().max() > 1e-4
+    # every residual after the first convolution (which sees no embedding) depends on the SNR
+    assert all((a - b).abs().max() > 1e-6 for a, b in zip(down_low[1:], down_high[1:], strict=True))
+    torch.testing.assert_close(mid_low, mid_same)
+    assert len(down_low) == len(ref.unet.down_blocks) * (ref.unet.config.layers_per_block + 1)
+
+
+def test_channel_gain_option_starts_neutral_and_then_matters():
+    ref = tiny_refiner(seed=0, use_channel_gain=True)
+    _randomise_zero_convs(ref.control)
+    latents, cond, context = _inputs(ref)
+    with torch.no_grad():
+        _, mid_a = ref.control(latents, 300, context, cond, snr_db=2.0, channel_gain=1 + 0j)
+        _, mid_b = ref.control(latents, 300, context, cond, snr_db=2.0, channel_gain=0.2 - 0.7j)
+        torch.testing.assert_close(mid_a, mid_b)  # zero-initialised last layer
+        ref.control.gain_embedding[2].weight.normal_(0, 0.1)
+        _, mid_c = ref.control(latents, 300, context, cond, snr_db=2.0, channel_gain=0.2 - 0.7j)
+    assert (mid_a - mid_c).abs().max() > 1e-4
+
+
+def test_fixed_seed_gives_identical_samples(refiner):
+    image = _image(32, 32, seed=1)
+    a = refiner.refine(image, 2.0, caption="x", steps=3, seed=11).image
+    b = refiner.refine(image, 2.0, caption="x", steps=3, seed=11).image
+    c = refiner.refine(image, 2.0, caption="x", steps=3, seed=12).image
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_given_noise_is_used_exactly(refiner):
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    context = refiner.encode_text([""])
+    noise = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(5))
+    kwargs = dict(steps=2, sampler="ddim", color_fix_type="none")
+    a = refiner.sample(x, 1.0, context, noise=noise, **kwargs)
+    b = refiner.sample(x, 1.0, context, noise=noise.clone(), **kwargs)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(ConfigError):
+        refiner.sample(x, 1.0, context, noise=torch.zeros(1, 4, 8, 8), **kwargs)
+
+
+def test_wavelet_colour_fix_takes_low_frequencies_from_reference():
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 96), torch.linspace(0, 1, 96), indexing="ij")
+    smooth = torch.stack([0.3 + 0.4 * xx, 0.2 + 0.5 * yy, 0.6 - 0.3 * xx * yy])[None]
+    detail = 0.05 * ((torch.arange(96)[:, None] + torch.arange(96)[None]) % 2 * 2 - 1).float()
+    refined = smooth + detail + torch.tensor([0.2, -0.1, 0.15]).view(1, 3, 1, 1)  # colour cast
+    fixed = wavelet_color_fix(refined, smooth)
+    inner = (slice(None), slice(None), slice(24, 72), slice(24, 72))
+    # colour cast gone, fine detail kept
+    torch.testing.assert_close(fixed[inner], (smooth + detail)[inner], rtol=0, atol=2e-3)
+    high, low = wavelet_bands(refined)
+    torch.testing.assert_close(high + low, refined)
+
+
+def test_respaced_ddpm_timesteps_follow_improved_ddpm_rule():
+    steps = respaced_timesteps(1000, 100)
+    assert len(steps) == 100 and steps[:3] == [999, 989, 979] and steps[-1] == 0
+    sched = make_scheduler("ddpm", 100)
+    assert sched.timesteps.tolist() == steps
+    with pytest.raises(ConfigError):
+        make_scheduler("euler-x", 10)
+
+
+def test_tiled_sampling_matches_shape_and_untiled_when_tile_covers_all(refiner):
+    image = _image(64, 64, seed=4)  # within the VAE tile, so only the UNet is tiled
+    full = refiner.refine(image, 1.0, caption="", steps=2, seed=0).image
+    same = refiner.refine(image, 1.0, caption="", steps=2, seed=0, tile_size=16).image
+    tiled = refiner.refine(
+        image, 1.0, caption="", steps=2, seed=0, tile_size=4, tile_stride=2
+    ).image
+    np.testing.assert_array_equal(full, same)
+    assert tiled.shape == image.shape
+    with pytest.raises(ConfigError):
+        refiner.refine(image, 1.0, caption="", steps=2, seed=0, tile_size=3)
+
+
+def test_guidance_runs_and_changes_the_sample(refiner):
+    image = _image(32, 32, seed=6)
+    plain = refiner.refine(image, 1.0, caption="", steps=3, seed=0).image
+    guided = refiner.refine(image, 1.0, caption="", steps=3, seed=0, guidance_scale=1e-3).image
+    assert guided.shape == plain.shape and not np.array_equal(plain, guided)
+
+
+def test_bad_inputs_give_clear_errors(refiner):
+    with pytest.raises(ImageError):
+        refiner.refine(np.zeros((32, 32), np.uint8), 1.0, caption="")
+    with pytest.raises(ImageError):
+        refiner.refine(np.zeros((32, 32, 3), np.float32), 1.0, caption="")
+    with pytest.raises(ImageError):
+        refiner.refine(np.zeros((4, 32, 3), np.uint8), 1.0, caption="")
+    with pytest.raises(ConfigError):
+        refiner.refine(_image(32, 32), float("nan"), caption="")
+    with pytest.raises(ConfigError):
+        refiner.refine(_image(32, 32), 1.0, caption="", sampler="nope")
+
+
+def test_save_and_load_round_trip(refiner, tmp_path):
+    folder = refiner.save_pretrained(tmp_path / "ref")
+    again = DiffJSCCRefiner.from_pretrained(folder)
+    assert again.config == refiner.config
+    latents, cond, context = _inputs(refiner)
+    with torch.no_grad():
+        a = refiner.predict_noise(latents, 10, context, cond, 1.0)
+        b = again.predict_noise(latents, 10, context, cond, 1.0)
+    torch.testing.assert_close(a, b)
+    with pytest.raises(ConfigError):
+        refiner.save_pretrained(folder)  # no silent overwrite
+    with pytest.raises(WeightsNotFoundError):
+        DiffJSCCRefiner.from_pretrained(tmp_path / "absent")
+
+
+def test_missing_stable_diffusion_is_a_clear_error(tmp_path):
+    with pytest.raises(WeightsNotFoundError, match="huggingface-cli download"):
+        DiffJSCCRefiner.from_stable_diffusion(tmp_path / "no-such-sd")
+
+
+def test_importing_diffjscc_does_not_import_diffusers():
+    code = (
+        "import sys, diffjscc, diffjscc.refiner; "
+        "assert 'diffusers' not in sys.modules and 'transformers' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
