@@ -1,0 +1,416 @@
+#!/usr/bin/env python3
+"""Send an image through the GNU Radio deep-JSCC loopback and decode it.
+
+    python examples/loopback.py                       # astronaut sample, 7 dB, CBR 1/384
+    python examples/loopback.py --image kodim23.png --snr 3 --cfo 0.01 --fading
+
+The chain is the one of grc/loopback_sim_no_gui.grc: image source (ONNX JSCC
+encoder, pilot-aided bursts) -> delay -> channel model (noise, frequency
+offset, sample-rate offset, optional Rayleigh block fading) -> JSCC receiver
+(pilot-based CSI) -> image sink (decoding through a worker). Unless --worker
+names one, a local decoding worker process (`diffjscc worker`) is started
+for the run; if it does not come up, decoding runs in this process.
+
+Writes original.png, received.png, refined.png (with --refine, when a refiner
+is available) and comparison.png to the output folder, and prints one line of
+JSON: frames_sent, frames_decoded, snr_db, snr_est_db, psnr, ms_ssim, timing.
+"""
+
+from __future__ import annotations
+
+import time
+
+_T_START = time.monotonic()  # the command's start, for the timing breakdown
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+from diffjscc.errors import DiffJSCCError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _use_module_from_checkout() -> None:
+    """Make ``gnuradio.diffjscc`` importable from this checkout when it is not installed."""
+    import gnuradio
+
+    source = ROOT / "gr-diffjscc" / "python"
+    if (source / "diffjscc" / "__init__.py").exists() and str(source) not in gnuradio.__path__:
+        gnuradio.__path__.insert(0, str(source))
+
+
+def setup_args() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="loopback.py",
+        description="Deep-JSCC image transmission through a simulated GNU Radio channel.",
+    )
+    p.add_argument("--image", default="", help="image file (default: scikit-image's astronaut)")
+    p.add_argument(
+        "--snr", type=float, default=7.0, help="channel SNR per symbol in dB (default 7)"
+    )
+    p.add_argument("--cbr", default="1/384", help="model name or channel bandwidth ratio (1/384)")
+    p.add_argument(
+        "--design-snr",
+        type=float,
+        default=None,
+        help="SNR the encoder is told (default: the channel SNR)",
+    )
+    p.add_argument(
+        "--cfo", type=float, default=0.0, help="frequency offset, fraction of symbol rate"
+    )
+    p.add_argument(
+        "--timing-offset",
+        type=float,
+        default=None,
+        help="delay in samples, fractional allowed (default: random in [0, 64))",
+    )
+    p.add_argument("--epsilon", type=float, default=1.0, help="sample rate ratio (drift; 1 = none)")
+    p.add_argument("--fading", action="store_true", help="Rayleigh block fading (one gain per run)")
+    p.add_argument("--seed", type=int, default=None, help="seed of noise, delay and fading")
+    p.add_argument("--sps", type=int, default=2, help="samples per symbol (default 2)")
+    p.add_argument("--output", default="out/loopback", help="output folder (default out/loopback)")
+    p.add_argument("--worker", default="", help="address of a running worker, tcp://host:port")
+    p.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="decode in this process instead of starting a local worker",
+    )
+    p.add_argument("--refine", action="store_true", help="also run the diffusion refiner")
+    p.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    return p
+
+
+# -- the local worker ----------------------------------------------------------------------
+
+
+def _free_tcp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalWorker:
+    """A `diffjscc worker` subprocess for the duration of the run."""
+
+    def __init__(self, log_path: Path):
+        self.address = f"tcp://127.0.0.1:{_free_tcp_port()}"
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115  (closed in stop())
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "diffjscc", "worker", "--bind", self.address],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=timeout)
+        self._log.close()
+
+
+# -- the flowgraph -------------------------------------------------------------------------
+
+
+class TimedEncoder:
+    """Wraps an encoder to record how long encoding took."""
+
+    def __init__(self, encoder):
+        self.encoder = encoder
+        self.seconds = 0.0
+
+    def encode(self, image, snr_db):
+        t = time.monotonic()
+        try:
+            return self.encoder.encode(image, snr_db=snr_db)
+        finally:
+            self.seconds += time.monotonic() - t
+
+
+def build_flowgraph(args, image_path, encoder, decoder, worker_address, output_dir):
+    from diffjscc.radio.config import noise_voltage
+    from gnuradio import blocks, channels, diffjscc, filter, gr
+
+    rng = np.random.default_rng(args.seed)
+    delay = float(rng.uniform(0, 64)) if args.timing_offset is None else float(args.timing_offset)
+    if delay < 0:
+        raise DiffJSCCError(f"--timing-offset must be >= 0, got {delay}")
+    h = complex(*rng.standard_normal(2)) / math.sqrt(2) if args.fading else 1.0 + 0j
+    tb = gr.top_block("deep-JSCC loopback")
+    source = diffjscc.image_source(
+        str(image_path),
+        model=args.cbr,
+        design_snr_db=args.snr if args.design_snr is None else args.design_snr,
+        sps=args.sps,
+        encoder=encoder,
+    )
+    whole = int(math.floor(delay))
+    stages = [source]
+    if whole:
+        stages.append(blocks.delay(gr.sizeof_gr_complex, whole))
+    if delay - whole > 1e-6:
+        # mmse resampler at ratio 1 with a phase shift: a fractional delay.
+        stages.append(filter.mmse_resampler_cc(delay - whole, 1.0))
+    channel = channels.channel_model(
+        noise_voltage=noise_voltage(args.snr, source.cfg),
+        frequency_offset=args.cfo / args.sps,
+        epsilon=args.epsilon,
+        taps=[h],
+        noise_seed=int(rng.integers(1, 2**31 - 1)),
+        block_tags=False,
+    )
+    receiver = diffjscc.jscc_receiver(sps=args.sps)
+    sink = diffjscc.image_sink(
+        output_dir=str(output_dir / "frames"),
+        worker_address=worker_address,
+        refine=args.refine,
+        decoder=decoder,
+        drain_timeout_s=args.timeout,
+        decode_timeout_s=args.timeout,
+    )
+    stages += [channel, receiver]
+    tb.connect(*stages)
+    tb.msg_connect(receiver, "pdus", sink, "pdus")
+    tb.msg_connect(source, "tx_info", sink, "tx_info")
+    tb.source, tb.receiver, tb.sink = source, receiver, sink
+    tb.channel_info = {"delay_samples": delay, "h": h}
+    return tb
+
+
+class Progress:
+    """Frames sent / received on stderr while the flowgraph runs."""
+
+    def __init__(self, tb, enabled: bool):
+        self.tb = tb
+        self.enabled = enabled
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        if self.enabled:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2.0)
+
+    def _run(self):
+        from tqdm import tqdm
+
+        with tqdm(desc="frames received", unit="frame", file=sys.stderr, leave=False) as bar:
+            while not self._stop.wait(0.1):
+                sent = self.tb.source.stats()["bursts_sent"]
+                got = self.tb.receiver.stats().get("pdus_sent", 0)
+                bar.total = max(sent, got, 1)
+                bar.n = got
+                decoded = len(self.tb.sink.results())
+                bar.set_postfix_str(f"sent {sent}, images decoded {decoded}", refresh=False)
+                bar.refresh()
+
+
+# -- outputs -------------------------------------------------------------------------------
+
+
+def side_by_side(panels: list[tuple[str, np.ndarray]], path: Path) -> None:
+    """One PNG with the images next to each other, each with its caption above."""
+    from diffjscc.io import atomic_path
+    from PIL import Image, ImageDraw
+
+    pad, text_h = 8, 18
+    h = max(img.shape[0] for _, img in panels)
+    w = sum(img.shape[1] for _, img in panels) + pad * (len(panels) + 1)
+    canvas = Image.new("RGB", (w, h + text_h + 2 * pad), "white")
+    draw = ImageDraw.Draw(canvas)
+    x = pad
+    for caption, img in panels:
+        draw.text((x, pad // 2), caption, fill="black")
+        canvas.paste(Image.fromarray(img), (x, text_h + pad))
+        x += img.shape[1] + pad
+    with atomic_path(path) as tmp:
+        canvas.save(tmp, format="PNG")
+
+
+def ms_ssim(reference: np.ndarray, image: np.ndarray) -> float | None:
+    """MS-SSIM (pytorch-msssim); None when torch is absent or the image is too small."""
+    try:
+        import torch
+        from pytorch_msssim import ms_ssim as _ms_ssim
+    except ImportError:
+        return None
+    if min(reference.shape[:2]) <= 160:  # 5 scales of an 11-pixel window
+        return None
+    x = torch.from_numpy(reference).permute(2, 0, 1)[None].float()
+    y = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+    return float(_ms_ssim(x, y, data_range=255.0))
+
+
+# -- the run -------------------------------------------------------------------------------
+
+
+def run(args, encoder=None, decoder=None, log=print) -> dict:
+    """Runs the loopback and writes the outputs; returns the summary dict."""
+    _use_module_from_checkout()
+    from diffjscc.image import load_image, save_png
+    from diffjscc.registry import get_model_spec
+
+    if args.sps < 2:
+        raise DiffJSCCError(f"--sps must be at least 2, got {args.sps}")
+    spec = get_model_spec(args.cbr)
+    output_dir = Path(args.output)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if args.image:
+        image_path = Path(args.image)
+    else:
+        from gnuradio.diffjscc.image_source import default_image_path
+
+        image_path = default_image_path()
+    original = load_image(image_path)  # a clear error now rather than inside the flowgraph
+
+    worker = None
+    worker_address = args.worker
+    if decoder is None and not worker_address and not args.no_worker:
+        try:
+            worker = LocalWorker(output_dir / "worker.log")
+            worker_address = worker.address
+        except OSError as exc:
+            log(f"loopback: cannot start a local worker ({exc}); decoding in this process")
+    try:
+        if encoder is None:
+            from diffjscc.onnx_codec import OnnxJSCCEncoder
+
+            encoder = OnnxJSCCEncoder.from_pretrained(spec.name)
+        timed = TimedEncoder(encoder)
+        tb = build_flowgraph(args, image_path, timed, decoder, worker_address, output_dir)
+        t_ready = time.monotonic()
+        with Progress(tb, enabled=not args.quiet):
+            tb.start()
+            finished = threading.Event()
+            waiter = threading.Thread(target=lambda: (tb.wait(), finished.set()), daemon=True)
+            waiter.start()
+            if not finished.wait(args.timeout):
+                tb.stop()
+                tb.wait()
+                raise DiffJSCCError(f"loopback did not finish within {args.timeout:.0f} s")
+        t_done = time.monotonic()
+    finally:
+        if worker is not None:
+            worker.stop()
+
+    results = tb.sink.results()
+    rx_stats = tb.receiver.stats()
+    tx_stats = tb.source.stats()
+    summary = {
+        "image": str(image_path),
+        "model": spec.name,
+        "cbr": spec.cbr_str,
+        "snr_db": args.snr,
+        "frames_sent": tx_stats["bursts_sent"],
+        "frames_decoded": rx_stats.get("pdus_sent", 0),
+        "images_decoded": sum(1 for r in results if r.get("path")),
+        "snr_est_db": None,
+        "psnr": None,
+        "ms_ssim": None,
+        "psnr_refined": None,
+        "ms_ssim_refined": None,
+        "partial": None,
+        "cfo": args.cfo,
+        "delay_samples": tb.channel_info["delay_samples"],
+        "h": [tb.channel_info["h"].real, tb.channel_info["h"].imag],
+        "served_by": None,
+        "receiver": rx_stats,
+        "sink": tb.sink.stats(),
+        "outputs": {},
+    }
+    save_png(output_dir / "original.png", original)
+    summary["outputs"]["original"] = str(output_dir / "original.png")
+    decoded = next((r for r in results if r.get("path")), None)
+    t_png = None
+    if decoded is None:
+        errors = [r.get("error") for r in results if r.get("error")]
+        log(f"loopback: no image decoded{': ' + errors[0] if errors else ''}")
+    else:
+        t_png = decoded["written_at"]
+        received = load_image(decoded["path"])
+        summary.update(
+            snr_est_db=decoded["snr_db"],
+            partial=decoded["partial"],
+            served_by=decoded.get("served_by"),
+            psnr=decoded.get("psnr"),
+        )
+        os.replace(decoded["path"], output_dir / "received.png")
+        summary["outputs"]["received"] = str(output_dir / "received.png")
+        panels = [("original", original), (f"JSCC, est. SNR {decoded['snr_db']:.1f} dB", received)]
+        if decoded.get("refined_path"):
+            refined = load_image(decoded["refined_path"])
+            os.replace(decoded["refined_path"], output_dir / "refined.png")
+            summary["outputs"]["refined"] = str(output_dir / "refined.png")
+            summary["psnr_refined"] = decoded.get("psnr_refined")
+            panels.append(("refined", refined))
+        side_by_side(panels, output_dir / "comparison.png")
+        summary["outputs"]["comparison"] = str(output_dir / "comparison.png")
+        summary["ms_ssim"] = ms_ssim(original, received)
+        if len(panels) == 3:
+            summary["ms_ssim_refined"] = ms_ssim(original, panels[2][1])
+    decode_s = decoded["decode_s"] if decoded else None
+    radio_s = None
+    if decoded is not None:
+        radio_s = max(0.0, decoded["submitted_at"] - t_ready - timed.seconds)
+    summary["timing"] = {
+        "startup_s": t_ready - _T_START,
+        "encode_s": timed.seconds,
+        "radio_s": radio_s,
+        "decode_s": decode_s,
+        "flowgraph_s": t_done - t_ready,
+        "png_written_s": None if t_png is None else t_png - _T_START,
+        "total_s": time.monotonic() - _T_START,
+    }
+    return summary
+
+
+def _jsonable(value):
+    """Plain JSON values: complex as [re, im], non-finite floats as None."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, complex):
+        return [_jsonable(value.real), _jsonable(value.imag)]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = setup_args().parse_args(argv)
+    try:
+        summary = run(args, log=lambda msg: print(msg, file=sys.stderr))
+    except DiffJSCCError as exc:
+        print(f"loopback: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(_jsonable(summary), allow_nan=False))
+    return 0 if summary["images_decoded"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

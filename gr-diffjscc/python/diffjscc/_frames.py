@@ -1,0 +1,107 @@
+#
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+"""What the blocks share: frame settings, and received frames <-> PDUs.
+
+A received frame leaves the receiver as a PDU, the convention of gr-ieee802-11
+and friends: ``pmt.cons(metadata dict, c32vector of equalised symbols)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+
+import numpy as np
+import pmt
+
+from diffjscc.errors import DiffJSCCError
+
+
+class BadPDU(DiffJSCCError, ValueError):
+    """A message that is not a well-formed received-frame PDU."""
+
+
+def frame_config(sps=2, rolloff=0.35, pilot_spacing=0, max_payload_symbols=0):
+    """A ``diffjscc.radio.FrameConfig``; 0 for the spacing or payload size means the default."""
+    from diffjscc.radio import FrameConfig
+
+    kwargs = {"sps": int(sps), "rolloff": float(rolloff)}
+    if pilot_spacing:
+        kwargs["pilot_spacing"] = int(pilot_spacing)
+    if max_payload_symbols:
+        kwargs["max_payload_symbols"] = int(max_payload_symbols)
+    try:
+        return FrameConfig(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise DiffJSCCError(f"invalid frame settings {kwargs}: {exc}") from exc
+
+
+def _plain(value):
+    """numpy scalars and arrays -> the plain Python values pmt.to_pmt understands."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
+def meta_to_pmt(meta: dict):
+    return pmt.to_pmt(_plain(meta))
+
+
+def frame_to_pdu(frame):
+    """A ``ReceivedFrame`` -> PDU (metadata dict, equalised symbols)."""
+    symbols = np.ascontiguousarray(frame.symbols, dtype=np.complex64)
+    return pmt.cons(meta_to_pmt(frame.meta()), pmt.init_c32vector(symbols.size, symbols))
+
+
+def pdu_parts(pdu) -> tuple[dict, np.ndarray]:
+    """PDU -> (metadata as a Python dict, complex64 symbols); BadPDU if malformed."""
+    if not pmt.is_pair(pdu):
+        raise BadPDU("not a PDU (a pair of metadata and vector)")
+    meta_pmt, vector = pmt.car(pdu), pmt.cdr(pdu)
+    if not pmt.is_dict(meta_pmt):
+        raise BadPDU("PDU metadata is not a dictionary")
+    if not pmt.is_c32vector(vector):
+        raise BadPDU("PDU payload is not a c32vector")
+    meta = pmt.to_python(meta_pmt)
+    if not isinstance(meta, dict):
+        raise BadPDU("PDU metadata is not a dictionary")
+    symbols = np.asarray(pmt.c32vector_elements(vector), dtype=np.complex64)
+    return meta, symbols
+
+
+def pdu_to_frame(pdu):
+    """PDU -> ``ReceivedFrame``; BadPDU when a field is missing or of the wrong kind."""
+    from diffjscc.radio import ReceivedFrame
+
+    meta, symbols = pdu_parts(pdu)
+    if not dataclasses.is_dataclass(ReceivedFrame):
+        raise BadPDU("diffjscc.radio.ReceivedFrame is not a dataclass")
+    kwargs = {}
+    for field in dataclasses.fields(ReceivedFrame):
+        if field.name == "symbols":
+            continue
+        if field.name in meta:
+            kwargs[field.name] = _field_value(field.name, meta[field.name])
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            raise BadPDU(f"PDU metadata lacks {field.name!r}")
+    try:
+        return ReceivedFrame(symbols=symbols, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise BadPDU(f"PDU metadata does not describe a frame: {exc}") from exc
+
+
+def _field_value(name, value):
+    if name == "image_shape":
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
+            raise BadPDU(f"image_shape must be (H, W), got {value!r}")
+        return (int(value[0]), int(value[1]))
+    if value is not None and not isinstance(value, (numbers.Number, str, list, tuple, dict)):
+        raise BadPDU(f"{name}: unexpected value {value!r}")
+    return value

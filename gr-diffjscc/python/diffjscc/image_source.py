@@ -1,0 +1,203 @@
+#
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+"""Image source: images -> ONNX JSCC encoder -> pilot-aided bursts of baseband samples."""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import pmt
+from gnuradio import gr
+
+from diffjscc.errors import DiffJSCCError, ImageError
+from diffjscc.registry import DEFAULT_MODEL, get_model_spec
+
+from ._frames import frame_config, meta_to_pmt
+
+# Image ids wrap at the width of the frame header's id field.
+IMAGE_ID_MODULO = 1 << 16
+BURST_TAG_MODES = ("packet_len", "sob_eob")
+_EOB = pmt.intern("tx_eob")
+
+
+def default_image_path() -> Path:
+    """scikit-image's astronaut sample (512x512), the image sent when none is named."""
+    try:
+        import skimage
+    except ImportError as exc:
+        raise ImageError(
+            "no image given and scikit-image (whose sample image is the default) is not "
+            "installed: name an image file or folder, or pip install scikit-image"
+        ) from exc
+    return Path(skimage.data_dir) / "astronaut.png"
+
+
+def _image_paths(path) -> list[Path]:
+    from diffjscc.image import list_images
+
+    if not str(path or "").strip():
+        return [default_image_path()]
+    path = Path(os.path.expanduser(str(path)))
+    if not path.exists():
+        raise ImageError(f"{path}: no such file or folder")
+    if path.is_dir():
+        paths = list_images(path)
+        if not paths:
+            raise ImageError(f"{path}: folder holds no image files")
+        return paths
+    return [path]
+
+
+class image_source(gr.sync_block):
+    """Sends images as deep-JSCC bursts.
+
+    Each image (a file, or every image of a folder in name order; scikit-image's
+    astronaut sample when ``path`` is empty) is encoded
+    by the ONNX JSCC encoder into complex symbols, which ``diffjscc.radio``
+    splits into frames: preamble, CRC-protected header, and payload with
+    pilots, root-raised-cosine shaped at ``sps`` samples per symbol. Each frame
+    leaves as one burst followed by ``gap_samples`` zeros.
+
+    Bursts are tagged for ``uhd.usrp_sink`` as they are: either a tagged
+    stream (``len_tag_key`` at the first sample, value = burst + gap length)
+    or ``tx_sob`` / ``tx_eob`` at the burst's first and last sample.
+
+    Without ``repeat`` the block finishes after the last image, which ends a
+    flowgraph run; files that are not readable images are skipped and counted.
+
+    Message output ``tx_info``: one dict per image sent (image_id, path,
+    height, width, frames, symbols, model), which lets an image sink compare
+    what it received with the original.
+    """
+
+    def __init__(
+        self,
+        path,
+        model=DEFAULT_MODEL,
+        design_snr_db=7.0,
+        repeat=False,
+        sps=2,
+        rolloff=0.35,
+        pilot_spacing=0,
+        max_payload_symbols=0,
+        gap_samples=1000,
+        burst_tags="packet_len",
+        len_tag_key="packet_len",
+        amplitude=1.0,
+        first_image_id=0,
+        encoder=None,
+    ):
+        gr.sync_block.__init__(
+            self, name="diffjscc_image_source", in_sig=None, out_sig=[np.complex64]
+        )
+        if burst_tags not in BURST_TAG_MODES:
+            raise DiffJSCCError(f"burst_tags must be one of {BURST_TAG_MODES}, not {burst_tags!r}")
+        if int(gap_samples) < 0:
+            raise DiffJSCCError(f"gap_samples must be >= 0, got {gap_samples}")
+        self.spec = get_model_spec(model)
+        self.design_snr_db = float(design_snr_db)
+        self.repeat = bool(repeat)
+        self.cfg = frame_config(sps, rolloff, pilot_spacing, max_payload_symbols)
+        self.gap_samples = int(gap_samples)
+        self.burst_tags = burst_tags
+        self.len_tag_key = pmt.intern(str(len_tag_key))
+        self.amplitude = np.float32(amplitude)
+        self.paths = _image_paths(path)
+        if encoder is None:
+            from diffjscc.onnx_codec import OnnxJSCCEncoder
+
+            encoder = OnnxJSCCEncoder.from_pretrained(self.spec.name)
+        self.encoder = encoder
+        self._next_id = int(first_image_id) % IMAGE_ID_MODULO
+        self._path_index = 0
+        self._sent_this_pass = 0
+        self._bursts: deque[np.ndarray] = deque()  # waiting, each with its gap
+        self._current: np.ndarray | None = None
+        self._burst_len = 0
+        self._pos = 0
+        self._finished = False
+        self._stats = {"images_sent": 0, "images_skipped": 0, "bursts_sent": 0, "samples_sent": 0}
+        self.message_port_register_out(pmt.intern("tx_info"))
+
+    def stats(self) -> dict:
+        return dict(self._stats)
+
+    def _encode_next(self) -> bool:
+        """Queue the bursts of the next readable image; False when there is none left."""
+        from diffjscc.image import load_image
+        from diffjscc.radio import build_bursts
+
+        while True:
+            if self._path_index >= len(self.paths):
+                if not self.repeat or self._sent_this_pass == 0:
+                    if self._sent_this_pass == 0 and self._stats["images_sent"] == 0:
+                        self.logger.error(f"no readable image among {len(self.paths)} files")
+                    return False
+                self._path_index, self._sent_this_pass = 0, 0
+            path = self.paths[self._path_index]
+            self._path_index += 1
+            try:
+                image = load_image(path)
+            except ImageError as exc:
+                self._stats["images_skipped"] += 1
+                self.logger.warn(f"skipping {exc}")
+                continue
+            encoded = self.encoder.encode(image, snr_db=self.design_snr_db)
+            image_id = self._next_id
+            self._next_id = (self._next_id + 1) % IMAGE_ID_MODULO
+            bursts = build_bursts(encoded, image_id=image_id, cfg=self.cfg)
+            gap = np.zeros(self.gap_samples, dtype=np.complex64)
+            for burst in bursts:
+                samples = np.asarray(burst, dtype=np.complex64) * self.amplitude
+                self._bursts.append((np.concatenate([samples, gap]), samples.size))
+            self._sent_this_pass += 1
+            self._stats["images_sent"] += 1
+            info = {
+                "image_id": image_id,
+                "path": str(path),
+                "height": int(image.shape[0]),
+                "width": int(image.shape[1]),
+                "frames": len(bursts),
+                "symbols": int(encoded.num_symbols),
+                "model": encoded.model,
+            }
+            self.message_port_pub(pmt.intern("tx_info"), meta_to_pmt(info))
+            return True
+
+    def _tag(self, offset: int, key, value) -> None:
+        self.add_item_tag(0, offset, key, value, pmt.intern(self.alias()))
+
+    def work(self, input_items, output_items):
+        out = output_items[0]
+        produced = 0
+        while produced < len(out):
+            if self._current is None:
+                if not self._bursts and (self._finished or not self._encode_next()):
+                    self._finished = True
+                    break
+                self._current, self._burst_len = self._bursts.popleft()
+                self._pos = 0
+                start = self.nitems_written(0) + produced
+                if self.burst_tags == "packet_len":
+                    self._tag(start, self.len_tag_key, pmt.from_long(self._current.size))
+                else:
+                    self._tag(start, pmt.intern("tx_sob"), pmt.PMT_T)
+                self._stats["bursts_sent"] += 1
+            n = min(len(out) - produced, self._current.size - self._pos)
+            last = self._burst_len - 1
+            if self.burst_tags == "sob_eob" and self._pos <= last < self._pos + n:
+                # Tagged when written, so the tag never points past the items produced.
+                self._tag(self.nitems_written(0) + produced + last - self._pos, _EOB, pmt.PMT_T)
+            out[produced : produced + n] = self._current[self._pos : self._pos + n]
+            produced += n
+            self._pos += n
+            if self._pos >= self._current.size:
+                self._current = None
+        self._stats["samples_sent"] += produced
+        if produced == 0 and self._finished:
+            return -1  # WORK_DONE: the last image has gone out
+        return produced
