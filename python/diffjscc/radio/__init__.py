@@ -1,0 +1,35 @@
+"""The radio core: JSCC symbols <-> pulse-shaped bursts, in numpy and scipy.
+
+Transmitter: ``build_bursts(enc, image_id, cfg)``. Receiver:
+``BurstReceiver(cfg).feed(samples)`` -> ``ReceivedFrame`` (equalised payload and
+CSI estimated from pilots), and ``ImageAssembler`` -> ``AssembledImage``. The
+GNU Radio blocks of ``gr-diffjscc`` are thin wrappers over these. No torch and
+no GNU Radio are imported here.
+"""
+
+from diffjscc.radio.assembler import AssembledImage, ImageAssembler
+from diffjscc.radio.config import FrameConfig, noise_voltage, sample_snr_db
+from diffjscc.radio.estimation import ChannelEstimate, estimate_channel, snr_crb, snr_crb_db
+from diffjscc.radio.frame import build_bursts, frame_length, frame_slice, image_symbol_count
+from diffjscc.radio.header import FrameHeader
+from diffjscc.radio.receiver import BurstReceiver, FrameError, ReceivedFrame
+
+__all__ = [
+    "AssembledImage",
+    "BurstReceiver",
+    "ChannelEstimate",
+    "FrameConfig",
+    "FrameError",
+    "FrameHeader",
+    "ImageAssembler",
+    "ReceivedFrame",
+    "build_bursts",
+    "estimate_channel",
+    "frame_length",
+    "frame_slice",
+    "image_symbol_count",
+    "noise_voltage",
+    "sample_snr_db",
+    "snr_crb",
+    "snr_crb_db",
+]

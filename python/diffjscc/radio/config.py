@@ -1,0 +1,88 @@
+"""Settings of the radio frame, shared by transmitter and receiver.
+
+The transmitter and the receiver must agree on ``sps``, ``rolloff``,
+``filter_span`` and ``pilot_spacing`` (the waveform); everything else in the
+frame (shape, rate, frame count, ...) travels in the header. The remaining
+fields only tune one side: ``max_payload_symbols`` the transmitter, the
+detection and tracking settings the receiver.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from diffjscc.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class FrameConfig:
+    sps: int = 2  # samples per symbol
+    rolloff: float = 0.35  # root raised cosine excess bandwidth
+    filter_span: int = 8  # RRC length in symbols on each side of its peak
+    pilot_spacing: int = 17  # one known pilot every this many body symbols (1/17 = 5.9 %)
+    max_payload_symbols: int = 4096  # JSCC symbols per frame at most (transmitter)
+    # Receiver settings.
+    detection_threshold: float = 0.2  # on the normalised preamble metric in [0, 1]
+    max_cfo: float = 0.03  # largest |frequency offset| searched, in cycles per symbol
+    phase_track_window: int = 16  # pilots averaged by the phase tracker; 0 turns it off
+    max_image_symbols: int = 1 << 22  # larger images announced by a header are refused
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.sps, int) or not 2 <= self.sps <= 64:
+            raise ConfigError(f"sps must be an integer in 2..64, got {self.sps!r}")
+        if not 0.0 < float(self.rolloff) <= 1.0:
+            raise ConfigError(f"rolloff must be in (0, 1], got {self.rolloff!r}")
+        if not isinstance(self.filter_span, int) or not 2 <= self.filter_span <= 32:
+            raise ConfigError(f"filter_span must be an integer in 2..32, got {self.filter_span!r}")
+        if not isinstance(self.pilot_spacing, int) or not 4 <= self.pilot_spacing <= 256:
+            raise ConfigError(
+                f"pilot_spacing must be an integer in 4..256, got {self.pilot_spacing!r}"
+            )
+        if (
+            not isinstance(self.max_payload_symbols, int)
+            or not 1 <= self.max_payload_symbols <= 65535
+        ):
+            raise ConfigError(
+                f"max_payload_symbols must be an integer in 1..65535, got {self.max_payload_symbols!r}"
+            )
+        if not 0.0 < float(self.detection_threshold) < 1.0:
+            raise ConfigError(
+                f"detection_threshold must be in (0, 1), got {self.detection_threshold!r}"
+            )
+        # The preamble's differential detector is unambiguous up to half a cycle per segment.
+        if not 0.0 < float(self.max_cfo) <= 0.03:
+            raise ConfigError(f"max_cfo must be in (0, 0.03] cycles/symbol, got {self.max_cfo!r}")
+        if not isinstance(self.phase_track_window, int) or self.phase_track_window < 0:
+            raise ConfigError(
+                f"phase_track_window must be an integer >= 0, got {self.phase_track_window!r}"
+            )
+        if not isinstance(self.max_image_symbols, int) or self.max_image_symbols < 1:
+            raise ConfigError(
+                f"max_image_symbols must be a positive integer, got {self.max_image_symbols!r}"
+            )
+
+    @property
+    def num_taps(self) -> int:
+        return 2 * self.filter_span * self.sps + 1
+
+    @property
+    def pilot_overhead(self) -> float:
+        """Fraction of body symbols that are pilots (ignoring the closing pilot)."""
+        return 1.0 / self.pilot_spacing
+
+
+def sample_snr_db(symbol_snr_db: float, cfg: FrameConfig) -> float:
+    """Per-sample SNR that gives ``symbol_snr_db`` (payload Es/N0 after matched filtering).
+
+    The transmitter emits unit average power per sample, so noise of variance
+    ``10 ** (-sample_snr_db / 10)`` per sample (``diffjscc.channels.awgn`` on the
+    samples) gives the payload symbols an SNR of ``symbol_snr_db``.
+    """
+    return float(symbol_snr_db) - 10.0 * math.log10(cfg.sps)
+
+
+def noise_voltage(symbol_snr_db: float, cfg: FrameConfig, amplitude: float = 1.0) -> float:
+    """Standard deviation of complex noise per sample for a payload SNR, for a
+    transmitter scaled by ``amplitude`` (GNU Radio ``channel_model``'s noise_voltage)."""
+    return float(amplitude) * 10.0 ** (-sample_snr_db(symbol_snr_db, cfg) / 20.0)

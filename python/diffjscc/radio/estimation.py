@@ -1,0 +1,151 @@
+"""Data-aided channel estimation from known symbols (pilots, preamble, header).
+
+Model of the matched-filter output at known symbol ``s_k`` sent at symbol time ``t_k``:
+
+    y_k = h * exp(2j*pi*f*t_k) * s_k + n_k,   n_k ~ CN(0, sigma^2),   |s_k| = 1
+
+``h`` is the complex gain, ``f`` the frequency offset left after coarse
+correction (cycles per symbol). Estimates are maximum likelihood: ``f`` maximises
+|sum_k y_k s_k* exp(-2j*pi*f*t_k)| (grid search, then a parabola through the
+best three points, twice), ``h`` is the least-squares gain at that ``f``, and the
+SNR is |h|^2 / sigma^2 with sigma^2 from the residuals. The SNR is corrected for
+the degrees of freedom spent on h and f and for the bias of a ratio, so it is
+unbiased in the linear domain; its variance is close to the Cramer-Rao bound
+``snr_crb``. Blind M-PSK estimators would be wrong here: the JSCC payload is
+Gaussian-like, which is why only known symbols are used.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ChannelEstimate:
+    h: complex  # gain at symbol time t_ref
+    freq: float  # residual frequency offset, cycles per symbol
+    t_ref: float  # symbol time at which h is given
+    noise_var: float  # sigma^2 of the matched-filter output
+    snr: float  # |h|^2 / sigma^2, linear
+    num_known: int
+
+    @property
+    def snr_db(self) -> float:
+        return 10.0 * math.log10(max(self.snr, 1e-12))
+
+    def gain(self, t: np.ndarray) -> np.ndarray:
+        """h(t) = h * exp(2j*pi*f*(t - t_ref)) at symbol times t."""
+        t = np.asarray(t, dtype=np.float64)
+        return (self.h * np.exp(2j * np.pi * self.freq * (t - self.t_ref))).astype(np.complex64)
+
+
+def _periodogram(z: np.ndarray, t: np.ndarray, freqs: np.ndarray) -> np.ndarray:
+    return np.abs(np.exp(-2j * np.pi * np.outer(freqs, t)) @ z) ** 2
+
+
+def _parabola_peak(values: np.ndarray, i: int) -> float:
+    """Offset in (-0.5, 0.5) of the vertex of the parabola through values[i-1..i+1]."""
+    a, b, c = values[i - 1], values[i], values[i + 1]
+    denom = a - 2.0 * b + c
+    if denom >= 0.0:
+        return 0.0
+    return float(np.clip(0.5 * (a - c) / denom, -0.5, 0.5))
+
+
+def estimate_frequency(z: np.ndarray, t: np.ndarray, center: float, halfwidth: float) -> float:
+    """ML frequency (cycles/symbol) of z_k = h exp(2j pi f t_k) + noise, |f - center| <= halfwidth."""
+    t = np.asarray(t, dtype=np.float64)
+    span = max(float(t.max() - t.min()), 1.0)
+    step = 0.25 / span  # a quarter of the main lobe's half width
+    count = int(math.ceil(halfwidth / step))
+    freqs = center + step * np.arange(-count - 1, count + 2)
+    power = _periodogram(z, t, freqs)
+    i = int(np.clip(np.argmax(power[1:-1]) + 1, 1, power.size - 2))
+    best = freqs[i] + step * _parabola_peak(power, i)
+    # A second, narrower parabola removes the bias of the first (the peak is not a parabola).
+    fine = step / 4.0
+    freqs = best + fine * np.array([-1.0, 0.0, 1.0])
+    power = _periodogram(z, t, freqs)
+    return float(best + fine * _parabola_peak(power, 1))
+
+
+def estimate_channel(
+    y: np.ndarray,
+    known: np.ndarray,
+    t: np.ndarray,
+    freq_center: float = 0.0,
+    freq_halfwidth: float = 0.0,
+) -> ChannelEstimate:
+    """Estimate h, the residual frequency offset and the SNR from known symbols.
+
+    ``y``: matched-filter outputs at the known symbols ``known`` (|known| = 1),
+    sent at symbol times ``t``. With ``freq_halfwidth`` 0 the frequency is taken
+    as ``freq_center`` and not estimated.
+    """
+    y = np.asarray(y, dtype=np.complex128)
+    z = y * np.conj(np.asarray(known, dtype=np.complex128))
+    t = np.asarray(t, dtype=np.float64)
+    n = z.size
+    if freq_halfwidth > 0.0:
+        freq = estimate_frequency(z, t, freq_center, freq_halfwidth)
+        free_params = 3  # Re h, Im h, f
+    else:
+        freq = float(freq_center)
+        free_params = 2
+    t_ref = float(np.mean(t))
+    rot = np.exp(-2j * np.pi * freq * (t - t_ref))
+    derotated = z * rot
+    h = complex(np.mean(derotated))
+    residual = derotated - h
+    dof = n - free_params / 2.0  # complex degrees of freedom left in the residuals
+    noise_var = float(np.sum(np.abs(residual) ** 2) / max(dof, 1.0))
+    # |h_hat|^2 carries sigma^2/n of noise; E[1/sigma_hat^2] = (1/sigma^2) dof/(dof-1).
+    signal = max(abs(h) ** 2 - noise_var / n, 0.0)
+    snr = (
+        signal / max(noise_var, 1e-30) * (dof - 1.0) / dof
+        if dof > 1.0
+        else signal / max(noise_var, 1e-30)
+    )
+    return ChannelEstimate(h=h, freq=freq, t_ref=t_ref, noise_var=noise_var, snr=snr, num_known=n)
+
+
+def track_phase(
+    y: np.ndarray,
+    known: np.ndarray,
+    t: np.ndarray,
+    est: ChannelEstimate,
+    window: int,
+    t_out: np.ndarray,
+) -> np.ndarray:
+    """Slow phase left after the linear model, at times ``t_out`` (radians).
+
+    The residual phasors of the pilots are averaged over ``window`` pilots
+    (enough to keep the tracker's own noise small at low SNR) and their phase is
+    interpolated linearly between pilots.
+    """
+    if window <= 1 or np.size(y) < 2 * window:
+        return np.zeros(np.size(t_out), dtype=np.float64)
+    z = np.asarray(y, dtype=np.complex128) * np.conj(known) / est.gain(t)
+    kernel = np.ones(window)
+    smooth = np.convolve(z, kernel, mode="same") / np.convolve(
+        np.ones_like(z.real), kernel, mode="same"
+    )
+    phase = np.unwrap(np.angle(smooth))
+    return np.interp(t_out, t, phase)
+
+
+def snr_crb(snr: float, num_known: int) -> float:
+    """Cramer-Rao bound on the variance of an unbiased data-aided estimate of the
+    linear SNR from ``num_known`` unit-modulus known symbols: (2 snr + snr^2) / N.
+    (Unknown phase and frequency offset do not change it: their information is
+    orthogonal to that of |h| and sigma^2.)"""
+    return (2.0 * snr + snr * snr) / num_known
+
+
+def snr_crb_db(snr_db: float, num_known: int) -> float:
+    """Standard deviation (dB) that the CRB allows, to first order: 10/ln10 * sqrt(CRB)/snr."""
+    snr = 10.0 ** (snr_db / 10.0)
+    return 10.0 / math.log(10.0) * math.sqrt(snr_crb(snr, num_known)) / snr
