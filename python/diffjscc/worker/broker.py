@@ -1,0 +1,613 @@
+"""The broker: one address for clients, any number of workers behind it.
+
+::
+
+    clients (DEALER/REQ) ──► ROUTER frontend ─┐                 ┌─► worker DEALER ─► engine
+    GNU Radio push_msg_sink ─► PULL ──────────┼─► broker queue ─┼─► worker DEALER ─► engine
+    GNU Radio pull_msg_source ◄─ PUSH ◄───────┘   (credits)     └─► ...  ◄── ROUTER backend
+
+Workers connect to the backend, announce READY with a capacity, and heartbeat;
+the broker gives each request to the live worker with the most free capacity
+(load balancing; a worker added later is used at once, nothing restarts). The
+broker remembers which worker holds which request: if that worker stops
+heartbeating (crashed, SIGKILLed, unplugged) its requests go to another worker,
+up to ``max_attempts`` tries, and then come back as explicit failures. A reply
+is forwarded only from the worker that holds the request, so none is lost or
+sent twice. Requests are checked here first: bad ones are answered at once.
+
+Frames between broker and worker (after the ROUTER's identity frame):
+``READY json`` / ``HEARTBEAT json`` / ``REPLY ticket payload`` / ``BYE`` from the
+worker; ``REQUEST ticket payload`` / ``HEARTBEAT`` / ``RESYNC`` from the broker.
+Client envelopes follow ZMQ's REQ convention: every frame before the payload
+comes back unchanged before the reply.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import itertools
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import zmq
+
+from diffjscc.worker.keys import CurveServer
+from diffjscc.worker.protocol import (
+    DEFAULT_LIMITS,
+    UNAVAILABLE,
+    DecodeReply,
+    Limits,
+    ProtocolError,
+    StatusRequest,
+    WorkerError,
+    decode_request,
+    encode_reply,
+)
+
+log = logging.getLogger(__name__)
+
+READY, HEARTBEAT, REPLY, BYE = b"READY", b"HEARTBEAT", b"REPLY", b"BYE"
+REQUEST, RESYNC = b"REQUEST", b"RESYNC"
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
+
+
+def check_bind_address(address: str, allow_remote: bool) -> None:
+    """Refuse to listen beyond this machine unless asked to, explicitly."""
+    if address.startswith(("inproc://", "ipc://")):
+        return
+    if not address.startswith("tcp://"):
+        raise WorkerError(
+            f"unsupported address {address!r}: use tcp://HOST:PORT, ipc:// or inproc://"
+        )
+    host = address[len("tcp://") :].rsplit(":", 1)[0]
+    if host not in LOOPBACK_HOSTS and not allow_remote:
+        raise WorkerError(
+            f"{address} listens beyond this machine; pass --allow-remote (with CURVE keys, "
+            "see 'diffjscc keys') to serve other hosts"
+        )
+
+
+def percentiles(values, points=(50, 90, 99)) -> dict:
+    values = sorted(values)
+    if not values:
+        return {}
+    return {
+        f"p{p}": round(values[min(len(values) - 1, int(p / 100 * len(values)))], 3) for p in points
+    }
+
+
+@dataclass
+class _Job:
+    ticket: bytes
+    payload: bytes
+    origin: str  # "router" or "pdu"
+    envelope: list  # frames to put before the reply (router origin)
+    request_id: object
+    image_id: object
+    received: float
+    attempts: int = 0
+    worker: bytes | None = None
+    dispatched: float = 0.0
+
+
+@dataclass
+class _Worker:
+    identity: bytes
+    capacity: int
+    last_seen: float
+    info: dict = field(default_factory=dict)
+    status: dict = field(default_factory=dict)
+    inflight: set = field(default_factory=set)
+    last_dispatch: float = 0.0
+    served: int = 0
+
+    @property
+    def free(self) -> int:
+        return self.capacity - len(self.inflight)
+
+
+class Broker:
+    """ROUTER frontend (+ optional PDU PULL/PUSH pair) to a ROUTER backend of workers.
+
+    Addresses may end in ``:*`` / ``:0`` for an ephemeral port; the bound
+    addresses are in ``frontend_address`` etc. after :meth:`start`.
+    """
+
+    def __init__(
+        self,
+        frontend: str = "tcp://127.0.0.1:5555",
+        backend: str = "tcp://127.0.0.1:5556",
+        pdu_pull: str | None = None,
+        pdu_push: str | None = None,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        heartbeat_s: float = 1.0,
+        liveness: int = 3,
+        max_attempts: int = 2,
+        queue_limit: int = 1000,
+        queue_timeout_s: float = 30.0,
+        request_timeout_s: float = 600.0,
+        allow_remote: bool = False,
+        curve: CurveServer | None = None,
+        backend_curve: CurveServer | None = None,
+        context: zmq.Context | None = None,
+    ):
+        for address in (frontend, backend, pdu_pull, pdu_push):
+            if address:
+                check_bind_address(address, allow_remote)
+        self._addresses = {
+            "frontend": frontend,
+            "backend": backend,
+            "pdu_pull": pdu_pull,
+            "pdu_push": pdu_push,
+        }
+        self.limits = limits
+        self.heartbeat_s = heartbeat_s
+        self.liveness = liveness
+        self.max_attempts = max_attempts
+        self.queue_limit = queue_limit
+        self.queue_timeout_s = queue_timeout_s
+        self.request_timeout_s = request_timeout_s
+        self.curve = curve
+        self.backend_curve = backend_curve
+        self._own_context = context is None
+        self.context = context or zmq.Context()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._auth = None
+        self.bound: dict[str, str] = {}
+        self._queue: collections.deque[_Job] = collections.deque()
+        self._inflight: dict[bytes, _Job] = {}
+        self._workers: dict[bytes, _Worker] = {}
+        self._tickets = itertools.count(1)
+        self._latency_ms: collections.deque[float] = collections.deque(maxlen=4096)
+        self._started = time.time()
+        self.counters = collections.Counter()
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def frontend_address(self) -> str:
+        return self.bound.get("frontend", "")
+
+    @property
+    def backend_address(self) -> str:
+        return self.bound.get("backend", "")
+
+    def start(self, timeout_s: float = 10.0) -> Broker:
+        self._thread = threading.Thread(
+            target=self._run_guarded, name="diffjscc-broker", daemon=True
+        )
+        self._thread.start()
+        if not self._ready.wait(timeout_s):
+            raise WorkerError(f"broker did not start within {timeout_s} s")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        if self._thread is not None and self._thread.is_alive():
+            log.warning("broker thread did not stop within %.1f s", timeout_s)
+        elif self._own_context:
+            self.context.term()
+
+    def run(self) -> None:
+        """Serve in the calling thread until :meth:`stop` (or Ctrl-C)."""
+        self._run_guarded()
+        if self._error is not None:
+            raise self._error
+
+    def _run_guarded(self) -> None:
+        try:
+            self._serve()
+        except KeyboardInterrupt as exc:
+            self._error = exc
+        except BaseException as exc:  # surfaced by start()/run(); the thread must not die silently
+            self._error = exc
+            log.exception("broker stopped on an error")
+        finally:
+            self._ready.set()
+
+    def _socket(self, kind: int, address: str, curve: CurveServer | None, name: str) -> zmq.Socket:
+        sock = self.context.socket(kind)
+        sock.linger = 0
+        sock.setsockopt(zmq.MAXMSGSIZE, self.limits.zmq_max_message_bytes)
+        if curve is not None:
+            curve.apply(sock)
+        sock.bind(address)
+        self.bound[name] = (
+            sock.getsockopt_string(zmq.LAST_ENDPOINT)
+            if not address.startswith("inproc")
+            else address
+        )
+        return sock
+
+    def _serve(self) -> None:
+        if self.curve is not None or self.backend_curve is not None:
+            self._auth = (self.curve or self.backend_curve).start_authenticator(self.context)
+            if (
+                self.curve
+                and self.backend_curve
+                and self.curve.clients_dir != self.backend_curve.clients_dir
+            ):
+                raise WorkerError(
+                    "frontend and backend CURVE keys must share one authorised folder"
+                )
+        sockets = []
+        try:
+            self.frontend = self._socket(
+                zmq.ROUTER, self._addresses["frontend"], self.curve, "frontend"
+            )
+            sockets.append(self.frontend)
+            self.backend = self._socket(
+                zmq.ROUTER, self._addresses["backend"], self.backend_curve, "backend"
+            )
+            # A restarted worker may reuse its identity: the new connection takes over.
+            self.backend.setsockopt(zmq.ROUTER_HANDOVER, 1)
+            sockets.append(self.backend)
+            self.pdu_pull = self.pdu_push = None
+            if self._addresses["pdu_pull"]:
+                self.pdu_pull = self._socket(
+                    zmq.PULL, self._addresses["pdu_pull"], self.curve, "pdu_pull"
+                )
+                sockets.append(self.pdu_pull)
+            if self._addresses["pdu_push"]:
+                self.pdu_push = self._socket(
+                    zmq.PUSH, self._addresses["pdu_push"], self.curve, "pdu_push"
+                )
+                sockets.append(self.pdu_push)
+            self._ready.set()
+            log.info("broker: clients %s, workers %s", self.frontend_address, self.backend_address)
+            self._loop()
+        finally:
+            for sock in sockets:
+                sock.close(linger=0)
+            if self._auth is not None:
+                self._auth.stop()
+
+    # ------------------------------------------------------------------ main loop
+    def _loop(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.frontend, zmq.POLLIN)
+        poller.register(self.backend, zmq.POLLIN)
+        if self.pdu_pull is not None:
+            poller.register(self.pdu_pull, zmq.POLLIN)
+        next_heartbeat = time.monotonic() + self.heartbeat_s
+        tick_ms = max(10, int(self.heartbeat_s * 1000 / 4))
+        while not self._stop.is_set():
+            events = dict(poller.poll(tick_ms))
+            # Bounded bursts so one busy socket cannot starve the others.
+            for _ in range(256):
+                if self.backend not in events or not self._poll_once(
+                    self.backend, self._on_backend
+                ):
+                    break
+            for _ in range(256):
+                if self.frontend not in events or not self._poll_once(
+                    self.frontend, self._on_frontend
+                ):
+                    break
+            if self.pdu_pull is not None:
+                for _ in range(256):
+                    if self.pdu_pull not in events or not self._poll_once(
+                        self.pdu_pull, self._on_pdu
+                    ):
+                        break
+            now = time.monotonic()
+            self._expire(now)
+            self._dispatch(now)
+            if now >= next_heartbeat:
+                for identity in list(self._workers):
+                    self.backend.send_multipart([identity, HEARTBEAT])
+                next_heartbeat = now + self.heartbeat_s
+        for identity in list(self._workers):  # tell workers to re-register with the next broker
+            self.backend.send_multipart([identity, RESYNC], zmq.NOBLOCK)
+
+    @staticmethod
+    def _poll_once(sock: zmq.Socket, handler) -> bool:
+        try:
+            frames = sock.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        handler(frames)
+        return True
+
+    # ------------------------------------------------------------------ clients
+    def _on_frontend(self, frames: list[bytes]) -> None:
+        # [identity, *routing frames, payload]; REQ adds an empty delimiter frame.
+        if len(frames) < 2 or len(frames) > 10 or any(len(f) > 256 for f in frames[:-1]):
+            self.counters["bad_envelopes"] += 1
+            return
+        self._accept("router", frames[:-1], frames[-1])
+
+    def _on_pdu(self, frames: list[bytes]) -> None:
+        if len(frames) != 1:  # GNU Radio's push_msg_sink sends one frame per message
+            self.counters["bad_envelopes"] += 1
+            return
+        self._accept("pdu", [], frames[0])
+
+    def _accept(self, origin: str, envelope: list, payload: bytes) -> None:
+        self.counters["requests"] += 1
+        now = time.monotonic()
+        try:
+            request = decode_request(payload, self.limits)
+        except ProtocolError as exc:
+            self.counters["invalid"] += 1
+            log.debug("refused request %r: %s", exc.request_id, exc)
+            self._answer(
+                origin,
+                envelope,
+                encode_reply(DecodeReply.failure(exc, str(exc), exc.kind, "broker")),
+            )
+            return
+        if isinstance(request, StatusRequest):
+            reply = DecodeReply(
+                request.request_id, None, ok=True, served_by="broker", status=self.status()
+            )
+            self._answer(origin, envelope, encode_reply(reply))
+            return
+        job = _Job(
+            ticket=next(self._tickets).to_bytes(8, "big"),
+            payload=payload,
+            origin=origin,
+            envelope=envelope,
+            request_id=request.request_id,
+            image_id=request.image_id,
+            received=now,
+        )
+        if len(self._queue) >= self.queue_limit:
+            self._fail(job, f"broker queue full ({self.queue_limit} requests waiting)")
+            return
+        self._queue.append(job)
+
+    def _answer(self, origin: str, envelope: list, payload: bytes) -> None:
+        try:
+            if origin == "router":
+                self.frontend.send_multipart([*envelope, payload], zmq.NOBLOCK)
+            elif self.pdu_push is not None:
+                self.pdu_push.send(payload, zmq.NOBLOCK)
+            else:
+                self.counters["replies_dropped"] += 1
+                return
+            self.counters["replies"] += 1
+        except zmq.Again:  # a reader that stopped reading must not stall the broker
+            self.counters["replies_dropped"] += 1
+
+    def _fail(self, job: _Job, error: str) -> None:
+        self.counters["failures"] += 1
+        log.info("request %r failed: %s", job.request_id, error)
+        reply = DecodeReply(
+            job.request_id,
+            job.image_id,
+            ok=False,
+            error=error,
+            error_kind=UNAVAILABLE,
+            served_by="broker",
+        )
+        self._answer(job.origin, job.envelope, encode_reply(reply))
+
+    # ------------------------------------------------------------------ workers
+    def _on_backend(self, frames: list[bytes]) -> None:
+        if len(frames) < 2:
+            return
+        identity, command = frames[0], frames[1]
+        now = time.monotonic()
+        worker = self._workers.get(identity)
+        if command == READY:
+            try:
+                info = json.loads(frames[2]) if len(frames) > 2 else {}
+                capacity = int(info.get("capacity", 1))
+            except (ValueError, TypeError, AttributeError):
+                log.warning("worker %r sent an unreadable READY", identity)
+                return
+            if worker is not None:  # a restarted session: what it held is lost
+                self._drop_worker(worker, "re-registered")
+            self._workers[identity] = _Worker(identity, max(1, capacity), now, info=info)
+            log.info("worker %s joined (capacity %d)", identity.decode(errors="replace"), capacity)
+            return
+        if worker is None:
+            # Unknown (e.g. this broker restarted, or it was declared dead): ask it to register.
+            self.backend.send_multipart([identity, RESYNC])
+            if command == REPLY:
+                self.counters["late_replies"] += 1
+            return
+        worker.last_seen = now
+        if command == HEARTBEAT:
+            if len(frames) > 2 and len(frames[2]) < 65536:
+                try:
+                    worker.status = json.loads(frames[2])
+                except ValueError:
+                    pass
+        elif command == REPLY and len(frames) == 4:
+            ticket, payload = frames[2], frames[3]
+            job = self._inflight.get(ticket)
+            if job is None or job.worker != identity:
+                self.counters["late_replies"] += 1  # already answered or given to another worker
+                return
+            del self._inflight[ticket]
+            worker.inflight.discard(ticket)
+            worker.served += 1
+            self._latency_ms.append((now - job.received) * 1e3)
+            self._answer(job.origin, job.envelope, payload)
+        elif command == BYE:
+            self._drop_worker(worker, "left")
+
+    def _drop_worker(self, worker: _Worker, why: str) -> None:
+        self._workers.pop(worker.identity, None)
+        log.warning(
+            "worker %s %s holding %d requests",
+            worker.identity.decode(errors="replace"),
+            why,
+            len(worker.inflight),
+        )
+        # Oldest first back to the head of the queue, so they keep their place.
+        for ticket in sorted(worker.inflight, reverse=True):
+            job = self._inflight.pop(ticket, None)
+            if job is None:
+                continue
+            if job.attempts >= self.max_attempts:
+                self._fail(
+                    job,
+                    f"worker {worker.identity.decode(errors='replace')} {why} while decoding; "
+                    f"gave up after {job.attempts} attempts",
+                )
+            else:
+                self.counters["redispatched"] += 1
+                job.worker = None
+                self._queue.appendleft(job)
+        worker.inflight.clear()
+
+    def _expire(self, now: float) -> None:
+        deadline = self.heartbeat_s * self.liveness
+        for worker in list(self._workers.values()):
+            if now - worker.last_seen > deadline:
+                self._drop_worker(worker, f"stopped answering (no heartbeat for {deadline:.1f} s)")
+        while self._queue and now - self._queue[0].received > self.queue_timeout_s:
+            self._fail(self._queue.popleft(), f"no worker free within {self.queue_timeout_s:.0f} s")
+        if self._inflight:
+            for ticket, job in list(self._inflight.items()):
+                if now - job.dispatched > self.request_timeout_s:
+                    self._inflight.pop(ticket)
+                    worker = self._workers.get(job.worker)
+                    if worker is not None:
+                        worker.inflight.discard(ticket)
+                    self._fail(job, f"no reply within {self.request_timeout_s:.0f} s")
+
+    def _dispatch(self, now: float) -> None:
+        while self._queue and self._workers:
+            # Most free capacity first; among equals the one served longest ago.
+            worker = max(self._workers.values(), key=lambda w: (w.free, -w.last_dispatch))
+            if worker.free <= 0:
+                return
+            job = self._queue.popleft()
+            job.attempts += 1
+            job.worker = worker.identity
+            job.dispatched = now
+            worker.inflight.add(job.ticket)
+            worker.last_dispatch = now
+            self._inflight[job.ticket] = job
+            self.backend.send_multipart(
+                [worker.identity, REQUEST, job.ticket, job.payload], copy=False
+            )
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> dict:
+        return {
+            "broker": {
+                "uptime_s": round(time.time() - self._started, 1),
+                "queue_depth": len(self._queue),
+                "inflight": len(self._inflight),
+                "workers": len(self._workers),
+                "latency_ms": percentiles(self._latency_ms),
+                **{k: int(v) for k, v in sorted(self.counters.items())},
+            },
+            "workers": [
+                {
+                    "id": w.identity.decode(errors="replace"),
+                    "capacity": w.capacity,
+                    "inflight": len(w.inflight),
+                    "served_via_broker": w.served,
+                    **w.info.get("info", {}),
+                    **w.status,
+                }
+                for w in self._workers.values()
+            ],
+        }
+
+
+def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("serving")
+    group.add_argument("--bind", default="tcp://127.0.0.1:5555", help="address clients connect to")
+    group.add_argument(
+        "--pdu-pull",
+        metavar="ADDRESS",
+        help="also take PDUs from a GNU Radio push_msg_sink (PULL bind)",
+    )
+    group.add_argument(
+        "--pdu-push",
+        metavar="ADDRESS",
+        help="send their replies to a GNU Radio pull_msg_source (PUSH bind)",
+    )
+    group.add_argument(
+        "--allow-remote", action="store_true", help="allow binding to non-loopback interfaces"
+    )
+    group.add_argument(
+        "--insecure", action="store_true", help="with --allow-remote: serve without CURVE"
+    )
+    group.add_argument(
+        "--curve-secret", metavar="FILE", help="server NAME.key_secret: enables CURVE"
+    )
+    group.add_argument(
+        "--curve-clients", metavar="DIR", help="folder of authorised client/worker NAME.key files"
+    )
+    group.add_argument(
+        "--max-message-mb", type=float, default=32.0, help="larger requests get an error reply"
+    )
+    group.add_argument("--queue-limit", type=int, default=1000)
+    group.add_argument(
+        "--queue-timeout", type=float, default=30.0, help="seconds a request may wait for a worker"
+    )
+    group.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats")
+    group.add_argument("--max-attempts", type=int, default=2, help="workers tried per request")
+
+
+def broker_from_args(args, backend: str, context: zmq.Context | None = None) -> Broker:
+    curve = None
+    if args.curve_secret or args.curve_clients:
+        if not (args.curve_secret and args.curve_clients):
+            raise WorkerError("CURVE needs both --curve-secret and --curve-clients")
+        curve = CurveServer.from_files(args.curve_secret, args.curve_clients)
+    if args.allow_remote and curve is None and not args.insecure:
+        raise WorkerError(
+            "--allow-remote without CURVE keys would serve anyone in clear text: add "
+            "--curve-secret/--curve-clients (see 'diffjscc keys'), or --insecure to accept that"
+        )
+    return Broker(
+        args.bind,
+        backend,
+        args.pdu_pull,
+        args.pdu_push,
+        limits=Limits(max_message_bytes=int(args.max_message_mb * (1 << 20))),
+        heartbeat_s=args.heartbeat,
+        max_attempts=args.max_attempts,
+        queue_limit=args.queue_limit,
+        queue_timeout_s=args.queue_timeout,
+        allow_remote=args.allow_remote,
+        curve=curve,
+        backend_curve=curve if not backend.startswith("inproc") else None,
+        context=context,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``diffjscc worker broker``: a broker alone; workers join with ``diffjscc worker --connect``."""
+    parser = argparse.ArgumentParser(
+        prog="diffjscc worker broker",
+        description="Serve one client address in front of any number of workers.",
+    )
+    add_broker_arguments(parser)
+    parser.add_argument(
+        "--backend", default="tcp://127.0.0.1:5556", help="address workers connect to"
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose > 1 else logging.INFO,
+        format="%(asctime)s %(name)s %(message)s",
+    )
+    broker = broker_from_args(args, args.backend)
+    print(f"broker: clients -> {args.bind}, workers -> {args.backend}", flush=True)
+    try:
+        broker.run()
+    except KeyboardInterrupt:
+        pass
+    return 0
