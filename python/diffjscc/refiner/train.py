@@ -1,0 +1,284 @@
+"""``diffjscc train-refiner``: stage-2 training of the DiffJSCC control module.
+
+Frozen: the JSCC codec, the VAE, the text encoder and the UNet. Trained: the
+control module, with the latent diffusion loss ||eps - eps_theta(z_t, t | x_hat,
+text, SNR)||^2 where x_hat is the JSCC reconstruction of a random crop sent at
+an SNR drawn uniformly from [snr-min, snr-max] dB. A fresh control module is
+initialised from the UNet as the official ``make_stage2_init_weight`` does.
+
+The run folder holds ``checkpoint.pt`` (control module, optimiser, gradient
+scaler, step, random state: ``--resume`` continues where a run stopped),
+``log.jsonl`` and ``refiner/`` (the whole refiner, rewritten at every
+checkpoint, loadable with ``DiffJSCCRefiner.from_pretrained``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+
+from diffjscc.errors import ConfigError, WeightsNotFoundError
+from diffjscc.io import atomic_path
+from diffjscc.refiner._deps import require
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def setup_args() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="diffjscc train-refiner", description=__doc__.split("\n\n")[0])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--sd", help="Stable Diffusion 2.1-base: local diffusers folder or cached model id"
+    )
+    src.add_argument(
+        "--init", help="start from this refiner folder (e.g. a converted official checkpoint)"
+    )
+    p.add_argument(
+        "--jscc",
+        help="JSCC weights (.safetensors) or registry name; default: <init>/jscc.safetensors",
+    )
+    p.add_argument(
+        "--data", nargs="+", help="training image folders (default: bsds500 train/ + test/)"
+    )
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--steps", type=int, default=10000)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument(
+        "--crop", type=int, default=256, help="training crop side (a multiple of 64 for SD)"
+    )
+    p.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (official: 1e-4)")
+    p.add_argument("--snr-min", type=float, default=0.0)
+    p.add_argument("--snr-max", type=float, default=14.0)
+    p.add_argument(
+        "--caption", default="none", help="none | fixed:<text> | blip2[:<model>] | blip[:<model>]"
+    )
+    p.add_argument(
+        "--use-channel-gain", action="store_true", help="condition on h too (fresh modules only)"
+    )
+    p.add_argument(
+        "--precision", choices=PRECISIONS, default="fp32", help="bf16/fp16: autocast on GPU"
+    )
+    p.add_argument(
+        "--grad-checkpointing", action="store_true", help="recompute activations to save memory"
+    )
+    p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
+    p.add_argument("--ckpt-every", type=int, default=500)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def _device(name: str) -> str:
+    torch = require("torch")
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def load_jscc(spec: str | None, init: str | None, device: str):
+    """The frozen JSCC codec (``diffjscc.models.jscc.DeepJSCC``)."""
+    from diffjscc.models.jscc import DeepJSCC
+
+    if spec is None and init is not None and (Path(init) / "jscc.safetensors").is_file():
+        spec = str(Path(init) / "jscc.safetensors")
+    if spec is None:
+        raise ConfigError("no JSCC codec: pass --jscc (weights file or registry name)")
+    if spec.endswith(".safetensors") or Path(spec).is_file():
+        model = DeepJSCC.from_pretrained(spec)
+    else:
+        try:
+            from diffjscc.zoo import load_codec
+        except ImportError as exc:
+            raise WeightsNotFoundError(f"cannot resolve JSCC model {spec!r}: {exc}") from exc
+        model = load_codec(spec, device="cpu").model
+    return model.to(device).eval().requires_grad_(False)
+
+
+class RefinerTrainer:
+    """One optimiser step at a time on the control module; everything else frozen."""
+
+    def __init__(
+        self, refiner, lr: float = 1e-4, precision: str = "fp32", grad_checkpointing: bool = False
+    ):
+        torch = require("torch")
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {PRECISIONS}")
+        self.refiner = refiner
+        self.device = refiner.device
+        on_gpu = self.device.type == "cuda"
+        self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[
+            precision
+        ]
+        if self.autocast_dtype is not None and not on_gpu:
+            raise ConfigError(f"--precision {precision} needs a GPU; use fp32 on the CPU")
+        # Weights stay fp32 (the saved refiner keeps one dtype); autocast runs the maths in bf16/fp16.
+        refiner.control.float().train().requires_grad_(True)
+        if grad_checkpointing:
+            refiner.control.enable_gradient_checkpointing()
+            refiner.unet.enable_gradient_checkpointing()
+        self.params = [p for p in refiner.control.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=lr)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
+        self.step_count = 0
+
+    def _autocast(self):
+        torch = require("torch")
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def step(
+        self, clean, x_hat, snr_db, captions: list[str], channel_gain=None, generator=None
+    ) -> float:
+        torch = require("torch")
+        context = self.refiner.encode_text(captions)
+        with self._autocast():
+            loss = self.refiner.training_loss(
+                clean, x_hat, snr_db, context, channel_gain, generator
+            )
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at step {self.step_count}")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.step_count += 1
+        return float(loss.detach())
+
+    def state_dict(self) -> dict:
+        return {
+            "control": self.refiner.control.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step_count,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.refiner.control.load_state_dict(state["control"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step_count = int(state["step"])
+
+
+def _build_refiner(args, device: str):
+    from diffjscc.refiner.pipeline import DiffJSCCRefiner
+
+    if args.init:
+        refiner = DiffJSCCRefiner.from_pretrained(args.init)
+        if args.use_channel_gain and refiner.control.gain_embedding is None:
+            raise ConfigError(
+                "--use-channel-gain needs a control module built with it; start from --sd"
+            )
+    else:
+        refiner = DiffJSCCRefiner.from_stable_diffusion(
+            args.sd, use_channel_gain=args.use_channel_gain
+        )
+    return refiner.to(device)
+
+
+def _save(trainer: RefinerTrainer, out: Path, rng: np.random.Generator, generator) -> None:
+    torch = require("torch")
+    state = trainer.state_dict()
+    state["numpy_rng"] = rng.bit_generator.state
+    state["torch_rng"] = generator.get_state()
+    with atomic_path(out / "checkpoint.pt") as tmp:
+        torch.save(state, tmp)
+    trainer.refiner.save_pretrained(out / "refiner", overwrite=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = setup_args().parse_args(argv)
+    torch = require("torch")
+    from tqdm import tqdm
+
+    from diffjscc.datasets import InMemoryImages, collect_images, data_root
+    from diffjscc.refiner.captioner import make_captioner
+
+    if args.snr_min > args.snr_max:
+        raise ConfigError("--snr-min is above --snr-max")
+    device = _device(args.device)
+    out = Path(args.out)
+    ckpt_path = out / "checkpoint.pt"
+    if ckpt_path.exists() and not args.resume:
+        raise ConfigError(
+            f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out"
+        )
+    if args.resume and not ckpt_path.exists():
+        raise ConfigError(f"--resume: no checkpoint at {ckpt_path}")
+
+    refiner = _build_refiner(args, device)
+    if args.crop % refiner.size_multiple:
+        raise ConfigError(f"--crop must be a multiple of {refiner.size_multiple}")
+    jscc = load_jscc(args.jscc, args.init, device)
+    folders = args.data or [data_root() / "bsds500" / "train", data_root() / "bsds500" / "test"]
+    images = InMemoryImages(collect_images(folders), min_side=args.crop)
+    captioner = make_captioner(
+        args.caption, device=device, replace_words=refiner.config.caption_replace
+    )
+    trainer = RefinerTrainer(refiner, args.lr, args.precision, args.grad_checkpointing)
+
+    rng = np.random.default_rng(args.seed)
+    generator = torch.Generator().manual_seed(args.seed)
+    if args.resume:
+        state = torch.load(ckpt_path, map_location=device, weights_only=True)
+        trainer.load_state_dict(state)
+        rng.bit_generator.state = state["numpy_rng"]
+        generator.set_state(state["torch_rng"])
+    out.mkdir(parents=True, exist_ok=True)
+
+    bar = tqdm(
+        total=args.steps,
+        initial=trainer.step_count,
+        desc="train-refiner",
+        disable=args.no_progress,
+        unit="step",
+    )
+    log = (out / "log.jsonl").open("a")
+    start = time.perf_counter()
+    try:
+        while trainer.step_count < args.steps:
+            clean = images.random_batch(args.batch_size, args.crop, rng, device=device)
+            snr = torch.from_numpy(
+                rng.uniform(args.snr_min, args.snr_max, args.batch_size).astype(np.float32)
+            )
+            snr = snr.to(device)
+            with torch.no_grad():
+                sent = jscc(clean, snr)
+            x_hat = sent["x_hat"].float().clamp(0, 1)
+            gain = sent.get("h") if refiner.control.gain_embedding is not None else None
+            if args.caption in ("none", ""):
+                captions = [""] * args.batch_size
+            else:
+                u8 = (x_hat.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
+                captions = captioner(list(u8))
+            loss = trainer.step(clean, x_hat, snr, captions, gain, generator)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}")
+            if trainer.step_count % args.log_every == 0 or trainer.step_count == args.steps:
+                record = {
+                    "step": trainer.step_count,
+                    "loss": loss,
+                    "elapsed_s": time.perf_counter() - start,
+                }
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+            if trainer.step_count % args.ckpt_every == 0 or trainer.step_count == args.steps:
+                _save(trainer, out, rng, generator)
+    finally:
+        bar.close()
+        log.close()
+    print(f"train-refiner: {trainer.step_count} steps; refiner in {out / 'refiner'}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
