@@ -39,7 +39,9 @@ def normalise_power(symbols, axis=None):
         power = symbols.abs().pow(2).mean(dim=dims, keepdim=True)
         return symbols / power.clamp_min(1e-12).sqrt()
     power = np.mean(np.abs(symbols) ** 2, axis=axis, keepdims=axis is not None)
-    return (symbols / np.sqrt(np.maximum(power, 1e-12))).astype(np.result_type(symbols, np.complex64))
+    return (symbols / np.sqrt(np.maximum(power, 1e-12))).astype(
+        np.result_type(symbols, np.complex64)
+    )
 
 
 def complex_noise(shape, snr_db, rng: np.random.Generator | None = None):
@@ -72,7 +74,9 @@ def awgn(symbols, snr_db, rng: np.random.Generator | None = None, generator=None
     return (symbols + complex_noise(np.shape(symbols), snr_db, rng)).astype(np.complex64)
 
 
-def rayleigh_block_fading(symbols, snr_db, h=None, rng: np.random.Generator | None = None, generator=None):
+def rayleigh_block_fading(
+    symbols, snr_db, h=None, rng: np.random.Generator | None = None, generator=None
+):
     """y = h x + n with one h per image. Returns (y, h).
 
     numpy: ``h`` a complex scalar (drawn when None). torch: ``h`` shape [N] (drawn when None).

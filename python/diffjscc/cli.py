@@ -14,7 +14,10 @@ from diffjscc.errors import DiffJSCCError
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "roundtrip": ("diffjscc.tools.roundtrip", "encode, send over a simulated channel, decode one image"),
+    "roundtrip": (
+        "diffjscc.tools.roundtrip",
+        "encode, send over a simulated channel, decode one image",
+    ),
     "train-jscc": ("diffjscc.train.jscc", "train the deep JSCC codec on an image folder"),
     "export-onnx": ("diffjscc.onnx_export", "export a JSCC encoder to ONNX"),
     "convert-official": ("diffjscc.convert", "convert an official DiffJSCC checkpoint's JSCC part"),

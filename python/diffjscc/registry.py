@@ -35,14 +35,28 @@ class ModelSpec:
 
     def num_symbols(self, padded_height: int, padded_width: int) -> int:
         """Complex symbols for an image already padded to a multiple of DOWNSAMPLING."""
-        return (self.channels // 2) * (padded_height // DOWNSAMPLING) * (padded_width // DOWNSAMPLING)
+        return (
+            (self.channels // 2) * (padded_height // DOWNSAMPLING) * (padded_width // DOWNSAMPLING)
+        )
 
 
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
-        ModelSpec("jscc-awgn-cbr1_384", rate_code=1, channels=4, channel_type="awgn", weights="jscc_awgn_cbr1_384"),
-        ModelSpec("jscc-awgn-cbr1_96", rate_code=2, channels=16, channel_type="awgn", weights="jscc_awgn_cbr1_96"),
+        ModelSpec(
+            "jscc-awgn-cbr1_384",
+            rate_code=1,
+            channels=4,
+            channel_type="awgn",
+            weights="jscc_awgn_cbr1_384",
+        ),
+        ModelSpec(
+            "jscc-awgn-cbr1_96",
+            rate_code=2,
+            channels=16,
+            channel_type="awgn",
+            weights="jscc_awgn_cbr1_96",
+        ),
     )
 }
 
@@ -57,7 +71,9 @@ def get_model_spec(key: str | int | Fraction | ModelSpec) -> ModelSpec:
         for spec in MODELS.values():
             if spec.rate_code == key:
                 return spec
-        raise ConfigError(f"unknown rate code {key}; known: {sorted(s.rate_code for s in MODELS.values())}")
+        raise ConfigError(
+            f"unknown rate code {key}; known: {sorted(s.rate_code for s in MODELS.values())}"
+        )
     if isinstance(key, str) and key in MODELS:
         return MODELS[key]
     try:

@@ -45,6 +45,8 @@ def symbols_to_latent(symbols: np.ndarray, latent_shape: tuple[int, int, int]) -
     symbols = np.asarray(symbols, dtype=np.complex64).reshape(-1)
     expected = int(np.prod(latent_shape))
     if symbols.size != expected:
-        raise ValueError(f"expected {expected} symbols for latent {latent_shape}, got {symbols.size}")
+        raise ValueError(
+            f"expected {expected} symbols for latent {latent_shape}, got {symbols.size}"
+        )
     z = symbols.reshape(latent_shape)
     return np.concatenate([z.real, z.imag], axis=0).astype(np.float32)
