@@ -29,6 +29,7 @@ import collections
 import itertools
 import json
 import logging
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -588,6 +589,10 @@ def broker_from_args(args, backend: str, context: zmq.Context | None = None) -> 
     )
 
 
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """``diffjscc worker broker``: a broker alone; workers join with ``diffjscc worker --connect``."""
     parser = argparse.ArgumentParser(
@@ -605,6 +610,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(message)s",
     )
     broker = broker_from_args(args, args.backend)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     print(f"broker: clients -> {args.bind}, workers -> {args.backend}", flush=True)
     try:
         broker.run()
