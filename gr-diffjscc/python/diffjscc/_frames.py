@@ -9,9 +9,6 @@ and friends: ``pmt.cons(metadata dict, c32vector of equalised symbols)``.
 
 from __future__ import annotations
 
-import dataclasses
-import numbers
-
 import numpy as np
 import pmt
 
@@ -31,10 +28,7 @@ def frame_config(sps=2, rolloff=0.35, pilot_spacing=0, max_payload_symbols=0):
         kwargs["pilot_spacing"] = int(pilot_spacing)
     if max_payload_symbols:
         kwargs["max_payload_symbols"] = int(max_payload_symbols)
-    try:
-        return FrameConfig(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise DiffJSCCError(f"invalid frame settings {kwargs}: {exc}") from exc
+    return FrameConfig(**kwargs)  # ConfigError with the reason when a value does not fit
 
 
 def _plain(value):
@@ -77,31 +71,11 @@ def pdu_parts(pdu) -> tuple[dict, np.ndarray]:
 
 
 def pdu_to_frame(pdu):
-    """PDU -> ``ReceivedFrame``; BadPDU when a field is missing or of the wrong kind."""
-    from diffjscc.radio import ReceivedFrame
+    """PDU -> ``ReceivedFrame``; BadPDU when it is malformed or does not describe a frame."""
+    from diffjscc.radio import FrameError, ReceivedFrame
 
     meta, symbols = pdu_parts(pdu)
-    if not dataclasses.is_dataclass(ReceivedFrame):
-        raise BadPDU("diffjscc.radio.ReceivedFrame is not a dataclass")
-    kwargs = {}
-    for field in dataclasses.fields(ReceivedFrame):
-        if field.name == "symbols":
-            continue
-        if field.name in meta:
-            kwargs[field.name] = _field_value(field.name, meta[field.name])
-        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-            raise BadPDU(f"PDU metadata lacks {field.name!r}")
     try:
-        return ReceivedFrame(symbols=symbols, **kwargs)
-    except (TypeError, ValueError) as exc:
-        raise BadPDU(f"PDU metadata does not describe a frame: {exc}") from exc
-
-
-def _field_value(name, value):
-    if name == "image_shape":
-        if not isinstance(value, (list, tuple)) or len(value) != 2:
-            raise BadPDU(f"image_shape must be (H, W), got {value!r}")
-        return (int(value[0]), int(value[1]))
-    if value is not None and not isinstance(value, (numbers.Number, str, list, tuple, dict)):
-        raise BadPDU(f"{name}: unexpected value {value!r}")
-    return value
+        return ReceivedFrame.from_meta(meta, symbols)
+    except FrameError as exc:
+        raise BadPDU(str(exc)) from exc

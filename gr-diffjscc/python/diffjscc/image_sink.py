@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import math
 import queue
@@ -18,7 +19,7 @@ from gnuradio import gr
 
 from diffjscc.errors import DiffJSCCError
 
-from ._frames import BadPDU, meta_to_pmt, pdu_to_frame
+from ._frames import BadPDU, meta_to_pmt, pdu_parts
 
 IN_PDUS = pmt.intern("pdus")
 IN_TX_INFO = pmt.intern("tx_info")
@@ -91,9 +92,9 @@ class image_sink(gr.basic_block):
         self._assembler = None
         self._counters = dict.fromkeys(
             (
+                "messages_in",
                 "frames_in",
                 "frames_malformed",
-                "frames_rejected",
                 "frames_dropped_queue_full",
                 "images_complete",
                 "images_partial",
@@ -131,6 +132,7 @@ class image_sink(gr.basic_block):
     # -- message handlers: enqueue only, never block -------------------------------------
 
     def _enqueue(self, item) -> None:
+        self._count("messages_in")
         try:
             self._queue.put_nowait(item)
         except queue.Full:
@@ -218,7 +220,7 @@ class image_sink(gr.basic_block):
                     item = None
             # Frames already queued are added before timeouts are judged, so a slow
             # decode never makes an image look partial.
-            completed += self._assembler.poll(math.inf if stopping else time.monotonic())
+            completed += self._assembler.flush() if stopping else self._assembler.poll()
             for image in completed:
                 pending.append(self._submit(image))
             pending = self._collect(pending, wait=stopping)
@@ -234,17 +236,13 @@ class image_sink(gr.basic_block):
             return []
         self._count("frames_in")
         try:
-            frame = pdu_to_frame(msg)
+            meta, symbols = pdu_parts(msg)
         except BadPDU as exc:
             self._count("frames_malformed")
             self.logger.debug(f"dropping malformed frame PDU: {exc}")
             return []
-        try:
-            return list(self._assembler.add(frame))
-        except (ValueError, DiffJSCCError) as exc:
-            self._count("frames_rejected")
-            self.logger.debug(f"dropping frame: {exc}")
-            return []
+        # Frames whose fields do not fit together are counted by the assembler (bad_frame).
+        return list(self._assembler.add_meta(meta, symbols))
 
     def _submit(self, image):
         from diffjscc.worker.protocol import DecodeRequest
@@ -261,11 +259,16 @@ class image_sink(gr.basic_block):
             symbols=np.asarray(image.symbols, dtype=np.complex64),
             refine=self.refine,
         )
+        submitted = time.monotonic()
         try:
-            future = self._decoder.submit(request)
+            if hasattr(self._decoder, "submit"):  # WorkerClient: asynchronous
+                future = self._decoder.submit(request)
+            else:  # LocalDecoder: decodes in this (the sink's own) thread
+                future = concurrent.futures.Future()
+                future.set_result(self._decoder.decode(request))
         except Exception as exc:  # a decoder failure must not kill the thread
             future = exc
-        return future, image, seq, time.monotonic()
+        return future, image, seq, submitted
 
     def _collect(self, pending: list, wait: bool) -> list:
         still = []

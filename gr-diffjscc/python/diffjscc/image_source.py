@@ -13,7 +13,7 @@ import numpy as np
 import pmt
 from gnuradio import gr
 
-from diffjscc.errors import DiffJSCCError, ImageError
+from diffjscc.errors import ConfigError, ImageError
 from diffjscc.registry import DEFAULT_MODEL, get_model_spec
 
 from ._frames import frame_config, meta_to_pmt
@@ -95,9 +95,9 @@ class image_source(gr.sync_block):
             self, name="diffjscc_image_source", in_sig=None, out_sig=[np.complex64]
         )
         if burst_tags not in BURST_TAG_MODES:
-            raise DiffJSCCError(f"burst_tags must be one of {BURST_TAG_MODES}, not {burst_tags!r}")
+            raise ConfigError(f"burst_tags must be one of {BURST_TAG_MODES}, not {burst_tags!r}")
         if int(gap_samples) < 0:
-            raise DiffJSCCError(f"gap_samples must be >= 0, got {gap_samples}")
+            raise ConfigError(f"gap_samples must be >= 0, got {gap_samples}")
         self.spec = get_model_spec(model)
         self.design_snr_db = float(design_snr_db)
         self.repeat = bool(repeat)

@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+#
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+"""QA of the JSCC receiver block: frames out as PDUs with CSI; noise gives nothing."""
+
+import numpy as np
+import pmt
+from gnuradio import blocks, gr, gr_unittest
+from gnuradio.diffjscc import jscc_receiver
+from gnuradio.diffjscc._fakes import noise
+
+from diffjscc.radio import FrameConfig, build_bursts
+from diffjscc.symbols import EncodedImage
+
+
+def _encoded(rng, h=64, w=128):
+    n = 2 * (h // 16) * (w // 16)
+    sym = (rng.standard_normal(n) + 1j * rng.standard_normal(n)) / np.sqrt(2)
+    return EncodedImage(
+        sym.astype(np.complex64), (h, w), (2, h // 16, w // 16), "jscc-awgn-cbr1_384", 7.0
+    )
+
+
+class qa_jscc_receiver(gr_unittest.TestCase):
+    def _receive(self, samples):
+        tb = gr.top_block()
+        src = blocks.vector_source_c(samples.tolist())
+        rx = jscc_receiver(sps=2)
+        dbg = blocks.message_debug()
+        tb.connect(src, rx)
+        tb.msg_connect(rx, "pdus", dbg, "store")
+        tb.run()
+        pdus = [dbg.get_message(i) for i in range(dbg.num_messages())]
+        return pdus, rx.stats()
+
+    def test_001_frames_become_pdus_with_csi(self):
+        rng = np.random.default_rng(1)
+        enc = _encoded(rng)
+        cfg = FrameConfig(max_payload_symbols=40)
+        bursts = build_bursts(enc, image_id=9, cfg=cfg)
+        self.assertEqual(len(bursts), 2)
+        gap = np.zeros(700, np.complex64)
+        h = 0.8 * np.exp(1j * 0.6)
+        x = np.concatenate([gap] + [np.concatenate([b, gap]) for b in bursts]) * h
+        x = x + noise(x.size, 15.0, rng)
+        pdus, stats = self._receive(x)
+        self.assertEqual(len(pdus), 2)
+        got = []
+        for index, pdu in enumerate(pdus):
+            self.assertTrue(pmt.is_pair(pdu))
+            meta = pmt.to_python(pmt.car(pdu))
+            symbols = np.array(pmt.c32vector_elements(pmt.cdr(pdu)), dtype=np.complex64)
+            self.assertEqual(meta["image_id"], 9)
+            self.assertEqual(meta["frame_index"], index)
+            self.assertEqual(meta["frame_count"], 2)
+            self.assertEqual(tuple(meta["image_shape"]), (64, 128))
+            # An estimate of the received SNR, |h|^2 included: 15 dB - 1.9 dB.
+            self.assertAlmostEqual(meta["snr_db"], 15.0 + 20 * np.log10(0.8), delta=1.5)
+            self.assertIn("h", meta)
+            self.assertIn("cfo", meta)
+            got.append(symbols)
+        # Equalised symbols: the sent ones plus noise at about 15 dB.
+        err = np.concatenate(got) - enc.symbols
+        self.assertLess(10 * np.log10(np.mean(np.abs(err) ** 2)), -11.0)
+        self.assertEqual(stats["pdus_sent"], 2)
+
+    def test_002_noise_only_gives_no_frame(self):
+        rng = np.random.default_rng(2)
+        pdus, stats = self._receive(noise(60000, 0.0, rng))
+        self.assertEqual(pdus, [])
+        self.assertEqual(stats["frames_ok"], 0)
+
+    def test_003_truncated_and_corrupted_bursts_are_dropped(self):
+        rng = np.random.default_rng(3)
+        enc = _encoded(rng)
+        (good,) = build_bursts(enc, image_id=1, cfg=FrameConfig())
+        truncated = good[: good.size // 3]
+        corrupted = good.copy()
+        corrupted[300:1400] = noise(1100, -20.0, rng)  # the header, drowned
+        gap = np.zeros(800, np.complex64)
+        x = np.concatenate([gap, truncated, gap, corrupted, gap, good, gap])
+        x = x + noise(x.size, 20.0, rng)
+        pdus, stats = self._receive(x)
+        self.assertEqual(len(pdus), 1)  # only the intact burst
+        self.assertEqual(pmt.to_python(pmt.car(pdus[0]))["image_id"], 1)
+        self.assertGreaterEqual(stats["bursts_detected"], 2)
+
+
+if __name__ == "__main__":
+    gr_unittest.run(qa_jscc_receiver)
