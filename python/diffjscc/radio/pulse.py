@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -46,13 +47,26 @@ def tx_taps(cfg: FrameConfig) -> np.ndarray:
     ).astype(np.float32)
 
 
+# Fractional delays are rounded to 1/1024 sample: a timing error of 1/2048 sample
+# costs nothing measurable, and the taps of every delay can then be cached.
+FRACTION_STEPS = 1024
+
+
 def rx_taps(cfg: FrameConfig, frac: float = 0.0) -> np.ndarray:
     """Matched filter of unit energy, delayed by ``frac`` samples (0 <= frac < 1).
 
     Evaluating the pulse at shifted times is how the receiver corrects a
     fractional timing offset: no interpolation of the samples is needed.
     """
-    return (rrc(_tap_times(cfg, frac), cfg.rolloff) * _unit_energy_scale(cfg)).astype(np.float32)
+    return _rx_taps_cached(cfg, int(round(frac * FRACTION_STEPS)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _rx_taps_cached(cfg: FrameConfig, step: int) -> np.ndarray:
+    taps = rrc(_tap_times(cfg, step / FRACTION_STEPS), cfg.rolloff) * _unit_energy_scale(cfg)
+    taps = taps.astype(np.complex64)  # complex so that the matrix product stays in BLAS
+    taps.flags.writeable = False
+    return taps
 
 
 def shape(symbols: np.ndarray, cfg: FrameConfig) -> np.ndarray:
@@ -78,4 +92,4 @@ def matched_filter(samples: np.ndarray, start: float, count: int, cfg: FrameConf
     taps = rx_taps(cfg, frac)
     stop = base + (count - 1) * cfg.sps + cfg.num_taps
     windows = np.lib.stride_tricks.sliding_window_view(samples[base:stop], cfg.num_taps)[:: cfg.sps]
-    return (windows @ taps.astype(np.complex64)).astype(np.complex64)
+    return windows @ taps

@@ -55,6 +55,15 @@ from diffjscc.registry import get_model_spec
 log = logging.getLogger(__name__)
 
 
+def phasor(freq: float, count: int) -> np.ndarray:
+    """exp(2j pi freq n) for n < count, from two short tables (an outer product)."""
+    block = 64
+    rows = -(-count // block)
+    lo = np.exp(2j * np.pi * freq * np.arange(block))
+    hi = np.exp(2j * np.pi * freq * block * np.arange(rows))
+    return np.outer(hi, lo).reshape(-1)[:count].astype(np.complex64)
+
+
 class FrameError(DiffJSCCError, ValueError):
     """Frame metadata that does not describe a usable frame."""
 
@@ -171,6 +180,7 @@ class _Candidate:
 
     start: float  # absolute sample index of the burst start (coarse, then fine)
     cfo: float  # cycles per sample
+    peak_metric: float = 1.0
     fine: bool = False
     header: hdr.FrameHeader | None = None
     header_est: ChannelEstimate | None = None
@@ -217,6 +227,8 @@ class BurstReceiver:
             (SEGMENTS - 1) * self._tables.segment_period + template.size,
             self._tables.preamble_samples,
         )
+        # At low SNR the metric's peak and the noise's spread both scale as 1/sps.
+        self._threshold = cfg.detection_threshold * 2.0 / cfg.sps
         self._margin = 4 * cfg.sps  # kept before the search point, for timing adjustments
         self._header_span = header_span(cfg)
         layout = body_layout(hdr.HEADER_SYMBOLS, cfg)
@@ -338,12 +350,14 @@ class BurstReceiver:
         metric_end = self._metric_start + self._metric.size
         if self._pending is None:
             region = self._metric_at(self._search, metric_end)
-            hits = np.flatnonzero(region > cfg.detection_threshold)
+            hits = np.flatnonzero(region > self._threshold)
             if hits.size == 0:
                 self._search = max(self._search, metric_end)
                 return False, None
             first = self._search + int(hits[0])
-            window_end = first + t.preamble_samples + 1
+            # The peak follows the first crossing by at most the preamble's length
+            # (earlier crossings are cover-code sidelobes of partial overlaps).
+            window_end = first + self._metric_reach + t.preamble_samples + 1
             if window_end > metric_end:
                 self._search = first
                 return False, None
@@ -359,7 +373,7 @@ class BurstReceiver:
             dsum = self._dsum[peak - self._metric_start]
             cfo = float(np.angle(dsum)) / (2 * math.pi * t.segment_period)
             self.stats["bursts_detected"] += 1
-            self._pending = _Candidate(start=peak + frac, cfo=cfo)
+            self._pending = _Candidate(start=peak + frac, cfo=cfo, peak_metric=float(window[i]))
             return True, None
         p = self._pending
         if p.header is None:
@@ -373,8 +387,11 @@ class BurstReceiver:
         if need > self._buf_end or body_end_lag > metric_end:
             return False, None
         # Another preamble inside this frame's span means this burst was cut short.
+        # It must look like a burst of comparable strength: payload data alone
+        # can reach the detection threshold at high SNR.
         inside = self._metric_at(int(p.start) + t.preamble_samples, body_end_lag)
-        hits = np.flatnonzero(inside > cfg.detection_threshold)
+        bar = max(self._threshold, 0.5 * p.peak_metric)
+        hits = np.flatnonzero(inside > bar)
         if hits.size:
             self.stats["frames_truncated"] += 1
             self._search = int(p.start) + t.preamble_samples + int(hits[0])
@@ -395,28 +412,30 @@ class BurstReceiver:
         base = int(math.floor(start)) - 1
         stop = base + 2 + (count - 1) * self.cfg.sps + self.cfg.num_taps
         seg = self._buf[base - self._buf_start : stop - self._buf_start]
-        n = np.arange(seg.size, dtype=np.float64)
-        rot = np.exp(-2j * math.pi * cfo * n).astype(np.complex64)
-        return seg * rot, base
+        return seg * phasor(-cfo, seg.size), base
 
     def _fine_timing(self, p: _Candidate) -> None:
         """Fractional burst start that maximises the preamble's matched-filter energy."""
         cfg = self.cfg
         pre = preamble()
-        seg, origin = self._samples(p.start - 1.0, PREAMBLE_LENGTH + 2 * cfg.sps, p.cfo)
+        seg, origin = self._samples(p.start - 2.0, PREAMBLE_LENGTH + 4 * cfg.sps, p.cfo)
 
         def energy(start: float) -> float:
             y = matched_filter(seg, start - origin, PREAMBLE_LENGTH, cfg)
             per_segment = (y * np.conj(pre)).reshape(SEGMENTS, SEGMENT_LENGTH).sum(axis=1)
             return float(np.sum(np.abs(per_segment) ** 2))
 
+        # The coarse start (a parabola through the detection metric at 2 samples
+        # per symbol) can be half a sample off; shrinking parabolic steps, each
+        # allowed to move a little beyond its points, reach a hundredth of a sample.
         start = p.start
-        for step in (0.3, 0.1):
-            values = [energy(start + d) for d in (-step, 0.0, step)]
-            a, b, c = values
+        for step in (0.5, 0.2, 0.08, 0.03):
+            a, b, c = (energy(start + d) for d in (-step, 0.0, step))
             denom = a - 2 * b + c
             if denom < 0:
-                start += step * float(np.clip(0.5 * (a - c) / denom, -1.0, 1.0))
+                start += step * float(np.clip(0.5 * (a - c) / denom, -1.5, 1.5))
+            else:  # not concave here: move towards the larger side
+                start += step * float(np.sign(c - a))
         p.start = start
         p.fine = True
 
@@ -429,7 +448,8 @@ class BurstReceiver:
         pilots_t = PREAMBLE_LENGTH + self._header_pilots
         known_t = np.concatenate([np.arange(PREAMBLE_LENGTH), pilots_t])
         known = np.concatenate([preamble(), pilot_symbols(self._header_pilots.size)])
-        halfwidth = min(0.008, cfg.max_cfo)
+        # The coarse estimate from the preamble errs by < 0.002 cycles/symbol at -5 dB.
+        halfwidth = min(0.004, cfg.max_cfo)
         est = estimate_channel(y[known_t], known, known_t, 0.0, halfwidth)
         data_t = PREAMBLE_LENGTH + self._header_data
         soft = (y[data_t] * np.conj(est.gain(data_t))).real
@@ -465,24 +485,9 @@ class BurstReceiver:
         count = PREAMBLE_LENGTH + p.body_len
         seg, origin = self._samples(p.start, count, p.cfo)
         y = matched_filter(seg, p.start - origin, count, cfg)
-        layout = body_layout(hdr.HEADER_SYMBOLS + p.payload_len, cfg)
-        pilots_t = PREAMBLE_LENGTH + layout.pilot_positions
-        header_t = PREAMBLE_LENGTH + layout.data_positions[: hdr.HEADER_SYMBOLS]
-        payload_t = PREAMBLE_LENGTH + layout.data_positions[hdr.HEADER_SYMBOLS :]
-        pilots = pilot_symbols(pilots_t.size)
-        known_t = np.concatenate([np.arange(PREAMBLE_LENGTH), header_t, pilots_t])
-        known = np.concatenate(
-            [preamble(), hdr.encode_symbols(header).astype(np.complex64), pilots]
-        )
-        span_a = PREAMBLE_LENGTH + self._header_span
-        est = estimate_channel(y[known_t], known, known_t, p.header_est.freq, 1.0 / span_a)
-        gain = est.gain(payload_t)
-        if cfg.phase_track_window > 1:
-            phase = track_phase(
-                y[pilots_t], pilots, pilots_t, est, cfg.phase_track_window, payload_t
-            )
-            gain = gain * np.exp(1j * phase).astype(np.complex64)
-        symbols = (y[payload_t] / gain).astype(np.complex64)
+        # Stage A's frequency error is a small fraction of its main lobe (1/span).
+        halfwidth = 0.3 / (PREAMBLE_LENGTH + self._header_span)
+        symbols, est = equalise_frame(y, header, p.payload_len, cfg, p.header_est.freq, halfwidth)
         centre = 0.5 * (count - 1)
         return ReceivedFrame(
             image_id=header.image_id,
@@ -516,3 +521,41 @@ class BurstReceiver:
             self._metric = self._metric[mdrop:]
             self._dsum = self._dsum[mdrop:]
             self._metric_start += mdrop
+
+
+# Phase noise the tracker may add, relative to the signal: its window grows at
+# low SNR so that averaging keeps 1 / (2 * window * snr) below this.
+_TRACKER_NOISE = 0.01
+
+
+def equalise_frame(
+    y: np.ndarray,
+    header: hdr.FrameHeader,
+    payload_len: int,
+    cfg: FrameConfig,
+    freq_center: float = 0.0,
+    freq_halfwidth: float = 0.0,
+) -> tuple[np.ndarray, ChannelEstimate]:
+    """Channel estimate from every known symbol of a frame, and the equalised payload.
+
+    ``y``: matched-filter outputs of the whole frame (preamble first), already
+    corrected for the coarse frequency offset. The residual frequency offset is
+    searched within ``freq_center +- freq_halfwidth`` cycles per symbol.
+    """
+    layout = body_layout(hdr.HEADER_SYMBOLS + payload_len, cfg)
+    pilots_t = PREAMBLE_LENGTH + layout.pilot_positions
+    header_t = PREAMBLE_LENGTH + layout.data_positions[: hdr.HEADER_SYMBOLS]
+    payload_t = PREAMBLE_LENGTH + layout.data_positions[hdr.HEADER_SYMBOLS :]
+    pilots = pilot_symbols(pilots_t.size)
+    known_t = np.concatenate([np.arange(PREAMBLE_LENGTH), header_t, pilots_t])
+    known = np.concatenate([preamble(), hdr.encode_symbols(header).astype(np.complex64), pilots])
+    est = estimate_channel(y[known_t], known, known_t, freq_center, freq_halfwidth)
+    gain = est.gain_at_symbols(0, y.size)[payload_t]
+    if cfg.phase_track_window > 1:
+        window = max(
+            cfg.phase_track_window, int(math.ceil(0.5 / (_TRACKER_NOISE * max(est.snr, 1e-3))))
+        )
+        if 2 * window <= pilots_t.size:
+            phase = track_phase(y[pilots_t], pilots, pilots_t, est, window, payload_t)
+            gain = gain * np.exp(1j * phase).astype(np.complex64)
+    return (y[payload_t] / gain).astype(np.complex64), est

@@ -1,0 +1,109 @@
+"""Image assembly: missing frames, timeouts, bogus and inconsistent frames."""
+
+import numpy as np
+from diffjscc.radio import ImageAssembler, ReceivedFrame, frame_slice, image_symbol_count
+
+SHAPE = (512, 768)
+TOTAL = image_symbol_count(1, SHAPE)  # 3072
+
+
+def _frame(index, count=3, image_id=1, shape=SHAPE, rate_code=1, snr_db=5.0, n=None, value=None):
+    if n is None:
+        start, stop = frame_slice(image_symbol_count(rate_code, shape), count, index)
+        n = stop - start
+    fill = index + 1 if value is None else value
+    return ReceivedFrame(
+        image_id=image_id,
+        frame_index=index,
+        frame_count=count,
+        rate_code=rate_code,
+        image_shape=shape,
+        design_snr_db=1.0,
+        symbols=np.full(n, fill, dtype=np.complex64),
+        snr_db=snr_db,
+        h=2.0 + 0j,
+        cfo=0.0,
+        timing=0.0,
+    )
+
+
+def test_complete_image_in_any_order():
+    asm = ImageAssembler(timeout_s=1.0)
+    assert asm.add(_frame(2), now=0.0) == []
+    assert asm.add(_frame(0), now=0.1) == []
+    (img,) = asm.add(_frame(1, snr_db=8.0), now=0.2)
+    assert not img.partial and img.frames_received == 3 and img.received_mask.all()
+    assert img.model == "jscc-awgn-cbr1_384" and img.image_shape == SHAPE
+    assert img.symbols.size == TOTAL
+    assert np.all(img.symbols[:1024] == 1) and np.all(img.symbols[2048:] == 3)
+    expected = 10 * np.log10((2 * 10**0.5 + 10**0.8) / 3)
+    assert abs(img.snr_db - expected) < 1e-6
+    assert asm.stats["images_complete"] == 1 and asm.pending_ids == []
+
+
+def test_missing_frame_gives_partial_image_after_timeout():
+    asm = ImageAssembler(timeout_s=2.0)
+    asm.add(_frame(0), now=10.0)
+    asm.add(_frame(2), now=10.5)
+    assert asm.poll(now=12.4) == []
+    (img,) = asm.poll(now=12.6)
+    assert img.partial and img.missing_frames == (1,)
+    assert img.received_mask.sum() == TOTAL - 1024
+    assert np.all(img.symbols[1024:2048] == 0) and not img.received_mask[1500]
+    assert asm.stats["images_partial"] == 1
+    assert asm.poll(now=100.0) == []
+
+
+def test_bogus_and_inconsistent_frames_are_counted_and_dropped():
+    asm = ImageAssembler(timeout_s=5.0)
+    asm.add(_frame(0), now=0.0)
+    assert asm.add(_frame(1, n=10), now=0.1) == []  # wrong length
+    assert asm.add(_frame(1, rate_code=9, n=1024), now=0.1) == []  # unknown rate code
+    assert asm.add(_frame(5, count=3, n=1024), now=0.1) == []  # index beyond count
+    assert asm.add(_frame(1, shape=(0, 10), n=1024), now=0.1) == []
+    assert asm.add(_frame(1, shape=(60000, 60000)), now=0.1) == []  # absurdly large image
+    assert asm.stats["bad_frame"] == 5
+    assert asm.add(_frame(1, count=4), now=0.2) == []  # same id, other frame count
+    assert asm.add(_frame(1, shape=(256, 768), count=3), now=0.2) == []
+    assert asm.stats["inconsistent_header"] == 2
+    asm.add(_frame(1), now=0.3)
+    (img,) = asm.add(_frame(2), now=0.4)
+    assert not img.partial
+
+
+def test_duplicate_frame_closes_the_old_image():
+    asm = ImageAssembler(timeout_s=5.0)
+    asm.add(_frame(0, value=7), now=0.0)
+    (old,) = asm.add(_frame(0, value=9), now=1.0)  # the transmitter started the image again
+    assert old.partial and old.frames_received == 1 and old.symbols[0] == 7
+    assert asm.stats["duplicate_frame"] == 1 and asm.pending_ids == [1]
+
+
+def test_pending_images_are_bounded():
+    asm = ImageAssembler(timeout_s=100.0, max_pending=2)
+    asm.add(_frame(0, image_id=1), now=0.0)
+    asm.add(_frame(0, image_id=2), now=1.0)
+    (evicted,) = asm.add(_frame(0, image_id=3), now=2.0)
+    assert evicted.image_id == 1 and evicted.partial
+    assert sorted(asm.pending_ids) == [2, 3] and asm.stats["images_evicted"] == 1
+
+
+def test_frames_through_pdu_metadata():
+    asm = ImageAssembler(timeout_s=5.0)
+    frames = [_frame(i) for i in range(3)]
+    done = []
+    for f in frames:
+        done += asm.add_meta(f.meta(), f.symbols, now=0.0)
+    assert len(done) == 1 and not done[0].partial
+    assert asm.add_meta({"image_id": 1}, np.zeros(3), now=0.0) == []
+    assert asm.add_meta(frames[0].meta(), np.zeros(5), now=0.0) == []  # wrong length
+    assert asm.stats["bad_frame"] == 2
+    rebuilt = ReceivedFrame.from_meta(frames[1].meta(), frames[1].symbols)
+    assert rebuilt.meta() == frames[1].meta()
+
+
+def test_flush_closes_everything():
+    asm = ImageAssembler()
+    asm.add(_frame(0, image_id=4), now=0.0)
+    (img,) = asm.flush()
+    assert img.image_id == 4 and img.partial

@@ -1,0 +1,123 @@
+"""Frame format: header code and CRC, layout, pilots, pulse shaping, transmitter checks."""
+
+import numpy as np
+import pytest
+from diffjscc.errors import ConfigError
+from diffjscc.radio import FrameConfig, build_bursts, frame_length, frame_slice
+from diffjscc.radio import header as hdr
+from diffjscc.radio.frame import body_layout, header_span
+from diffjscc.radio.pulse import matched_filter, shape
+from diffjscc.radio.sequences import PREAMBLE_LENGTH, pilot_symbols, preamble
+from diffjscc.symbols import EncodedImage
+
+HEADER = hdr.FrameHeader(
+    image_id=513,
+    rate_code=1,
+    image_shape=(500, 771),
+    design_snr_db=-2.5,
+    frame_index=3,
+    frame_count=9,
+)
+
+
+def test_header_bits_round_trip_and_crc_catches_a_flipped_bit():
+    bits = hdr.pack(HEADER)
+    assert bits.size == hdr.HEADER_BITS == 112
+    assert hdr.unpack(bits) == HEADER
+    for i in (0, 37, 111):
+        flipped = bits.copy()
+        flipped[i] ^= 1
+        assert hdr.unpack(flipped) is None
+
+
+def test_header_code_corrects_errors_at_low_snr():
+    rng = np.random.default_rng(0)
+    symbols = hdr.encode_symbols(HEADER)
+    assert symbols.size == hdr.HEADER_SYMBOLS and set(np.unique(symbols)) == {-1.0, 1.0}
+    # 0 dB on real BPSK: uncoded, about 8 % of these bits would be wrong.
+    decoded = 0
+    for _ in range(20):
+        noisy = symbols + rng.standard_normal(symbols.size) * np.sqrt(0.5)
+        decoded += hdr.decode_soft(noisy) == HEADER
+    assert decoded == 20
+    # Hard sign errors on a quarter of the symbols of one block's worth are corrected too.
+    corrupt = symbols.copy()
+    corrupt[rng.choice(symbols.size, 60, replace=False)] *= -1
+    assert hdr.decode_soft(corrupt) == HEADER
+
+
+def test_header_rejects_noise_and_wrong_version():
+    rng = np.random.default_rng(1)
+    assert (
+        sum(
+            hdr.decode_soft(rng.standard_normal(hdr.HEADER_SYMBOLS)) is not None for _ in range(200)
+        )
+        == 0
+    )
+    with pytest.raises(ValueError):
+        hdr.pack(hdr.FrameHeader(1, 16, (1, 1), 0.0, 0, 1))  # rate code beyond 4 bits
+
+
+def test_layout_pilot_overhead_and_spacing():
+    cfg = FrameConfig()
+    layout = body_layout(hdr.HEADER_SYMBOLS + 4096, cfg)
+    assert layout.data_positions.size == hdr.HEADER_SYMBOLS + 4096
+    gaps = np.diff(layout.pilot_positions)
+    assert gaps.max() <= cfg.pilot_spacing and layout.pilot_positions[0] == 0
+    assert layout.pilot_positions[-1] == layout.length - 1
+    assert layout.pilot_positions.size / layout.length <= 0.06
+    span = header_span(cfg)
+    assert layout.data_positions[hdr.HEADER_SYMBOLS - 1] < span
+    assert span - 1 in set(layout.pilot_positions)
+
+
+def test_frame_split_covers_every_symbol_once():
+    for total, count in ((3072, 1), (12288, 3), (12289, 4), (7, 7)):
+        slices = [frame_slice(total, count, i) for i in range(count)]
+        assert slices[0][0] == 0 and slices[-1][1] == total
+        assert all(a[1] == b[0] for a, b in zip(slices[:-1], slices[1:], strict=True))
+        assert all(stop > start for start, stop in slices)
+
+
+def test_pulse_shaping_is_nyquist_and_unit_power():
+    cfg = FrameConfig()
+    rng = np.random.default_rng(2)
+    symbols = (rng.standard_normal(4000) + 1j * rng.standard_normal(4000)).astype(
+        np.complex64
+    ) / np.sqrt(2)
+    x = shape(symbols, cfg)
+    assert x.size == (symbols.size - 1) * cfg.sps + cfg.num_taps
+    assert abs(np.mean(np.abs(x) ** 2) - 1.0) < 0.05
+    y = matched_filter(x, 0.0, symbols.size, cfg) / np.sqrt(cfg.sps)
+    err = np.mean(np.abs(y[20:-20] - symbols[20:-20]) ** 2)
+    assert 10 * np.log10(err) < -40  # ISI of the truncated filter pair
+
+
+def test_known_sequences_have_unit_modulus():
+    assert preamble().size == PREAMBLE_LENGTH
+    assert np.allclose(np.abs(preamble()), 1.0)
+    assert np.allclose(np.abs(pilot_symbols(100)), 1.0)
+    assert np.array_equal(pilot_symbols(50), pilot_symbols(80)[:50])
+
+
+def _enc(n, shape=(64, 96), model="jscc-awgn-cbr1_384"):
+    z = np.ones(n, dtype=np.complex64)
+    return EncodedImage(z, shape, (2, 4, 6), model, 1.0)
+
+
+def test_build_bursts_sizes_and_validation():
+    cfg = FrameConfig(max_payload_symbols=20)
+    bursts = build_bursts(_enc(2 * 4 * 6), image_id=5, cfg=cfg)
+    assert len(bursts) == 3  # 48 symbols in frames of at most 20: 16 each
+    assert all(b.dtype == np.complex64 for b in bursts)
+    assert bursts[0].size == (frame_length(16, cfg) - 1) * cfg.sps + cfg.num_taps
+    with pytest.raises(ConfigError, match="sends 48 symbols"):
+        build_bursts(_enc(47), image_id=5, cfg=cfg)
+    with pytest.raises(ConfigError, match="image_id"):
+        build_bursts(_enc(48), image_id=70000, cfg=cfg)
+    with pytest.raises(ConfigError):
+        build_bursts(_enc(48, model="no-such-model"), image_id=1, cfg=cfg)
+    with pytest.raises(ConfigError):
+        build_bursts("not an image", image_id=1)
+    with pytest.raises(ConfigError):
+        FrameConfig(sps=1)

@@ -1,0 +1,117 @@
+"""The streaming receiver with impairments and bad input."""
+
+import numpy as np
+import pytest
+from diffjscc import channels
+from diffjscc.radio import BurstReceiver, FrameConfig, build_bursts, image_symbol_count
+from diffjscc.radio.sim import add_noise, impair
+from diffjscc.symbols import EncodedImage
+
+CFG = FrameConfig()
+
+
+def _encoded(shape=(256, 384), rate_code=1, seed=0):
+    rng = np.random.default_rng(seed)
+    n = image_symbol_count(rate_code, shape)
+    z = (rng.standard_normal(n) + 1j * rng.standard_normal(n)).astype(np.complex64)
+    model = {1: "jscc-awgn-cbr1_384", 2: "jscc-awgn-cbr1_96"}[rate_code]
+    return EncodedImage(channels.normalise_power(z), shape, (0, 0, 0), model, 3.0)
+
+
+def _feed_all(rx, x, chunk=5000):
+    frames = []
+    for i in range(0, x.size, chunk):
+        frames += rx.feed(x[i : i + chunk])
+    return frames + rx.flush()
+
+
+@pytest.mark.parametrize("snr_db", [3.0, 12.0])
+def test_frames_survive_cfo_timing_phase_and_noise(snr_db):
+    rng = np.random.default_rng(int(snr_db))
+    enc = _encoded(shape=(512, 768), rate_code=2)
+    bursts = build_bursts(enc, image_id=42, cfg=CFG)
+    stream = np.concatenate([np.zeros(300, np.complex64), *bursts, np.zeros(300, np.complex64)])
+    cfo = -0.01 / CFG.sps  # 1 % of the symbol rate
+    x = impair(stream, snr_db, CFG, cfo=cfo, delay=37.37, gain=0.05 * np.exp(2.0j), rng=rng)
+    rx = BurstReceiver(CFG)
+    frames = _feed_all(rx, x, chunk=4093)
+    assert [f.frame_index for f in frames] == list(range(len(bursts)))
+    for f in frames:
+        start, stop = f.payload_slice
+        mse = np.mean(np.abs(f.symbols - enc.symbols[start:stop]) ** 2)
+        measured_db = -10 * np.log10(mse)
+        assert abs(measured_db - snr_db) < 0.6  # equalisation loses little
+        assert abs(f.snr_db - snr_db) < 0.6  # the estimate is the payload's SNR
+        assert f.cfo == pytest.approx(cfo, abs=2e-4)
+        assert f.design_snr_db == 3.0 and f.image_shape == (512, 768)
+    assert abs(frames[0].timing - (300 + 37.37)) < 0.2
+    meta = frames[0].meta()
+    assert meta["model"] == "jscc-awgn-cbr1_96" and isinstance(meta["h"], complex)
+
+
+def test_noise_only_gives_nothing():
+    rng = np.random.default_rng(3)
+    rx = BurstReceiver(CFG)
+    frames = _feed_all(rx, add_noise(np.zeros(400_000, np.complex64), 0.0, CFG, rng), chunk=8192)
+    assert frames == []
+    assert rx.stats["frames_ok"] == 0 and rx.stats["internal_errors"] == 0
+    assert rx.stats["bursts_detected"] == 0
+
+
+def test_bad_input_never_raises():
+    rx = BurstReceiver(CFG)
+    assert rx.feed(np.array(["a", "b"])) == []
+    assert rx.feed(None) == []
+    assert rx.feed([]) == []
+    x = np.ones(1000, np.complex64)
+    x[::7] = np.nan
+    x[3] = np.inf
+    assert rx.feed(x) == []
+    assert rx.stats["invalid_input"] == 2
+    assert rx.stats["nonfinite_samples"] == 144
+    assert rx.feed(np.zeros((10, 10), dtype=np.float32)) == []  # real, 2-D: used flattened
+    assert rx.stats["internal_errors"] == 0
+
+
+def test_truncated_burst_is_dropped_and_the_next_one_received():
+    rng = np.random.default_rng(4)
+    first = build_bursts(_encoded(seed=1), image_id=1, cfg=CFG)[0]
+    second = build_bursts(_encoded(seed=2), image_id=2, cfg=CFG)[0]
+    stream = np.concatenate([first[: first.size // 2], second, np.zeros(500, np.complex64)])
+    rx = BurstReceiver(CFG)
+    frames = _feed_all(rx, add_noise(stream, 10.0, CFG, rng), chunk=3000)
+    assert [f.image_id for f in frames] == [2]
+    assert rx.stats["frames_truncated"] == 1
+
+
+def test_corrupted_header_is_counted_and_dropped():
+    rng = np.random.default_rng(5)
+    bursts = [build_bursts(_encoded(seed=s), image_id=s, cfg=CFG)[0] for s in range(3)]
+    broken = bursts[1].copy()
+    # Wipe the header region (just after the preamble) with strong noise.
+    lo, hi = 128 * CFG.sps + 40, 700 * CFG.sps
+    broken[lo:hi] = (rng.standard_normal(hi - lo) + 1j * rng.standard_normal(hi - lo)) * 3
+    stream = np.concatenate([bursts[0], broken, bursts[2], np.zeros(500, np.complex64)])
+    rx = BurstReceiver(CFG)
+    frames = _feed_all(rx, add_noise(stream, 15.0, CFG, rng))
+    assert [f.image_id for f in frames] == [0, 2]
+    assert rx.stats["header_crc_fail"] == 1
+
+
+def test_sample_by_sample_feeding_matches_one_block():
+    rng = np.random.default_rng(6)
+    burst = build_bursts(_encoded(shape=(64, 64)), image_id=9, cfg=CFG)[0]
+    x = add_noise(
+        np.concatenate([np.zeros(50, np.complex64), burst, np.zeros(50, np.complex64)]),
+        8.0,
+        CFG,
+        rng,
+    )
+    whole = _feed_all(BurstReceiver(CFG), x, chunk=x.size)
+    rx = BurstReceiver(CFG)
+    pieces = []
+    for i in range(0, x.size, 7):
+        pieces += rx.feed(x[i : i + 7])
+    pieces += rx.flush()
+    assert len(whole) == len(pieces) == 1
+    np.testing.assert_allclose(whole[0].symbols, pieces[0].symbols, atol=1e-4)
