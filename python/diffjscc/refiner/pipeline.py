@@ -424,7 +424,9 @@ class DiffJSCCRefiner:
         snr = torch.as_tensor(snr_db, dtype=torch.float32, device=device).reshape(-1).expand(batch)
         cond = self.encode_image_latent(x_hat).to(dtype)
         context = context.to(device=device, dtype=dtype)
-        sched = make_scheduler(sampler, steps, self.config.schedule, device=device)
+        # Timesteps and schedule tables stay on the CPU: the schedulers read them as Python
+        # numbers, which on a GPU would otherwise mean a device sync every step.
+        sched = make_scheduler(sampler, steps, self.config.schedule)
         shape = (
             batch,
             self.unet.config.in_channels,
@@ -441,7 +443,13 @@ class DiffJSCCRefiner:
         elif tuple(noise.shape) != shape:
             raise ConfigError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
         latents = noise.to(device=device, dtype=dtype) * sched.init_noise_sigma
-        alphas_cumprod = sched.alphas_cumprod.to(device)
+        step_generator = generator
+        if generator is not None and generator.device.type != device.type:
+            # Per-step noise drawn on the CPU would cost a host-to-device copy every step; a
+            # device generator seeded from the seed keeps runs reproducible on that device.
+            derived = int(torch.randint(0, 2**62, (1,), generator=generator))
+            step_generator = torch.Generator(device).manual_seed(derived)
+        alphas_cumprod = sched.alphas_cumprod
         tile = int(tile_size or 0)
         unet_factor = self.size_multiple // self.vae_factor
         if tile and tile % unet_factor:
@@ -449,24 +457,29 @@ class DiffJSCCRefiner:
                 f"tile_size must be a multiple of {unet_factor} latent pixels, got {tile}"
             )
         stride = int(tile_stride or max(unet_factor, tile // 2))
-        timesteps = sched.timesteps
+        # The models get the timestep on their device (CUDA graphs refuse CPU inputs).
+        model_timesteps = sched.timesteps.to(device)
+        steps_iter = enumerate(sched.timesteps)
         if progress:
             from tqdm import tqdm
 
-            timesteps = tqdm(timesteps, desc=f"refine ({sampler}, {steps} steps)", leave=False)
-        for t in timesteps:
+            steps_iter = tqdm(
+                steps_iter, total=len(sched.timesteps), desc=f"refine ({sampler})", leave=False
+            )
+        for i, t in steps_iter:
             model_in = sched.scale_model_input(latents, t)
+            t_model = model_timesteps[i]
             if tile:
                 eps = self._predict_noise_tiled(
-                    model_in, t, context, cond, snr, channel_gain, control_scale, tile, stride
+                    model_in, t_model, context, cond, snr, channel_gain, control_scale, tile, stride
                 )
             else:
                 eps = self.predict_noise(
-                    model_in, t, context, cond, snr, channel_gain, control_scale
+                    model_in, t_model, context, cond, snr, channel_gain, control_scale
                 )
             mean_shift = None
-            if guidance is not None and guidance.active(int(t)):
-                a = alphas_cumprod[int(t)].to(torch.float32)
+            if guidance is not None and guidance.scale != 0.0 and guidance.active(int(t)):
+                a = alphas_cumprod[int(t)].to(device=device, dtype=torch.float32)
                 x0 = (latents.float() - (1 - a).sqrt() * eps.float()) / a.sqrt()
                 _, c, h, w = x0.shape
                 total = torch.zeros_like(x0)
@@ -478,7 +491,7 @@ class DiffJSCCRefiner:
                     mean_shift = 0.5 * total
                 else:
                     eps = ((latents.float() - a.sqrt() * x0) / (1 - a).sqrt()).to(eps.dtype)
-            step_kwargs = {"generator": generator} if sampler == "ddpm" else {}
+            step_kwargs = {"generator": step_generator} if sampler == "ddpm" else {}
             latents = sched.step(eps, t, latents, **step_kwargs).prev_sample
             if mean_shift is not None:
                 latents = latents + mean_shift.to(latents.dtype)

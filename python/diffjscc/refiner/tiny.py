@@ -107,3 +107,69 @@ def tiny_refiner(seed: int = 0, steps: int = 4, **control_options):
         tiny_tokenizer(),
         RefinerConfig(steps=steps, source="tiny"),
     )
+
+
+# Stable Diffusion 2.1-base's component configs (from its published diffusers folders), so
+# benchmarks can time models of the real size with random weights and no download.
+SD21_BASE_UNET = dict(
+    sample_size=64,
+    in_channels=4,
+    out_channels=4,
+    block_out_channels=(320, 640, 1280, 1280),
+    layers_per_block=2,
+    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    cross_attention_dim=1024,
+    attention_head_dim=(5, 10, 20, 20),
+    use_linear_projection=True,
+    norm_num_groups=32,
+)
+SD21_BASE_VAE = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    block_out_channels=(128, 256, 512, 512),
+    layers_per_block=2,
+    latent_channels=4,
+    norm_num_groups=32,
+    sample_size=512,
+    scaling_factor=0.18215,
+)
+SD21_BASE_TEXT = dict(
+    vocab_size=49408,
+    hidden_size=1024,
+    intermediate_size=4096,
+    num_hidden_layers=23,  # OpenCLIP ViT-H's 24 minus the last: SD 2 reads the penultimate layer
+    num_attention_heads=16,
+    max_position_embeddings=77,
+    hidden_act="gelu",
+    projection_dim=512,
+    bos_token_id=49406,
+    eos_token_id=49407,
+    pad_token_id=0,
+)
+
+
+def sd21_sized_refiner(device="cpu", dtype=None, seed: int = 0):
+    """A refiner with Stable Diffusion 2.1-base-sized random components (for timing only).
+
+    The tokenizer is the tiny byte-level one with SD's 77-token context.
+    """
+    diffusers = require("diffusers")
+    transformers = require("transformers")
+    from diffjscc.refiner.control import DiffJSCCControlModule
+    from diffjscc.refiner.pipeline import DiffJSCCRefiner, RefinerConfig
+
+    torch.manual_seed(seed)
+    with torch.device(device):
+        unet = diffusers.UNet2DConditionModel(**SD21_BASE_UNET)
+        control = DiffJSCCControlModule.from_unet(unet, copy_weights=False)
+        vae = diffusers.AutoencoderKL(**SD21_BASE_VAE)
+        text = transformers.CLIPTextModel(transformers.CLIPTextConfig(**SD21_BASE_TEXT))
+    tokenizer = tiny_tokenizer()
+    tokenizer.model_max_length = 77
+    refiner = DiffJSCCRefiner(
+        unet, vae, control, text, tokenizer, RefinerConfig(source="random SD2.1-base size")
+    )
+    return refiner.to(device, dtype)
