@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import zmq
 
+from diffjscc.registry import DEFAULT_MODEL
 from diffjscc.worker.broker import (
     BYE,
     HEARTBEAT,
@@ -370,14 +371,16 @@ def build_engine(args) -> object:
         import torch
 
         torch.set_num_threads(args.threads)
-    refiner = None
+    engine = CodecEngine(device=args.device, preload=args.model or [DEFAULT_MODEL])
     if args.refiner:
+        import torch
+
         from diffjscc.refiner import DiffJSCCRefiner
 
-        refiner = DiffJSCCRefiner.from_pretrained(args.refiner)
-    engine = CodecEngine(device=args.device, refiner=refiner, preload=args.model)
-    if refiner is not None:
-        refiner.to(engine.device)
+        dtype = torch.float16 if engine.half else None
+        engine.refiner = DiffJSCCRefiner.from_pretrained(args.refiner, torch_dtype=dtype).to(
+            engine.device, dtype
+        )
     return engine
 
 
@@ -385,12 +388,7 @@ def _raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["broker"]:
-        from diffjscc.worker import broker
-
-        return broker.main(argv[1:])
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="diffjscc worker",
         description=(
@@ -438,7 +436,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="-v info, -vv a line per request"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["broker"]:
+        from diffjscc.worker import broker
+
+        return broker.main(argv[1:])
+    args = build_parser().parse_args(argv)
+    return serve(args)
+
+
+def serve(args: argparse.Namespace, engine=None) -> int:
+    """Run a worker (with its own broker unless --connect) until SIGTERM / Ctrl-C."""
     logging.basicConfig(
         level=logging.DEBUG
         if args.verbose > 1
@@ -452,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.broker_key and args.worker_secret):
             raise WorkerError("CURVE for a worker needs both --broker-key and --worker-secret")
         curve = CurveClient.from_files(args.worker_secret, args.broker_key)
-    engine = build_engine(args)
+    engine = engine if engine is not None else build_engine(args)
     if threading.current_thread() is threading.main_thread():
         # SIGTERM (systemd, kill, a test's terminate()) stops as cleanly as Ctrl-C: workers say BYE.
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
