@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from diffjscc.registry import DOWNSAMPLING, get_model_spec
 from diffjscc.worker.broker import percentiles
 from diffjscc.worker.client import WorkerClient
@@ -74,18 +73,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=512)
     parser.add_argument("--width", type=int, default=768)
     parser.add_argument("--max-batch", type=int, default=4)
-    parser.add_argument("--inflight", type=int, default=8, help="requests each client keeps outstanding")
-    parser.add_argument("--kill-after", type=int, default=0, help="SIGKILL worker 1 after this many answers")
+    parser.add_argument(
+        "--inflight", type=int, default=8, help="requests each client keeps outstanding"
+    )
+    parser.add_argument(
+        "--kill-after", type=int, default=0, help="SIGKILL worker 1 after this many answers"
+    )
     parser.add_argument("--restart", action="store_true", help="start a new worker after the kill")
     parser.add_argument("--timeout", type=float, default=30.0)
     args = parser.parse_args(argv)
 
     front, back = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     broker = subprocess.Popen(
-        [sys.executable, "-m", "diffjscc", "worker", "broker", "--bind", front, "--backend", back, "--heartbeat", "0.25"],
+        [
+            sys.executable,
+            "-m",
+            "diffjscc",
+            "worker",
+            "broker",
+            "--bind",
+            front,
+            "--backend",
+            back,
+            "--heartbeat",
+            "0.25",
+        ],
         stdout=subprocess.DEVNULL,
     )
-    workers = {f"w{i + 1}": subprocess.Popen(worker_command(args, back, f"w{i + 1}")) for i in range(args.workers)}
+    workers = {
+        f"w{i + 1}": subprocess.Popen(worker_command(args, back, f"w{i + 1}"))
+        for i in range(args.workers)
+    }
     memory: dict[str, list[int]] = collections.defaultdict(list)
     stop_sampling = threading.Event()
 
@@ -101,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     pad = lambda side: -(-side // DOWNSAMPLING) * DOWNSAMPLING  # noqa: E731
     n_symbols = spec.num_symbols(pad(args.height), pad(args.width))
     rng = np.random.default_rng(0)
-    symbols = ((rng.standard_normal(n_symbols) + 1j * rng.standard_normal(n_symbols)) / np.sqrt(2)).astype(np.complex64)
+    symbols = (
+        (rng.standard_normal(n_symbols) + 1j * rng.standard_normal(n_symbols)) / np.sqrt(2)
+    ).astype(np.complex64)
 
     answers: collections.Counter = collections.Counter()
     replies: dict = {}
@@ -110,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     all_answered = threading.Event()
     killed_at = None
     try:
-        with WorkerClient(front, timeout_s=60) as probe:  # wait until every worker has joined and warmed up
+        with WorkerClient(
+            front, timeout_s=60
+        ) as probe:  # wait until every worker has joined and warmed up
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
                 status = probe.status(timeout_s=70)
@@ -119,7 +141,12 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(0.2)
             else:
                 raise SystemExit("workers did not join within 120 s")
-            warm = [probe.submit(DecodeRequest("warm", (args.height, args.width), 1.0, symbols, model=spec.name)) for _ in range(2 * args.workers)]
+            warm = [
+                probe.submit(
+                    DecodeRequest("warm", (args.height, args.width), 1.0, symbols, model=spec.name)
+                )
+                for _ in range(2 * args.workers)
+            ]
             assert all(f.result().ok for f in warm), [f.result().error for f in warm]
         threading.Thread(target=sample_memory, daemon=True).start()
         time.sleep(0.5)
@@ -139,15 +166,27 @@ def main(argv: list[str] | None = None) -> int:
             for i in range(count):
                 window.acquire()
                 request_id = f"c{k}-{i}"
-                request = DecodeRequest(request_id, (args.height, args.width), 1.0, symbols, model=spec.name)
+                request = DecodeRequest(
+                    request_id, (args.height, args.width), 1.0, symbols, model=spec.name
+                )
                 submitted = time.monotonic()
                 future = client.submit(request)
-                future.add_done_callback(lambda f, r=request_id, s=submitted: (record(r, s, f), window.release()))
+                future.add_done_callback(
+                    lambda f, r=request_id, s=submitted: (record(r, s, f), window.release())
+                )
 
-        clients = [WorkerClient(front, timeout_s=args.timeout, retries=1) for _ in range(args.clients)]
-        shares = [args.requests // args.clients + (k < args.requests % args.clients) for k in range(args.clients)]
+        clients = [
+            WorkerClient(front, timeout_s=args.timeout, retries=1) for _ in range(args.clients)
+        ]
+        shares = [
+            args.requests // args.clients + (k < args.requests % args.clients)
+            for k in range(args.clients)
+        ]
         start = time.monotonic()
-        threads = [threading.Thread(target=run_client, args=(k, c, n)) for k, (c, n) in enumerate(zip(clients, shares))]
+        threads = [
+            threading.Thread(target=run_client, args=(k, c, n))
+            for k, (c, n) in enumerate(zip(clients, shares, strict=True))
+        ]
         for t in threads:
             t.start()
         if args.kill_after:
@@ -156,7 +195,9 @@ def main(argv: list[str] | None = None) -> int:
             os.kill(workers["w1"].pid, signal.SIGKILL)
             killed_at = sum(answers.values())
             if args.restart:
-                workers["w1-restarted"] = subprocess.Popen(worker_command(args, back, "w1-restarted"))
+                workers["w1-restarted"] = subprocess.Popen(
+                    worker_command(args, back, "w1-restarted")
+                )
         all_answered.wait(args.timeout * 4 + args.requests)
         elapsed = time.monotonic() - start
         for client in clients:
@@ -165,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         ok = sum(r.ok for r in replies.values())
         result = {
             "machine": f"{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
-            "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+            "command": " ".join(
+                [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]
+            ),
             "settings": vars(args),
             "answered": len(answers),
             "ok": ok,
@@ -173,7 +216,9 @@ def main(argv: list[str] | None = None) -> int:
             "duplicated": sum(1 for v in answers.values() if v > 1),
             "lost": args.requests - len(answers),
             "killed_after_answers": killed_at,
-            "errors": collections.Counter(r.error.split(":")[0] for r in replies.values() if not r.ok).most_common(5),
+            "errors": collections.Counter(
+                r.error.split(":")[0] for r in replies.values() if not r.ok
+            ).most_common(5),
             "served_by": dict(collections.Counter(r.served_by for r in replies.values())),
             "elapsed_s": round(elapsed, 3),
             "throughput_per_s": round(len(answers) / elapsed, 2),
