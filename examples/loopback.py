@@ -23,6 +23,7 @@ import time
 _T_START = time.monotonic()  # the command's start, for the timing breakdown
 
 import argparse  # noqa: E402
+import concurrent.futures  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
@@ -101,12 +102,12 @@ def _free_tcp_port() -> int:
 class LocalWorker:
     """A `diffjscc worker` subprocess for the duration of the run."""
 
-    def __init__(self, log_path: Path):
+    def __init__(self, model: str, log_path: Path):
         self.address = f"tcp://127.0.0.1:{_free_tcp_port()}"
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115  (closed in stop())
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "diffjscc", "worker", "--bind", self.address],
+            [sys.executable, "-m", "diffjscc", "worker", "--bind", self.address, "--model", model],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -124,6 +125,47 @@ class LocalWorker:
                 self.proc.kill()
                 self.proc.wait(timeout=timeout)
         self._log.close()
+
+
+class WorkerOrLocal:
+    """Decodes through the local worker; in this process as soon as that worker has died.
+
+    The worker takes a few seconds to start (torch, model), which overlaps the
+    encoding and the radio chain; requests wait for it in ZMQ's queue. Should it
+    exit instead (no weights, no memory), waiting out the client's timeout
+    would be pointless, so its death switches to in-process decoding at once.
+    """
+
+    def __init__(self, worker: LocalWorker, timeout_s: float):
+        from diffjscc.worker.client import LocalDecoder, WorkerClient
+
+        self.worker = worker
+        self.local = LocalDecoder()
+        self.client = WorkerClient(
+            worker.address, timeout_s=timeout_s, retries=0, fallback=self.local
+        )
+
+    def submit(self, request) -> concurrent.futures.Future:
+        result: concurrent.futures.Future = concurrent.futures.Future()
+
+        def wait_for_reply():
+            pending = self.client.submit(request)
+            while True:
+                try:
+                    reply = pending.result(timeout=0.2)
+                    break
+                except concurrent.futures.TimeoutError:
+                    if not self.worker.alive():
+                        reply = self.local.decode(request)
+                        reply.metrics["fallback"] = "the local worker exited"
+                        break
+            result.set_result(reply)
+
+        threading.Thread(target=wait_for_reply, name="loopback-decode", daemon=True).start()
+        return result
+
+    def close(self) -> None:
+        self.client.close()
 
 
 # -- the flowgraph -------------------------------------------------------------------------
@@ -188,7 +230,8 @@ def build_flowgraph(args, image_path, encoder, decoder, worker_address, output_d
     stages += [channel, receiver]
     tb.connect(*stages)
     tb.msg_connect(receiver, "pdus", sink, "pdus")
-    tb.msg_connect(source, "tx_info", sink, "tx_info")
+    # No tx_info -> sink: in a run that ends by itself GNU Radio would end the sink when the
+    # source ends, before the last frames arrive. PSNR is computed here instead.
     tb.source, tb.receiver, tb.sink = source, receiver, sink
     tb.channel_info = {"delay_samples": delay, "h": h}
     return tb
@@ -271,6 +314,7 @@ def run(args, encoder=None, decoder=None, log=print) -> dict:
     _use_module_from_checkout()
     from diffjscc.image import load_image, save_png
     from diffjscc.registry import get_model_spec
+    from gnuradio.diffjscc.image_sink import psnr
 
     if args.sps < 2:
         raise DiffJSCCError(f"--sps must be at least 2, got {args.sps}")
@@ -286,11 +330,11 @@ def run(args, encoder=None, decoder=None, log=print) -> dict:
     original = load_image(image_path)  # a clear error now rather than inside the flowgraph
 
     worker = None
-    worker_address = args.worker
+    worker_address = args.worker  # the sink makes its own client for a given address
     if decoder is None and not worker_address and not args.no_worker:
         try:
-            worker = LocalWorker(output_dir / "worker.log")
-            worker_address = worker.address
+            worker = LocalWorker(spec.name, output_dir / "worker.log")
+            decoder = WorkerOrLocal(worker, timeout_s=args.timeout)
         except OSError as exc:
             log(f"loopback: cannot start a local worker ({exc}); decoding in this process")
     try:
@@ -312,6 +356,8 @@ def run(args, encoder=None, decoder=None, log=print) -> dict:
                 raise DiffJSCCError(f"loopback did not finish within {args.timeout:.0f} s")
         t_done = time.monotonic()
     finally:
+        if isinstance(decoder, WorkerOrLocal):
+            decoder.close()
         if worker is not None:
             worker.stop()
 
@@ -354,7 +400,7 @@ def run(args, encoder=None, decoder=None, log=print) -> dict:
             snr_est_db=decoded["snr_db"],
             partial=decoded["partial"],
             served_by=decoded.get("served_by"),
-            psnr=decoded.get("psnr"),
+            psnr=psnr(original, received),
         )
         os.replace(decoded["path"], output_dir / "received.png")
         summary["outputs"]["received"] = str(output_dir / "received.png")
@@ -363,7 +409,7 @@ def run(args, encoder=None, decoder=None, log=print) -> dict:
             refined = load_image(decoded["refined_path"])
             os.replace(decoded["refined_path"], output_dir / "refined.png")
             summary["outputs"]["refined"] = str(output_dir / "refined.png")
-            summary["psnr_refined"] = decoded.get("psnr_refined")
+            summary["psnr_refined"] = psnr(original, refined)
             panels.append(("refined", refined))
         side_by_side(panels, output_dir / "comparison.png")
         summary["outputs"]["comparison"] = str(output_dir / "comparison.png")

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -194,3 +195,22 @@ def test_yml_parameters_match_block_constructors():
                 assert param["id"] in accepted, (
                     f"{path.name}: {param['id']} not a constructor argument"
                 )
+
+
+def test_module_imports_neither_torch_nor_qt():
+    """The transmitter and receiver blocks run without torch; no display is needed to import."""
+    pytest.importorskip("gnuradio")
+    code = (
+        "import sys, gnuradio\n"
+        f"gnuradio.__path__.insert(0, {str(MODULE / 'python')!r})\n"
+        "from gnuradio import diffjscc\n"
+        "assert diffjscc.__file__.startswith(" + repr(str(MODULE)) + "), diffjscc.__file__\n"
+        "heavy = sorted(m for m in ('torch', 'PyQt5', 'matplotlib') if m in sys.modules)\n"
+        "print(','.join(heavy))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "", f"importing gnuradio.diffjscc imported {proc.stdout.strip()}"

@@ -53,6 +53,11 @@ class image_sink(gr.basic_block):
     h, decode_s, served_by, error, and psnr / psnr_refined when the original
     is known (``tx_info`` from the image source, same process).
 
+    Connect ``tx_info`` only in flowgraphs that run until stopped: GNU Radio
+    ends a block with only message inputs when the first of its message
+    sources ends, so in a run that ends by itself (a source without repeat)
+    the sink would stop before the receiver's last frames reach it.
+
     Bad input is dropped and counted, never fatal: see ``stats()``.
     On stop, frames already received are decoded within ``drain_timeout_s``.
     """

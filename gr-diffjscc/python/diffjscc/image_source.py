@@ -21,6 +21,7 @@ from ._frames import frame_config, meta_to_pmt
 # Image ids wrap at the width of the frame header's id field.
 IMAGE_ID_MODULO = 1 << 16
 BURST_TAG_MODES = ("packet_len", "sob_eob")
+_SOB = pmt.intern("tx_sob")
 _EOB = pmt.intern("tx_eob")
 
 
@@ -60,7 +61,8 @@ class image_source(gr.sync_block):
     by the ONNX JSCC encoder into complex symbols, which ``diffjscc.radio``
     splits into frames: preamble, CRC-protected header, and payload with
     pilots, root-raised-cosine shaped at ``sps`` samples per symbol. Each frame
-    leaves as one burst followed by ``gap_samples`` zeros.
+    leaves as one burst followed by ``gap_samples`` zeros (the first burst is
+    also preceded by them).
 
     Bursts are tagged for ``uhd.usrp_sink`` as they are: either a tagged
     stream (``len_tag_key`` at the first sample, value = burst + gap length)
@@ -117,10 +119,16 @@ class image_source(gr.sync_block):
         self._sent_this_pass = 0
         self._bursts: deque[np.ndarray] = deque()  # waiting, each with its gap
         self._current: np.ndarray | None = None
-        self._burst_len = 0
+        self._sob = self._eob = 0  # where the current burst's first and last samples are
         self._pos = 0
         self._finished = False
-        self._stats = {"images_sent": 0, "images_skipped": 0, "bursts_sent": 0, "samples_sent": 0}
+        self._stats = {
+            "images_sent": 0,
+            "images_skipped": 0,
+            "bursts_queued": 0,
+            "bursts_sent": 0,
+            "samples_sent": 0,
+        }
         self.message_port_register_out(pmt.intern("tx_info"))
 
     def stats(self) -> dict:
@@ -153,7 +161,11 @@ class image_source(gr.sync_block):
             gap = np.zeros(self.gap_samples, dtype=np.complex64)
             for burst in bursts:
                 samples = np.asarray(burst, dtype=np.complex64) * self.amplitude
-                self._bursts.append((np.concatenate([samples, gap]), samples.size))
+                # Silence before the very first burst too: a receiver (or a resampler in
+                # a channel model, which eats a few samples) should not start mid-burst.
+                lead = gap if self._stats["bursts_queued"] == 0 else gap[:0]
+                self._stats["bursts_queued"] += 1
+                self._bursts.append((np.concatenate([lead, samples, gap]), lead.size, samples.size))
             self._sent_this_pass += 1
             self._stats["images_sent"] += 1
             info = {
@@ -179,19 +191,21 @@ class image_source(gr.sync_block):
                 if not self._bursts and (self._finished or not self._encode_next()):
                     self._finished = True
                     break
-                self._current, self._burst_len = self._bursts.popleft()
+                self._current, lead, burst_len = self._bursts.popleft()
+                self._sob, self._eob = lead, lead + burst_len - 1
                 self._pos = 0
-                start = self.nitems_written(0) + produced
                 if self.burst_tags == "packet_len":
+                    start = self.nitems_written(0) + produced
                     self._tag(start, self.len_tag_key, pmt.from_long(self._current.size))
-                else:
-                    self._tag(start, pmt.intern("tx_sob"), pmt.PMT_T)
                 self._stats["bursts_sent"] += 1
             n = min(len(out) - produced, self._current.size - self._pos)
-            last = self._burst_len - 1
-            if self.burst_tags == "sob_eob" and self._pos <= last < self._pos + n:
-                # Tagged when written, so the tag never points past the items produced.
-                self._tag(self.nitems_written(0) + produced + last - self._pos, _EOB, pmt.PMT_T)
+            if self.burst_tags == "sob_eob":
+                # Tagged when written, so a tag never points past the items produced.
+                for index, key in ((self._sob, _SOB), (self._eob, _EOB)):
+                    if self._pos <= index < self._pos + n:
+                        self._tag(
+                            self.nitems_written(0) + produced + index - self._pos, key, pmt.PMT_T
+                        )
             out[produced : produced + n] = self._current[self._pos : self._pos + n]
             produced += n
             self._pos += n

@@ -54,12 +54,15 @@ class qa_image_source(gr_unittest.TestCase):
             FrameConfig(max_payload_symbols=24),
         )
         self.assertEqual(len(expected), 2)  # 48 symbols, at most 24 a frame
-        want = np.concatenate([np.concatenate([b, np.zeros(100, np.complex64)]) for b in expected])
+        # Silence before the first burst, and after every burst.
+        gap = np.zeros(100, np.complex64)
+        want = np.concatenate([gap] + [np.concatenate([b, gap]) for b in expected])
         self.assertEqual(data.size, want.size)
         np.testing.assert_allclose(data, want, atol=1e-6)
         len_tags = [t for t in tags if pmt.symbol_to_string(t.key) == "packet_len"]
-        self.assertEqual([t.offset for t in len_tags], [0, expected[0].size + 100])
-        self.assertEqual([pmt.to_long(t.value) for t in len_tags], [b.size + 100 for b in expected])
+        first = 100 + expected[0].size + 100
+        self.assertEqual([t.offset for t in len_tags], [0, first])
+        self.assertEqual([pmt.to_long(t.value) for t in len_tags], [first, expected[1].size + 100])
         self.assertEqual(info.num_messages(), 1)
         meta = pmt.to_python(info.get_message(0))
         self.assertEqual((meta["height"], meta["width"], meta["frames"]), (64, 96, 2))
@@ -72,9 +75,10 @@ class qa_image_source(gr_unittest.TestCase):
         )
         data, tags, _ = self._run(src)
         keys = [(pmt.symbol_to_string(t.key), t.offset) for t in tags]
-        burst = data.size - 50
-        self.assertEqual(keys, [("tx_sob", 0), ("tx_eob", burst - 1)])
-        self.assertTrue(np.all(data[burst:] == 0))
+        end = data.size - 50
+        self.assertEqual(keys, [("tx_sob", 50), ("tx_eob", end - 1)])
+        self.assertTrue(np.all(data[:50] == 0) and np.all(data[end:] == 0))
+        self.assertTrue(data[50] != 0 and data[end - 1] != 0)
 
     def test_003_folder_skips_non_images(self):
         _write_image(self.dir / "b.png", 32, 48, seed=1)
