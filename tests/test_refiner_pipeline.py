@@ -208,3 +208,33 @@ def test_importing_diffjscc_does_not_import_diffusers():
         "assert 'diffusers' not in sys.modules and 'transformers' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_ddpm_step_is_the_respaced_posterior_of_the_official_sampler():
+    """One step of our DDPM sampler equals improved-DDPM's respaced posterior, computed in float64."""
+    steps = 10
+    timesteps = respaced_timesteps(1000, steps)
+    betas = np.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=np.float64) ** 2
+    acp_full = np.cumprod(1 - betas)
+    used = sorted(timesteps)
+    acp = acp_full[used]  # the respaced chain keeps the marginals of the used steps
+    acp_prev = np.append(1.0, acp[:-1])
+    respaced_betas = 1 - acp / acp_prev
+    post_var = respaced_betas * (1 - acp_prev) / (1 - acp)
+    coef1 = respaced_betas * np.sqrt(acp_prev) / (1 - acp)
+    coef2 = (1 - acp_prev) * np.sqrt(1 - respaced_betas) / (1 - acp)
+
+    sched = make_scheduler("ddpm", steps)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 4, 4, 4, generator=gen, dtype=torch.float64)
+    eps = torch.randn(1, 4, 4, 4, generator=gen, dtype=torch.float64)
+    for index in (steps - 1, 4, 0):
+        t = used[index]
+        out = sched.step(
+            eps.float(), torch.tensor(t), x.float(), generator=torch.Generator().manual_seed(1)
+        )
+        noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(1)).double()
+        x0 = (x - np.sqrt(1 - acp[index]) * eps) / np.sqrt(acp[index])
+        mean = coef1[index] * x0 + coef2[index] * x
+        expected = mean + (np.sqrt(post_var[index]) * noise if index > 0 else 0)
+        torch.testing.assert_close(out.prev_sample.double(), expected, rtol=1e-4, atol=1e-4)
