@@ -238,3 +238,50 @@ def test_ddpm_step_is_the_respaced_posterior_of_the_official_sampler():
         mean = coef1[index] * x0 + coef2[index] * x
         expected = mean + (np.sqrt(post_var[index]) * noise if index > 0 else 0)
         torch.testing.assert_close(out.prev_sample.double(), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_captioners_plug_in(refiner):
+    from diffjscc.refiner.captioner import (
+        FixedCaptioner,
+        NoCaptioner,
+        make_captioner,
+        replace_degradation_words,
+    )
+
+    images = [_image(32, 32)] * 2
+    assert NoCaptioner()(images) == ["", ""]
+    assert make_captioner("fixed:a lighthouse")(images) == ["a lighthouse"] * 2
+    assert (
+        replace_degradation_words("a photo of a blurry dog")
+        == "a high quality image of a high quality dog"
+    )
+    assert replace_degradation_words("two cats") == "a high quality image of two cats"
+    with pytest.raises(ConfigError):
+        make_captioner("gpt:whatever")
+    with pytest.raises(WeightsNotFoundError, match="offline"):
+        make_captioner("blip:/nonexistent/blip-model")
+    seen = []
+
+    def spy(batch):
+        seen.append(len(batch))
+        return ["a spy caption"]
+
+    refiner.captioner = spy
+    try:
+        assert refiner.refine(images[0], 1.0, steps=1, seed=0).caption == "a spy caption"
+        assert refiner.refine(images[0], 1.0, caption="given", steps=1, seed=0).caption == "given"
+    finally:
+        refiner.captioner = NoCaptioner()
+    assert seen == [1]
+    assert isinstance(FixedCaptioner("x").name, str)
+
+
+def test_channel_gain_reaches_the_control_module_through_refine():
+    ref = tiny_refiner(seed=0, steps=2, use_channel_gain=True)
+    _randomise_zero_convs(ref.control)
+    with torch.no_grad():
+        ref.control.gain_embedding[2].weight.normal_(0, 0.5)
+    image = _image(32, 32, seed=2)
+    a = ref.refine(image, 1.0, h=1 + 0j, caption="", seed=0).image
+    b = ref.refine(image, 1.0, h=0.1 + 0.9j, caption="", seed=0).image
+    assert not np.array_equal(a, b)
