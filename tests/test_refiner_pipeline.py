@@ -285,3 +285,20 @@ def test_channel_gain_reaches_the_control_module_through_refine():
     a = ref.refine(image, 1.0, h=1 + 0j, caption="", seed=0).image
     b = ref.refine(image, 1.0, h=0.1 + 0.9j, caption="", seed=0).image
     assert not np.array_equal(a, b)
+
+
+def test_injected_step_noise_replays_the_sampler_exactly(refiner):
+    """Feeding the ancestral noise that the seeded sampler would draw gives the same sample."""
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    context = refiner.encode_text([""])
+    z_T = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(8))
+    kwargs = dict(steps=4, sampler="ddpm", color_fix_type="none", noise=z_T)
+    seeded = refiner.sample(x, 1.0, context, generator=torch.Generator().manual_seed(2), **kwargs)
+    gen = torch.Generator().manual_seed(2)
+    draws = [torch.randn(z_T.shape, generator=gen) for _ in range(3)] + [torch.zeros_like(z_T)]
+    replayed = refiner.sample(x, 1.0, context, step_noise=draws, **kwargs)
+    torch.testing.assert_close(replayed, seeded, rtol=0, atol=1e-5)
+    other = refiner.sample(x, 1.0, context, step_noise=lambda i, t: torch.ones_like(z_T), **kwargs)
+    assert (other - seeded).abs().max() > 1e-3
+    with pytest.raises(ConfigError):
+        refiner.sample(x, 1.0, context, step_noise=draws, **{**kwargs, "sampler": "ddim"})

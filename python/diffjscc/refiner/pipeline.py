@@ -131,6 +131,26 @@ def _tile_starts(size: int, tile: int, stride: int) -> list[int]:
     return starts + [size - tile]
 
 
+def _ddpm_step_with_noise(
+    sched, eps: torch.Tensor, t, sample: torch.Tensor, noise: torch.Tensor
+) -> torch.Tensor:
+    """One step of the respaced DDPM posterior with the given noise (same maths as DDPMScheduler)."""
+    prev_t = int(sched.previous_timestep(t))
+    acp = sched.alphas_cumprod
+    a_t = acp[int(t)].double()
+    a_prev = acp[prev_t].double() if prev_t >= 0 else torch.tensor(1.0, dtype=torch.float64)
+    beta = 1 - a_t / a_prev
+    x = sample.double()
+    x0 = (x - (1 - a_t).sqrt() * eps.double()) / a_t.sqrt()
+    mean = (a_prev.sqrt() * beta / (1 - a_t)) * x0 + (
+        (1 - beta).sqrt() * (1 - a_prev) / (1 - a_t)
+    ) * x
+    if prev_t >= 0:
+        variance = ((1 - a_prev) / (1 - a_t) * beta).clamp_min(1e-20)
+        mean = mean + variance.sqrt() * noise.to(device=x.device, dtype=torch.float64)
+    return mean.to(sample.dtype)
+
+
 class DiffJSCCRefiner:
     """Stable Diffusion + DiffJSCC control module, sampled with diffusers schedulers."""
 
@@ -405,10 +425,21 @@ class DiffJSCCRefiner:
         tile_size: int | None = None,
         tile_stride: int | None = None,
         progress: bool = False,
+        step_noise=None,
     ) -> torch.Tensor:
-        """Refine a batch: x_hat NCHW in [0, 1], sides a multiple of ``size_multiple``; returns float NCHW in [0, 1]."""
+        """Refine a batch: x_hat NCHW in [0, 1], sides a multiple of ``size_multiple``; returns float NCHW in [0, 1].
+
+        ``noise`` is z_T; ``step_noise`` (DDPM only: a sequence with one latent-shaped
+        tensor per step, or a callable ``(step_index, t) -> tensor``) replaces the
+        ancestral noise, so a run can replay the exact noise of another
+        implementation, e.g. the official sampler's ``torch.randn_like`` draws.
+        """
         steps = self.config.steps if steps is None else int(steps)
         sampler = self.config.sampler if sampler is None else sampler
+        if step_noise is not None and sampler != "ddpm":
+            raise ConfigError(
+                "step_noise applies to the ddpm sampler only (the others are deterministic)"
+            )
         color_fix_type = self.config.color_fix if color_fix_type is None else color_fix_type
         if color_fix_type not in COLOR_FIXES:
             raise ConfigError(
@@ -491,8 +522,12 @@ class DiffJSCCRefiner:
                     mean_shift = 0.5 * total
                 else:
                     eps = ((latents.float() - a.sqrt() * x0) / (1 - a).sqrt()).to(eps.dtype)
-            step_kwargs = {"generator": step_generator} if sampler == "ddpm" else {}
-            latents = sched.step(eps, t, latents, **step_kwargs).prev_sample
+            if step_noise is not None:
+                given = step_noise(i, int(t)) if callable(step_noise) else step_noise[i]
+                latents = _ddpm_step_with_noise(sched, eps, t, latents, given)
+            else:
+                step_kwargs = {"generator": step_generator} if sampler == "ddpm" else {}
+                latents = sched.step(eps, t, latents, **step_kwargs).prev_sample
             if mean_shift is not None:
                 latents = latents + mean_shift.to(latents.dtype)
         image = self.decode_latent(latents)
