@@ -302,3 +302,23 @@ def test_injected_step_noise_replays_the_sampler_exactly(refiner):
     assert (other - seeded).abs().max() > 1e-3
     with pytest.raises(ConfigError):
         refiner.sample(x, 1.0, context, step_noise=draws, **{**kwargs, "sampler": "ddim"})
+
+
+def test_evaluate_refiner_gives_jscc_and_refined_columns(refiner):
+    from diffjscc.refiner.evaluate import evaluate_refiner
+
+    originals = [_image(32, 32, seed=s) // 2 for s in (1, 2)]  # room for +9 without clipping
+    x_hats = [np.clip(o.astype(int) + 9, 0, 255).astype(np.uint8) for o in originals]
+    report = evaluate_refiner(refiner, originals, x_hats, 1.0, steps=1, caption="")
+    assert [r["seed"] for r in report["rows"]] == [0, 1]
+    assert report["mean"]["jscc"]["psnr"] == pytest.approx(20 * np.log10(255 / 9), abs=0.01)
+    assert np.isfinite(report["mean"]["refined"]["psnr"])
+    assert (
+        report["mean"]["refined"]["ms_ssim"] is None and "ms_ssim" in report["skipped"]
+    )  # 32 px images
+
+
+def test_low_precision_runs_on_cpu():
+    ref = tiny_refiner(seed=0, steps=2).to("cpu", torch.bfloat16, memory_format=torch.channels_last)
+    out = ref.refine(_image(32, 32), 1.0, caption="a", seed=0).image
+    assert out.shape == (32, 32, 3)

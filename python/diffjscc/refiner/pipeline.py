@@ -301,10 +301,14 @@ class DiffJSCCRefiner:
         return self.unet.dtype
 
     def to(self, device=None, dtype=None, memory_format=None) -> DiffJSCCRefiner:
+        moves = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
         for module in (self.unet, self.vae, self.control, self.text_encoder):
-            module.to(device=device, dtype=dtype)
+            if moves:
+                # nn.Module.to: diffusers' override warns about fp32-only modules on every
+                # dtype cast even when a model has none (diffusers 0.42).
+                torch.nn.Module.to(module, **moves)
             if memory_format is not None and module is not self.text_encoder:
-                module.to(memory_format=memory_format)
+                torch.nn.Module.to(module, memory_format=memory_format)
         self._empty_context = None
         return self
 
