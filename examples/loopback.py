@@ -228,6 +228,9 @@ def build_flowgraph(args, image_path, encoder, decoder, worker_address, output_d
         decode_timeout_s=args.timeout,
     )
     stages += [channel, receiver]
+    for block in stages[:-1]:
+        # Fewer, larger chunks for the Python receiver: about a quarter faster.
+        block.set_min_output_buffer(1 << 15)
     tb.connect(*stages)
     tb.msg_connect(receiver, "pdus", sink, "pdus")
     # No tx_info -> sink: in a run that ends by itself GNU Radio would end the sink when the

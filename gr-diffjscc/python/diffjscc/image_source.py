@@ -21,6 +21,8 @@ from ._frames import frame_config, meta_to_pmt
 # Image ids wrap at the width of the frame header's id field.
 IMAGE_ID_MODULO = 1 << 16
 BURST_TAG_MODES = ("packet_len", "sob_eob")
+# Images whose bursts a repeating source keeps (a few MB at most).
+CACHE_SIZE = 32
 _SOB = pmt.intern("tx_sob")
 _EOB = pmt.intern("tx_eob")
 
@@ -117,6 +119,9 @@ class image_source(gr.sync_block):
         self._next_id = int(first_image_id) % IMAGE_ID_MODULO
         self._path_index = 0
         self._sent_this_pass = 0
+        self._cache: dict = {}  # (path, mtime) -> (bursts, tx_info), when repeating
+        self._ids: dict[str, int] = {}  # path -> image id, when repeating
+        self._gap = np.zeros(self.gap_samples, dtype=np.complex64)
         self._bursts: deque[np.ndarray] = deque()  # waiting, each with its gap
         self._current: np.ndarray | None = None
         self._sob = self._eob = 0  # where the current burst's first and last samples are
@@ -136,9 +141,6 @@ class image_source(gr.sync_block):
 
     def _encode_next(self) -> bool:
         """Queue the bursts of the next readable image; False when there is none left."""
-        from diffjscc.image import load_image
-        from diffjscc.radio import build_bursts
-
         while True:
             if self._path_index >= len(self.paths):
                 if not self.repeat or self._sent_this_pass == 0:
@@ -148,37 +150,71 @@ class image_source(gr.sync_block):
                 self._path_index, self._sent_this_pass = 0, 0
             path = self.paths[self._path_index]
             self._path_index += 1
-            try:
-                image = load_image(path)
-            except ImageError as exc:
-                self._stats["images_skipped"] += 1
-                self.logger.warn(f"skipping {exc}")
+            prepared = self._prepare(path)
+            if prepared is None:
                 continue
-            encoded = self.encoder.encode(image, snr_db=self.design_snr_db)
-            image_id = self._next_id
-            self._next_id = (self._next_id + 1) % IMAGE_ID_MODULO
-            bursts = build_bursts(encoded, image_id=image_id, cfg=self.cfg)
-            gap = np.zeros(self.gap_samples, dtype=np.complex64)
+            bursts, info = prepared
             for burst in bursts:
-                samples = np.asarray(burst, dtype=np.complex64) * self.amplitude
                 # Silence before the very first burst too: a receiver (or a resampler in
                 # a channel model, which eats a few samples) should not start mid-burst.
-                lead = gap if self._stats["bursts_queued"] == 0 else gap[:0]
+                lead = self._gap if self._stats["bursts_queued"] == 0 else self._gap[:0]
                 self._stats["bursts_queued"] += 1
-                self._bursts.append((np.concatenate([lead, samples, gap]), lead.size, samples.size))
+                self._bursts.append(
+                    (np.concatenate([lead, burst, self._gap]), lead.size, burst.size)
+                )
             self._sent_this_pass += 1
             self._stats["images_sent"] += 1
-            info = {
-                "image_id": image_id,
-                "path": str(path),
-                "height": int(image.shape[0]),
-                "width": int(image.shape[1]),
-                "frames": len(bursts),
-                "symbols": int(encoded.num_symbols),
-                "model": encoded.model,
-            }
             self.message_port_pub(pmt.intern("tx_info"), meta_to_pmt(info))
             return True
+
+    def _prepare(self, path):
+        """(bursts, tx_info) of one image, or None when it is not a readable image.
+
+        When repeating, an image keeps its id and its bursts are kept, so a repeating
+        source neither re-reads nor re-encodes (the receiver's assembler takes a
+        repeated frame as the start of a new copy of the image).
+        """
+        from diffjscc.image import load_image
+        from diffjscc.radio import build_bursts
+
+        try:
+            key = (str(path), os.stat(path).st_mtime_ns)
+        except OSError:
+            key = None
+        cached = self._cache.get(key) if key is not None else None
+        if cached is not None:
+            return cached
+        try:
+            image = load_image(path)
+        except ImageError as exc:
+            self._stats["images_skipped"] += 1
+            self.logger.warn(f"skipping {exc}")
+            return None
+        encoded = self.encoder.encode(image, snr_db=self.design_snr_db)
+        image_id = self._ids.get(str(path))
+        if image_id is None:
+            image_id = self._next_id
+            self._next_id = (self._next_id + 1) % IMAGE_ID_MODULO
+            if self.repeat:
+                self._ids[str(path)] = image_id
+        bursts = [
+            np.asarray(b, dtype=np.complex64) * self.amplitude
+            for b in build_bursts(encoded, image_id=image_id, cfg=self.cfg)
+        ]
+        info = {
+            "image_id": image_id,
+            "path": str(path),
+            "height": int(image.shape[0]),
+            "width": int(image.shape[1]),
+            "frames": len(bursts),
+            "symbols": int(encoded.num_symbols),
+            "model": encoded.model,
+        }
+        if self.repeat and key is not None:
+            if len(self._cache) >= CACHE_SIZE:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = (bursts, info)
+        return bursts, info
 
     def _tag(self, offset: int, key, value) -> None:
         self.add_item_tag(0, offset, key, value, pmt.intern(self.alias()))

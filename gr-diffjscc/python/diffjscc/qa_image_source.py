@@ -104,7 +104,22 @@ class qa_image_source(gr_unittest.TestCase):
         self.assertEqual(data.size, 0)
         self.assertEqual(info.num_messages(), 0)
 
-    def test_005_bad_settings_are_clear_errors(self):
+    def test_005_repeat_reuses_the_bursts(self):
+        path = _write_image(self.dir / "a.png", 32, 32)
+        codec = BlockMeanCodec()
+        src = image_source(str(path), repeat=True, gap_samples=10, encoder=codec)
+        head = blocks.head(gr.sizeof_gr_complex, 20000)
+        snk = blocks.null_sink(gr.sizeof_gr_complex)
+        info = blocks.message_debug()
+        self.tb.connect(src, head, snk)
+        self.tb.msg_connect(src, "tx_info", info, "store")
+        self.tb.run()
+        self.assertGreater(src.stats()["images_sent"], 2)
+        self.assertEqual(codec.encoded, 1)
+        ids = [pmt.to_python(info.get_message(i))["image_id"] for i in range(3)]
+        self.assertEqual(ids, [0, 0, 0])  # a repeated image keeps its id
+
+    def test_006_bad_settings_are_clear_errors(self):
         with self.assertRaises(ImageError):
             image_source(str(self.dir / "missing.png"), encoder=BlockMeanCodec())
         with self.assertRaises(ImageError):
