@@ -444,7 +444,8 @@ class Broker:
 
     def _drop_worker(self, worker: _Worker, why: str) -> None:
         self._workers.pop(worker.identity, None)
-        log.warning(
+        log.log(
+            logging.INFO if why == "left" else logging.WARNING,
             "worker %s %s holding %d requests",
             worker.identity.decode(errors="replace"),
             why,

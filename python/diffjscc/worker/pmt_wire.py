@@ -245,14 +245,16 @@ def _close(frame: list) -> Any:
         return tuple(values)
     if kind == "vector":
         return values
-    # dict: values = its (key . value) pairs in serialised order, newest first
+    # dict: values = its (key . value) pairs in serialised order, which pmt writes
+    # newest first; read oldest first so the dict keeps insertion order and, as
+    # pmt.dict_ref would, the newest value of a repeated key wins.
     out: dict = {}
-    for entry in values:
+    for entry in reversed(values):
         if not isinstance(entry, Pair):
             raise PMTDecodeError("dict entry is not a (key . value) pair")
         if not isinstance(entry.car, str | int | bool):
             raise PMTDecodeError(f"dict key of type {type(entry.car).__name__} is not supported")
-        out.setdefault(entry.car, entry.cdr)
+        out[entry.car] = entry.cdr
     return out
 
 

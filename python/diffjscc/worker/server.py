@@ -394,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Decode (and refine) received JSCC symbols for GNU Radio over ZMQ. "
             "Alone it serves --bind itself; with --connect it joins a broker "
-            "('diffjscc worker broker --help')."
+            "('diffjscc worker broker --help'). 'diffjscc worker status' asks one for its status."
         ),
     )
     add_broker_arguments(parser)
@@ -445,8 +445,28 @@ def main(argv: list[str] | None = None) -> int:
         from diffjscc.worker import broker
 
         return broker.main(argv[1:])
+    if argv[:1] == ["status"]:
+        return status_main(argv[1:])
     args = build_parser().parse_args(argv)
     return serve(args)
+
+
+def status_main(argv: list[str]) -> int:
+    """``diffjscc worker status``: ask a worker or broker for its status, print JSON."""
+    from diffjscc.worker.client import WorkerClient
+
+    parser = argparse.ArgumentParser(prog="diffjscc worker status", description=status_main.__doc__)
+    parser.add_argument("--address", default="tcp://127.0.0.1:5555")
+    parser.add_argument("--timeout", type=float, default=5.0)
+    parser.add_argument("--curve-secret", metavar="FILE", help="this client's NAME.key_secret")
+    parser.add_argument("--curve-server", metavar="FILE", help="the server's public NAME.key")
+    args = parser.parse_args(argv)
+    curve = None
+    if args.curve_secret or args.curve_server:
+        curve = CurveClient.from_files(args.curve_secret, args.curve_server)
+    with WorkerClient(args.address, timeout_s=args.timeout, retries=0, curve=curve) as client:
+        print(json.dumps(client.status(), indent=2, default=str))
+    return 0
 
 
 def serve(args: argparse.Namespace, engine=None) -> int:

@@ -1,0 +1,129 @@
+"""Cost of decoding through the worker vs in-process, side by side.
+
+    .venv/bin/python benchmarks/worker_overhead.py --out /tmp/worker_overhead.json
+
+One 768x512 image, decoded ``--repeats`` times in this process
+(``codec.decode``) and as many times through a standalone worker on this
+machine (``WorkerClient.decode``: request written, sent, checked, decoded,
+reply written and read back), alternating so both see the same machine
+state. Both use ``--threads`` torch threads and the same codec (trained
+weights if present, else random init of the default config). Reports the
+medians and overhead = worker / in-process - 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _worker_common import make_codec, random_request  # noqa: E402
+from diffjscc.registry import DEFAULT_MODEL  # noqa: E402
+from diffjscc.worker.client import WorkerClient  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--height", type=int, default=512)
+    parser.add_argument("--width", type=int, default=768)
+    parser.add_argument("--repeats", type=int, default=11)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    codec, weights = make_codec(args.model, "cpu")
+    request = random_request(args.model, args.height, args.width, seed=1)
+    address = f"tcp://127.0.0.1:{free_port()}"
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__).resolve().parent / "_worker_common.py"),
+            "--bind",
+            address,
+        ]
+        + [
+            "--device",
+            "cpu",
+            "--threads",
+            str(args.threads),
+            "--max-batch",
+            "1",
+            "--model",
+            args.model,
+        ]
+    )
+    inproc, through_worker, worker_ms = [], [], []
+    try:
+        with WorkerClient(address, timeout_s=120, retries=0) as client:
+            for _ in range(2):  # warm-up both, and wait for the worker to load its model
+                reply = client.decode(request)
+                assert reply.ok, reply.error
+                codec.decode(
+                    request.symbols, image_shape=request.image_shape, snr_db=request.snr_db
+                )
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                local = codec.decode(
+                    request.symbols, image_shape=request.image_shape, snr_db=request.snr_db
+                )
+                inproc.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                reply = client.decode(request)
+                through_worker.append(time.perf_counter() - start)
+                worker_ms.append(reply.timing.get("decode_ms", 0.0))
+                assert reply.ok and reply.image.shape == local.shape
+                assert abs(reply.image.astype(int) - local.astype(int)).max() <= 1  # same decoder
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(10)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+    median_inproc, median_worker = statistics.median(inproc), statistics.median(through_worker)
+    report = {
+        "machine": f"{platform.node()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
+        "command": " ".join(
+            ["benchmarks/worker_overhead.py", *(argv if argv is not None else sys.argv[1:])]
+        ),
+        "image": f"{args.width}x{args.height}",
+        "model": args.model,
+        "weights": weights,
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "in_process_median_s": round(median_inproc, 4),
+        "through_worker_median_s": round(median_worker, 4),
+        "worker_decode_median_ms": round(statistics.median(worker_ms), 2),
+        "overhead_percent": round((median_worker / median_inproc - 1) * 100, 2),
+        "in_process_s": [round(t, 4) for t in inproc],
+        "through_worker_s": [round(t, 4) for t in through_worker],
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    os.replace(tmp, out)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

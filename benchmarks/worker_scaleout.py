@@ -1,0 +1,135 @@
+"""Throughput of one worker vs two behind one broker, one torch thread each.
+
+    .venv/bin/python benchmarks/worker_scaleout.py --out /tmp/worker_scaleout.json
+
+A broker process, then 1 and then 2 worker processes (``--threads 1`` each,
+so each has its own core on this 2-core machine), decoding ``--requests``
+images of ``--height`` x ``--width`` submitted together by one client.
+Throughput = requests / wall time from first submit to last reply, after a
+warm-up; speed-up = two workers / one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _worker_common import random_request  # noqa: E402
+from diffjscc.registry import DEFAULT_MODEL  # noqa: E402
+from diffjscc.worker.client import WorkerClient  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--height", type=int, default=256)
+    parser.add_argument("--width", type=int, default=256)
+    parser.add_argument("--requests", type=int, default=24)
+    parser.add_argument("--max-batch", type=int, default=1)
+    args = parser.parse_args(argv)
+
+    front, back = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    broker = subprocess.Popen(
+        [sys.executable, "-m", "diffjscc", "worker", "broker", "--bind", front, "--backend", back],
+        stderr=subprocess.DEVNULL,
+    )
+    workers: list[subprocess.Popen] = []
+    runs = []
+    try:
+        with WorkerClient(front, timeout_s=600, retries=0) as client:
+            for count in (1, 2):
+                while len(workers) < count:
+                    workers.append(
+                        subprocess.Popen(
+                            [sys.executable, str(HERE / "_worker_common.py"), "--connect", back]
+                            + [
+                                "--device",
+                                "cpu",
+                                "--threads",
+                                "1",
+                                "--max-batch",
+                                str(args.max_batch),
+                            ]
+                            + ["--model", args.model, "--name", f"w{len(workers) + 1}"]
+                        )
+                    )
+                deadline = time.monotonic() + 300
+                while client.status(timeout_s=30)["broker"]["workers"] < count:
+                    if time.monotonic() > deadline:
+                        raise SystemExit("workers did not join")
+                    time.sleep(0.2)
+                warm = [
+                    client.submit(random_request(args.model, args.height, args.width, seed=i))
+                    for i in range(2 * count)
+                ]
+                assert all(f.result().ok for f in warm)
+                requests = [
+                    random_request(args.model, args.height, args.width, seed=i)
+                    for i in range(args.requests)
+                ]
+                start = time.perf_counter()
+                replies = [f.result() for f in [client.submit(r) for r in requests]]
+                elapsed = time.perf_counter() - start
+                assert all(r.ok for r in replies), [r.error for r in replies if not r.ok][:3]
+                served = {}
+                for r in replies:
+                    served[r.served_by] = served.get(r.served_by, 0) + 1
+                run = {
+                    "workers": count,
+                    "elapsed_s": round(elapsed, 3),
+                    "images_per_s": round(args.requests / elapsed, 3),
+                    "served_by": served,
+                }
+                runs.append(run)
+                print(json.dumps(run), flush=True)
+    finally:
+        for process in [*workers, broker]:
+            process.terminate()
+        for process in [*workers, broker]:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    import torch
+
+    report = {
+        "machine": f"{platform.node()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
+        "command": " ".join(
+            ["benchmarks/worker_scaleout.py", *(argv if argv is not None else sys.argv[1:])]
+        ),
+        "image": f"{args.width}x{args.height}",
+        "model": args.model,
+        "requests": args.requests,
+        "max_batch": args.max_batch,
+        "runs": runs,
+        "speedup_2_vs_1": round(runs[1]["images_per_s"] / runs[0]["images_per_s"], 3),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    os.replace(tmp, out)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
