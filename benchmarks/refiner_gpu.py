@@ -93,6 +93,16 @@ def measure(refiner, image, args, device, dtype, sync, entry: dict, variant: str
             "all": times,
         }
         log(f"{variant}: {steps} steps: {min(times):.3f} s (min of {len(times)})")
+    for item in [a for a in args.also.split(",") if a]:
+        sampler, _, steps = item.partition(":")
+        times = [
+            refiner.refine(
+                image, 1.0, caption="a photo", steps=int(steps), sampler=sampler, seed=r
+            ).timing["total_s"]
+            for r in range(args.repeats)
+        ]
+        entry[f"refine_{sampler}_{steps}_steps_s"] = {"min": min(times), "all": times}
+        log(f"{variant}: {sampler} {steps} steps: {min(times):.3f} s")
 
 
 def main(argv=None) -> int:
@@ -102,6 +112,11 @@ def main(argv=None) -> int:
     p.add_argument("--height", type=int, default=512)
     p.add_argument("--width", type=int, default=768)
     p.add_argument("--sampler", default="ddpm")
+    p.add_argument(
+        "--also",
+        default="ddim:50,dpm-solver:25",
+        help="extra sampler:steps runs per variant (comma separated; empty for none)",
+    )
     p.add_argument("--variants", default="eager,compile,compile-cudagraphs")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], default="fp16")
@@ -158,6 +173,9 @@ def main(argv=None) -> int:
         name: sum(p.numel() for p in getattr(refiner, name).parameters()) / 1e6
         for name in ("unet", "control", "vae", "text_encoder")
     }
+    results["attention_processor"] = type(
+        next(iter(refiner.unet.attn_processors.values()))
+    ).__name__
     log(f"built in {results['build_s']:.1f} s; parameters (M): {results['parameters_m']}")
     image = (np.random.default_rng(0).random((args.height, args.width, 3)) * 255).astype(np.uint8)
     eager_unet, eager_control = refiner.unet, refiner.control
