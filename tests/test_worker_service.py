@@ -426,3 +426,19 @@ def test_curve_admits_authorised_clients_only(tmp_path):
             plain = client.decode(make_request(3))
         assert not refused.ok and not plain.ok
         assert broker.counters["requests"] == requests_before  # nothing of theirs got in
+
+
+def test_replies_larger_than_the_request_limit_make_it_back():
+    # Requests are small (symbols), replies are whole images: limits differ per direction.
+    limits = Limits(max_message_bytes=1 << 20)
+    n = get_model_spec(MODEL).num_symbols(1024, 1024)
+    request = make_request(
+        1, image_shape=(1024, 1024), symbols=np.ones(n, np.complex64), refine=False
+    )
+    with (
+        service(limits=limits) as (broker, _),
+        WorkerClient(broker.frontend_address, limits=limits) as client,
+    ):
+        reply = client.submit(request).result(timeout=20)
+    assert reply.ok, reply.error
+    assert reply.image.shape == (1024, 1024, 3)

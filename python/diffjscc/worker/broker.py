@@ -221,7 +221,11 @@ class Broker:
     def _socket(self, kind: int, address: str, curve: CurveServer | None, name: str) -> zmq.Socket:
         sock = self.context.socket(kind)
         sock.linger = 0
-        sock.setsockopt(zmq.MAXMSGSIZE, self.limits.zmq_max_message_bytes)
+        # Workers send replies (whole images), clients send requests (symbols).
+        limit = (
+            self.limits.max_reply_bytes if name == "backend" else self.limits.zmq_max_message_bytes
+        )
+        sock.setsockopt(zmq.MAXMSGSIZE, limit)
         if curve is not None:
             curve.apply(sock)
         sock.bind(address)

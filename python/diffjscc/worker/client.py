@@ -224,7 +224,7 @@ class WorkerClient:
         sock.linger = 0
         # Queue nothing for a peer that is not connected: a dead address fails at once.
         sock.setsockopt(zmq.IMMEDIATE, 1)
-        sock.setsockopt(zmq.MAXMSGSIZE, max(self.limits.zmq_max_message_bytes, 256 << 20))
+        sock.setsockopt(zmq.MAXMSGSIZE, self.limits.max_reply_bytes)
         if self.curve is not None:
             self.curve.apply(sock)
         sock.connect(address)

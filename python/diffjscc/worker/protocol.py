@@ -96,8 +96,14 @@ class Limits:
         """ZMQ_MAXMSGSIZE: beyond this ZMQ drops the connection without a reply (memory guard)."""
         return 2 * self.max_message_bytes
 
+    @property
+    def max_reply_bytes(self) -> int:
+        """Largest reply: a raw image and its refined twin at the pixel limit, plus metadata."""
+        return 2 * 3 * self.max_image_pixels + (1 << 20)
+
     def read_limits(self) -> ReadLimits:
-        return ReadLimits(max_vector_items=self.max_message_bytes // 8 + 1)
+        # Each vector item takes at least a byte; truncation checks do the rest.
+        return ReadLimits(max_vector_items=self.max_message_bytes)
 
 
 DEFAULT_LIMITS = Limits()
@@ -408,9 +414,7 @@ def _decode_image(raw: Any, shape, image_format: str) -> np.ndarray:
 
 def decode_reply(data: bytes, limits: Limits = DEFAULT_LIMITS) -> DecodeReply:
     """Read a reply written by :func:`encode_reply`."""
-    meta, vector = _read_pdu(
-        data, Limits(max_message_bytes=max(limits.max_message_bytes, 256 << 20))
-    )
+    meta, vector = _read_pdu(data, Limits(max_message_bytes=limits.max_reply_bytes))
     if meta.get("type") not in ("decode_reply", "status_reply"):
         raise ProtocolError(f"not a worker reply (type {meta.get('type')!r})")
     image = refined = None
