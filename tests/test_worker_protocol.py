@@ -223,6 +223,13 @@ def test_model_by_name_cbr_or_rate_code(model):
     assert decode_request(encode_request(request(model=model))).model == MODEL
 
 
+def test_cbr_key_names_or_checks_the_model():
+    meta = {"request_id": 1, "cbr": "1/384", "image_shape": (40, 56), "snr_db": 1.0}
+    assert decode_request(_pdu(meta, GOOD_SYMBOLS)).model == MODEL
+    with pytest.raises(ProtocolError, match="disagree"):
+        decode_request(_pdu({**meta, "model": "1/96"}, GOOD_SYMBOLS))
+
+
 def test_status_request():
     assert decode_request(encode_request(StatusRequest(request_id=5))) == StatusRequest(
         request_id=5
@@ -269,6 +276,10 @@ MALFORMED = {
     "shape of floats": (_pdu(_meta(image_shape=(1.0, 2.0)), GOOD_SYMBOLS), "two integers"),
     "unknown key": (_pdu(_meta(colour="red"), GOOD_SYMBOLS), "unknown metadata key(s) colour"),
     "unknown model": (_pdu(_meta(model="jscc-foo"), GOOD_SYMBOLS), "unknown JSCC model"),
+    "missing model": (
+        _pdu(_meta(model=None), GOOD_SYMBOLS),
+        "missing metadata key 'model' (or 'cbr')",
+    ),
     "missing snr": (_pdu(_meta(snr_db=None), GOOD_SYMBOLS), "missing metadata key 'snr_db'"),
     "nan snr": (_pdu(_meta(snr_db=float("nan")), GOOD_SYMBOLS), "not a usable SNR"),
     "string snr": (_pdu(_meta(snr_db="high"), GOOD_SYMBOLS), "must be a number"),

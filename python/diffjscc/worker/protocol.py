@@ -33,6 +33,8 @@ REQUEST_KEYS: dict[str, str] = {
     "request_id": "integer or symbol chosen by the sender; echoed in the reply",
     "image_id": "integer (the radio frame header's image id); echoed; default 0",
     "model": 'symbol: registry name ("jscc-awgn-cbr1_384") or CBR ("1/384"); or the integer rate code',
+    "cbr": 'symbol "1/384": the channel bandwidth ratio; names the model when "model" is absent, '
+    "must agree with it otherwise",
     "image_shape": "(H, W) as a tuple, vector or s32/s64/u16 vector of two positive integers",
     "snr_db": "number: the SNR the receiver estimated (CSI for the decoder)",
     "h": "complex channel gain, CSI for Rayleigh-trained models; default 1 (symbols already equalised)",
@@ -297,16 +299,27 @@ def decode_request(data: bytes, limits: Limits = DEFAULT_LIMITS) -> DecodeReques
         raise ProtocolError(f'\'type\' must be "decode" or "status", got {kind!r}', *ids)
     image_id = _get_int(meta, "image_id", 0, -(2**63), 2**64 - 1, ids)
 
-    for key in ("model", "image_shape", "snr_db"):
+    if "model" not in meta and "cbr" not in meta:
+        raise ProtocolError("missing metadata key 'model' (or 'cbr')", *ids)
+    for key in ("image_shape", "snr_db"):
         if key not in meta:
             raise ProtocolError(f"missing metadata key {key!r}", *ids)
-    model = meta["model"]
-    if isinstance(model, bool) or not isinstance(model, int | str):
-        raise ProtocolError(f"'model' must be a symbol or a rate code, got {_kind(model)}", *ids)
-    try:
-        spec = get_model_spec(model)
-    except ConfigError as exc:
-        raise ProtocolError(str(exc), *ids) from None
+    specs = []
+    for key in ("model", "cbr"):
+        if key not in meta:
+            continue
+        value = meta[key]
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ProtocolError(
+                f"{key!r} must be a symbol or a rate code, got {_kind(value)}", *ids
+            )
+        try:
+            specs.append(get_model_spec(value))
+        except ConfigError as exc:
+            raise ProtocolError(str(exc), *ids) from None
+    spec = specs[0]
+    if any(other.name != spec.name for other in specs):
+        raise ProtocolError(f"'model' {meta['model']!r} and 'cbr' {meta['cbr']!r} disagree", *ids)
 
     shape = meta["image_shape"]
     if isinstance(shape, np.ndarray) and shape.dtype.kind in "iu":
