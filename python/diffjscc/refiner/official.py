@@ -599,7 +599,12 @@ def load_official_checkpoint(folder: str | Path, trust_pickle: bool = False) -> 
         )
     config = yaml.safe_load(config_path.read_text())
     try:
-        raw = torch.load(ckpt, map_location="cpu", weights_only=not trust_pickle)
+        try:  # memory-mapped: a ControlLDM checkpoint is several GB
+            raw = torch.load(ckpt, map_location="cpu", weights_only=not trust_pickle, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            raw = torch.load(ckpt, map_location="cpu", weights_only=not trust_pickle)
     except Exception as exc:  # pickle refuses non-tensor objects in weights-only mode
         if trust_pickle:
             raise ConfigError(f"cannot read {ckpt}: {exc}") from exc
@@ -651,8 +656,12 @@ def convert_official(
     refiner = DiffJSCCRefiner(unet, vae, control, text, tokenizer, refiner_config)
     extra = {}
     if converted.jscc_state:
-        from diffjscc.convert import convert_official_jscc
-
+        try:
+            from diffjscc.convert import convert_official_jscc
+        except ImportError as exc:
+            raise ConfigError(
+                f"the checkpoint's JSCC part needs diffjscc.convert.convert_official_jscc ({exc})"
+            ) from exc
         jscc = convert_official_jscc(converted.jscc_state, prefix=JSCC_PREFIX)
         extra["jscc.safetensors"] = lambda path: _save_jscc(jscc, path)
     refiner.save_pretrained(output, overwrite=overwrite, extra_files=extra)
