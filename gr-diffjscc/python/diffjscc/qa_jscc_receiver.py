@@ -43,7 +43,7 @@ class qa_jscc_receiver(gr_unittest.TestCase):
         gap = np.zeros(700, np.complex64)
         h = 0.8 * np.exp(1j * 0.6)
         x = np.concatenate([gap] + [np.concatenate([b, gap]) for b in bursts]) * h
-        x = x + noise(x.size, 15.0, rng)
+        x = x + noise(x.size, 9.0, rng)
         pdus, stats = self._receive(x)
         self.assertEqual(len(pdus), 2)
         got = []
@@ -55,14 +55,14 @@ class qa_jscc_receiver(gr_unittest.TestCase):
             self.assertEqual(meta["frame_index"], index)
             self.assertEqual(meta["frame_count"], 2)
             self.assertEqual(tuple(meta["image_shape"]), (64, 128))
-            # An estimate of the received SNR, |h|^2 included: 15 dB - 1.9 dB.
-            self.assertAlmostEqual(meta["snr_db"], 15.0 + 20 * np.log10(0.8), delta=1.5)
+            # An estimate of the received SNR, |h|^2 included: 9 dB - 1.9 dB.
+            self.assertAlmostEqual(meta["snr_db"], 9.0 + 20 * np.log10(0.8), delta=1.5)
             self.assertIn("h", meta)
             self.assertIn("cfo", meta)
             got.append(symbols)
-        # Equalised symbols: the sent ones plus noise at about 15 dB.
+        # Equalised symbols: the sent ones plus noise at about 7 dB below them.
         err = np.concatenate(got) - enc.symbols
-        self.assertLess(10 * np.log10(np.mean(np.abs(err) ** 2)), -11.0)
+        self.assertLess(10 * np.log10(np.mean(np.abs(err) ** 2)), -5.0)
         self.assertEqual(stats["pdus_sent"], 2)
 
     def test_002_noise_only_gives_no_frame(self):
