@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
     torch.manual_seed(args.seed)
     if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         if ckpt["config"] != config.to_dict():
             raise ConfigError(
                 f"{ckpt_path} was made for config {ckpt['config']}, not {config.to_dict()}"
