@@ -29,6 +29,9 @@ class FrameConfig:
     max_cfo: float = 0.03  # largest |frequency offset| searched, in cycles per symbol
     phase_track_window: int = 16  # pilots averaged by the phase tracker; 0 turns it off
     max_image_symbols: int = 1 << 22  # larger images announced by a header are refused
+    # Clock offset between transmitter and receiver that the timing tracker follows
+    # (GNU Radio channel_model's epsilon - 1); 0 turns the tracker off.
+    max_sample_rate_offset_ppm: float = 200.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.sps, int) or not 2 <= self.sps <= 64:
@@ -58,6 +61,10 @@ class FrameConfig:
         if not isinstance(self.phase_track_window, int) or self.phase_track_window < 0:
             raise ConfigError(
                 f"phase_track_window must be an integer >= 0, got {self.phase_track_window!r}"
+            )
+        if not 0.0 <= float(self.max_sample_rate_offset_ppm) <= 2000.0:
+            raise ConfigError(
+                f"max_sample_rate_offset_ppm must be in [0, 2000], got {self.max_sample_rate_offset_ppm!r}"
             )
         if not isinstance(self.max_image_symbols, int) or self.max_image_symbols < 1:
             raise ConfigError(

@@ -80,16 +80,43 @@ def shape(symbols: np.ndarray, cfg: FrameConfig) -> np.ndarray:
     ].astype(np.complex64)
 
 
-def matched_filter(samples: np.ndarray, start: float, count: int, cfg: FrameConfig) -> np.ndarray:
+def matched_filter(
+    samples: np.ndarray, start: float, count: int, cfg: FrameConfig, stride: int = 1
+) -> np.ndarray:
     """Matched-filter outputs of ``count`` symbols of a burst that starts at sample ``start``.
 
     ``start`` (float) is where the burst's first sample lies in ``samples``
     (symbol ``i`` peaks at ``start + filter_span * sps + i * sps``). The caller
-    guarantees ``0 <= start`` and enough samples after.
+    guarantees ``0 <= start`` and enough samples after. With ``stride`` > 1 only
+    every stride-th symbol is computed.
     """
     base = int(math.floor(start))
     frac = start - base
     taps = rx_taps(cfg, frac)
     stop = base + (count - 1) * cfg.sps + cfg.num_taps
-    windows = np.lib.stride_tricks.sliding_window_view(samples[base:stop], cfg.num_taps)[:: cfg.sps]
+    windows = np.lib.stride_tricks.sliding_window_view(samples[base:stop], cfg.num_taps)[
+        :: cfg.sps * stride
+    ]
     return windows @ taps
+
+
+@functools.lru_cache(maxsize=8)
+def _taps_table(cfg: FrameConfig) -> np.ndarray:
+    table = np.stack([_rx_taps_cached(cfg, i) for i in range(FRACTION_STEPS + 1)])
+    table.flags.writeable = False
+    return table
+
+
+def matched_filter_at(samples: np.ndarray, starts: np.ndarray, cfg: FrameConfig) -> np.ndarray:
+    """Matched-filter outputs at arbitrary burst-start positions, one per symbol.
+
+    ``starts[i]`` is where the burst would start for the output ``i`` to be its
+    first symbol: the filter is centred on ``starts[i] + filter_span * sps``.
+    Used where the timing varies along a burst (a sample-rate offset).
+    """
+    starts = np.asarray(starts, dtype=np.float64)
+    base = np.floor(starts).astype(np.int64)
+    step = np.rint((starts - base) * FRACTION_STEPS).astype(np.int64)
+    table = _taps_table(cfg)
+    windows = samples[base[:, None] + np.arange(cfg.num_taps)[None, :]]
+    return np.einsum("ij,ij->i", windows, table[step]).astype(np.complex64)
