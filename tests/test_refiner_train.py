@@ -119,3 +119,19 @@ def math_isfinite(x) -> bool:
     import math
 
     return isinstance(x, float) and math.isfinite(x)
+
+
+def test_gradient_checkpointing_gives_the_same_updates():
+    def losses(checkpointing: bool) -> list[float]:
+        ref = tiny_refiner(seed=0)
+        trainer = train.RefinerTrainer(ref, lr=2e-3, grad_checkpointing=checkpointing)
+        clean = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        snr = torch.tensor([1.0, 5.0])
+        return [
+            trainer.step(
+                clean, clean * 0.9, snr, ["", ""], generator=torch.Generator().manual_seed(7)
+            )
+            for _ in range(2)
+        ]
+
+    assert losses(True) == pytest.approx(losses(False), rel=1e-5)
