@@ -180,6 +180,19 @@ def test_bad_inputs_give_clear_errors(refiner):
         refiner.refine(_image(32, 32), float("nan"), caption="")
     with pytest.raises(ConfigError):
         refiner.refine(_image(32, 32), 1.0, caption="", sampler="nope")
+    with pytest.raises(ConfigError):
+        refiner.refine(_image(32, 32), 1.0, caption="", steps=0, sampler="ddim")
+    other = tiny_refiner(seed=0)
+    from diffjscc.refiner.tiny import tiny_unet
+
+    with pytest.raises(ConfigError, match="block_out_channels"):
+        DiffJSCCRefiner(
+            tiny_unet(block_out_channels=(32, 64, 64)),
+            other.vae,
+            other.control,
+            other.text_encoder,
+            other.tokenizer,
+        )
 
 
 def test_save_and_load_round_trip(refiner, tmp_path):

@@ -176,8 +176,12 @@ class DiffJSCCRefiner:
             module.requires_grad_(False)
             module.eval()
         self.control.eval()
-        if control.config.in_channels != unet.config.in_channels:
-            raise ConfigError("control module and UNet disagree on latent channels")
+        for key in ("in_channels", "block_out_channels", "layers_per_block", "cross_attention_dim"):
+            if list(np.atleast_1d(control.config[key])) != list(np.atleast_1d(unet.config[key])):
+                raise ConfigError(
+                    f"control module and UNet disagree on {key}: "
+                    f"{control.config[key]} vs {unet.config[key]}"
+                )
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -440,6 +444,9 @@ class DiffJSCCRefiner:
         """
         steps = self.config.steps if steps is None else int(steps)
         sampler = self.config.sampler if sampler is None else sampler
+        num_train = int(self.config.schedule["num_train_timesteps"])
+        if not 1 <= steps <= num_train:
+            raise ConfigError(f"steps must be in 1..{num_train}, got {steps}")
         if step_noise is not None and sampler != "ddpm":
             raise ConfigError(
                 "step_noise applies to the ddpm sampler only (the others are deterministic)"
