@@ -228,9 +228,6 @@ def build_flowgraph(args, image_path, encoder, decoder, worker_address, output_d
         decode_timeout_s=args.timeout,
     )
     stages += [channel, receiver]
-    for block in stages[:-1]:
-        # Fewer, larger chunks for the Python receiver: about a quarter faster.
-        block.set_min_output_buffer(1 << 15)
     tb.connect(*stages)
     tb.msg_connect(receiver, "pdus", sink, "pdus")
     # No tx_info -> sink: in a run that ends by itself GNU Radio would end the sink when the
@@ -262,14 +259,23 @@ class Progress:
     def _run(self):
         from tqdm import tqdm
 
-        with tqdm(desc="frames received", unit="frame", file=sys.stderr, leave=False) as bar:
+        fmt = "{desc}: {n_fmt}/{total_fmt} frames |{bar}| {elapsed} {postfix}"
+        with tqdm(total=1, desc="loopback", bar_format=fmt, file=sys.stderr, leave=False) as bar:
             while not self._stop.wait(0.1):
-                sent = self.tb.source.stats()["bursts_sent"]
-                got = self.tb.receiver.stats().get("pdus_sent", 0)
-                bar.total = max(sent, got, 1)
-                bar.n = got
+                queued = self.tb.source.stats()["bursts_queued"]
+                received = self.tb.receiver.stats().get("pdus_sent", 0)
                 decoded = len(self.tb.sink.results())
-                bar.set_postfix_str(f"sent {sent}, images decoded {decoded}", refresh=False)
+                if queued == 0:
+                    stage = "encoding"
+                elif received < queued:
+                    stage = "radio"
+                elif decoded == 0:
+                    stage = "decoding"
+                else:
+                    stage = "done"
+                bar.total = max(queued, received, 1)
+                bar.n = received
+                bar.set_postfix_str(stage, refresh=False)
                 bar.refresh()
 
 
@@ -304,8 +310,8 @@ def ms_ssim(reference: np.ndarray, image: np.ndarray) -> float | None:
         return None
     if min(reference.shape[:2]) <= 160:  # 5 scales of an 11-pixel window
         return None
-    x = torch.from_numpy(reference).permute(2, 0, 1)[None].float()
-    y = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+    x = torch.from_numpy(np.array(reference)).permute(2, 0, 1)[None].float()
+    y = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float()
     return float(_ms_ssim(x, y, data_range=255.0))
 
 
@@ -419,6 +425,10 @@ def run(args, encoder=None, decoder=None, log=print) -> dict:
         summary["ms_ssim"] = ms_ssim(original, received)
         if len(panels) == 3:
             summary["ms_ssim_refined"] = ms_ssim(original, panels[2][1])
+    try:
+        (output_dir / "frames").rmdir()  # the sink's folder, empty once its files are moved
+    except OSError:
+        pass
     decode_s = decoded["decode_s"] if decoded else None
     radio_s = None
     if decoded is not None:
