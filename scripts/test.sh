@@ -5,10 +5,11 @@
 #   scripts/test.sh              # everything quick (slow / pretrained tests excluded)
 #   scripts/test.sh -m slow      # extra pytest arguments are passed on
 #
-# Run scripts/bootstrap.sh first on a fresh machine.
+# Installs whatever is missing first (scripts/bootstrap.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+scripts/bootstrap.sh
 VENV=${DIFFJSCC_VENV:-$ROOT/.venv}
 BUILD=${DIFFJSCC_BUILD:-$ROOT/build}
 

@@ -1,0 +1,33 @@
+import json
+
+import numpy as np
+from diffjscc.models.jscc import DeepJSCC
+from diffjscc.train.jscc import main
+from PIL import Image
+
+TINY = ["--base-width", "8", "--max-width-encoder", "16", "--max-width-decoder", "16",
+        "--encoder-blocks", "1", "--decoder-blocks", "1"]  # fmt: skip
+
+
+def _images(folder, n, rng):
+    folder.mkdir()
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    (folder / "notes.txt").write_text("not an image: ignored")
+    return folder
+
+
+def test_training_logs_checkpoints_and_resumes(tmp_path, rng):
+    train, val = _images(tmp_path / "train", 3, rng), _images(tmp_path / "val", 2, rng)
+    out = tmp_path / "run"
+    common = ["--data", str(train), "--val", str(val), "--out", str(out), "--batch-size", "2",
+              "--crop", "32", "--val-every", "3", "--ckpt-every", "2", "--no-progress", "--warmup", "1", *TINY]  # fmt: skip
+    assert main([*common, "--steps", "3"]) == 0
+    assert (out / "checkpoint.pt").exists() and (out / "best.safetensors").exists()
+    assert main([*common, "--steps", "5"]) == 0  # a second sitting continues the same run
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    val_steps = [r["step"] for r in records if "val" in r]
+    assert val_steps == [3, 5]
+    assert all(np.isfinite(r["val"]["psnr_mean"]) for r in records if "val" in r)
+    model = DeepJSCC.from_pretrained(out / "last.safetensors")
+    assert model.config.base_width == 8
