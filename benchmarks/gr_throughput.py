@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""Throughput of the deep-JSCC radio chain (TX -> channel -> RX, no neural decoder) on one core.
+
+    python benchmarks/gr_throughput.py [--samples 20000000] [--core 0] [--json out.json]
+
+Two flowgraphs of the same shape run in the same process, pinned to one CPU core
+(every GNU Radio thread inherits the affinity), one after the other, ``--repeats``
+times each:
+
+- ours:  diffjscc.image_source (repeating one image) -> head -> channels.channel_model
+         (AWGN at 7 dB, frequency offset) -> diffjscc.jscc_receiver (detection, timing,
+         CFO, header, pilot CSI, equalisation; every frame delivered as a PDU);
+Both use the same stream buffer size (--buffer, 32768 items by default).
+
+- stock: blocks.vector_source_c (the same bursts, repeating) -> head ->
+         channels.channel_model (same settings) -> digital.corr_est_cc (correlation
+         with the same preamble: GNU Radio's own burst detector) -> null sink.
+
+The image is encoded once (the source keeps the encoding when repeating), so the
+encoder hardly counts; it is the stand-in codec of the QA tests, unless
+--onnx asks for the real ONNX encoder (needs its weights). Reports samples per
+second of each chain, and frames delivered by ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _module():
+    import gnuradio
+
+    source = str(ROOT / "gr-diffjscc" / "python")
+    if source not in gnuradio.__path__:
+        gnuradio.__path__.insert(0, source)
+
+
+def default_image() -> Path:
+    from diffjscc.datasets import data_root
+
+    kodak = data_root() / "kodak" / "kodim23.png"
+    if kodak.exists():
+        return kodak
+    from gnuradio.diffjscc.image_source import default_image_path
+
+    return default_image_path()
+
+
+def buffers(args, *blocks):
+    """Larger stream buffers: the Python receiver then gets fewer, larger chunks."""
+    if args.buffer:
+        for block in blocks:
+            block.set_min_output_buffer(args.buffer)
+
+
+def ours(args, encoder):
+    from diffjscc.radio.config import noise_voltage
+    from gnuradio import blocks, channels, diffjscc, gr
+
+    tb = gr.top_block()
+    src = diffjscc.image_source(str(args.image), repeat=True, encoder=encoder, sps=args.sps)
+    head = blocks.head(gr.sizeof_gr_complex, args.samples)
+    chan = channels.channel_model(
+        noise_voltage=noise_voltage(args.snr, src.cfg),
+        frequency_offset=args.cfo / args.sps,
+        epsilon=1.0,
+        taps=[1.0],
+        noise_seed=1,
+    )
+    rx = diffjscc.jscc_receiver(sps=args.sps)
+    buffers(args, src, head, chan)
+    tb.connect(src, head, chan, rx)
+    tb.blocks = (src, rx)
+    return tb
+
+
+def stock(args, encoder):
+    from diffjscc.image import load_image
+    from diffjscc.radio import FrameConfig, build_bursts
+    from diffjscc.radio.config import noise_voltage
+    from diffjscc.radio.pulse import shape
+    from diffjscc.radio.sequences import preamble
+    from gnuradio import blocks, channels, digital, gr
+
+    cfg = FrameConfig(sps=args.sps)
+    enc = encoder.encode(load_image(args.image), snr_db=args.snr)
+    gap = np.zeros(1000, np.complex64)
+    samples = np.concatenate([np.concatenate([b, gap]) for b in build_bursts(enc, 0, cfg)])
+    template = shape(preamble(), cfg)
+    tb = gr.top_block()
+    src = blocks.vector_source_c(samples.tolist(), repeat=True)
+    head = blocks.head(gr.sizeof_gr_complex, args.samples)
+    chan = channels.channel_model(
+        noise_voltage=noise_voltage(args.snr, cfg),
+        frequency_offset=args.cfo / args.sps,
+        epsilon=1.0,
+        taps=[1.0],
+        noise_seed=1,
+    )
+    corr = digital.corr_est_cc(template.tolist(), 1, 0, 0.9, digital.THRESHOLD_ABSOLUTE)
+    sink = blocks.null_sink(gr.sizeof_gr_complex)
+    buffers(args, src, head, chan, corr)
+    tb.connect(src, head, chan, corr, sink)
+    return tb
+
+
+def timed(tb) -> float:
+    t = time.perf_counter()
+    tb.run()
+    return time.perf_counter() - t
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--samples", type=int, default=20_000_000)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--core", type=int, default=0, help="CPU core to pin to")
+    p.add_argument(
+        "--image", type=Path, default=None, help="default: Kodak kodim23, else astronaut"
+    )
+    p.add_argument("--snr", type=float, default=7.0)
+    p.add_argument("--cfo", type=float, default=0.01, help="fraction of the symbol rate")
+    p.add_argument("--sps", type=int, default=2)
+    p.add_argument(
+        "--buffer", type=int, default=1 << 15, help="min output buffer, items (0: default)"
+    )
+    p.add_argument("--onnx", action="store_true", help="use the real ONNX encoder")
+    p.add_argument("--json", type=Path, help="also write the results here")
+    args = p.parse_args(argv)
+    _module()
+    os.sched_setaffinity(0, {args.core})
+    args.image = args.image or default_image()
+    if args.onnx:
+        from diffjscc.onnx_codec import OnnxJSCCEncoder
+
+        encoder = OnnxJSCCEncoder.from_pretrained("1/384")
+    else:
+        from gnuradio.diffjscc._fakes import BlockMeanCodec
+
+        encoder = BlockMeanCodec()
+
+    runs = {"ours": [], "stock": []}
+    frames = []
+    for _ in range(args.repeats):
+        tb = ours(args, encoder)
+        runs["ours"].append(timed(tb))
+        src, rx = tb.blocks
+        stats = rx.stats()
+        frames.append((src.stats()["bursts_sent"], stats["frames_ok"], stats["header_crc_fail"]))
+        runs["stock"].append(timed(stock(args, encoder)))
+    result = {
+        "machine": f"{platform.node()} {platform.processor() or platform.machine()}, 1 core (#{args.core})",
+        "python": sys.version.split()[0],
+        "samples": args.samples,
+        "image": str(args.image),
+        "snr_db": args.snr,
+        "cfo_symbol_rate": args.cfo,
+        "min_output_buffer": args.buffer,
+        "encoder": "onnx" if args.onnx else "stand-in (encoded once, cached)",
+        "ours_msps": args.samples / statistics.median(runs["ours"]) / 1e6,
+        "stock_msps": args.samples / statistics.median(runs["stock"]) / 1e6,
+        "ours_seconds": runs["ours"],
+        "stock_seconds": runs["stock"],
+        "frames_sent_received_crcfail": frames,
+    }
+    result["ratio_ours_to_stock"] = result["ours_msps"] / result["stock_msps"]
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
