@@ -115,3 +115,53 @@ def test_sample_by_sample_feeding_matches_one_block():
     pieces += rx.flush()
     assert len(whole) == len(pieces) == 1
     np.testing.assert_allclose(whole[0].symbols, pieces[0].symbols, atol=1e-4)
+
+
+def test_sample_rate_offset_is_followed():
+    from diffjscc.radio.sim import resample
+
+    rng = np.random.default_rng(7)
+    enc = _encoded(shape=(512, 768), rate_code=2)
+    bursts = build_bursts(enc, image_id=3, cfg=CFG)
+    stream = resample(np.concatenate([np.zeros(200, np.complex64), *bursts]), 1.0 - 150e-6)
+    x = add_noise(np.concatenate([stream, np.zeros(300, np.complex64)]), 20.0, CFG, rng)
+    frames = _feed_all(BurstReceiver(CFG), x)
+    assert len(frames) == len(bursts)
+    for f in frames:
+        start, stop = f.payload_slice
+        measured_db = -10 * np.log10(np.mean(np.abs(f.symbols - enc.symbols[start:stop]) ** 2))
+        assert measured_db > 19.0  # a 1.5-sample slide left alone would leave about 5 dB
+        assert f.sample_rate_offset == pytest.approx(-150e-6, abs=15e-6)
+
+
+@pytest.mark.gnuradio
+def test_gnuradio_channel_model_with_clock_offset():
+    """GNU Radio's channel_model drops samples when epsilon != 1: sync is on the signal."""
+    gr = pytest.importorskip("gnuradio.gr")
+    from diffjscc.radio import noise_voltage
+    from gnuradio import blocks
+    from gnuradio import channels as grch
+
+    enc = _encoded(shape=(512, 768), rate_code=2)
+    bursts = build_bursts(enc, image_id=11, cfg=CFG)
+    x = np.concatenate([np.zeros(1000, np.complex64), *bursts, np.zeros(3000, np.complex64)])
+    tb = gr.top_block()
+    src = blocks.vector_source_c(x.tolist(), False)
+    channel = grch.channel_model(
+        noise_voltage=noise_voltage(10.0, CFG),
+        frequency_offset=0.01 / CFG.sps,
+        epsilon=1.0001,
+        taps=[complex(np.exp(0.7j))],
+        noise_seed=1,
+    )
+    sink = blocks.vector_sink_c()
+    tb.connect(src, channel, sink)
+    tb.run()
+    y = np.array(sink.data(), dtype=np.complex64)
+    assert y.size < x.size  # samples were dropped
+    frames = _feed_all(BurstReceiver(CFG), y, chunk=8192)
+    assert [f.frame_index for f in frames] == list(range(len(bursts)))
+    for f in frames:
+        start, stop = f.payload_slice
+        measured_db = -10 * np.log10(np.mean(np.abs(f.symbols - enc.symbols[start:stop]) ** 2))
+        assert measured_db > 9.0 and abs(f.snr_db - 10.0) < 0.7

@@ -120,3 +120,25 @@ def matched_filter_at(samples: np.ndarray, starts: np.ndarray, cfg: FrameConfig)
     table = _taps_table(cfg)
     windows = samples[base[:, None] + np.arange(cfg.num_taps)[None, :]]
     return np.einsum("ij,ij->i", windows, table[step]).astype(np.complex64)
+
+
+def matched_filter_delays(
+    samples: np.ndarray, start: float, count: int, delays, cfg: FrameConfig
+) -> np.ndarray:
+    """``matched_filter`` at several delays at once: shape (len(delays), count).
+
+    Row ``j`` equals ``matched_filter(samples, start + delays[j], count, cfg)``;
+    the windows are gathered once and one matrix product does every delay,
+    which is what makes probing the timing around a burst cheap.
+    """
+    positions = start + np.asarray(delays, dtype=np.float64)
+    bases = np.floor(positions).astype(np.int64)
+    lo = int(bases.min())
+    width = cfg.num_taps + int(bases.max()) - lo
+    taps = np.zeros((width, positions.size), dtype=np.complex64)
+    for j, (pos, base) in enumerate(zip(positions, bases, strict=True)):
+        k = int(base) - lo
+        taps[k : k + cfg.num_taps, j] = rx_taps(cfg, float(pos - base))
+    stop = lo + (count - 1) * cfg.sps + width
+    windows = np.lib.stride_tricks.sliding_window_view(samples[lo:stop], width)[:: cfg.sps]
+    return (windows @ taps).T

@@ -38,9 +38,9 @@ from scipy import signal
 from diffjscc.errors import DiffJSCCError
 from diffjscc.radio import header as hdr
 from diffjscc.radio.config import FrameConfig
-from diffjscc.radio.estimation import ChannelEstimate, estimate_channel, track_phase
+from diffjscc.radio.estimation import ChannelEstimate, cis, estimate_channel, track_phase
 from diffjscc.radio.frame import body_layout, frame_slice, header_span, image_symbol_count
-from diffjscc.radio.pulse import matched_filter, shape
+from diffjscc.radio.pulse import matched_filter, matched_filter_delays, rx_taps, shape
 from diffjscc.radio.sequences import (
     BARKER_7,
     PREAMBLE_LENGTH,
@@ -59,8 +59,8 @@ def phasor(freq: float, count: int) -> np.ndarray:
     """exp(2j pi freq n) for n < count, from two short tables (an outer product)."""
     block = 64
     rows = -(-count // block)
-    lo = np.exp(2j * np.pi * freq * np.arange(block))
-    hi = np.exp(2j * np.pi * freq * block * np.arange(rows))
+    lo = cis(2 * np.pi * freq * np.arange(block))
+    hi = cis(2 * np.pi * freq * block * np.arange(rows))
     return np.outer(hi, lo).reshape(-1)[:count].astype(np.complex64)
 
 
@@ -329,11 +329,14 @@ class BurstReceiver:
         seg = self._buf[lo : hi - 1 + self._metric_reach]
         corr = signal.oaconvolve(seg, t.template, mode="valid")  # corr[n] at lag lo + n
         n = hi - lo
-        dsum = np.zeros(n, dtype=np.complex64)
-        for k in range(K - 1):
-            dsum += (
-                BARKER_7[k] * corr[(k + 1) * D : (k + 1) * D + n] * np.conj(corr[k * D : k * D + n])
-            )
+        # Products of correlations one segment apart, then their signed sum.
+        prod = corr[D : (K - 1) * D + n] * np.conj(corr[: (K - 2) * D + n])
+        dsum = prod[:n].copy()  # BARKER_7[0] == 1
+        for k in range(1, K - 1):
+            if BARKER_7[k] > 0:
+                dsum += prod[k * D : k * D + n]
+            else:
+                dsum -= prod[k * D : k * D + n]
         # Energy of every sample the correlations touched, so that a lag whose
         # correlations reach into a burst cannot be divided by silence alone.
         power = np.abs(seg) ** 2
@@ -430,17 +433,18 @@ class BurstReceiver:
         pre = preamble()
         seg, origin = self._samples(p.start - 2.0, PREAMBLE_LENGTH + 4 * cfg.sps, p.cfo)
 
-        def energy(start: float) -> float:
-            y = matched_filter(seg, start - origin, PREAMBLE_LENGTH, cfg)
-            per_segment = (y * np.conj(pre)).reshape(SEGMENTS, SEGMENT_LENGTH).sum(axis=1)
-            return float(np.sum(np.abs(per_segment) ** 2))
+        def energies(start: float, step: float) -> tuple[float, float, float]:
+            y = matched_filter_delays(seg, start - origin, PREAMBLE_LENGTH, (-step, 0.0, step), cfg)
+            per_segment = (y * np.conj(pre)).reshape(3, SEGMENTS, SEGMENT_LENGTH).sum(axis=2)
+            a, b, c = np.sum(np.abs(per_segment) ** 2, axis=1)
+            return float(a), float(b), float(c)
 
         # The coarse start (a parabola through the detection metric at 2 samples
         # per symbol) can be half a sample off; shrinking parabolic steps, each
         # allowed to move a little beyond its points, reach a hundredth of a sample.
         start = p.start
         for step in (0.5, 0.2, 0.08, 0.03):
-            a, b, c = (energy(start + d) for d in (-step, 0.0, step))
+            a, b, c = energies(start, step)
             denom = a - 2 * b + c
             if denom < 0:
                 start += step * float(np.clip(0.5 * (a - c) / denom, -1.5, 1.5))
@@ -606,7 +610,7 @@ def equalise_frame(
             phase = track_phase(
                 y[k.pilot_times], k.pilot_values, k.pilot_times, est, window, k.payload_times
             )
-            gain = gain * np.exp(1j * phase).astype(np.complex64)
+            gain = gain * cis(phase).astype(np.complex64)
     return (y[k.payload_times] / gain).astype(np.complex64), est
 
 
@@ -655,8 +659,13 @@ def estimate_drift(
 
     quarter = cfg.sps / 4.0
     centre = energies(y[::stride])
-    late = energies(matched_filter(seg, start + quarter, count, cfg, stride))
-    early = energies(matched_filter(seg, start - quarter, count, cfg, stride))
+    if cfg.sps % 2 == 0 and stride == 1:
+        # Early and late are half a symbol apart, a whole number of samples: one
+        # filtering at the sample rate gives both.
+        late, early = (energies(v) for v in _half_symbol_probes(seg, start + quarter, count, cfg))
+    else:
+        late = energies(matched_filter(seg, start + quarter, count, cfg, stride))
+        early = energies(matched_filter(seg, start - quarter, count, cfg, stride))
     sine = 0.5 * (late - early)
     cosine = centre - 0.5 * (late + early)
     phase = np.unwrap(np.arctan2(sine, cosine))
@@ -685,6 +694,18 @@ def estimate_drift(
     if abs(drift) * count * cfg.sps < min_slide:
         return 0.0
     return float(drift)
+
+
+def _half_symbol_probes(
+    seg: np.ndarray, late_start: float, count: int, cfg: FrameConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Matched filter at ``late_start`` and at ``late_start - sps / 2`` (count symbols each)."""
+    half = cfg.sps // 2
+    base = int(math.floor(late_start)) - half
+    taps = rx_taps(cfg, late_start - math.floor(late_start))
+    stop = base + (count - 1) * cfg.sps + half + cfg.num_taps
+    full = signal.oaconvolve(seg[base:stop], taps[::-1], mode="valid")
+    return full[half :: cfg.sps][:count], full[:: cfg.sps][:count]
 
 
 def matched_filter_drifting(
