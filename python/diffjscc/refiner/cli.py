@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if not math.isfinite(args.snr):
         raise ConfigError("--snr must be finite")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-file loading bars are noise on a command line
     device = _device(args.device)
     dtype_name = args.dtype or ("fp16" if device.startswith("cuda") else "fp32")
     dtype = getattr(torch, DTYPES[dtype_name])
@@ -133,9 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     if original is not None:
         for name in ("jscc", "refined"):
             m = summary["metrics"][name]
+            shown = {k: "n/a" if m[k] is None else f"{m[k]:.4f}" for k in ("ms_ssim", "lpips")}
             print(
-                f"  {name:8s} PSNR {m['psnr']:.2f} dB  MS-SSIM {m['ms_ssim']}  LPIPS {m['lpips']}"
+                f"  {name:8s} PSNR {m['psnr']:.2f} dB  MS-SSIM {shown['ms_ssim']}  LPIPS {shown['lpips']}"
             )
+        for metric, reason in summary["metrics_skipped"].items():
+            print(f"  {metric}: not computed: {reason}")
     if args.json:
         atomic_write_text(args.json, json.dumps(summary, indent=2, default=str) + "\n")
     return 0

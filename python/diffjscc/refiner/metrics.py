@@ -35,7 +35,7 @@ def ms_ssim(reference: np.ndarray, image: np.ndarray) -> float | None:
         return None
 
     def to_t(a):
-        return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].float() / 255.0
+        return torch.from_numpy(np.array(a)).permute(2, 0, 1)[None].float() / 255.0
 
     return float(_ms_ssim(to_t(reference), to_t(image), data_range=1.0))
 
@@ -68,7 +68,7 @@ def lpips_alex(reference: np.ndarray, image: np.ndarray) -> float | None:
         return None
 
     def to_t(a):
-        return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].float() / 127.5 - 1
+        return torch.from_numpy(np.array(a)).permute(2, 0, 1)[None].float() / 127.5 - 1
 
     with torch.no_grad():
         return float(model(to_t(reference), to_t(image)))
@@ -90,9 +90,7 @@ def fid(references: list[np.ndarray], images: list[np.ndarray]) -> float | None:
         return None
     for batch, real in ((references, True), (images, False)):
         for a in batch:
-            metric.update(
-                torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None], real=real
-            )
+            metric.update(torch.from_numpy(np.array(a)).permute(2, 0, 1)[None], real=real)
     return float(metric.compute())
 
 
