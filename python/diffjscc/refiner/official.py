@@ -709,4 +709,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from diffjscc.errors import DiffJSCCError
+
+    try:
+        sys.exit(main())
+    except DiffJSCCError as exc:  # as the diffjscc command line does: a message, not a traceback
+        print(f"convert-official-refiner: error: {exc}", file=sys.stderr)
+        sys.exit(2)
