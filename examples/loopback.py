@@ -84,7 +84,16 @@ def setup_args() -> argparse.ArgumentParser:
         action="store_true",
         help="decode in this process instead of starting a local worker",
     )
-    p.add_argument("--refine", action="store_true", help="also run the diffusion refiner")
+    p.add_argument(
+        "--refine",
+        action="store_true",
+        help="also run the diffusion refiner (needs --refiner, or a --worker that has one)",
+    )
+    p.add_argument(
+        "--refiner",
+        metavar="PATH",
+        help="refiner folder for the local worker (diffjscc worker --refiner); implies --refine",
+    )
     p.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     return p
@@ -102,12 +111,15 @@ def _free_tcp_port() -> int:
 class LocalWorker:
     """A `diffjscc worker` subprocess for the duration of the run."""
 
-    def __init__(self, model: str, log_path: Path):
+    def __init__(self, model: str, log_path: Path, refiner: str | None = None):
         self.address = f"tcp://127.0.0.1:{_free_tcp_port()}"
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115  (closed in stop())
+        cmd = [sys.executable, "-m", "diffjscc", "worker", "--bind", self.address, "--model", model]
+        if refiner:
+            cmd += ["--refiner", str(refiner)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "diffjscc", "worker", "--bind", self.address, "--model", model],
+            cmd,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -327,6 +339,17 @@ def run(args, encoder=None, decoder=None, log=print) -> dict:
 
     if args.sps < 2:
         raise DiffJSCCError(f"--sps must be at least 2, got {args.sps}")
+    if args.refiner:
+        if not Path(args.refiner).is_dir():
+            raise DiffJSCCError(f"--refiner {args.refiner}: no such folder")
+        if args.worker or args.no_worker:
+            raise DiffJSCCError("--refiner is for the local worker: drop --worker / --no-worker")
+        args.refine = True
+    elif args.refine and not args.worker and decoder is None:
+        raise DiffJSCCError(
+            "--refine needs a refiner: --refiner PATH (for the local worker), "
+            "or --worker ADDRESS of a worker started with one"
+        )
     spec = get_model_spec(args.cbr)
     output_dir = Path(args.output)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -342,7 +365,7 @@ def run(args, encoder=None, decoder=None, log=print) -> dict:
     worker_address = args.worker  # the sink makes its own client for a given address
     if decoder is None and not worker_address and not args.no_worker:
         try:
-            worker = LocalWorker(spec.name, output_dir / "worker.log")
+            worker = LocalWorker(spec.name, output_dir / "worker.log", refiner=args.refiner)
             decoder = WorkerOrLocal(worker, timeout_s=args.timeout)
         except OSError as exc:
             log(f"loopback: cannot start a local worker ({exc}); decoding in this process")
