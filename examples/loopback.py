@@ -95,7 +95,9 @@ def setup_args() -> argparse.ArgumentParser:
         help="refiner folder for the local worker (diffjscc worker --refiner); implies --refine",
     )
     p.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds")
-    p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument(
+        "--quiet", action="store_true", help="no progress display (shown only on a terminal)"
+    )
     return p
 
 
@@ -377,7 +379,7 @@ def run(args, encoder=None, decoder=None, log=print) -> dict:
         timed = TimedEncoder(encoder)
         tb = build_flowgraph(args, image_path, timed, decoder, worker_address, output_dir)
         t_ready = time.monotonic()
-        with Progress(tb, enabled=not args.quiet):
+        with Progress(tb, enabled=not args.quiet and sys.stderr.isatty()):
             tb.start()
             finished = threading.Event()
             waiter = threading.Thread(target=lambda: (tb.wait(), finished.set()), daemon=True)
