@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -335,3 +336,34 @@ def test_low_precision_runs_on_cpu():
     ref = tiny_refiner(seed=0, steps=2).to("cpu", torch.bfloat16, memory_format=torch.channels_last)
     out = ref.refine(_image(32, 32), 1.0, caption="a", seed=0).image
     assert out.shape == (32, 32, 3)
+
+
+def test_stable_diffusion_loads_from_a_local_folder_and_from_the_offline_cache(refiner, tmp_path):
+    # a refiner folder has the diffusers layout of an SD folder (unet/, vae/, text_encoder/, tokenizer/)
+    sd_folder = refiner.save_pretrained(tmp_path / "sd")
+    fresh = DiffJSCCRefiner.from_stable_diffusion(sd_folder)
+    latents, cond, context = _inputs(fresh)
+    with torch.no_grad():
+        plain = fresh.unet(latents, 7, encoder_hidden_states=context).sample
+        torch.testing.assert_close(fresh.predict_noise(latents, 7, context, cond, 4.0), plain)
+        src = refiner.unet.state_dict()["down_blocks.0.resnets.0.conv1.weight"]
+        torch.testing.assert_close(
+            fresh.control.state_dict()["down_blocks.0.resnets.0.conv1.weight"], src
+        )
+
+    # the same files as a model id in a Hugging Face cache, loaded with no network
+    snapshot = tmp_path / "hub" / "models--acme--tiny-sd" / "snapshots" / ("0" * 40)
+    snapshot.parent.mkdir(parents=True)
+    sd_folder.rename(snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    code = (
+        "from diffjscc.refiner.pipeline import DiffJSCCRefiner; "
+        "r = DiffJSCCRefiner.from_stable_diffusion('acme/tiny-sd'); print(r.config.source)"
+    )
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub")}  # offline by local_files_only alone
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("acme/tiny-sd")
