@@ -50,8 +50,8 @@ class image_sink(gr.basic_block):
     ``..._refined.png`` when refinement is on and available) into
     ``output_dir``, atomically, and sends on ``images`` a dict: image_id,
     seq, path, refined_path, partial, frames_received, frame_count, snr_db,
-    h, decode_s, served_by, error, and psnr / psnr_refined when the original
-    is known (``tx_info`` from the image source, same process).
+    h, decode_s, served_by, error, counters (``stats()``), and psnr /
+    psnr_refined when the original is known (``tx_info`` from the image source, same process).
 
     Connect ``tx_info`` only in flowgraphs that run until stopped: GNU Radio
     ends a block with only message inputs when the first of its message
@@ -349,6 +349,7 @@ class image_sink(gr.basic_block):
             for key, value in dict(getattr(reply, "metrics", None) or {}).items():
                 result.setdefault(key, value)
             result["timing"] = dict(getattr(reply, "timing", None) or {})
+        result["counters"] = self.stats()  # bad input so far, for whoever reads the messages
         with self._lock:
             self._results.append(result)
         self.message_port_pub(OUT_IMAGES, meta_to_pmt(result))

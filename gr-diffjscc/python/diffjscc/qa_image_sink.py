@@ -113,6 +113,7 @@ class qa_image_sink(gr_unittest.TestCase):
         self.assertGreater(result["psnr"], 20.0)
         self.assertEqual(len(sent), 1)
         self.assertEqual(sent[0]["path"], result["path"])
+        self.assertEqual(sent[0]["counters"]["images_complete"], 1)
         # Files appear whole: no temporary file is left beside the PNG.
         self.assertEqual(
             sorted(p.name for p in Path(result["path"]).parent.iterdir()),
