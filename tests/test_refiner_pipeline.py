@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -357,13 +356,7 @@ def test_stable_diffusion_loads_from_a_local_folder_and_from_the_offline_cache(r
     sd_folder.rename(snapshot)
     (snapshot.parents[1] / "refs").mkdir()
     (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
-    code = (
-        "from diffjscc.refiner.pipeline import DiffJSCCRefiner; "
-        "r = DiffJSCCRefiner.from_stable_diffusion('acme/tiny-sd'); print(r.config.source)"
-    )
-    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub")}  # offline by local_files_only alone
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip().endswith("acme/tiny-sd")
+    cached = DiffJSCCRefiner.from_stable_diffusion("acme/tiny-sd", cache_dir=tmp_path / "hub")
+    assert cached.config.source == "acme/tiny-sd"
+    with pytest.raises(WeightsNotFoundError):
+        DiffJSCCRefiner.from_stable_diffusion("acme/other-sd", cache_dir=tmp_path / "hub")

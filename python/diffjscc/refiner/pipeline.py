@@ -191,11 +191,13 @@ class DiffJSCCRefiner:
         control=None,
         config: RefinerConfig | None = None,
         torch_dtype=None,
+        cache_dir: str | os.PathLike | None = None,
         **control_options,
     ) -> DiffJSCCRefiner:
         """Stable Diffusion from a local diffusers folder or a model id already in the local cache.
 
         Without ``control`` a fresh control module is initialised from the UNet.
+        ``cache_dir`` overrides the Hugging Face cache folder ($HF_HUB_CACHE).
         """
         diffusers = require("diffusers")
         transformers = require("transformers")
@@ -208,6 +210,8 @@ class DiffJSCCRefiner:
             ("tokenizer", transformers.CLIPTokenizer),
         ):
             kwargs = {"subfolder": name, "local_files_only": True}
+            if cache_dir is not None:
+                kwargs["cache_dir"] = str(cache_dir)
             if torch_dtype is not None and name != "tokenizer":
                 kwargs["torch_dtype"] = torch_dtype
             try:
