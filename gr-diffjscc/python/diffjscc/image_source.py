@@ -13,7 +13,7 @@ import numpy as np
 import pmt
 from gnuradio import gr
 
-from diffjscc.errors import ConfigError, ImageError
+from diffjscc.errors import ConfigError, DiffJSCCError, ImageError
 from diffjscc.registry import DEFAULT_MODEL, get_model_spec
 
 from ._frames import frame_config, meta_to_pmt
@@ -122,7 +122,8 @@ class image_source(gr.sync_block):
         self._cache: dict = {}  # (path, mtime) -> (bursts, tx_info), when repeating
         self._ids: dict[str, int] = {}  # path -> image id, when repeating
         self._gap = np.zeros(self.gap_samples, dtype=np.complex64)
-        self._bursts: deque[np.ndarray] = deque()  # waiting, each with its gap
+        # Waiting: (samples with the gaps, index of the burst's first sample, burst length).
+        self._bursts: deque[tuple[np.ndarray, int, int]] = deque()
         self._current: np.ndarray | None = None
         self._sob = self._eob = 0  # where the current burst's first and last samples are
         self._pos = 0
@@ -190,17 +191,23 @@ class image_source(gr.sync_block):
             self._stats["images_skipped"] += 1
             self.logger.warn(f"skipping {exc}")
             return None
-        encoded = self.encoder.encode(image, snr_db=self.design_snr_db)
-        image_id = self._ids.get(str(path))
-        if image_id is None:
-            image_id = self._next_id
+        image_id = self._ids.get(str(path), self._next_id)
+        try:
+            encoded = self.encoder.encode(image, snr_db=self.design_snr_db)
+            bursts = [
+                np.asarray(b, dtype=np.complex64) * self.amplitude
+                for b in build_bursts(encoded, image_id=image_id, cfg=self.cfg)
+            ]
+        except (DiffJSCCError, ValueError, RuntimeError) as exc:
+            # One image the encoder or the frame cannot take (too large for the header,
+            # say) must not end the flowgraph: skip it, count it, say why.
+            self._stats["images_skipped"] += 1
+            self.logger.error(f"skipping {path}: {exc}")
+            return None
+        if image_id == self._next_id:
             self._next_id = (self._next_id + 1) % IMAGE_ID_MODULO
-            if self.repeat:
-                self._ids[str(path)] = image_id
-        bursts = [
-            np.asarray(b, dtype=np.complex64) * self.amplitude
-            for b in build_bursts(encoded, image_id=image_id, cfg=self.cfg)
-        ]
+        if self.repeat:
+            self._ids[str(path)] = image_id
         info = {
             "image_id": image_id,
             "path": str(path),

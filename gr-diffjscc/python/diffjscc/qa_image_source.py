@@ -119,7 +119,25 @@ class qa_image_source(gr_unittest.TestCase):
         ids = [pmt.to_python(info.get_message(i))["image_id"] for i in range(3)]
         self.assertEqual(ids, [0, 0, 0])  # a repeated image keeps its id
 
-    def test_006_bad_settings_are_clear_errors(self):
+    def test_006_an_image_the_encoder_refuses_is_skipped(self):
+        _write_image(self.dir / "a.png", 32, 32, seed=1)
+        _write_image(self.dir / "b.png", 32, 48, seed=2)
+        codec = BlockMeanCodec()
+
+        class Picky:
+            def encode(self, image, snr_db):
+                if image.shape[1] == 32:
+                    raise RuntimeError("onnxruntime says no")
+                return codec.encode(image, snr_db)
+
+        src = image_source(str(self.dir), gap_samples=10, encoder=Picky())
+        _, _, info = self._run(src)
+        self.assertEqual(info.num_messages(), 1)
+        self.assertEqual(Path(pmt.to_python(info.get_message(0))["path"]).name, "b.png")
+        self.assertEqual(pmt.to_python(info.get_message(0))["image_id"], 0)
+        self.assertEqual(src.stats()["images_skipped"], 1)
+
+    def test_007_bad_settings_are_clear_errors(self):
         with self.assertRaises(ImageError):
             image_source(str(self.dir / "missing.png"), encoder=BlockMeanCodec())
         with self.assertRaises(ImageError):
