@@ -251,3 +251,11 @@ def test_convert_folder_end_to_end(source, tmp_path):
     np.testing.assert_array_equal(a, b)
     with pytest.raises(WeightsNotFoundError):
         official.convert_official(tmp_path / "nowhere", tmp_path / "out2")
+
+
+def test_latent_scale_buffer_wins_over_the_config(source):
+    ref, config, state = source
+    converted = official.convert_official_state_dict(
+        {**state, "scale_factor": torch.tensor(0.2)}, config, TEXT_HEADS
+    )
+    assert converted.vae_config["scaling_factor"] == pytest.approx(0.2)

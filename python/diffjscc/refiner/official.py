@@ -58,6 +58,8 @@ SCHEDULE_BUFFERS = (
     "posterior_mean_coef2",
     "logvar",
     "lvlb_weights",
+    "cond_ids",
+    "scale_factor",  # a buffer only with scale_by_std; then it is the latent scale used
 )
 
 _RESNET_LDM_TO_DIFFUSERS = (
@@ -424,7 +426,8 @@ def convert_official_state_dict(
         _split(state, CONTROL_PREFIX),
         lambda k: unet_key_to_diffusers(k, control_layers, control=True),
     )
-    vae_config = vae_config_from_official(vae_params, float(top.get("scale_factor", 0.18215)))
+    scale = state["scale_factor"] if "scale_factor" in state else top.get("scale_factor", 0.18215)
+    vae_config = vae_config_from_official(vae_params, float(scale))
     levels = len(vae_config["block_out_channels"])
     vae_state = convert(_split(state, VAE_PREFIX), lambda k: vae_key_to_diffusers(k, levels))
     for key, value in list(vae_state.items()):
