@@ -272,13 +272,19 @@ def test_status_reports_workers_and_latency():
     with service(workers=2) as (broker, _), WorkerClient(broker.frontend_address) as client:
         for f in [client.submit(make_request(i)) for i in range(10)]:
             assert f.result(timeout=10).ok
-        time.sleep(0.3)  # a heartbeat carries the workers' figures to the broker
-        status = client.status(timeout_s=5)
+        # Heartbeats carry the workers' figures to the broker: poll until they show the run.
+        deadline = time.monotonic() + 10
+        while True:
+            status = client.status(timeout_s=5)
+            if sum(w["served"] for w in status["workers"]) == 10 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
     assert status["broker"]["workers"] == 2 and status["broker"]["replies"] >= 10
     assert set(status["broker"]["latency_ms"]) == {"p50", "p90", "p99"}
     for worker in status["workers"]:
         assert worker["engine"] == "synthetic" and worker["peak_rss_kib"] > 0
-        assert "queue_depth" in worker and "served" in worker
+        assert "queue_depth" in worker and set(worker["latency_ms"]) == {"p50", "p90", "p99"}
+    assert sum(w["served"] for w in status["workers"]) == 10
 
 
 # ---------------------------------------------------------------- failures the client absorbs

@@ -128,7 +128,7 @@ class WorkerServer:
         self._busy = 0
         self._latency_ms: collections.deque[float] = collections.deque(maxlen=4096)
         self._batch_sizes: collections.Counter = collections.Counter()
-        self.counters = collections.Counter()
+        self.counters = collections.Counter(served=0, failed=0, invalid=0)
         self._started = time.time()
 
     # ------------------------------------------------------------------ lifecycle
