@@ -14,6 +14,7 @@ in every frame but the last.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -51,6 +52,7 @@ class BodyLayout:
     data_positions: np.ndarray
 
 
+@functools.lru_cache(maxsize=256)
 def body_layout(num_data: int, cfg: FrameConfig) -> BodyLayout:
     run = cfg.pilot_spacing - 1
     runs = max(1, -(-num_data // run))
@@ -59,7 +61,10 @@ def body_layout(num_data: int, cfg: FrameConfig) -> BodyLayout:
     is_pilot[np.arange(runs) * cfg.pilot_spacing] = True
     is_pilot[-1] = True
     positions = np.arange(length)
-    return BodyLayout(length, positions[is_pilot], positions[~is_pilot])
+    pilots, data = positions[is_pilot], positions[~is_pilot]
+    pilots.flags.writeable = False  # shared through the cache
+    data.flags.writeable = False
+    return BodyLayout(length, pilots, data)
 
 
 def header_span(cfg: FrameConfig) -> int:

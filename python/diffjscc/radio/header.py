@@ -16,6 +16,7 @@ still worth receiving (about -3 dB).
 from __future__ import annotations
 
 import binascii
+import functools
 import struct
 from dataclasses import dataclass
 
@@ -111,6 +112,11 @@ def unpack(bits: np.ndarray) -> FrameHeader | None:
 
 def encode_symbols(header: FrameHeader) -> np.ndarray:
     """Header -> 608 real BPSK symbols (+-1), coded, interleaved and scrambled."""
+    return _encode_cached(header).copy()
+
+
+@functools.lru_cache(maxsize=64)
+def _encode_cached(header: FrameHeader) -> np.ndarray:
     bits = np.zeros(HEADER_BLOCKS * RM_K, dtype=np.uint8)
     bits[:HEADER_BITS] = pack(header)
     code = (bits.reshape(HEADER_BLOCKS, RM_K) @ _GENERATOR) & 1  # [blocks, 32]

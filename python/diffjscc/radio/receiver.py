@@ -443,7 +443,7 @@ class BurstReceiver:
         # per symbol) can be half a sample off; shrinking parabolic steps, each
         # allowed to move a little beyond its points, reach a hundredth of a sample.
         start = p.start
-        for step in (0.5, 0.2, 0.08, 0.03):
+        for step in (0.5, 0.15, 0.04):
             a, b, c = energies(start, step)
             denom = a - 2 * b + c
             if denom < 0:
@@ -617,7 +617,6 @@ def equalise_frame(
 # Blocks of a frame whose timing is measured to follow a clock offset.
 _DRIFT_BLOCKS = 8
 _DRIFT_EXTRA_MAX = 32  # samples of slack kept around a frame for a drifting clock
-_DRIFT_STRIDE = 1  # every symbol: the estimate is much steadier than with every other one
 
 
 def estimate_drift(
@@ -646,38 +645,50 @@ def estimate_drift(
     at this ``snr`` (linear) if left alone, or exceeds ``max_sro``.
     """
     count = y.size
-    stride = _DRIFT_STRIDE
-    t = np.arange(0, count, stride)
-    block = (t * _DRIFT_BLOCKS) // count
-    sizes = np.bincount(block, minlength=_DRIFT_BLOCKS).astype(np.float64)
-    centres = (
-        np.bincount(block, weights=t, minlength=_DRIFT_BLOCKS) / sizes
-    ) - 0.5 * PREAMBLE_LENGTH
-
-    def energies(v: np.ndarray) -> np.ndarray:
-        return np.bincount(block, weights=v.real**2 + v.imag**2, minlength=_DRIFT_BLOCKS)
+    # Equal blocks of whole symbols; the few left over at the end are ignored.
+    size = count // _DRIFT_BLOCKS
+    centres = (np.arange(_DRIFT_BLOCKS) + 0.5) * size - 0.5 - 0.5 * PREAMBLE_LENGTH
+    sizes = np.full(_DRIFT_BLOCKS, float(size))
 
     quarter = cfg.sps / 4.0
-    centre = energies(y[::stride])
-    if cfg.sps % 2 == 0 and stride == 1:
-        # Early and late are half a symbol apart, a whole number of samples: one
-        # filtering at the sample rate gives both.
-        late, early = (energies(v) for v in _half_symbol_probes(seg, start + quarter, count, cfg))
-    else:
-        late = energies(matched_filter(seg, start + quarter, count, cfg, stride))
-        early = energies(matched_filter(seg, start - quarter, count, cfg, stride))
-    sine = 0.5 * (late - early)
-    cosine = centre - 0.5 * (late + early)
-    phase = np.unwrap(np.arctan2(sine, cosine))
-    delay = phase * cfg.sps / (2.0 * np.pi)  # samples
+    # A timing error growing linearly to `slide` samples leaves ISI of about
+    # 3.3 (slide / sps)^2 / 3 on average (raised cosine, rolloff 0.35): below
+    # 5 % of the noise it is left alone.
+    min_slide = float(np.clip(cfg.sps * math.sqrt(0.045 / max(snr, 1e-3)), 0.03, 0.5))
+
+    def block_delays(blocks) -> np.ndarray:
+        """Timing (samples) of some blocks, wrapped to +-sps/2."""
+        out = []
+        for b in blocks:
+            lo, hi = b * size, (b + 1) * size
+            v = y[lo:hi]
+            centre = float(np.vdot(v, v).real)
+            if cfg.sps % 2 == 0:
+                # Early and late are half a symbol apart, a whole number of
+                # samples: one filtering at the sample rate gives both.
+                late_v, early_v = _half_symbol_probes(
+                    seg, start + lo * cfg.sps + quarter, size, cfg
+                )
+            else:
+                late_v = matched_filter(seg, start + lo * cfg.sps + quarter, size, cfg)
+                early_v = matched_filter(seg, start + lo * cfg.sps - quarter, size, cfg)
+            late = float(np.vdot(late_v, late_v).real)
+            early = float(np.vdot(early_v, early_v).real)
+            out.append(math.atan2(0.5 * (late - early), centre - 0.5 * (late + early)))
+        return np.asarray(out) * cfg.sps / (2.0 * np.pi)
+
+    # Most frames have no clock offset worth following: two blocks (the second
+    # and the last) tell, at a quarter of the cost of all eight.
+    probe = block_delays((1, _DRIFT_BLOCKS - 1))
+    step = cfg.sps * np.round((probe[0] * centres[-1] / centres[1] - probe[1]) / cfg.sps)
+    quick = (probe[1] + step) / centres[-1]  # samples per symbol
+    if abs(quick) * count < 0.5 * min_slide:
+        return 0.0
+    delay = block_delays(range(_DRIFT_BLOCKS))
+    delay = np.unwrap(delay * (2.0 * np.pi / cfg.sps)) * (cfg.sps / (2.0 * np.pi))
     slope, slope_err = _weighted_slope(centres, delay, sizes)
     drift = slope / cfg.sps
     slide = abs(slope) * count
-    # A timing error growing linearly to `slide` samples leaves ISI of about
-    # 3.3 (slide / sps)^2 / 3 on average (raised cosine, rolloff 0.35): below
-    # 5 % of the noise it is left alone, and so is a slide the blocks do not
-    # agree on (data and noise make each block's timing wobble).
-    min_slide = float(np.clip(cfg.sps * math.sqrt(0.045 / max(snr, 1e-3)), 0.03, 0.5))
     sigmas = abs(slope) / max(slope_err, 1e-30)
     log.debug(
         "estimate_drift: %.1f ppm, slide %.3f (min %.3f), %.1f sigma",

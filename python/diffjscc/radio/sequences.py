@@ -59,14 +59,27 @@ def _pn_bits() -> np.ndarray:
 
 def pilot_symbols(count: int) -> np.ndarray:
     """QPSK pilots of unit energy, the same for every frame (they repeat after 16383)."""
+    table = _pilot_table()
+    if count <= table.size:
+        return table[:count].copy()
+    return table[np.arange(count) % table.size]
+
+
+@functools.lru_cache(maxsize=1)
+def _pilot_table() -> np.ndarray:
     bits = _pn_bits()
-    idx = np.arange(count) % (bits.size // 2)
+    idx = np.arange(bits.size // 2)
     i = 1.0 - 2.0 * bits[2 * idx]
     q = 1.0 - 2.0 * bits[2 * idx + 1]
-    return ((i + 1j * q) / np.sqrt(2.0)).astype(np.complex64)
+    table = ((i + 1j * q) / np.sqrt(2.0)).astype(np.complex64)
+    table.flags.writeable = False
+    return table
 
 
+@functools.lru_cache(maxsize=4)
 def header_scrambler(count: int) -> np.ndarray:
     """+-1 signs that whiten the BPSK header (taken from the far end of the PN period)."""
     bits = _pn_bits()[::-1]
-    return (1.0 - 2.0 * bits[np.arange(count) % bits.size]).astype(np.float32)
+    signs = (1.0 - 2.0 * bits[np.arange(count) % bits.size]).astype(np.float32)
+    signs.flags.writeable = False
+    return signs
