@@ -11,6 +11,7 @@ import math
 import queue
 import threading
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,7 @@ class image_sink(gr.basic_block):
                 "images_decoded",
                 "decode_errors",
                 "write_errors",
+                "internal_errors",
             ),
             0,
         )
@@ -218,7 +220,11 @@ class image_sink(gr.basic_block):
                 if item is _STOP:
                     stopping = True
                 else:
-                    completed += self._handle(item)
+                    try:
+                        completed += self._handle(item)
+                    except Exception:  # a bug must cost one message, not the sink
+                        self._count("internal_errors")
+                        self.logger.error(f"message dropped: {traceback.format_exc()}")
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
@@ -294,6 +300,13 @@ class image_sink(gr.basic_block):
         return still
 
     def _finish(self, image, seq, reply, submitted, error=None) -> None:
+        try:
+            self._report(image, seq, reply, submitted, error)
+        except Exception:  # a bug must cost one image, not the sink
+            self._count("internal_errors")
+            self.logger.error(f"image {image.image_id} lost: {traceback.format_exc()}")
+
+    def _report(self, image, seq, reply, submitted, error) -> None:
         from diffjscc.image import load_image, save_png
 
         result = {
