@@ -46,13 +46,15 @@ class jscc_receiver(gr.sync_block):
         self._rx = BurstReceiver(self.cfg)
         self._lock = threading.Lock()  # stats() is called from other threads
         self._frames_out = 0
+        self._pdu_errors = 0
         self.message_port_register_out(PDU_PORT)
 
     def stats(self) -> dict:
         """Counters of the receiver (bursts_detected, header_crc_fail, frames_ok, ...)."""
         with self._lock:
             counters = dict(self._rx.stats)
-            counters["pdus_sent"] = self._frames_out
+            counters["pdus_sent"] = self._frames_out - self._pdu_errors
+            counters["pdu_errors"] = self._pdu_errors
         return counters
 
     def work(self, input_items, output_items):
@@ -61,5 +63,12 @@ class jscc_receiver(gr.sync_block):
             frames = self._rx.feed(samples)
             self._frames_out += len(frames)
         for frame in frames:
-            self.message_port_pub(PDU_PORT, frame_to_pdu(frame))
+            try:
+                pdu = frame_to_pdu(frame)
+            except Exception as exc:  # a frame we cannot wrap is dropped, not the flowgraph
+                with self._lock:
+                    self._pdu_errors += 1
+                self.logger.error(f"frame dropped, cannot make its PDU: {exc!r}")
+                continue
+            self.message_port_pub(PDU_PORT, pdu)
         return len(samples)
