@@ -165,3 +165,20 @@ def test_gnuradio_channel_model_with_clock_offset():
         start, stop = f.payload_slice
         measured_db = -10 * np.log10(np.mean(np.abs(f.symbols - enc.symbols[start:stop]) ** 2))
         assert measured_db > 9.0 and abs(f.snr_db - 10.0) < 0.7
+
+
+def test_flush_completes_a_burst_that_ends_the_stream():
+    burst = build_bursts(_encoded(shape=(64, 64)), image_id=5, cfg=CFG)[0]
+    rx = BurstReceiver(CFG)
+    assert rx.feed(burst) == []  # nothing after the burst: not yet decidable
+    frames = rx.flush()
+    assert [f.image_id for f in frames] == [5]
+    assert rx.flush() == []
+
+
+def test_receiver_needs_no_payload_setting():
+    """The header alone fixes the payload split: a receiver with another max_payload_symbols works."""
+    enc = _encoded(shape=(512, 768), rate_code=2)
+    bursts = build_bursts(enc, image_id=1, cfg=FrameConfig(max_payload_symbols=1000))
+    frames = _feed_all(BurstReceiver(FrameConfig(max_payload_symbols=50)), np.concatenate(bursts))
+    assert len(frames) == len(bursts) == 13

@@ -191,6 +191,10 @@ class _Candidate:
     body_len: int = 0
 
 
+# No transmitter puts more in a frame (FrameConfig.max_payload_symbols <= 65535);
+# a header claiming more is refused rather than waited for.
+MAX_FRAME_PAYLOAD = 65535
+
 STAT_KEYS = (
     "samples_in",
     "bursts_detected",
@@ -293,15 +297,19 @@ class BurstReceiver:
         return frames
 
     def flush(self) -> list[ReceivedFrame]:
-        """End of stream: pad with silence so that a burst that ended completes."""
-        if self._pending is None and self._search >= self._buf_end - self._metric_reach:
-            return []
-        pad = (
-            self._metric_reach + self._frame_samples_max()
-            if self._pending is not None
-            else self._metric_reach
-        )
-        return self.feed(np.zeros(pad, dtype=np.complex64))
+        """End of stream: pad with silence so that every burst that arrived completes.
+
+        Samples fed afterwards continue the stream after that silence.
+        """
+        end = self._buf_end
+        frames: list[ReceivedFrame] = []
+        # Each round completes at least one stage of the burst in progress.
+        for _ in range(4):
+            if self._pending is None and self._search >= end:
+                break
+            pad = 2 * self._metric_reach + self._tables.preamble_samples + self._frame_samples_max()
+            frames += self.feed(np.zeros(pad, dtype=np.complex64))
+        return frames
 
     # --------------------------------------------------------------- internals
 
@@ -482,6 +490,8 @@ class BurstReceiver:
             start, stop = frame_slice(total, header.frame_count, header.frame_index)
             if stop <= start:
                 raise FrameError("empty frame")
+            if stop - start > MAX_FRAME_PAYLOAD:
+                raise FrameError(f"{stop - start} symbols in one frame")
         except DiffJSCCError as exc:
             log.info("BurstReceiver: header with valid CRC refused: %s", exc)
             self.stats["header_invalid"] += 1
