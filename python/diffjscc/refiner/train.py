@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -185,12 +188,28 @@ def _build_refiner(args, device: str):
 
 def _save(trainer: RefinerTrainer, out: Path, rng: np.random.Generator, generator) -> None:
     torch = require("torch")
+    from diffjscc.refiner.pipeline import CONFIG_NAME
+
     state = trainer.state_dict()
     state["numpy_rng"] = rng.bit_generator.state
     state["torch_rng"] = generator.get_state()
     with atomic_path(out / "checkpoint.pt") as tmp:
         torch.save(state, tmp)
-    trainer.refiner.save_pretrained(out / "refiner", overwrite=True)
+    folder = out / "refiner"
+    if (folder / CONFIG_NAME).is_file():
+        # Only the control module changes: rewrite it alone, not gigabytes of frozen weights.
+        tmp_dir = Path(tempfile.mkdtemp(prefix=".control.", dir=folder))
+        try:
+            trainer.refiner.control.save_pretrained(tmp_dir)
+            old = folder / ".control.old"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(folder / "control", old)
+            os.replace(tmp_dir, folder / "control")
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+    else:
+        trainer.refiner.save_pretrained(folder, overwrite=True)
 
 
 def main(argv: list[str] | None = None) -> int:
