@@ -8,8 +8,8 @@ initialised from the UNet as the official ``make_stage2_init_weight`` does.
 
 The run folder holds ``checkpoint.pt`` (control module, optimiser, gradient
 scaler, step, random state: ``--resume`` continues where a run stopped),
-``log.jsonl`` and ``refiner/`` (the whole refiner, rewritten at every
-checkpoint, loadable with ``DiffJSCCRefiner.from_pretrained``).
+``log.jsonl`` and ``refiner/`` (the whole refiner, loadable with
+``DiffJSCCRefiner.from_pretrained``; later checkpoints replace its ``control/``).
 """
 
 from __future__ import annotations
