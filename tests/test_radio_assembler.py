@@ -62,7 +62,10 @@ def test_bogus_and_inconsistent_frames_are_counted_and_dropped():
     assert asm.add(_frame(5, count=3, n=1024), now=0.1) == []  # index beyond count
     assert asm.add(_frame(1, shape=(0, 10), n=1024), now=0.1) == []
     assert asm.add(_frame(1, shape=(60000, 60000)), now=0.1) == []  # absurdly large image
-    assert asm.stats["bad_frame"] == 5
+    nan_frame = _frame(1)
+    nan_frame.symbols[3] = np.nan
+    assert asm.add(nan_frame, now=0.1) == []
+    assert asm.stats["bad_frame"] == 6
     assert asm.add(_frame(1, count=4), now=0.2) == []  # same id, other frame count
     assert asm.add(_frame(1, shape=(256, 768), count=3), now=0.2) == []
     assert asm.stats["inconsistent_header"] == 2

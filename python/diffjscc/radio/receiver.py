@@ -17,7 +17,10 @@ they were, so tags cannot be trusted):
 3. Header: the gain, phase and residual frequency offset are estimated from the
    preamble and the pilots around the header; the header is demodulated, decoded
    and its CRC checked. A failing CRC drops the frame and counts it.
-4. Payload: h, the frequency offset and the SNR are re-estimated from every
+4. Clock offset: a sample-rate offset between transmitter and receiver makes
+   the timing slide along the frame; it is measured block by block on all
+   symbols (``estimate_drift``) and, where it matters, followed.
+5. Payload: h, the frequency offset and the SNR are re-estimated from every
    known symbol of the frame (preamble, pilots, and the header now that it is
    known); a slow phase tracker follows the pilots; the payload is equalised by
    zero forcing.
@@ -175,6 +178,8 @@ class ReceivedFrame:
             )
         if not math.isfinite(self.snr_db):
             raise FrameError("SNR estimate is not finite")
+        if not np.all(np.isfinite(self.symbols)):
+            raise FrameError("symbols contain NaN or infinity")
 
 
 @dataclass
@@ -190,6 +195,8 @@ class _Candidate:
     payload_len: int = 0
     body_len: int = 0
 
+
+_METRIC_PIECE = 1 << 18  # lags of detection metric computed at a time
 
 # No transmitter puts more in a frame (FrameConfig.max_payload_symbols <= 65535);
 # a header claiming more is refused rather than waited for.
@@ -237,9 +244,9 @@ class BurstReceiver:
         # At low SNR the metric's peak and the noise's spread both scale as 1/sps.
         self._threshold = cfg.detection_threshold * 2.0 / cfg.sps
         self._max_sro = cfg.max_sample_rate_offset_ppm * 1e-6
-        self._margin = (
-            4 * cfg.sps + _DRIFT_EXTRA_MAX
-        )  # kept before the search point, for timing adjustments
+        # Samples kept before the search point, for timing adjustments and for
+        # a frame's start moved by a clock offset.
+        self._margin = 4 * cfg.sps + _DRIFT_EXTRA_MAX
         self._header_span = header_span(cfg)
         layout = body_layout(hdr.HEADER_SYMBOLS, cfg)
         self._header_pilots = layout.pilot_positions[layout.pilot_positions < self._header_span]
@@ -326,11 +333,16 @@ class BurstReceiver:
 
     def _update_metric(self) -> None:
         """Extend the detection metric to every lag whose samples have arrived."""
+        while True:
+            metric_end = self._metric_start + self._metric.size
+            new_end = self._buf_end - self._metric_reach + 1
+            if new_end <= metric_end:
+                return
+            # In pieces, so that one huge input does not need huge temporaries.
+            self._extend_metric(metric_end, min(new_end, metric_end + _METRIC_PIECE))
+
+    def _extend_metric(self, metric_end: int, new_end: int) -> None:
         t = self._tables
-        metric_end = self._metric_start + self._metric.size
-        new_end = self._buf_end - self._metric_reach + 1
-        if new_end <= metric_end:
-            return
         lo = metric_end - self._buf_start
         hi = new_end - self._buf_start
         K, D = SEGMENTS, t.segment_period
