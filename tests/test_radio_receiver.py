@@ -182,3 +182,44 @@ def test_receiver_needs_no_payload_setting():
     bursts = build_bursts(enc, image_id=1, cfg=FrameConfig(max_payload_symbols=1000))
     frames = _feed_all(BurstReceiver(FrameConfig(max_payload_symbols=50)), np.concatenate(bursts))
     assert len(frames) == len(bursts) == 13
+
+
+def test_header_with_valid_crc_but_impossible_fields_is_refused():
+    from diffjscc.radio import header as hdr
+    from diffjscc.radio.frame import frame_symbols
+    from diffjscc.radio.pulse import shape
+
+    payload = np.ones(100, np.complex64)
+    bogus = [
+        hdr.FrameHeader(1, 9, (64, 64), 0.0, 0, 1),  # rate code not in the registry
+        hdr.FrameHeader(1, 1, (64, 64), 0.0, 3, 2),  # index beyond count
+        hdr.FrameHeader(1, 1, (65535, 65535), 0.0, 0, 1),  # absurdly large image
+    ]
+    good = build_bursts(_encoded(shape=(64, 64)), image_id=8, cfg=CFG)[0]
+    stream = np.concatenate([shape(frame_symbols(h, payload, CFG), CFG) for h in bogus] + [good])
+    rx = BurstReceiver(CFG)
+    frames = _feed_all(rx, stream)
+    assert [f.image_id for f in frames] == [8]
+    assert rx.stats["header_invalid"] == 3 and rx.stats["internal_errors"] == 0
+
+
+@pytest.mark.parametrize(
+    "cfg", [FrameConfig(sps=4, rolloff=0.25, pilot_spacing=12), FrameConfig(sps=3, rolloff=0.5)]
+)
+def test_other_waveform_settings(cfg):
+    rng = np.random.default_rng(8)
+    enc = _encoded(shape=(256, 384))
+    bursts = build_bursts(enc, image_id=4, cfg=cfg)
+    x = impair(
+        np.concatenate([*bursts, np.zeros(200, np.complex64)]),
+        5.0,
+        cfg,
+        cfo=0.01 / cfg.sps,
+        delay=11.6,
+        rng=rng,
+    )
+    frames = _feed_all(BurstReceiver(cfg), x)
+    assert len(frames) == len(bursts)
+    start, stop = frames[0].payload_slice
+    measured_db = -10 * np.log10(np.mean(np.abs(frames[0].symbols - enc.symbols[start:stop]) ** 2))
+    assert abs(measured_db - 5.0) < 0.6 and abs(frames[0].snr_db - 5.0) < 0.6
