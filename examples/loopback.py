@@ -416,6 +416,7 @@ def run(args, encoder=None, decoder=None, log=print) -> dict:
         "delay_samples": tb.channel_info["delay_samples"],
         "h": [tb.channel_info["h"].real, tb.channel_info["h"].imag],
         "served_by": None,
+        "error": None,
         "receiver": rx_stats,
         "sink": tb.sink.stats(),
         "outputs": {},
@@ -426,7 +427,8 @@ def run(args, encoder=None, decoder=None, log=print) -> dict:
     t_png = None
     if decoded is None:
         errors = [r.get("error") for r in results if r.get("error")]
-        log(f"loopback: no image decoded{': ' + errors[0] if errors else ''}")
+        summary["error"] = errors[0] if errors else "no frame of the image was received"
+        log(f"loopback: no image decoded: {summary['error']}")
     else:
         t_png = decoded["written_at"]
         received = load_image(decoded["path"])
