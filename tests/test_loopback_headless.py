@@ -187,3 +187,13 @@ def test_example_reports_bad_input_clearly(loopback, tmp_path, capsys):
     assert loopback.main(["--image", str(missing), "--output", str(tmp_path / "o"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "missing.png" in err and "Traceback" not in err
+
+
+def test_example_without_a_frame_says_why(loopback, tmp_path, image_path):
+    codec = BlockMeanCodec()
+    args = _args(loopback, tmp_path, image_path, "--snr", "-15")
+    summary = loopback.run(args, encoder=codec, decoder=codec, log=lambda msg: None)
+    assert summary["frames_decoded"] == 0 and summary["images_decoded"] == 0
+    assert summary["error"] and summary["psnr"] is None
+    assert (tmp_path / "out" / "original.png").is_file()
+    assert not (tmp_path / "out" / "received.png").exists()  # no false image
