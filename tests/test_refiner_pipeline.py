@@ -19,6 +19,15 @@ from diffjscc.refiner.schedulers import make_scheduler, respaced_timesteps  # no
 from diffjscc.refiner.tiny import tiny_refiner  # noqa: E402
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """Tiny models gain nothing from more threads, and on a shared CPU spinning threads cost 3x."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def refiner():
     return tiny_refiner(seed=0, steps=3)
