@@ -26,6 +26,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "keys": ("diffjscc.worker.keys", "generate ZMQ CURVE key pairs for the worker"),
     "train-refiner": ("diffjscc.refiner.train", "stage-2 training of the diffusion control module"),
     "refine": ("diffjscc.refiner.cli", "refine a JSCC image with the diffusion refiner"),
+    "convert-official-refiner": (
+        "diffjscc.refiner.official",
+        "convert an official DiffJSCC checkpoint into a refiner folder",
+    ),
 }
 
 
