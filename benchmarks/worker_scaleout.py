@@ -2,11 +2,13 @@
 
     .venv/bin/python benchmarks/worker_scaleout.py --out /tmp/worker_scaleout.json
 
-A broker process, then 1 and then 2 worker processes (``--threads 1`` each,
-so each has its own core on this 2-core machine), decoding ``--requests``
-images of ``--height`` x ``--width`` submitted together by one client.
-Throughput = requests / wall time from first submit to last reply, after a
-warm-up; speed-up = two workers / one.
+A broker process and worker processes (``--threads 1`` each, so each has its
+own core on this 2-core machine) decoding ``--requests`` images of
+``--height`` x ``--width`` submitted together by one client, in ``--rounds``
+alternating 1-worker / 2-worker rounds (the second worker leaves and rejoins
+between rounds, which also exercises joining a running broker). Throughput =
+requests / wall time from first submit to last reply, after a warm-up;
+speed-up = median two-worker throughput / median one-worker throughput.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import os
 import platform
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -42,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--height", type=int, default=256)
     parser.add_argument("--width", type=int, default=256)
-    parser.add_argument("--requests", type=int, default=24)
+    parser.add_argument("--requests", type=int, default=96)
+    parser.add_argument("--rounds", type=int, default=2, help="pairs of 1-worker and 2-worker runs")
     parser.add_argument("--max-batch", type=int, default=1)
     args = parser.parse_args(argv)
 
@@ -55,7 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     try:
         with WorkerClient(front, timeout_s=600, retries=0) as client:
-            for count in (1, 2):
+            for count in [1, 2] * args.rounds:
+                while len(workers) > count:  # SIGTERM: the worker says BYE and leaves
+                    leaving = workers.pop()
+                    leaving.terminate()
+                    leaving.wait(30)
                 while len(workers) < count:
                     workers.append(
                         subprocess.Popen(
@@ -72,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                         )
                     )
                 deadline = time.monotonic() + 300
-                while client.status(timeout_s=30)["broker"]["workers"] < count:
+                while client.status(timeout_s=30)["broker"]["workers"] != count:
                     if time.monotonic() > deadline:
                         raise SystemExit("workers did not join")
                     time.sleep(0.2)
@@ -97,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                     "elapsed_s": round(elapsed, 3),
                     "images_per_s": round(args.requests / elapsed, 3),
                     "served_by": served,
+                    "load_average": os.getloadavg(),
                 }
                 runs.append(run)
                 print(json.dumps(run), flush=True)
@@ -120,7 +129,11 @@ def main(argv: list[str] | None = None) -> int:
         "requests": args.requests,
         "max_batch": args.max_batch,
         "runs": runs,
-        "speedup_2_vs_1": round(runs[1]["images_per_s"] / runs[0]["images_per_s"], 3),
+        "speedup_2_vs_1": round(
+            statistics.median(r["images_per_s"] for r in runs if r["workers"] == 2)
+            / statistics.median(r["images_per_s"] for r in runs if r["workers"] == 1),
+            3,
+        ),
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
