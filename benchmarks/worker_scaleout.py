@@ -39,6 +39,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def worker_command(args, backend: str, name: str) -> list[str]:
+    common = ["--connect", backend, "--max-batch", str(args.max_batch), "--name", name]
+    if args.engine == "synthetic":
+        engine = ["--engine", "synthetic", "--synthetic-delay-ms", "100"]
+        return [sys.executable, "-m", "diffjscc", "worker", *common, *engine]
+    codec = ["--device", "cpu", "--threads", "1", "--model", args.model]
+    return [sys.executable, str(HERE / "_worker_common.py"), *common, *codec]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
@@ -48,6 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2, help="pairs of 1-worker and 2-worker runs")
     parser.add_argument("--max-batch", type=int, default=1)
+    parser.add_argument(
+        "--engine",
+        choices=("codec", "synthetic"),
+        default="codec",
+        help="synthetic: a 100 ms sleep per image, no CPU: the service's own scaling",
+    )
     args = parser.parse_args(argv)
 
     front, back = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
@@ -66,18 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                     leaving.wait(30)
                 while len(workers) < count:
                     workers.append(
-                        subprocess.Popen(
-                            [sys.executable, str(HERE / "_worker_common.py"), "--connect", back]
-                            + [
-                                "--device",
-                                "cpu",
-                                "--threads",
-                                "1",
-                                "--max-batch",
-                                str(args.max_batch),
-                            ]
-                            + ["--model", args.model, "--name", f"w{len(workers) + 1}"]
-                        )
+                        subprocess.Popen(worker_command(args, back, f"w{len(workers) + 1}"))
                     )
                 deadline = time.monotonic() + 300
                 while client.status(timeout_s=30)["broker"]["workers"] != count:
@@ -126,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "image": f"{args.width}x{args.height}",
         "model": args.model,
+        "engine": args.engine,
         "requests": args.requests,
         "max_batch": args.max_batch,
         "runs": runs,
