@@ -346,6 +346,12 @@ def test_a_silent_worker_times_out_then_another_address_answers():
         silent.close()
 
 
+def test_local_decoder_refuses_what_a_worker_would_refuse():
+    fallback = LocalDecoder(codec_loader=lambda name: FakeCodec())
+    reply = fallback.decode(make_request(1, symbols=np.ones(3, np.complex64)))
+    assert not reply.ok and reply.error_kind == INVALID and "needs" in reply.error
+
+
 def test_submit_never_raises_on_a_bad_request():
     with WorkerClient("tcp://127.0.0.1:9", timeout_s=0.2, retries=0) as client:
         reply = client.submit(make_request(1, symbols="not symbols")).result(timeout=5)
@@ -363,6 +369,7 @@ def test_close_resolves_everything_pending():
 # ---------------------------------------------------------------- GNU Radio's own blocks
 
 
+@pytest.mark.gnuradio
 def test_stock_gnuradio_zeromq_blocks_exchange_a_pdu_with_the_worker():
     gr = pytest.importorskip("gnuradio.gr")
     import pmt

@@ -48,6 +48,7 @@ from diffjscc.worker.protocol import (
     StatusRequest,
     WorkerError,
     decode_reply,
+    decode_request,
     encode_request,
 )
 
@@ -84,10 +85,17 @@ class LocalDecoder:
 
     def decode(self, request: DecodeRequest) -> DecodeReply:
         start = time.perf_counter()
+        try:  # the same checks and messages as a worker's
+            checked = decode_request(
+                encode_request(DecodeRequest(**{**request.__dict__, "refine": False}))
+            )
+        except (ProtocolError, TypeError, ValueError) as exc:
+            reply = DecodeReply.failure(request, str(exc), INVALID, "local")
+            reply.timing["local_ms"] = (time.perf_counter() - start) * 1e3
+            return reply
         with self._lock:  # one decode at a time: the fallback must not starve the flowgraph's CPU
             try:
-                plain = DecodeRequest(**{**request.__dict__, "refine": False})
-                reply = self._get_engine().decode_batch([plain])[0]
+                reply = self._get_engine().decode_batch([checked])[0]
             except Exception as exc:
                 log.exception("local decode of %r failed", request.request_id)
                 reply = DecodeReply.failure(
@@ -180,6 +188,11 @@ class WorkerClient:
         self._inbox.put(_Pending(request, payload, future, time.monotonic()))
         self._wake()
         return future
+
+    @property
+    def budget_s(self) -> float:
+        """Longest a future waits for the network before the fallback (or failure) takes over."""
+        return self.timeout_s * (self.retries + 1)
 
     def decode(self, request: DecodeRequest) -> DecodeReply:
         """Blocking convenience: submit and wait for the reply."""
@@ -382,6 +395,8 @@ class WorkerClient:
     def _resolve(self, item: _Pending, reply: DecodeReply) -> None:
         reply.timing["client_ms"] = round((time.monotonic() - item.submitted) * 1e3, 3)
         reply.timing["attempts"] = item.attempt
-        if not item.future.done():
+        try:
             item.future.set_result(reply)
-            self.stats["ok" if reply.ok else "failed"] += 1
+        except concurrent.futures.InvalidStateError:  # already resolved: exactly one answer
+            return
+        self.stats["ok" if reply.ok else "failed"] += 1
