@@ -144,14 +144,18 @@ class WorkerServer:
             thread.start()
         return self
 
-    def stop(self, timeout_s: float = 5.0) -> None:
+    def stop(self, timeout_s: float = 5.0) -> bool:
+        """Stop both threads; False when one is still busy (e.g. mid-refinement) after the timeout."""
         self._stop.set()
+        deadline = time.monotonic() + timeout_s
         for thread in self._threads:
-            thread.join(timeout_s)
+            thread.join(max(0.0, deadline - time.monotonic()))
         if any(t.is_alive() for t in self._threads):
             log.warning("worker threads did not stop within %.1f s", timeout_s)
-        elif self._own_context:
+            return False
+        if self._own_context and not self.context.closed:
             self.context.term()
+        return True
 
     def run(self) -> None:
         self.start()
@@ -185,14 +189,16 @@ class WorkerServer:
         if self.curve is not None:
             self.curve.apply(sock)
         sock.connect(self.broker)
-        ready = {
+        self._send(sock, [READY, json.dumps(self._ready_info()).encode()])
+        return sock
+
+    def _ready_info(self) -> dict:
+        return {
             "capacity": self.capacity,
             "name": self.name,
             "pid": os.getpid(),
             "info": self.engine.info(),
         }
-        sock.send_multipart([READY, json.dumps(ready).encode()])
-        return sock
 
     def _io_loop(self) -> None:
         dealer = self._connect()
@@ -220,9 +226,9 @@ class WorkerServer:
                             ticket, payload = pair.recv_multipart(zmq.NOBLOCK)
                         except zmq.Again:
                             break
-                        dealer.send_multipart([REPLY, ticket, payload], copy=False)
+                        self._send(dealer, [REPLY, ticket, payload])
                 if now >= next_heartbeat:
-                    dealer.send_multipart([HEARTBEAT, json.dumps(self.status()).encode()])
+                    self._send(dealer, [HEARTBEAT, json.dumps(self.status()).encode()])
                     next_heartbeat = now + self.heartbeat_s
                 if now - last_heard > self.heartbeat_s * self.liveness:
                     # Broker gone: a fresh socket re-registers with whichever broker comes back.
@@ -247,17 +253,17 @@ class WorkerServer:
             dealer.close(linger=100)
             pair.close(linger=0)
 
+    def _send(self, dealer: zmq.Socket, frames: list) -> None:
+        """Never block on the broker: what cannot be queued now is dropped (the broker re-dispatches)."""
+        try:
+            dealer.send_multipart(frames, zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            self.counters["dropped_sends"] += 1
+
     def _on_broker(self, dealer: zmq.Socket, frames: list[bytes], now: float) -> None:
         command = frames[0] if frames else b""
         if command == RESYNC:
-            dealer.send_multipart(
-                [
-                    READY,
-                    json.dumps(
-                        {"capacity": self.capacity, "name": self.name, "info": self.engine.info()}
-                    ).encode(),
-                ]
-            )
+            self._send(dealer, [READY, json.dumps(self._ready_info()).encode()])
             return
         if command != REQUEST or len(frames) != 3:
             return  # HEARTBEAT, or noise: hearing anything is enough
@@ -268,13 +274,13 @@ class WorkerServer:
             self.counters["invalid"] += 1
             log.debug("request %r refused: %s", exc.request_id, exc)
             reply = DecodeReply.failure(exc, str(exc), exc.kind, self.name)
-            dealer.send_multipart([REPLY, ticket, encode_reply(reply)])
+            self._send(dealer, [REPLY, ticket, encode_reply(reply)])
             return
         if isinstance(request, StatusRequest):
             reply = DecodeReply(
                 request.request_id, None, ok=True, served_by=self.name, status=self.status()
             )
-            dealer.send_multipart([REPLY, ticket, encode_reply(reply)])
+            self._send(dealer, [REPLY, ticket, encode_reply(reply)])
             return
         self._jobs.put(_Job(ticket, request, now))
 
@@ -531,8 +537,9 @@ def serve(args: argparse.Namespace, engine=None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        worker.stop()
+        stopped = worker.stop()
         if broker is not None:
             broker.stop()
-        context.term()
+        if stopped:  # a thread stuck in a long decode keeps its socket: exit without term()
+            context.term()
     return 0
