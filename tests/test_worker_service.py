@@ -455,3 +455,21 @@ def test_replies_larger_than_the_request_limit_make_it_back():
         reply = client.submit(request).result(timeout=20)
     assert reply.ok, reply.error
     assert reply.image.shape == (1024, 1024, 3)
+
+
+def test_a_restarted_broker_gets_its_workers_back():
+    first = Broker(ANY_PORT, ANY_PORT, heartbeat_s=0.1).start()
+    frontend, backend = first.frontend_address, first.backend_address
+    server = WorkerServer(SyntheticEngine(), backend, heartbeat_s=0.1).start()
+    second = None
+    try:
+        wait_for(lambda: len(first._workers) == 1, "the worker to join")
+        first.stop()
+        second = Broker(frontend, backend, heartbeat_s=0.1).start()  # same addresses
+        wait_for(lambda: len(second._workers) == 1, "the worker to rejoin the new broker")
+        with WorkerClient(frontend, timeout_s=5) as client:
+            assert client.decode(make_request(1)).ok
+    finally:
+        server.stop()
+        if second is not None:
+            second.stop()
