@@ -30,9 +30,11 @@ from diffjscc.radio.sim import impair, resample  # noqa: E402
 from diffjscc.symbols import EncodedImage  # noqa: E402
 
 
-def run(images: int, model: str, chunk: int, snr_db: float, sro_ppm: float, seed: int) -> dict:
+def run(
+    images: int, model: str, chunk: int, snr_db: float, sro_ppm: float, seed: int, track_ppm=200.0
+) -> dict:
     rng = np.random.default_rng(seed)
-    cfg = FrameConfig()
+    cfg = FrameConfig(max_sample_rate_offset_ppm=track_ppm)
     shape = (512, 768)
     rate = {"jscc-awgn-cbr1_384": 1, "jscc-awgn-cbr1_96": 2}[model]
     n = image_symbol_count(rate, shape)
@@ -68,6 +70,7 @@ def run(images: int, model: str, chunk: int, snr_db: float, sro_ppm: float, seed
         "chunk": chunk,
         "snr_db": snr_db,
         "sro_ppm": sro_ppm,
+        "track_ppm": track_ppm,
         "tx_msps": samples / (t1 - t0) / 1e6,
         "channel_msps": samples / (t2 - t1) / 1e6,
         "rx_msps": samples / (t3 - t2) / 1e6,
@@ -83,13 +86,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="jscc-awgn-cbr1_96")
     parser.add_argument("--chunk", type=int, default=8192, help="samples per feed() call")
     parser.add_argument("--snr", type=float, default=10.0)
-    parser.add_argument("--sro-ppm", type=float, default=0.0)
+    parser.add_argument("--sro-ppm", type=float, default=0.0, help="clock offset in the channel")
+    parser.add_argument(
+        "--track-ppm",
+        type=float,
+        default=200.0,
+        help="receiver's max_sample_rate_offset_ppm (0: no clock-offset tracking)",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="best of this many runs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="JSON report to write")
     args = parser.parse_args(argv)
     runs = [
-        run(args.images, args.model, args.chunk, args.snr, args.sro_ppm, args.seed + r)
+        run(
+            args.images,
+            args.model,
+            args.chunk,
+            args.snr,
+            args.sro_ppm,
+            args.seed + r,
+            args.track_ppm,
+        )
         for r in range(args.repeat)
     ]
     best = max(runs, key=lambda r: r["chain_msps"])

@@ -43,7 +43,7 @@ from diffjscc.radio import header as hdr
 from diffjscc.radio.config import FrameConfig
 from diffjscc.radio.estimation import ChannelEstimate, cis, estimate_channel, track_phase
 from diffjscc.radio.frame import body_layout, frame_slice, header_span, image_symbol_count
-from diffjscc.radio.pulse import matched_filter, matched_filter_delays, rx_taps, shape
+from diffjscc.radio.pulse import matched_filter, matched_filter_delays, shape
 from diffjscc.radio.sequences import (
     BARKER_7,
     PREAMBLE_LENGTH,
@@ -685,15 +685,9 @@ def estimate_drift(
             lo, hi = b * size, (b + 1) * size
             v = y[lo:hi]
             centre = float(np.vdot(v, v).real)
-            if cfg.sps % 2 == 0:
-                # Early and late are half a symbol apart, a whole number of
-                # samples: one filtering at the sample rate gives both.
-                late_v, early_v = _half_symbol_probes(
-                    seg, start + lo * cfg.sps + quarter, size, cfg
-                )
-            else:
-                late_v = matched_filter(seg, start + lo * cfg.sps + quarter, size, cfg)
-                early_v = matched_filter(seg, start + lo * cfg.sps - quarter, size, cfg)
+            late_v, early_v = matched_filter_delays(
+                seg, start + lo * cfg.sps, size, (quarter, -quarter), cfg
+            )
             late = float(np.vdot(late_v, late_v).real)
             early = float(np.vdot(early_v, early_v).real)
             out.append(math.atan2(0.5 * (late - early), centre - 0.5 * (late + early)))
@@ -704,7 +698,7 @@ def estimate_drift(
     probe = block_delays((1, _DRIFT_BLOCKS - 1))
     step = cfg.sps * np.round((probe[0] * centres[-1] / centres[1] - probe[1]) / cfg.sps)
     quick = (probe[1] + step) / centres[-1]  # samples per symbol
-    if abs(quick) * count < 0.5 * min_slide:
+    if abs(quick) * count < min_slide:
         return 0.0
     delay = block_delays(range(_DRIFT_BLOCKS))
     delay = np.unwrap(delay * (2.0 * np.pi / cfg.sps)) * (cfg.sps / (2.0 * np.pi))
@@ -727,18 +721,6 @@ def estimate_drift(
     if abs(drift) * count * cfg.sps < min_slide:
         return 0.0
     return float(drift)
-
-
-def _half_symbol_probes(
-    seg: np.ndarray, late_start: float, count: int, cfg: FrameConfig
-) -> tuple[np.ndarray, np.ndarray]:
-    """Matched filter at ``late_start`` and at ``late_start - sps / 2`` (count symbols each)."""
-    half = cfg.sps // 2
-    base = int(math.floor(late_start)) - half
-    taps = rx_taps(cfg, late_start - math.floor(late_start))
-    stop = base + (count - 1) * cfg.sps + half + cfg.num_taps
-    full = signal.oaconvolve(seg[base:stop], taps[::-1], mode="valid")
-    return full[half :: cfg.sps][:count], full[:: cfg.sps][:count]
 
 
 def matched_filter_drifting(
