@@ -409,6 +409,10 @@ def test_binding_beyond_loopback_needs_an_explicit_option():
         broker_from_args(args, "inproc://x")
     args = parser.parse_args(["--bind", "tcp://0.0.0.0:0", "--allow-remote", "--insecure"])
     assert broker_from_args(args, "inproc://x") is not None
+    # GNU Radio's blocks cannot do CURVE: a PDU socket beyond loopback must be asked for plainly.
+    args = parser.parse_args(["--pdu-pull", "tcp://0.0.0.0:0", "--allow-remote"])
+    with pytest.raises(WorkerError, match="cannot use CURVE"):
+        broker_from_args(args, "inproc://x")
 
 
 def test_keys_command_writes_a_private_secret(tmp_path):

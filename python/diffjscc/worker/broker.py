@@ -57,6 +57,12 @@ REQUEST, RESYNC = b"REQUEST", b"RESYNC"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
 
 
+def _is_local(address: str) -> bool:
+    if address.startswith(("inproc://", "ipc://")):
+        return True
+    return address[len("tcp://") :].rsplit(":", 1)[0] in LOOPBACK_HOSTS
+
+
 def check_bind_address(address: str, allow_remote: bool) -> None:
     """Refuse to listen beyond this machine unless asked to, explicitly."""
     if address.startswith(("inproc://", "ipc://")):
@@ -262,12 +268,12 @@ class Broker:
             self.pdu_pull = self.pdu_push = None
             if self._addresses["pdu_pull"]:
                 self.pdu_pull = self._socket(
-                    zmq.PULL, self._addresses["pdu_pull"], self.curve, "pdu_pull"
+                    zmq.PULL, self._addresses["pdu_pull"], None, "pdu_pull"
                 )
                 sockets.append(self.pdu_pull)
             if self._addresses["pdu_push"]:
                 self.pdu_push = self._socket(
-                    zmq.PUSH, self._addresses["pdu_push"], self.curve, "pdu_push"
+                    zmq.PUSH, self._addresses["pdu_push"], None, "pdu_push"
                 )
                 sockets.append(self.pdu_push)
             self._ready.set()
@@ -572,6 +578,13 @@ def broker_from_args(args, backend: str, context: zmq.Context | None = None) -> 
         if not (args.curve_secret and args.curve_clients):
             raise WorkerError("CURVE needs both --curve-secret and --curve-clients")
         curve = CurveServer.from_files(args.curve_secret, args.curve_clients)
+    for address in (args.pdu_pull, args.pdu_push):
+        # GNU Radio's zeromq blocks have no CURVE option: the PDU sockets are always plain.
+        if address and not _is_local(address) and not args.insecure:
+            raise WorkerError(
+                f"PDU socket {address} would be unencrypted and open to anyone (GNU Radio's "
+                "zeromq blocks cannot use CURVE): bind it to 127.0.0.1, or pass --insecure"
+            )
     if args.allow_remote and curve is None and not args.insecure:
         raise WorkerError(
             "--allow-remote without CURVE keys would serve anyone in clear text: add "
