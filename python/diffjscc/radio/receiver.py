@@ -197,6 +197,7 @@ class _Candidate:
 
 
 _METRIC_PIECE = 1 << 18  # lags of detection metric computed at a time
+_MIN_BATCH = 4096  # new samples worth a pass of the receiver
 
 # No transmitter puts more in a frame (FrameConfig.max_payload_symbols <= 65535);
 # a header claiming more is refused rather than waited for.
@@ -213,6 +214,45 @@ STAT_KEYS = (
     "invalid_input",
     "internal_errors",
 )
+
+
+class _Growable:
+    """An array appended at the back and dropped from the front, each in amortised
+    time proportional to the elements moved (not to the array's length), so that
+    tiny chunks cost no more per sample than large ones."""
+
+    def __init__(self, dtype, capacity: int = 1 << 15):
+        self._data = np.zeros(capacity, dtype=dtype)
+        self._lo = 0
+        self._hi = 0
+
+    @property
+    def view(self) -> np.ndarray:
+        return self._data[self._lo : self._hi]
+
+    @property
+    def size(self) -> int:
+        return self._hi - self._lo
+
+    def append(self, x: np.ndarray) -> None:
+        n = x.size
+        if self._hi + n > self._data.size:
+            live = self.size
+            if live + n > self._data.size // 2:
+                data = np.zeros(max(2 * (live + n), self._data.size), dtype=self._data.dtype)
+                data[:live] = self.view
+                self._data = data
+            else:
+                self._data[:live] = self.view.copy()
+            self._lo, self._hi = 0, live
+        self._data[self._hi : self._hi + n] = x
+        self._hi += n
+
+    def drop(self, n: int) -> None:
+        self._lo += min(max(n, 0), self.size)
+
+    def clear(self) -> None:
+        self._lo = self._hi = 0
 
 
 @dataclass
@@ -258,10 +298,11 @@ class BurstReceiver:
         """Forget buffered samples and any burst in progress (counters are kept)."""
         # The buffer starts with a few zeros before sample 0 so that a burst at
         # the very start of the stream can be timed like any other.
-        self._buf = np.zeros(self._margin, dtype=np.complex64)
+        self._samples_store = _Growable(np.complex64)
+        self._samples_store.append(np.zeros(self._margin, dtype=np.complex64))
         self._buf_start = -self._margin
-        self._metric = np.zeros(0, dtype=np.float32)
-        self._dsum = np.zeros(0, dtype=np.complex64)
+        self._metric_store = _Growable(np.float32)
+        self._dsum_store = _Growable(np.complex64)
         self._metric_start = self._buf_start  # absolute lag of _metric[0]
         self._search = 0  # absolute lag where the search for preambles continues
         self._pending: _Candidate | None = None
@@ -284,7 +325,12 @@ class BurstReceiver:
             self.stats["nonfinite_samples"] += int(bad.sum())
             x = np.where(bad, 0, x).astype(np.complex64)
         self.stats["samples_in"] += x.size
-        self._buf = np.concatenate([self._buf, x]) if x.size else self._buf
+        self._samples_store.append(x)
+        # Tiny chunks are gathered first: every pass has a fixed cost, and
+        # waiting for _MIN_BATCH samples delays nothing by more than that.
+        metric_end = self._metric_start + self._metric.size
+        if self._buf_end - self._metric_reach + 1 - metric_end < _MIN_BATCH:
+            return []
         frames: list[ReceivedFrame] = []
         try:
             self._update_metric()
@@ -321,8 +367,20 @@ class BurstReceiver:
     # --------------------------------------------------------------- internals
 
     @property
+    def _buf(self) -> np.ndarray:
+        return self._samples_store.view
+
+    @property
+    def _metric(self) -> np.ndarray:
+        return self._metric_store.view
+
+    @property
+    def _dsum(self) -> np.ndarray:
+        return self._dsum_store.view
+
+    @property
     def _buf_end(self) -> int:
-        return self._buf_start + self._buf.size
+        return self._buf_start + self._samples_store.size
 
     def _frame_samples_max(self) -> int:
         p = self._pending
@@ -369,8 +427,8 @@ class BurstReceiver:
         floor = max(1e-7 * float(energy.max(initial=0.0)), 1e-30)
         norm = (K - 1) * t.template_energy * (D / reach) * np.maximum(energy, floor)
         metric = (np.abs(dsum) / norm).astype(np.float32)
-        self._metric = np.concatenate([self._metric, metric])
-        self._dsum = np.concatenate([self._dsum, dsum])
+        self._metric_store.append(metric)
+        self._dsum_store.append(dsum)
 
     def _metric_at(self, lo: int, hi: int) -> np.ndarray:
         return self._metric[lo - self._metric_start : hi - self._metric_start]
@@ -561,16 +619,16 @@ class BurstReceiver:
         keep_from -= self._margin
         drop = keep_from - self._buf_start
         if drop > 0:
-            self._buf = self._buf[drop:]
+            self._samples_store.drop(drop)
             self._buf_start += drop
         mdrop = keep_from - self._metric_start
-        if mdrop >= self._metric.size:
-            self._metric = self._metric[:0]
-            self._dsum = self._dsum[:0]
+        if mdrop >= self._metric_store.size:
+            self._metric_store.clear()
+            self._dsum_store.clear()
             self._metric_start = keep_from
         elif mdrop > 0:
-            self._metric = self._metric[mdrop:]
-            self._dsum = self._dsum[mdrop:]
+            self._metric_store.drop(mdrop)
+            self._dsum_store.drop(mdrop)
             self._metric_start += mdrop
 
 
