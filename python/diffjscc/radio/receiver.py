@@ -361,6 +361,7 @@ class BurstReceiver:
             if self._pending is None and self._search >= end:
                 break
             pad = 2 * self._metric_reach + self._tables.preamble_samples + self._frame_samples_max()
+            pad = max(pad, _MIN_BATCH)
             frames += self.feed(np.zeros(pad, dtype=np.complex64))
         return frames
 
