@@ -209,6 +209,7 @@ STAT_KEYS = (
     "header_crc_fail",
     "header_invalid",
     "frames_truncated",
+    "estimate_failed",
     "frames_ok",
     "nonfinite_samples",
     "invalid_input",
@@ -489,8 +490,11 @@ class BurstReceiver:
         frame = self._decode_payload(p)
         self._search = body_end_lag
         self._pending = None
-        if frame is not None:
-            self.stats["frames_ok"] += 1
+        if not (np.all(np.isfinite(frame.symbols)) and math.isfinite(frame.snr_db)):
+            # Only a degenerate channel estimate (h = 0) gets here; never deliver NaN.
+            self.stats["estimate_failed"] += 1
+            return True, None
+        self.stats["frames_ok"] += 1
         return True, frame
 
     def _samples(
