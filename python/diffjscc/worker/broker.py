@@ -216,7 +216,7 @@ class Broker:
     def _run_guarded(self) -> None:
         try:
             self._serve()
-        except KeyboardInterrupt as exc:
+        except (KeyboardInterrupt, WorkerError) as exc:  # reported by start()/run(), no traceback
             self._error = exc
         except BaseException as exc:  # surfaced by start()/run(); the thread must not die silently
             self._error = exc
@@ -234,7 +234,11 @@ class Broker:
         sock.setsockopt(zmq.MAXMSGSIZE, limit)
         if curve is not None:
             curve.apply(sock)
-        sock.bind(address)
+        try:
+            sock.bind(address)
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            raise WorkerError(f"cannot listen on {address} ({name}): {exc}") from None
         self.bound[name] = (
             sock.getsockopt_string(zmq.LAST_ENDPOINT)
             if not address.startswith("inproc")

@@ -140,6 +140,9 @@ class WorkerClient:
         addresses = [address] if isinstance(address, str) else list(address)
         if not addresses:
             raise WorkerError("WorkerClient needs at least one address")
+        for item in addresses:
+            if not isinstance(item, str) or not item.startswith(("tcp://", "ipc://", "inproc://")):
+                raise WorkerError(f"worker address {item!r} must look like tcp://HOST:PORT")
         if timeout_s <= 0 or retries < 0:
             raise WorkerError(
                 f"timeout_s must be > 0 and retries >= 0 (got {timeout_s}, {retries})"
@@ -244,15 +247,16 @@ class WorkerClient:
         return sock
 
     def _io_loop(self) -> None:
-        sockets = [self._socket(a) for a in self.addresses]
-        poller = zmq.Poller()
-        for sock in sockets:
-            poller.register(sock, zmq.POLLIN)
-        poller.register(self._wake_r, zmq.POLLIN)
+        sockets: list[zmq.Socket] = []
         pending: dict[bytes, _Pending] = {}
         unsent: collections.deque[_Pending] = collections.deque()
         self._pending, self._unsent, self._sockets = pending, unsent, sockets
         try:
+            sockets.extend(self._socket(a) for a in self.addresses)
+            poller = zmq.Poller()
+            for sock in sockets:
+                poller.register(sock, zmq.POLLIN)
+            poller.register(self._wake_r, zmq.POLLIN)
             while not self._closed.is_set():
                 timeout_ms = self._poll_timeout_ms(pending, unsent)
                 events = dict(poller.poll(timeout_ms))
@@ -284,6 +288,7 @@ class WorkerClient:
                 self._check_deadlines(time.monotonic())
         except Exception:
             log.exception("worker client thread failed")
+            self._closed.set()  # later submits fail at once instead of waiting on a dead thread
         finally:
             for item in list(pending.values()) + list(unsent):
                 self._resolve(

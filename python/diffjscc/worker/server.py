@@ -107,6 +107,8 @@ class WorkerServer:
     ):
         if max_batch < 1:
             raise WorkerError(f"max_batch must be >= 1, got {max_batch}")
+        if not broker.startswith(("tcp://", "ipc://", "inproc://")):
+            raise WorkerError(f"broker address {broker!r} must look like tcp://HOST:PORT")
         self.engine = engine
         self.broker = broker
         self.max_batch = max_batch
