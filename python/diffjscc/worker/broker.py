@@ -532,6 +532,7 @@ class Broker:
                     "capacity": w.capacity,
                     "inflight": len(w.inflight),
                     "served_via_broker": w.served,
+                    "heartbeat_age_s": round(time.monotonic() - w.last_seen, 2),
                     **w.info.get("info", {}),
                     **w.status,
                 }
