@@ -82,7 +82,7 @@ def run(snrs, trials: int, seed: int, cfg: FrameConfig) -> dict:
             derot = (x * np.exp(-2j * np.pi * cfo * n)).astype(np.complex64)
             count = symbols.size
             y = matched_filter(derot, delay, count, cfg)
-            _, est = equalise_frame(y, header, payload.size, cfg, 0.0, 0.3 / 775)
+            _, est = equalise_frame(y, header, payload.size, cfg, 0.0, 0.15 / 775)
             est_genie.append(est.snr_db)
             crb_n = est.num_known
             # The whole receiver.

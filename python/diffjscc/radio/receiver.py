@@ -596,8 +596,9 @@ class BurstReceiver:
             drift = estimate_drift(seg, start, y, cfg, self._max_sro, p.header_est.snr)
             if drift:
                 y = matched_filter_drifting(seg, start, count, drift, cfg)
-        # Stage A's frequency error is a small fraction of its main lobe (1/span).
-        halfwidth = 0.3 / (PREAMBLE_LENGTH + self._header_span)
+        # Stage A's frequency error (std 5e-5 cycles/symbol at -5 to 0 dB) is a small
+        # fraction of its main lobe (1/span): +-0.15/span is 4 standard deviations or more.
+        halfwidth = 0.15 / (PREAMBLE_LENGTH + self._header_span)
         symbols, est = equalise_frame(
             y, header, p.payload_len, cfg, p.header_est.freq, halfwidth, known=known
         )
