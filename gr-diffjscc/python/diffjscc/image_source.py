@@ -23,6 +23,9 @@ IMAGE_ID_MODULO = 1 << 16
 BURST_TAG_MODES = ("packet_len", "sob_eob")
 # Images whose bursts a repeating source keeps (a few MB at most).
 CACHE_SIZE = 32
+# Zeros after the last burst of a run, beyond twice the longest burst: covers the
+# receiver's batch (4096 samples) and look-ahead with room to spare.
+END_SILENCE = 16384
 _SOB = pmt.intern("tx_sob")
 _EOB = pmt.intern("tx_eob")
 
@@ -71,7 +74,9 @@ class image_source(gr.sync_block):
     or ``tx_sob`` / ``tx_eob`` at the burst's first and last sample.
 
     Without ``repeat`` the block finishes after the last image, which ends a
-    flowgraph run; files that are not readable images are skipped and counted.
+    flowgraph run (after some silence, so that a receiver downstream, which
+    works in batches, completes the last burst); files that are not readable
+    images are skipped and counted.
 
     Message output ``tx_info``: one dict per image sent (image_id, path,
     height, width, frames, symbols, model), which lets an image sink compare
@@ -126,6 +131,7 @@ class image_source(gr.sync_block):
         self._bursts: deque[tuple[np.ndarray, int, int]] = deque()
         self._current: np.ndarray | None = None
         self._sob = self._eob = 0  # where the current burst's first and last samples are
+        self._longest_burst = 0
         self._pos = 0
         self._finished = False
         self._stats = {
@@ -160,6 +166,7 @@ class image_source(gr.sync_block):
                 # a channel model, which eats a few samples) should not start mid-burst.
                 lead = self._gap if self._stats["bursts_queued"] == 0 else self._gap[:0]
                 self._stats["bursts_queued"] += 1
+                self._longest_burst = max(self._longest_burst, burst.size)
                 self._bursts.append(
                     (np.concatenate([lead, burst, self._gap]), lead.size, burst.size)
                 )
@@ -223,6 +230,16 @@ class image_source(gr.sync_block):
             self._cache[key] = (bursts, info)
         return bursts, info
 
+    def _queue_end_silence(self) -> None:
+        """Silence after the last burst of a run, so a receiver completes that burst.
+
+        The receiver works in batches and looks ahead; without this the stream could
+        end while it still holds the last burst. Not a burst: no tags.
+        """
+        if self._stats["bursts_queued"]:
+            tail = np.zeros(2 * self._longest_burst + END_SILENCE, dtype=np.complex64)
+            self._bursts.append((tail, -1, 0))
+
     def _tag(self, offset: int, key, value) -> None:
         self.add_item_tag(0, offset, key, value, pmt.intern(self.alias()))
 
@@ -231,18 +248,21 @@ class image_source(gr.sync_block):
         produced = 0
         while produced < len(out):
             if self._current is None:
-                if not self._bursts and (self._finished or not self._encode_next()):
+                if not self._bursts and not self._finished and not self._encode_next():
                     self._finished = True
+                    self._queue_end_silence()
+                if not self._bursts:
                     break
                 self._current, lead, burst_len = self._bursts.popleft()
                 self._sob, self._eob = lead, lead + burst_len - 1
                 self._pos = 0
-                if self.burst_tags == "packet_len":
+                is_burst = burst_len > 0
+                if is_burst and self.burst_tags == "packet_len":
                     start = self.nitems_written(0) + produced
                     self._tag(start, self.len_tag_key, pmt.from_long(self._current.size))
-                self._stats["bursts_sent"] += 1
+                self._stats["bursts_sent"] += int(is_burst)
             n = min(len(out) - produced, self._current.size - self._pos)
-            if self.burst_tags == "sob_eob":
+            if self.burst_tags == "sob_eob" and self._eob >= self._sob >= 0:
                 # Tagged when written, so a tag never points past the items produced.
                 for index, key in ((self._sob, _SOB), (self._eob, _EOB)):
                     if self._pos <= index < self._pos + n:
@@ -256,5 +276,5 @@ class image_source(gr.sync_block):
                 self._current = None
         self._stats["samples_sent"] += produced
         if produced == 0 and self._finished:
-            return -1  # WORK_DONE: the last image has gone out
+            return -1  # WORK_DONE: the last image and the silence after it have gone out
         return produced

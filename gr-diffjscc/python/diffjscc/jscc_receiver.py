@@ -34,6 +34,11 @@ class jscc_receiver(gr.sync_block):
 
     The frame settings (sps, rolloff, pilot spacing, payload size) must be
     those of the transmitter.
+
+    The receiver works in batches of samples, so the last burst of a stream
+    that ends completes only if silence follows it: the image source adds
+    enough at the end of a run; a recording should end with a few frames'
+    length of zeros.
     """
 
     def __init__(self, sps=2, rolloff=0.35, pilot_spacing=0, max_payload_symbols=0):
@@ -62,6 +67,10 @@ class jscc_receiver(gr.sync_block):
         with self._lock:
             frames = self._rx.feed(samples)
             self._frames_out += len(frames)
+        self._publish(frames)
+        return len(samples)
+
+    def _publish(self, frames) -> None:
         for frame in frames:
             try:
                 pdu = frame_to_pdu(frame)
@@ -71,4 +80,3 @@ class jscc_receiver(gr.sync_block):
                 self.logger.error(f"frame dropped, cannot make its PDU: {exc!r}")
                 continue
             self.message_port_pub(PDU_PORT, pdu)
-        return len(samples)

@@ -12,6 +12,7 @@ import pmt
 from gnuradio import blocks, gr, gr_unittest
 from gnuradio.diffjscc import image_source
 from gnuradio.diffjscc._fakes import BlockMeanCodec
+from gnuradio.diffjscc.image_source import END_SILENCE
 from PIL import Image
 
 from diffjscc.errors import ImageError
@@ -57,8 +58,11 @@ class qa_image_source(gr_unittest.TestCase):
         # Silence before the first burst, and after every burst.
         gap = np.zeros(100, np.complex64)
         want = np.concatenate([gap] + [np.concatenate([b, gap]) for b in expected])
-        self.assertEqual(data.size, want.size)
-        np.testing.assert_allclose(data, want, atol=1e-6)
+        # Then silence, so that a batching receiver completes the last burst.
+        tail = 2 * max(b.size for b in expected) + END_SILENCE
+        self.assertEqual(data.size, want.size + tail)
+        np.testing.assert_allclose(data[: want.size], want, atol=1e-6)
+        self.assertTrue(np.all(data[want.size :] == 0))
         len_tags = [t for t in tags if pmt.symbol_to_string(t.key) == "packet_len"]
         first = 100 + expected[0].size + 100
         self.assertEqual([t.offset for t in len_tags], [0, first])
@@ -75,7 +79,8 @@ class qa_image_source(gr_unittest.TestCase):
         )
         data, tags, _ = self._run(src)
         keys = [(pmt.symbol_to_string(t.key), t.offset) for t in tags]
-        end = data.size - 50
+        (burst,) = build_bursts(BlockMeanCodec().encode(np.asarray(Image.open(path))), 0)
+        end = 50 + burst.size
         self.assertEqual(keys, [("tx_sob", 50), ("tx_eob", end - 1)])
         self.assertTrue(np.all(data[:50] == 0) and np.all(data[end:] == 0))
         self.assertTrue(data[50] != 0 and data[end - 1] != 0)

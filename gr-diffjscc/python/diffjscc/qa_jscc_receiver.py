@@ -4,11 +4,15 @@
 #
 """QA of the JSCC receiver block: frames out as PDUs with CSI; noise gives nothing."""
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pmt
 from gnuradio import blocks, gr, gr_unittest
-from gnuradio.diffjscc import jscc_receiver
-from gnuradio.diffjscc._fakes import noise
+from gnuradio.diffjscc import image_source, jscc_receiver
+from gnuradio.diffjscc._fakes import BlockMeanCodec, noise
+from PIL import Image
 
 from diffjscc.radio import FrameConfig, build_bursts
 from diffjscc.symbols import EncodedImage
@@ -85,6 +89,22 @@ class qa_jscc_receiver(gr_unittest.TestCase):
         self.assertEqual(len(pdus), 1)  # only the intact burst
         self.assertEqual(pmt.to_python(pmt.car(pdus[0]))["image_id"], 1)
         self.assertGreaterEqual(stats["bursts_detected"], 2)
+
+    def test_004_last_burst_of_a_run_is_delivered(self):
+        """The receiver works in batches: the source's closing silence lets it finish."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "big.png"
+            rng = np.random.default_rng(4)
+            Image.fromarray(rng.integers(0, 256, (512, 768, 3), dtype=np.uint8)).save(path)
+            tb = gr.top_block()
+            src = image_source(str(path), gap_samples=100, encoder=BlockMeanCodec())
+            rx = jscc_receiver(sps=2)
+            dbg = blocks.message_debug()
+            tb.connect(src, rx)
+            tb.msg_connect(rx, "pdus", dbg, "store")
+            tb.run()
+        self.assertEqual(src.stats()["bursts_sent"], 1)
+        self.assertEqual(dbg.num_messages(), 1)
 
 
 if __name__ == "__main__":
