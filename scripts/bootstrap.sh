@@ -18,6 +18,8 @@ $SYS_PY -c "from gnuradio import gr, digital, channels, zeromq; import pmt" 2>/d
     || need_apt+=(gnuradio)
 dpkg -s gnuradio-dev >/dev/null 2>&1 || need_apt+=(gnuradio-dev)
 command -v cmake >/dev/null || need_apt+=(cmake)
+# GNU Radio's CMake package enables C and C++ to find its own dependencies.
+command -v g++ >/dev/null || need_apt+=(g++)
 $SYS_PY -c "import venv, ensurepip" 2>/dev/null || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "[bootstrap] apt-get install ${need_apt[*]}"
