@@ -121,3 +121,10 @@ def test_build_bursts_sizes_and_validation():
         build_bursts("not an image", image_id=1)
     with pytest.raises(ConfigError):
         FrameConfig(sps=1)
+
+
+def test_config_accepts_numpy_integers():
+    cfg = FrameConfig(sps=np.int64(4), pilot_spacing=np.int32(12))
+    assert cfg.sps == 4 and type(cfg.sps) is int and cfg.num_taps == 65
+    with pytest.raises(ConfigError):
+        FrameConfig(sps=2.5)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from numbers import Integral
 
 from diffjscc.errors import ConfigError
 
@@ -34,18 +35,30 @@ class FrameConfig:
     max_sample_rate_offset_ppm: float = 200.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.sps, int) or not 2 <= self.sps <= 64:
+        # numpy integers (from GRC or argparse-free code) are welcome; store plain ints.
+        for name in (
+            "sps",
+            "filter_span",
+            "pilot_spacing",
+            "max_payload_symbols",
+            "phase_track_window",
+            "max_image_symbols",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, Integral) and not isinstance(value, bool):
+                object.__setattr__(self, name, int(value))
+        if not isinstance(self.sps, Integral) or not 2 <= self.sps <= 64:
             raise ConfigError(f"sps must be an integer in 2..64, got {self.sps!r}")
         if not 0.0 < float(self.rolloff) <= 1.0:
             raise ConfigError(f"rolloff must be in (0, 1], got {self.rolloff!r}")
-        if not isinstance(self.filter_span, int) or not 2 <= self.filter_span <= 32:
+        if not isinstance(self.filter_span, Integral) or not 2 <= self.filter_span <= 32:
             raise ConfigError(f"filter_span must be an integer in 2..32, got {self.filter_span!r}")
-        if not isinstance(self.pilot_spacing, int) or not 4 <= self.pilot_spacing <= 256:
+        if not isinstance(self.pilot_spacing, Integral) or not 4 <= self.pilot_spacing <= 256:
             raise ConfigError(
                 f"pilot_spacing must be an integer in 4..256, got {self.pilot_spacing!r}"
             )
         if (
-            not isinstance(self.max_payload_symbols, int)
+            not isinstance(self.max_payload_symbols, Integral)
             or not 1 <= self.max_payload_symbols <= 65535
         ):
             raise ConfigError(
@@ -58,7 +71,7 @@ class FrameConfig:
         # The preamble's differential detector is unambiguous up to half a cycle per segment.
         if not 0.0 < float(self.max_cfo) <= 0.03:
             raise ConfigError(f"max_cfo must be in (0, 0.03] cycles/symbol, got {self.max_cfo!r}")
-        if not isinstance(self.phase_track_window, int) or self.phase_track_window < 0:
+        if not isinstance(self.phase_track_window, Integral) or self.phase_track_window < 0:
             raise ConfigError(
                 f"phase_track_window must be an integer >= 0, got {self.phase_track_window!r}"
             )
@@ -66,7 +79,7 @@ class FrameConfig:
             raise ConfigError(
                 f"max_sample_rate_offset_ppm must be in [0, 2000], got {self.max_sample_rate_offset_ppm!r}"
             )
-        if not isinstance(self.max_image_symbols, int) or self.max_image_symbols < 1:
+        if not isinstance(self.max_image_symbols, Integral) or self.max_image_symbols < 1:
             raise ConfigError(
                 f"max_image_symbols must be a positive integer, got {self.max_image_symbols!r}"
             )
