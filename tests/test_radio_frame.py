@@ -5,7 +5,7 @@ import pytest
 from diffjscc.errors import ConfigError
 from diffjscc.radio import FrameConfig, build_bursts, frame_length, frame_slice
 from diffjscc.radio import header as hdr
-from diffjscc.radio.frame import body_layout, header_span
+from diffjscc.radio.frame import body_layout, header_pilot_positions, header_span
 from diffjscc.radio.pulse import matched_filter, shape
 from diffjscc.radio.sequences import PREAMBLE_LENGTH, pilot_symbols, preamble
 from diffjscc.symbols import EncodedImage
@@ -67,8 +67,21 @@ def test_layout_pilot_overhead_and_spacing():
     assert layout.pilot_positions[-1] == layout.length - 1
     assert layout.pilot_positions.size / layout.length <= 0.06
     span = header_span(cfg)
-    assert layout.data_positions[hdr.HEADER_SYMBOLS - 1] < span
-    assert span - 1 in set(layout.pilot_positions)
+    assert layout.data_positions[hdr.HEADER_SYMBOLS - 1] == span - 1
+
+
+@pytest.mark.parametrize("spacing", [12, 17, 20, 33])
+def test_header_pilots_are_pilots_in_every_frame(spacing):
+    cfg = FrameConfig(pilot_spacing=spacing)
+    expected = header_pilot_positions(cfg)
+    for payload in (1, 5, 100, 4096):
+        layout = body_layout(hdr.HEADER_SYMBOLS + payload, cfg)
+        assert set(expected) <= set(layout.pilot_positions)
+        assert np.array_equal(
+            layout.data_positions[: hdr.HEADER_SYMBOLS],
+            body_layout(hdr.HEADER_SYMBOLS, cfg).data_positions,
+        )
+        assert expected.max() < header_span(cfg)
 
 
 def test_frame_split_covers_every_symbol_once():

@@ -67,10 +67,19 @@ def body_layout(num_data: int, cfg: FrameConfig) -> BodyLayout:
     return BodyLayout(length, pilots, data)
 
 
-def header_span(cfg: FrameConfig) -> int:
-    """Body symbols up to and including the pilot that closes the header's last run."""
+def header_pilot_positions(cfg: FrameConfig) -> np.ndarray:
+    """Body positions of the pilots opening the runs that hold header symbols.
+
+    They are where they are in every frame, whatever its payload; the pilot
+    after the header is not, when the header's last run is shared with payload.
+    """
     runs = -(-hdr.HEADER_SYMBOLS // (cfg.pilot_spacing - 1))
-    return runs * cfg.pilot_spacing + 1
+    return np.arange(runs) * cfg.pilot_spacing
+
+
+def header_span(cfg: FrameConfig) -> int:
+    """Body symbols up to and including the last header symbol."""
+    return int(body_layout(hdr.HEADER_SYMBOLS, cfg).data_positions[-1]) + 1
 
 
 def frame_symbols(header: hdr.FrameHeader, payload: np.ndarray, cfg: FrameConfig) -> np.ndarray:

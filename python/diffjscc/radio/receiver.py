@@ -42,7 +42,13 @@ from diffjscc.errors import DiffJSCCError
 from diffjscc.radio import header as hdr
 from diffjscc.radio.config import FrameConfig
 from diffjscc.radio.estimation import ChannelEstimate, cis, estimate_channel, track_phase
-from diffjscc.radio.frame import body_layout, frame_slice, header_span, image_symbol_count
+from diffjscc.radio.frame import (
+    body_layout,
+    frame_slice,
+    header_pilot_positions,
+    header_span,
+    image_symbol_count,
+)
 from diffjscc.radio.pulse import matched_filter, matched_filter_delays, shape
 from diffjscc.radio.sequences import (
     BARKER_7,
@@ -290,7 +296,7 @@ class BurstReceiver:
         self._margin = 4 * cfg.sps + _DRIFT_EXTRA_MAX
         self._header_span = header_span(cfg)
         layout = body_layout(hdr.HEADER_SYMBOLS, cfg)
-        self._header_pilots = layout.pilot_positions[layout.pilot_positions < self._header_span]
+        self._header_pilots = header_pilot_positions(cfg)
         self._header_data = layout.data_positions[: hdr.HEADER_SYMBOLS]
         self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
         self.reset()
