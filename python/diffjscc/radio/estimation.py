@@ -61,7 +61,7 @@ class ChannelEstimate:
 
 def _periodogram(z: np.ndarray, t: np.ndarray, freqs: np.ndarray) -> np.ndarray:
     """|sum_k z_k exp(-2j pi f t_k)|^2 at each frequency f."""
-    return np.abs(cis(-2 * np.pi * np.outer(freqs, t)) @ z) ** 2
+    return np.abs(np.einsum("ij,j->i", cis(-2 * np.pi * np.outer(freqs, t)), z)) ** 2
 
 
 def _parabola_peak(values: np.ndarray, i: int) -> float:

@@ -128,7 +128,7 @@ def decode_soft(soft: np.ndarray) -> FrameHeader | None:
     """Soft BPSK values (positive means bit 0, any scale) -> header, or None."""
     soft = np.asarray(soft, dtype=np.float32)[:HEADER_SYMBOLS] * header_scrambler(HEADER_SYMBOLS)
     blocks = soft.reshape(RM_N, HEADER_BLOCKS).T  # undo the interleaver
-    spectrum = blocks @ _HADAMARD  # correlation with every codeword of first-order RM
+    spectrum = np.einsum("ij,jk->ik", blocks, _HADAMARD)  # correlation with every RM(1,5) codeword
     best = np.argmax(np.abs(spectrum), axis=1)
     first = (spectrum[np.arange(HEADER_BLOCKS), best] < 0).astype(np.uint8)
     rest = ((best[:, None] >> np.arange(RM_M)[None, :]) & 1).astype(np.uint8)

@@ -63,8 +63,9 @@ def rx_taps(cfg: FrameConfig, frac: float = 0.0) -> np.ndarray:
 
 @functools.lru_cache(maxsize=4096)
 def _rx_taps_cached(cfg: FrameConfig, step: int) -> np.ndarray:
-    taps = rrc(_tap_times(cfg, step / FRACTION_STEPS), cfg.rolloff) * _unit_energy_scale(cfg)
-    taps = taps.astype(np.complex64)  # complex so that the matrix product stays in BLAS
+    taps = (
+        rrc(_tap_times(cfg, step / FRACTION_STEPS), cfg.rolloff) * _unit_energy_scale(cfg)
+    ).astype(np.float32)
     taps.flags.writeable = False
     return taps
 
@@ -97,29 +98,9 @@ def matched_filter(
     windows = np.lib.stride_tricks.sliding_window_view(samples[base:stop], cfg.num_taps)[
         :: cfg.sps * stride
     ]
-    return windows @ taps
-
-
-@functools.lru_cache(maxsize=8)
-def _taps_table(cfg: FrameConfig) -> np.ndarray:
-    table = np.stack([_rx_taps_cached(cfg, i) for i in range(FRACTION_STEPS + 1)])
-    table.flags.writeable = False
-    return table
-
-
-def matched_filter_at(samples: np.ndarray, starts: np.ndarray, cfg: FrameConfig) -> np.ndarray:
-    """Matched-filter outputs at arbitrary burst-start positions, one per symbol.
-
-    ``starts[i]`` is where the burst would start for the output ``i`` to be its
-    first symbol: the filter is centred on ``starts[i] + filter_span * sps``.
-    Used where the timing varies along a burst (a sample-rate offset).
-    """
-    starts = np.asarray(starts, dtype=np.float64)
-    base = np.floor(starts).astype(np.int64)
-    step = np.rint((starts - base) * FRACTION_STEPS).astype(np.int64)
-    table = _taps_table(cfg)
-    windows = samples[base[:, None] + np.arange(cfg.num_taps)[None, :]]
-    return np.einsum("ij,ij->i", windows, table[step]).astype(np.complex64)
+    # einsum, not a matrix product: BLAS would start a thread pool that spins on
+    # every core, stealing the CPU that GNU Radio's other blocks need.
+    return np.einsum("ij,j->i", windows, taps)
 
 
 def matched_filter_delays(
@@ -127,18 +108,19 @@ def matched_filter_delays(
 ) -> np.ndarray:
     """``matched_filter`` at several delays at once: shape (len(delays), count).
 
-    Row ``j`` equals ``matched_filter(samples, start + delays[j], count, cfg)``;
-    the windows are gathered once and one matrix product does every delay,
-    which is what makes probing the timing around a burst cheap.
+    Row ``j`` equals ``matched_filter(samples, start + delays[j], count, cfg)``,
+    with the windows gathered once for every delay.
     """
     positions = start + np.asarray(delays, dtype=np.float64)
     bases = np.floor(positions).astype(np.int64)
     lo = int(bases.min())
     width = cfg.num_taps + int(bases.max()) - lo
-    taps = np.zeros((width, positions.size), dtype=np.complex64)
+    taps = np.zeros((positions.size, width), dtype=np.float32)
     for j, (pos, base) in enumerate(zip(positions, bases, strict=True)):
         k = int(base) - lo
-        taps[k : k + cfg.num_taps, j] = rx_taps(cfg, float(pos - base))
+        taps[j, k : k + cfg.num_taps] = rx_taps(cfg, float(pos - base))
     stop = lo + (count - 1) * cfg.sps + width
     windows = np.lib.stride_tricks.sliding_window_view(samples[lo:stop], width)[:: cfg.sps]
-    return (windows @ taps).T
+    # One einsum per delay (no BLAS: see matched_filter); einsum's fast path is
+    # the matrix-vector one, several times faster than a matrix-matrix einsum.
+    return np.stack([np.einsum("ij,j->i", windows, row) for row in taps])

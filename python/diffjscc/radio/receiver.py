@@ -425,16 +425,18 @@ class BurstReceiver:
                 dsum -= prod[k * D : k * D + n]
         # Energy of every sample the correlations touched, so that a lag whose
         # correlations reach into a burst cannot be divided by silence alone.
-        power = np.abs(seg) ** 2
-        csum = np.concatenate([[0.0], np.cumsum(power, dtype=np.float64)])
+        csum = np.zeros(seg.size + 1, dtype=np.float64)
+        np.cumsum(seg.real * seg.real + seg.imag * seg.imag, dtype=np.float64, out=csum[1:])
         reach = self._metric_reach
-        energy = csum[reach : reach + n] - csum[:n]
+        energy = (csum[reach : reach + n] - csum[:n]).astype(np.float32)
         # The FFT leaves rounding noise where the input is silent; without a
         # floor relative to the loudest part of the chunk, silence next to a
         # burst would look like a perfect match.
         floor = max(1e-7 * float(energy.max(initial=0.0)), 1e-30)
-        norm = (K - 1) * t.template_energy * (D / reach) * np.maximum(energy, floor)
-        metric = (np.abs(dsum) / norm).astype(np.float32)
+        np.maximum(energy, floor, out=energy)
+        energy *= (K - 1) * t.template_energy * (D / reach)
+        metric = np.abs(dsum)
+        metric /= energy
         self._metric_store.append(metric)
         self._dsum_store.append(dsum)
 
@@ -754,12 +756,12 @@ def estimate_drift(
         for b in blocks:
             lo, hi = b * size, (b + 1) * size
             v = y[lo:hi]
-            centre = float(np.vdot(v, v).real)
+            centre = _energy(v)
             late_v, early_v = matched_filter_delays(
                 seg, start + lo * cfg.sps, size, (quarter, -quarter), cfg
             )
-            late = float(np.vdot(late_v, late_v).real)
-            early = float(np.vdot(early_v, early_v).real)
+            late = _energy(late_v)
+            early = _energy(early_v)
             out.append(math.atan2(0.5 * (late - early), centre - 0.5 * (late + early)))
         return np.asarray(out) * cfg.sps / (2.0 * np.pi)
 
@@ -805,6 +807,10 @@ def matched_filter_drifting(
         mid = 0.5 * (lo + hi - 1)
         out[lo:hi] = matched_filter(seg, start + lo * cfg.sps + mid * cfg.sps * drift, hi - lo, cfg)
     return out
+
+
+def _energy(v: np.ndarray) -> float:
+    return float(np.sum(v.real * v.real + v.imag * v.imag))
 
 
 def _weighted_slope(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float]:
