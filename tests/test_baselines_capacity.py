@@ -157,3 +157,30 @@ def test_encoded_files_decode_with_pillow():
         data = codec.encode(Image.fromarray(img), 500 if codec.name == "jpeg2000" else 40)
         with Image.open(io.BytesIO(data)) as im:
             assert im.size == (img.shape[1], img.shape[0])
+
+
+def test_jpeg2000_search_steps_past_a_rate_control_plateau():
+    # OpenJPEG's sizes move in steps: targets 421..451 all give 457 bytes (seen on kodim17).
+    def encode(target):
+        return 457 if target > 420 else int(target) + 2
+
+    target, size = Jpeg2000().search(encode, 451)
+    assert 410 <= size <= 451 and encode(target) == size  # the best reachable is 422
+
+
+def test_jpeg2000_search_gives_up_when_headers_exceed_the_budget():
+    calls = []
+
+    def encode(target):
+        calls.append(target)
+        return 180 + int(target) // 100  # a 180-byte header whatever the target
+
+    assert Jpeg2000().search(encode, 150) is None
+    assert len(calls) < 80
+
+
+def test_zero_budget_is_undelivered_at_once():
+    img = _test_image()
+    for codec in make_codecs(["jpeg2000", "avif"], avif_speed=8):
+        assert codec.search(lambda _: 100, 0) is None
+        assert ImageRateDistortion(img, codec).best_fit(0) is None

@@ -130,7 +130,9 @@ class Jpeg2000:
     """JPEG 2000 through Pillow/OpenJPEG; the parameter is a byte target."""
 
     name = "jpeg2000"
-    max_tries = 4
+    refine_tries = 3
+    # Below this fraction of the budget the target is only headers: nothing fits.
+    min_target_fraction = 0.05
 
     def encode(self, image: Image.Image, target_bytes: float) -> bytes:
         raw = image.width * image.height * 3
@@ -154,30 +156,38 @@ class Jpeg2000:
 
     def search(self, encode, budget_bytes: int):
         """(byte target, counted bytes) of the fullest codestream found within the budget, or
-        None. OpenJPEG's rate control lands within a few percent of its target, on either side:
-        rescale the target by the miss, then bisect between the last fit and the last overshoot."""
-        target = float(budget_bytes)
-        fit = None  # (target, size) of the best fit so far
-        over = None  # smallest target that overshot
-        previous_size = None
-        for _ in range(self.max_tries):
+        None. OpenJPEG's rate control lands within a few percent of its target, on either side,
+        and moves in steps (a slightly lower target can give the same size): lower the target
+        with a growing margin until the codestream fits, then bisect towards the budget."""
+        if budget_bytes <= 0:
+            return None
+        target, margin = float(budget_bytes), 0.99
+        fit = None  # (target, size) of the fullest fit so far
+        over = None  # lowest target that overshot
+        while fit is None:
             size = encode(target)
             if size <= budget_bytes:
-                if fit is None or size > fit[1]:
-                    fit = (target, size)
-                if budget_bytes - size <= max(2, 0.01 * budget_bytes):
-                    break
-            else:
-                over = target if over is None else min(over, target)
-                if fit is None and previous_size is not None and size >= previous_size:
-                    return None  # the codestream no longer shrinks: headers alone exceed it
-            previous_size = size
-            if fit is not None and over is not None:
-                target = 0.5 * (fit[0] + over)
-            else:
-                target = max(1.0, target * budget_bytes / size * (0.99 if fit is None else 1.0))
-            if fit is not None and abs(target - fit[0]) < 0.5:
+                fit = (target, size)
                 break
+            over = target
+            target = target * budget_bytes / size * margin
+            margin *= 0.95
+            if target < self.min_target_fraction * budget_bytes:
+                return None  # headers alone exceed the budget
+        for _ in range(self.refine_tries):
+            if budget_bytes - fit[1] <= max(2, 0.01 * budget_bytes):
+                break
+            target = 0.5 * (fit[0] + over) if over is not None else fit[0] * budget_bytes / fit[1]
+            if abs(target - fit[0]) < 0.5:
+                break
+            size = encode(target)
+            if size <= budget_bytes:
+                if size > fit[1]:
+                    fit = (target, size)
+                else:
+                    break  # no better than the fit we have: the rate control's step
+            else:
+                over = target
         return fit
 
 
@@ -292,6 +302,8 @@ class ImageRateDistortion:
     def best_fit(self, budget_bytes: int) -> Candidate | None:
         """The best-PSNR coded version within ``budget_bytes``, or None (undelivered)."""
         found = []
+        if budget_bytes <= 0:
+            return None
         for scale in self.scales:
             hit = self.codec.search(
                 lambda p, s=scale: self.codec.counted_bytes(self._encode(s, p)), budget_bytes
