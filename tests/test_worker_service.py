@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import logging
 import os
 import stat
 import threading
@@ -20,7 +22,15 @@ import pytest
 import zmq
 from diffjscc.registry import get_model_spec
 from diffjscc.worker import keys as keys_cli
-from diffjscc.worker.broker import Broker, add_broker_arguments, broker_from_args
+from diffjscc.worker.broker import (
+    HEARTBEAT,
+    READY,
+    REPLY,
+    REQUEST,
+    Broker,
+    add_broker_arguments,
+    broker_from_args,
+)
 from diffjscc.worker.client import LocalDecoder, WorkerClient
 from diffjscc.worker.engine import CodecEngine, SyntheticEngine
 from diffjscc.worker.keys import CurveClient, CurveServer
@@ -29,10 +39,12 @@ from diffjscc.worker.protocol import (
     DEFAULT_LIMITS,
     INVALID,
     UNAVAILABLE,
+    DecodeReply,
     DecodeRequest,
     Limits,
     WorkerError,
     decode_reply,
+    encode_reply,
     encode_request,
 )
 from diffjscc.worker.server import WorkerServer
@@ -477,3 +489,62 @@ def test_a_restarted_broker_gets_its_workers_back():
         server.stop()
         if second is not None:
             second.stop()
+
+
+def test_a_worker_presumed_dead_cannot_answer_twice():
+    """A worker that stalls past its heartbeats loses its request to another worker;
+    its late reply is dropped, so the client sees exactly one answer."""
+    broker = Broker(ANY_PORT, ANY_PORT, heartbeat_s=0.1).start()
+    context = zmq.Context.instance()
+    stalled = context.socket(zmq.DEALER)
+    stalled.linger = 0
+    stalled.connect(broker.backend_address)
+    server = None
+    try:
+        stalled.send_multipart([READY, b'{"capacity": 1}'])
+        wait_for(lambda: len(broker._workers) == 1, "the stalling worker to join")
+        with WorkerClient(broker.frontend_address, timeout_s=10) as client:
+            future = client.submit(make_request(1))
+            while True:  # take the request, then stay silent
+                assert stalled.poll(5000)
+                frames = stalled.recv_multipart()
+                if frames[0] == REQUEST:
+                    ticket = frames[1]
+                    break
+                assert frames[0] == HEARTBEAT
+            server = WorkerServer(
+                SyntheticEngine(), broker.backend_address, heartbeat_s=0.1
+            ).start()
+            reply = future.result(timeout=10)
+            assert reply.ok and reply.served_by == server.name
+            # Now the stalled worker wakes up and answers: nobody may hear it.
+            stalled.send_multipart(
+                [REPLY, ticket, encode_reply(DecodeReply(1, 0, True, served_by="zombie"))]
+            )
+            wait_for(lambda: broker.counters["late_replies"] >= 1, "the late reply to be dropped")
+            assert client.stats["late_replies"] == 0 and client.stats["ok"] == 1
+        assert broker.counters["redispatched"] == 1
+    finally:
+        if server is not None:
+            server.stop()
+        stalled.close()
+        broker.stop()
+
+
+def test_status_command_prints_json(capsys):
+    from diffjscc.worker import server as server_cli
+
+    with service() as (broker, _):
+        assert server_cli.main(["status", "--address", broker.frontend_address]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["broker"]["workers"] == 1
+
+
+def test_one_debug_line_per_request(caplog):
+    with service() as (broker, _), WorkerClient(broker.frontend_address) as client:
+        with caplog.at_level(logging.DEBUG, logger="diffjscc.worker.server"):
+            for i in range(3):
+                assert client.decode(make_request(100 + i, image_id=7)).ok
+    lines = [r.getMessage() for r in caplog.records if r.name == "diffjscc.worker.server"]
+    assert len([line for line in lines if line.startswith("request 10")]) == 3
+    assert any("request 100 image 7: ok" in line for line in lines)
