@@ -145,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
                 probe.submit(
                     DecodeRequest("warm", (args.height, args.width), 1.0, symbols, model=spec.name)
                 )
-                for _ in range(2 * args.workers)
+                # Enough at once to fill every worker's batches: warm at the run's batch size.
+                for _ in range(4 * args.workers * args.max_batch)
             ]
             assert all(f.result().ok for f in warm), [f.result().error for f in warm]
         threading.Thread(target=sample_memory, daemon=True).start()
@@ -228,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
                 name: {
                     "after_warmup": memory_after_warmup.get(name),
                     "peak": max(values),
+                    # A leak shows as a second half that peaks higher than the first.
+                    "peak_first_half": max(values[: max(1, len(values) // 2)]),
+                    "peak_second_half": max(values[len(values) // 2 :]),
                     "end": values[-1],
                 }
                 for name, values in memory.items()
