@@ -53,7 +53,9 @@ def rss_kib(pid: int) -> int | None:
 
 def worker_command(args, backend: str, name: str) -> list[str]:
     command = [sys.executable, "-m", "diffjscc", "worker", "--connect", backend, "--name", name]
-    command += ["--heartbeat", "0.25", "--max-batch", str(args.max_batch)]
+    command += ["--heartbeat", "0.25"]
+    if args.max_batch:
+        command += ["--max-batch", str(args.max_batch)]
     if args.engine == "synthetic":
         command += ["--engine", "synthetic", "--synthetic-delay-ms", str(args.synthetic_delay_ms)]
     else:
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="jscc-awgn-cbr1_384")
     parser.add_argument("--height", type=int, default=512)
     parser.add_argument("--width", type=int, default=768)
-    parser.add_argument("--max-batch", type=int, default=4)
+    parser.add_argument("--max-batch", type=int, default=0, help="0: the worker's default")
     parser.add_argument(
         "--inflight", type=int, default=8, help="requests each client keeps outstanding"
     )
@@ -146,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                     DecodeRequest("warm", (args.height, args.width), 1.0, symbols, model=spec.name)
                 )
                 # Enough at once to fill every worker's batches: warm at the run's batch size.
-                for _ in range(4 * args.workers * args.max_batch)
+                for _ in range(4 * args.workers * (args.max_batch or 4))
             ]
             assert all(f.result().ok for f in warm), [f.result().error for f in warm]
         threading.Thread(target=sample_memory, daemon=True).start()
