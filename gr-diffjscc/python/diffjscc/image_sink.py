@@ -287,17 +287,31 @@ class image_sink(gr.basic_block):
             if isinstance(future, Exception):
                 self._finish(image, seq, None, submitted, error=str(future))
                 continue
+            deadline = self._reply_deadline_s()
             if not wait and not future.done():
-                if time.monotonic() - submitted < self.decode_timeout_s:
+                if time.monotonic() - submitted < deadline:
                     still.append((future, image, seq, submitted))
                     continue
             try:
-                reply = future.result(timeout=max(0.0, self.decode_timeout_s))
+                remaining = deadline - (time.monotonic() - submitted)
+                reply = future.result(timeout=max(0.0, remaining))
             except Exception as exc:  # timeouts and decoder errors alike: report, go on
                 self._finish(image, seq, None, submitted, error=f"{type(exc).__name__}: {exc}")
                 continue
             self._finish(image, seq, reply, submitted)
         return still
+
+    def _reply_deadline_s(self) -> float:
+        """How long an image may wait for its reply before it is reported as failed.
+
+        A WorkerClient's future always resolves: within its network budget, then one
+        local fallback decode. Waiting only ``decode_timeout_s`` (its per-attempt
+        timeout) would drop fallback results that arrive a little later.
+        """
+        budget = getattr(self._decoder, "budget_s", None)
+        if isinstance(budget, (int, float)):
+            return float(budget) + self.decode_timeout_s
+        return self.decode_timeout_s
 
     def _finish(self, image, seq, reply, submitted, error=None) -> None:
         try:
