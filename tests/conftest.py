@@ -18,3 +18,26 @@ def natural_image():
     from skimage import data
 
     return data.astronaut()
+
+
+# A JSCC codec small enough to build in milliseconds, with the latent layout of the
+# default CBR 1/384 model: tests of the radio, the worker and the sink use it instead
+# of the shipped weights.
+TINY_JSCC = dict(
+    latent_channels=4,
+    base_width=8,
+    max_width_encoder=16,
+    max_width_decoder=16,
+    encoder_blocks=1,
+    decoder_blocks=1,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_codec():
+    torch = pytest.importorskip("torch")
+    from diffjscc.codec import JSCCCodec
+    from diffjscc.models.jscc import DeepJSCC, JSCCConfig
+
+    torch.manual_seed(0)
+    return JSCCCodec(DeepJSCC(JSCCConfig(**TINY_JSCC)), "jscc-awgn-cbr1_384")

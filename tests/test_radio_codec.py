@@ -8,7 +8,6 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from diffjscc.codec import JSCCCodec  # noqa: E402
-from diffjscc.models.jscc import DeepJSCC, JSCCConfig  # noqa: E402
 from diffjscc.radio import BurstReceiver, FrameConfig, ImageAssembler, build_bursts  # noqa: E402
 from diffjscc.radio.sim import impair  # noqa: E402
 
@@ -16,17 +15,8 @@ MODEL = "jscc-awgn-cbr1_384"
 
 
 @pytest.fixture(scope="module")
-def codec() -> JSCCCodec:
-    torch.manual_seed(0)
-    config = JSCCConfig(
-        latent_channels=4,
-        base_width=8,
-        max_width_encoder=16,
-        max_width_decoder=16,
-        encoder_blocks=1,
-        decoder_blocks=1,
-    )
-    return JSCCCodec(DeepJSCC(config), MODEL)
+def codec(tiny_codec) -> JSCCCodec:
+    return tiny_codec
 
 
 def _image(height, width, seed=0):
