@@ -82,3 +82,13 @@ def run_worker(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(run_worker(sys.argv[1:]))
+
+
+def write_report(path: str, report: dict) -> None:
+    """Write the benchmark's JSON atomically and echo it."""
+    import json
+
+    from diffjscc.io import atomic_write_text
+
+    atomic_write_text(path, json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))

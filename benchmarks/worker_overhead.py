@@ -16,7 +16,6 @@ thread). Reports the medians and overhead = worker / in-process - 1.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import socket
@@ -28,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _worker_common import make_codec, random_request  # noqa: E402
+from _worker_common import make_codec, random_request, write_report  # noqa: E402
 from diffjscc.registry import DEFAULT_MODEL  # noqa: E402
 from diffjscc.worker.client import WorkerClient  # noqa: E402
 
@@ -139,12 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         "in_process_s": [round(t, 4) for t in inproc],
         "through_worker_s": [round(t, 4) for t in through_worker],
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, out)
-    print(json.dumps(report, indent=2))
+    write_report(args.out, report)
     return 0
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _worker_common import random_request  # noqa: E402
+from _worker_common import random_request, write_report  # noqa: E402
 from diffjscc.registry import DEFAULT_MODEL  # noqa: E402
 from diffjscc.worker.client import WorkerClient  # noqa: E402
 
@@ -140,12 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             3,
         ),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, out)
-    print(json.dumps(report, indent=2))
+    write_report(args.out, report)
     return 0
 
 
