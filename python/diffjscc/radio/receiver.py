@@ -31,12 +31,14 @@ headers, NaN samples are counted in ``stats`` and dropped.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import signal
+import scipy.fft
+from scipy import ndimage
 
 from diffjscc.errors import DiffJSCCError
 from diffjscc.radio import header as hdr
@@ -49,7 +51,13 @@ from diffjscc.radio.frame import (
     header_span,
     image_symbol_count,
 )
-from diffjscc.radio.pulse import matched_filter, matched_filter_delays, shape
+from diffjscc.radio.pulse import (
+    FRACTION_STEPS,
+    matched_filter,
+    matched_filter_delays,
+    rx_taps_table,
+    shape,
+)
 from diffjscc.radio.sequences import (
     BARKER_7,
     PREAMBLE_LENGTH,
@@ -68,9 +76,24 @@ def phasor(freq: float, count: int) -> np.ndarray:
     """exp(2j pi freq n) for n < count, from two short tables (an outer product)."""
     block = 64
     rows = -(-count // block)
-    lo = cis(2 * np.pi * freq * np.arange(block))
-    hi = cis(2 * np.pi * freq * block * np.arange(rows))
-    return np.outer(hi, lo).reshape(-1)[:count].astype(np.complex64)
+    lo = cis(2 * np.pi * freq * np.arange(block)).astype(np.complex64)
+    hi = cis(2 * np.pi * freq * block * np.arange(rows)).astype(np.complex64)
+    return np.multiply(hi[:, None], lo[None, :]).reshape(-1)[:count]
+
+
+@functools.lru_cache(maxsize=16)
+def _segment_filter_table(cfg: FrameConfig) -> np.ndarray:
+    """The matched filter (every delay step of ``rx_taps_table``, rows) convolved
+    with one conjugated preamble segment at symbol spacing: its dot product with
+    the samples from a segment's start is the sum of that segment's matched-filter
+    outputs times the conjugated segment symbols."""
+    taps = rx_taps_table(cfg)
+    out = np.zeros((taps.shape[0], (SEGMENT_LENGTH - 1) * cfg.sps + cfg.num_taps), np.complex128)
+    for k, symbol in enumerate(np.conj(preamble_segment())):
+        out[:, k * cfg.sps : k * cfg.sps + cfg.num_taps] += symbol * taps
+    out = out.astype(np.complex64)
+    out.flags.writeable = False
+    return out
 
 
 class FrameError(DiffJSCCError, ValueError):
@@ -262,10 +285,16 @@ class _Growable:
         self._lo = self._hi = 0
 
 
+# FFT length of the overlap-save correlation: about 30 times the template at sps=2,
+# where the FFT's cost per output sample is lowest in measurements.
+_CORR_FFT = 2048
+
+
 @dataclass
 class _Tables:
     template: np.ndarray
     template_energy: float
+    template_fft: np.ndarray  # of the reversed, conjugated template, _corr_fft points
     segment_period: int  # samples between preamble segments
     preamble_samples: int
 
@@ -280,6 +309,7 @@ class BurstReceiver:
         self._tables = _Tables(
             template=np.conj(template[::-1]).astype(np.complex64),
             template_energy=float(np.sum(np.abs(template) ** 2)),
+            template_fft=scipy.fft.fft(np.conj(template[::-1]), self._corr_fft(template.size)),
             segment_period=SEGMENT_LENGTH * cfg.sps,
             preamble_samples=PREAMBLE_LENGTH * cfg.sps,
         )
@@ -298,6 +328,9 @@ class BurstReceiver:
         layout = body_layout(hdr.HEADER_SYMBOLS, cfg)
         self._header_pilots = header_pilot_positions(cfg)
         self._header_data = layout.data_positions[: hdr.HEADER_SYMBOLS]
+        # Tables built now rather than during the first frames.
+        pilot_symbols(1)
+        self._segment_filters = _segment_filter_table(cfg)
         self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
         self.reset()
 
@@ -413,7 +446,7 @@ class BurstReceiver:
         hi = new_end - self._buf_start
         K, D = SEGMENTS, t.segment_period
         seg = self._buf[lo : hi - 1 + self._metric_reach]
-        corr = signal.oaconvolve(seg, t.template, mode="valid")  # corr[n] at lag lo + n
+        corr = self._correlate(seg)  # corr[n] at lag lo + n
         n = hi - lo
         # Products of correlations one segment apart, then their signed sum.
         prod = corr[D : (K - 1) * D + n] * np.conj(corr[: (K - 2) * D + n])
@@ -425,10 +458,13 @@ class BurstReceiver:
                 dsum -= prod[k * D : k * D + n]
         # Energy of every sample the correlations touched, so that a lag whose
         # correlations reach into a burst cannot be divided by silence alone.
-        csum = np.zeros(seg.size + 1, dtype=np.float64)
-        np.cumsum(seg.real * seg.real + seg.imag * seg.imag, dtype=np.float64, out=csum[1:])
+        # A running mean (scipy.ndimage accumulates in double precision) costs a third
+        # of a float64 cumsum and its differences.
         reach = self._metric_reach
-        energy = (csum[reach : reach + n] - csum[:n]).astype(np.float32)
+        squares = np.square(seg.view(np.float32))
+        power = squares[0::2] + squares[1::2]
+        energy = ndimage.uniform_filter1d(power, reach, mode="constant")[reach // 2 :][:n]
+        energy *= reach
         # The FFT leaves rounding noise where the input is silent; without a
         # floor relative to the loudest part of the chunk, silence next to a
         # burst would look like a perfect match.
@@ -439,6 +475,29 @@ class BurstReceiver:
         metric /= energy
         self._metric_store.append(metric)
         self._dsum_store.append(dsum)
+
+    @staticmethod
+    def _corr_fft(taps: int) -> int:
+        return max(_CORR_FFT, 1 << int(math.ceil(math.log2(4 * taps))))
+
+    def _correlate(self, seg: np.ndarray) -> np.ndarray:
+        """Valid part of the convolution of ``seg`` with the reversed, conjugated
+        template (its correlation with the template), by overlap-save with the
+        template's FFT computed once (scipy's oaconvolve redoes it on every call)."""
+        t = self._tables
+        taps = t.template.size
+        size = t.template_fft.size
+        step = size - taps + 1
+        count = seg.size - taps + 1
+        blocks = -(-count // step)
+        padded = np.zeros((blocks - 1) * step + size, dtype=np.complex64)
+        padded[: seg.size] = seg
+        item = padded.strides[0]
+        frames = np.lib.stride_tricks.as_strided(padded, (blocks, size), (step * item, item))
+        spectra = scipy.fft.fft(frames, axis=1)
+        spectra *= t.template_fft
+        out = scipy.fft.ifft(spectra, axis=1, overwrite_x=True)[:, taps - 1 :]
+        return out.reshape(-1)[:count]
 
     def _metric_at(self, lo: int, hi: int) -> np.ndarray:
         return self._metric[lo - self._metric_start : hi - self._metric_start]
@@ -467,7 +526,7 @@ class BurstReceiver:
                 a, b, c = (float(v) for v in window[i - 1 : i + 2])
                 denom = a - 2 * b + c
                 if denom < 0:
-                    frac = float(np.clip(0.5 * (a - c) / denom, -0.5, 0.5))
+                    frac = min(max(0.5 * (a - c) / denom, -0.5), 0.5)
             dsum = self._dsum[peak - self._metric_start]
             cfo = float(np.angle(dsum)) / (2 * math.pi * t.segment_period)
             self.stats["bursts_detected"] += 1
@@ -521,14 +580,33 @@ class BurstReceiver:
     def _fine_timing(self, p: _Candidate) -> None:
         """Fractional burst start that maximises the preamble's matched-filter energy."""
         cfg = self.cfg
-        pre = preamble()
         seg, origin = self._samples(p.start - 2.0, PREAMBLE_LENGTH + 4 * cfg.sps, p.cfo)
+        item = seg.strides[0]
+        width = (SEGMENT_LENGTH - 1) * cfg.sps + cfg.num_taps
+        reach = (SEGMENTS - 1) * self._tables.segment_period + width
+        table = self._segment_filters
 
         def energies(start: float, step: float) -> tuple[float, float, float]:
-            y = matched_filter_delays(seg, start - origin, PREAMBLE_LENGTH, (-step, 0.0, step), cfg)
-            per_segment = (y * np.conj(pre)).reshape(3, SEGMENTS, SEGMENT_LENGTH).sum(axis=2)
-            a, b, c = np.sum(np.abs(per_segment) ** 2, axis=1)
-            return float(a), float(b), float(c)
+            # Sum over segments of |matched filter . preamble segment|^2, each as one
+            # dot product of the samples with the filter convolved with the segment
+            # (the cover signs drop out of the magnitude): 8 windows instead of 128,
+            # the three delays in one product.
+            pos = start - origin + np.array([-step, 0.0, step])
+            bases = np.floor(pos).astype(np.int64)
+            lo = int(bases[0])
+            span = width + int(bases[2]) - lo
+            if lo < 0 or lo + reach + span - width > seg.size:
+                raise FrameError(f"fine timing left its samples (offset {start - origin:.2f})")
+            filters = np.zeros((3, span), dtype=np.complex64)
+            for j in range(3):
+                k = int(bases[j]) - lo
+                filters[j, k : k + width] = table[round(float(pos[j] - bases[j]) * FRACTION_STEPS)]
+            windows = np.lib.stride_tricks.as_strided(
+                seg[lo:], (SEGMENTS, span), (self._tables.segment_period * item, item)
+            )
+            v = np.einsum("ij,kj->ki", windows, filters)
+            e = np.einsum("ki,ki->k", v.real, v.real) + np.einsum("ki,ki->k", v.imag, v.imag)
+            return float(e[0]), float(e[1]), float(e[2])
 
         # The coarse start (a parabola through the detection metric at 2 samples
         # per symbol) can be half a sample off; shrinking parabolic steps, each
@@ -538,7 +616,7 @@ class BurstReceiver:
             a, b, c = energies(start, step)
             denom = a - 2 * b + c
             if denom < 0:
-                start += step * float(np.clip(0.5 * (a - c) / denom, -1.5, 1.5))
+                start += step * min(max(0.5 * (a - c) / denom, -1.5), 1.5)
             else:  # not concave here: move towards the larger side
                 start += step * float(np.sign(c - a))
         p.start = start
@@ -748,7 +826,7 @@ def estimate_drift(
     # A timing error growing linearly to `slide` samples leaves ISI of about
     # 3.3 (slide / sps)^2 / 3 on average (raised cosine, rolloff 0.35): below
     # 5 % of the noise it is left alone.
-    min_slide = float(np.clip(cfg.sps * math.sqrt(0.045 / max(snr, 1e-3)), 0.03, 0.5))
+    min_slide = min(max(cfg.sps * math.sqrt(0.045 / max(snr, 1e-3)), 0.03), 0.5)
 
     def block_delays(blocks) -> np.ndarray:
         """Timing (samples) of some blocks, wrapped to +-sps/2."""
