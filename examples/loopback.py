@@ -13,7 +13,7 @@ for the run; if it does not come up, decoding runs in this process.
 
 Writes original.png, received.png, refined.png (with --refine, when a refiner
 is available) and comparison.png to the output folder, and prints one line of
-JSON: frames_sent, frames_decoded, snr_db, snr_est_db, psnr, ms_ssim, timing.
+JSON: frames_sent, frames_decoded, snr_db, snr_est_db, h, h_est, psnr, ms_ssim, timing.
 """
 
 from __future__ import annotations
@@ -407,6 +407,7 @@ def run(args, encoder=None, decoder=None, log=print) -> dict:
         "frames_decoded": rx_stats.get("pdus_sent", 0),
         "images_decoded": sum(1 for r in results if r.get("path")),
         "snr_est_db": None,
+        "h_est": None,
         "psnr": None,
         "ms_ssim": None,
         "psnr_refined": None,
@@ -432,8 +433,10 @@ def run(args, encoder=None, decoder=None, log=print) -> dict:
     else:
         t_png = decoded["written_at"]
         received = load_image(decoded["path"])
+        h_est = complex(decoded.get("h", complex("nan")))
         summary.update(
             snr_est_db=decoded["snr_db"],
+            h_est=[h_est.real, h_est.imag],
             partial=decoded["partial"],
             served_by=decoded.get("served_by"),
             psnr=psnr(original, received),

@@ -134,6 +134,8 @@ def test_example_with_impairments_writes_outputs_and_summary(loopback, tmp_path,
     # Block fading: the estimate is the SNR received, |h|^2 included.
     h2 = summary["h"][0] ** 2 + summary["h"][1] ** 2
     assert abs(summary["snr_est_db"] - (5 + 10 * np.log10(h2))) < 1.5
+    # The estimated gain is the channel's (training convention: |h| = 1 for no fading).
+    assert np.hypot(*summary["h_est"]) == pytest.approx(np.sqrt(h2), rel=0.1)
     out = tmp_path / "out"
     for name in ("original.png", "received.png", "comparison.png"):
         assert (out / name).is_file(), name

@@ -1,6 +1,7 @@
 """Image assembly: missing frames, timeouts, bogus and inconsistent frames."""
 
 import numpy as np
+import pytest
 from diffjscc.radio import ImageAssembler, ReceivedFrame, frame_slice, image_symbol_count
 
 SHAPE = (512, 768)
@@ -110,3 +111,20 @@ def test_flush_closes_everything():
     asm.add(_frame(0, image_id=4), now=0.0)
     (img,) = asm.flush()
     assert img.image_id == 4 and img.partial
+
+
+def test_image_gain_is_the_rms_of_the_frames_with_their_mean_phase():
+    asm = ImageAssembler(timeout_s=1.0)
+    gains = [0.5 * np.exp(0.6j), 0.7 * np.exp(0.6j), 0.6 * np.exp(0.6j)]
+    for index, gain in enumerate(gains):
+        frame = _frame(index)
+        frame.h = complex(gain)
+        done = asm.add(frame, now=0.0)
+    (img,) = done
+    assert abs(img.h) == pytest.approx(np.sqrt(np.mean(np.abs(gains) ** 2)))
+    assert np.angle(img.h) == pytest.approx(0.6)
+    # One frame: its own gain, phase included.
+    single = _frame(0, count=1, image_id=2)
+    single.h = 0.3 - 0.4j
+    (img,) = asm.add(single, now=0.0)
+    assert img.h == pytest.approx(0.3 - 0.4j)

@@ -3,7 +3,16 @@
 import numpy as np
 import pytest
 from diffjscc import channels
-from diffjscc.radio import BurstReceiver, FrameConfig, build_bursts, image_symbol_count
+from diffjscc.radio import (
+    BurstReceiver,
+    FrameConfig,
+    ReceivedFrame,
+    build_bursts,
+    image_symbol_count,
+)
+from diffjscc.radio.frame import body_layout
+from diffjscc.radio.header import HEADER_SYMBOLS
+from diffjscc.radio.sequences import PREAMBLE_LENGTH
 from diffjscc.radio.sim import add_noise, impair
 from diffjscc.symbols import EncodedImage
 
@@ -47,6 +56,42 @@ def test_frames_survive_cfo_timing_phase_and_noise(snr_db):
     assert abs(frames[0].timing - (300 + 37.37)) < 0.2
     meta = frames[0].meta()
     assert meta["model"] == "jscc-awgn-cbr1_96" and isinstance(meta["h"], complex)
+
+
+@pytest.mark.parametrize(
+    "sps, cfo, delay", [(2, 0.0, 37.37), (2, 0.005, 101.81), (4, -0.003, 12.6), (2, 0.004, 0.0)]
+)
+def test_h_is_the_channel_gain_in_the_training_convention(sps, cfo, delay):
+    """Unit-power bursts through a gain g: |h| = |g| (no matched-filter gain), and its
+    phase is that of the samples as received at h_sample, frequency offset included."""
+    cfg = FrameConfig(sps=sps)
+    rng = np.random.default_rng(sps + int(delay))
+    enc = _encoded(shape=(512, 768), rate_code=2)
+    bursts = build_bursts(enc, image_id=5, cfg=cfg)
+    stream = np.concatenate([np.zeros(300, np.complex64), *bursts, np.zeros(300, np.complex64)])
+    gain = 0.3 * np.exp(2.1j)
+    x = impair(stream, 15.0, cfg, cfo=cfo, delay=delay, gain=gain, rng=rng)
+    frames = _feed_all(BurstReceiver(cfg), x, chunk=4093)
+    assert len(frames) == len(bursts)
+    for f in frames:
+        expected = gain * np.exp(2j * np.pi * cfo * f.h_sample)
+        assert abs(f.h) == pytest.approx(abs(gain), rel=0.02)
+        assert abs(np.angle(f.h / expected)) < 0.05
+        # A symbol of the frame's payload, after the preamble and the header.
+        first, end = PREAMBLE_LENGTH + HEADER_SYMBOLS, _frame_length(f)
+        assert (cfg.filter_span + first) * sps < f.h_sample - f.timing
+        assert f.h_sample - f.timing < (cfg.filter_span + end) * sps
+        # Noise in the same units: |h|^2 / noise_var is the SNR estimate, and
+        # noise_var is the training convention's sigma^2 (here |g|^2 / snr).
+        assert 10 * np.log10(abs(f.h) ** 2 / f.noise_var) == pytest.approx(f.snr_db, abs=0.05)
+        assert 10 * np.log10(f.noise_var / abs(gain) ** 2) == pytest.approx(-15.0, abs=0.5)
+        again = ReceivedFrame.from_meta(f.meta(), f.symbols)
+        assert again.h == f.h and again.h_sample == f.h_sample
+
+
+def _frame_length(frame) -> int:
+    """Symbols of a received frame: preamble, header, payload and pilots."""
+    return PREAMBLE_LENGTH + body_layout(HEADER_SYMBOLS + frame.symbols.size, CFG).length
 
 
 def test_noise_only_gives_nothing():

@@ -106,6 +106,41 @@ class qa_jscc_receiver(gr_unittest.TestCase):
         self.assertEqual(src.stats()["bursts_sent"], 1)
         self.assertEqual(dbg.num_messages(), 1)
 
+    def test_005_h_is_the_channel_models_tap(self):
+        """PDU meta h is the channel gain (|h| = 1 for a unit channel), with the tap's
+        phase; with a frequency offset, the tap's phase turned by the mixer at h_sample."""
+        from gnuradio import channels
+
+        from diffjscc.radio import noise_voltage
+
+        cfg = FrameConfig()
+        tap = 0.7 * np.exp(0.6j)
+        for cfo in (0.0, 0.004):
+            bursts = build_bursts(_encoded(np.random.default_rng(5), 128, 256), 4, cfg)
+            x = np.concatenate(
+                [np.zeros(1000, np.complex64), *bursts, np.zeros(30000, np.complex64)]
+            )
+            tb = gr.top_block()
+            src = blocks.vector_source_c(x.tolist())
+            channel = channels.channel_model(
+                noise_voltage=noise_voltage(15.0, cfg),
+                frequency_offset=cfo,
+                epsilon=1.0,
+                taps=[complex(tap)],
+                noise_seed=2,
+            )
+            rx = jscc_receiver(sps=2)
+            dbg = blocks.message_debug()
+            tb.connect(src, channel, rx)
+            tb.msg_connect(rx, "pdus", dbg, "store")
+            tb.run()
+            self.assertEqual(dbg.num_messages(), len(bursts))
+            for i in range(dbg.num_messages()):
+                meta = pmt.to_python(pmt.car(dbg.get_message(i)))
+                expected = tap * np.exp(2j * np.pi * cfo * meta["h_sample"])
+                self.assertAlmostEqual(abs(meta["h"]), abs(tap), delta=0.02)
+                self.assertLess(abs(np.angle(meta["h"] / expected)), 0.05)
+
 
 if __name__ == "__main__":
     gr_unittest.run(qa_jscc_receiver)

@@ -16,6 +16,7 @@ cannot belong to a usable image are counted in ``stats`` and dropped:
 
 from __future__ import annotations
 
+import cmath
 import math
 import time
 from dataclasses import dataclass, field
@@ -38,7 +39,9 @@ class AssembledImage:
     frame_count: int
     partial: bool
     snr_db: float  # symbol-weighted mean of the frames' estimates (linear domain)
-    h: complex  # RMS magnitude of the frames' gains (the phase is removed by equalisation)
+    # Channel gain (training convention, see ReceivedFrame.h): RMS of the frames' |h|,
+    # with the phase of their symbol-weighted mean (the symbols are already equalised).
+    h: complex
     design_snr_db: float = float("nan")
     missing_frames: tuple[int, ...] = ()
     frame_snr_db: tuple[float, ...] = ()  # per received frame, in frame order
@@ -168,7 +171,11 @@ class ImageAssembler:
         counts = np.array([f.symbols.size for f in frames], dtype=np.float64)
         snr_lin = np.array([10.0 ** (f.snr_db / 10.0) for f in frames])
         snr_db = 10.0 * math.log10(max(float(np.sum(counts * snr_lin) / np.sum(counts)), 1e-12))
+        # The RMS gain with the phase of the symbol-weighted mean gain: for one frame its
+        # own h; for several, the tap's phase when there is no frequency offset (with one,
+        # each frame sees another phase, and only the magnitude means something).
         h_rms = math.sqrt(float(np.mean([abs(f.h) ** 2 for f in frames])))
+        h_phase = cmath.phase(complex(np.sum(counts * np.array([f.h for f in frames]))))
         partial = len(frames) < p.first.frame_count
         self.stats["images_partial" if partial else "images_complete"] += 1
         return AssembledImage(
@@ -181,7 +188,7 @@ class ImageAssembler:
             frame_count=p.first.frame_count,
             partial=partial,
             snr_db=snr_db,
-            h=complex(h_rms, 0.0),
+            h=cmath.rect(h_rms, h_phase),
             design_snr_db=p.first.design_snr_db,
             missing_frames=tuple(i for i in range(p.first.frame_count) if i not in p.frames),
             frame_snr_db=tuple(f.snr_db for f in frames),

@@ -31,6 +31,7 @@ headers, NaN samples are counted in ``stats`` and dropped.
 
 from __future__ import annotations
 
+import cmath
 import functools
 import logging
 import math
@@ -112,12 +113,16 @@ class ReceivedFrame:
     design_snr_db: float
     symbols: np.ndarray  # complex64, equalised payload (x_hat = y / h)
     snr_db: float  # data-aided estimate, payload Es/N0
-    h: complex  # LS gain estimate at the frame's centre
+    # Channel gain in the training convention (y = h x + n, unit-energy x): 1 for a
+    # unit channel; its phase is the received phase at sample h_sample, frequency
+    # offset included, as a narrowband receiver would see the channel there.
+    h: complex
     cfo: float  # frequency offset, cycles per sample
     timing: float  # sample index (since the receiver started) where the burst starts
-    noise_var: float = 0.0  # of the matched-filter output, same units as |h|^2
+    noise_var: float = 0.0  # noise variance in the units of |h|^2 (snr = |h|^2 / noise_var)
     num_known: int = 0  # known symbols the estimates used
     sample_rate_offset: float = 0.0  # receiver clock / transmitter clock - 1, as tracked
+    h_sample: float = 0.0  # sample index (counted like timing) of the payload symbol h is for
 
     @property
     def model(self) -> str:
@@ -149,6 +154,7 @@ class ReceivedFrame:
             "num_known": int(self.num_known),
             "num_symbols": int(np.size(self.symbols)),
             "sample_rate_offset": float(self.sample_rate_offset),
+            "h_sample": float(self.h_sample),
         }
 
     @classmethod
@@ -174,6 +180,7 @@ class ReceivedFrame:
                 noise_var=float(meta.get("noise_var", 0.0)),
                 num_known=int(meta.get("num_known", 0)),
                 sample_rate_offset=float(meta.get("sample_rate_offset", 0.0)),
+                h_sample=float(meta.get("h_sample", 0.0)),
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise FrameError(f"frame metadata unusable: {exc!r}") from exc
@@ -688,7 +695,14 @@ class BurstReceiver:
         symbols, est = equalise_frame(
             y, header, p.payload_len, cfg, p.header_est.freq, halfwidth, known=known
         )
-        centre = 0.5 * (count - 1)
+        # h for the payload's middle symbol, in the training convention: without the
+        # matched filter's gain (sqrt(sps) for a unit channel: the transmit pulse has
+        # energy sps, the matched filter 1), and with the phase that the coarse frequency
+        # correction took away at that symbol's sample, so that it is the phase of the
+        # samples as received there rather than one relative to where this buffer began.
+        centre = 0.5 * float(known.payload_times[0] + known.payload_times[-1])
+        at = start + (cfg.filter_span + centre * (1.0 + drift)) * cfg.sps
+        h = complex(est.gain(np.array([centre]))[0]) * cmath.exp(2j * math.pi * p.cfo * at)
         return ReceivedFrame(
             image_id=header.image_id,
             frame_index=header.frame_index,
@@ -698,12 +712,13 @@ class BurstReceiver:
             design_snr_db=header.design_snr_db,
             symbols=symbols,
             snr_db=est.snr_db,
-            h=complex(est.gain(np.array([centre]))[0]),
+            h=h / math.sqrt(cfg.sps),
             cfo=p.cfo + est.freq / cfg.sps,
             timing=float(p.start),
-            noise_var=est.noise_var,
+            noise_var=est.noise_var / cfg.sps,
             num_known=est.num_known,
             sample_rate_offset=drift,
+            h_sample=origin + at,
         )
 
     def _trim(self) -> None:
