@@ -98,11 +98,32 @@ def _windows(samples: np.ndarray, base: int, count: int, width: int, step: int) 
         raise ValueError(
             f"matched filter needs samples {base}..{stop}, has {samples.shape[0]} (count {count})"
         )
-    samples = np.ascontiguousarray(samples)
     item = samples.strides[0]
     return np.lib.stride_tricks.as_strided(
         samples[base:], (count, width), (step * item, item), writeable=False
     )
+
+
+def _parts(samples: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Contiguous real (and imaginary) parts: real-valued taps on each part are
+    dot products that numpy vectorises, a quarter faster than complex ones."""
+    samples = np.asarray(samples)
+    if np.iscomplexobj(samples):
+        return np.ascontiguousarray(samples.real), np.ascontiguousarray(samples.imag)
+    return (np.ascontiguousarray(samples),)
+
+
+def _filter(parts, base: int, count: int, step: int, taps: np.ndarray, out: np.ndarray) -> None:
+    # einsum, not a matrix product: BLAS would start a thread pool that spins on
+    # every core, stealing the CPU that GNU Radio's other blocks need.
+    targets = (out.real, out.imag) if len(parts) == 2 else (out,)
+    for part, target in zip(parts, targets, strict=True):
+        np.einsum("ij,j->i", _windows(part, base, count, taps.size, step), taps, out=target)
+
+
+def _output(samples: np.ndarray, shape) -> np.ndarray:
+    kind = np.complex64 if np.iscomplexobj(samples) else np.float32
+    return np.empty(shape, dtype=np.result_type(samples.dtype, kind))
 
 
 def matched_filter(
@@ -116,12 +137,12 @@ def matched_filter(
     every stride-th symbol is computed.
     """
     base = math.floor(start)
-    taps = rx_taps(cfg, start - base)
     count = -(-count // stride)
-    windows = _windows(samples, base, count, cfg.num_taps, cfg.sps * stride)
-    # einsum, not a matrix product: BLAS would start a thread pool that spins on
-    # every core, stealing the CPU that GNU Radio's other blocks need.
-    return np.einsum("ij,j->i", windows, taps)
+    out = _output(samples, count)
+    stop = base + (count - 1) * cfg.sps * stride + cfg.num_taps
+    parts = _parts(samples[max(base, 0) : stop])  # only the samples used
+    _filter(parts, min(base, 0), count, cfg.sps * stride, rx_taps(cfg, start - base), out)
+    return out
 
 
 def matched_filter_delays(
@@ -131,12 +152,12 @@ def matched_filter_delays(
 
     Row ``j`` equals ``matched_filter(samples, start + delays[j], count, cfg)``.
     """
-    out = np.empty((len(delays), count), dtype=np.result_type(samples.dtype, np.float32))
-    for j, delay in enumerate(delays):
-        # One matrix-vector einsum per delay (no BLAS: see matched_filter); einsum's
-        # fast path is the matrix-vector one, faster than a matrix-matrix einsum.
-        pos = start + delay
+    positions = [start + delay for delay in delays]
+    lo = math.floor(min(positions))
+    stop = math.floor(max(positions)) + (count - 1) * cfg.sps + cfg.num_taps
+    parts = _parts(samples[max(lo, 0) : stop])  # only the samples used
+    out = _output(samples, (len(positions), count))
+    for j, pos in enumerate(positions):
         base = math.floor(pos)
-        windows = _windows(samples, base, count, cfg.num_taps, cfg.sps)
-        np.einsum("ij,j->i", windows, rx_taps(cfg, pos - base), out=out[j])
+        _filter(parts, base - max(lo, 0), count, cfg.sps, rx_taps(cfg, pos - base), out[j])
     return out

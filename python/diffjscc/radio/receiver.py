@@ -367,10 +367,13 @@ class BurstReceiver:
             self.stats["invalid_input"] += 1
             log.warning("BurstReceiver.feed: input dropped: %s", exc)
             return []
-        bad = ~np.isfinite(x)
-        if bad.any():
-            self.stats["nonfinite_samples"] += int(bad.sum())
-            x = np.where(bad, 0, x).astype(np.complex64)
+        # A sum is NaN or infinite if any term is (or, rarely, if it overflows): one
+        # cheap pass, and the exact per-sample check only then.
+        if not np.isfinite(np.sum(x)):
+            bad = ~np.isfinite(x)
+            if bad.any():
+                self.stats["nonfinite_samples"] += int(bad.sum())
+                x = np.where(bad, 0, x).astype(np.complex64)
         self.stats["samples_in"] += x.size
         self._samples_store.append(x)
         # Tiny chunks are gathered first: every pass has a fixed cost, and
@@ -903,7 +906,7 @@ def matched_filter_drifting(
 
 
 def _energy(v: np.ndarray) -> float:
-    return float(np.sum(v.real * v.real + v.imag * v.imag))
+    return float(np.vdot(v, v).real)
 
 
 def _weighted_slope(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float]:
