@@ -87,6 +87,12 @@ class qa_image_sink(gr_unittest.TestCase):
         tb.start()
         for port, msg in messages:
             sink.to_basic_block()._post(pmt.intern(port), msg)
+            if port == "tx_info":
+                # GNU Radio serves a block's message ports in no fixed order: let the
+                # original be known before the frames that refer to it arrive.
+                deadline = time.monotonic() + 10
+                while not sink._originals and time.monotonic() < deadline:
+                    time.sleep(0.01)
         if settle is not None:
             deadline = time.monotonic() + 10
             while not settle(sink) and time.monotonic() < deadline:
