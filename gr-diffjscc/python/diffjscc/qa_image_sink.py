@@ -85,13 +85,15 @@ class qa_image_sink(gr_unittest.TestCase):
         dbg = blocks.message_debug()
         tb.msg_connect(sink, "images", dbg, "store")
         tb.start()
-        for port, msg in messages:
+        for posted, (port, msg) in enumerate(messages, start=1):
             sink.to_basic_block()._post(pmt.intern(port), msg)
             if port == "tx_info":
-                # GNU Radio serves a block's message ports in no fixed order: let the
-                # original be known before the frames that refer to it arrive.
+                # GNU Radio serves a block's message ports in no fixed order: let the sink's
+                # thread take the original before the frames that refer to it arrive.
                 deadline = time.monotonic() + 10
-                while not sink._originals and time.monotonic() < deadline:
+                while time.monotonic() < deadline and not (
+                    sink.stats()["messages_in"] >= posted and sink._queue.empty()
+                ):
                     time.sleep(0.01)
         if settle is not None:
             deadline = time.monotonic() + 10
