@@ -58,7 +58,10 @@ def rx_taps(cfg: FrameConfig, frac: float = 0.0) -> np.ndarray:
     Evaluating the pulse at shifted times is how the receiver corrects a
     fractional timing offset: no interpolation of the samples is needed.
     """
-    return rx_taps_table(cfg)[int(round(frac * FRACTION_STEPS))]
+    step = int(round(frac * FRACTION_STEPS))
+    if not 0 <= step <= FRACTION_STEPS:
+        raise ValueError(f"fractional delay {frac!r} outside [0, 1]")
+    return rx_taps_table(cfg)[step]
 
 
 @functools.lru_cache(maxsize=16)
