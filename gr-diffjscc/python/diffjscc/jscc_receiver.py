@@ -29,8 +29,10 @@ class jscc_receiver(gr.sync_block):
 
     Message output ``pdus``: one PDU per frame, ``pmt.cons(meta, c32vector)``
     with the equalised payload symbols; meta holds image_id, frame_index,
-    frame_count, rate_code, image_shape, snr_db (the estimate), h, cfo,
-    timing and the other fields of ``ReceivedFrame.meta()``.
+    frame_count, rate_code, image_shape, snr_db (the estimate), h (the channel
+    gain in the training convention: 1 for a unit channel and a unit-power
+    source, with the received phase at sample h_sample), cfo, timing and the
+    other fields of ``ReceivedFrame.meta()``.
 
     The frame settings (sps, rolloff, pilot spacing, payload size) must be
     those of the transmitter.
