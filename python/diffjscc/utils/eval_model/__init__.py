@@ -600,6 +600,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DiffJSCCError as exc:
         print(f"diffjscc eval: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # an output that cannot be written: a full disk, no permission
+        print(
+            f"diffjscc eval: error: cannot write {exc.filename or 'output'}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 2
     print(markdown_table(result))
     t = result["timing"]
     print(f"\n{result['num_images']} images, wall time {t['wall_s']:.0f} s", file=sys.stderr)
