@@ -179,3 +179,30 @@ def test_bad_settings(tmp_path, capsys):
     _fails(tmp_path, capsys, [*data, "--noise-draws", "0"], "--noise-draws")
     _fails(tmp_path, capsys, [*data, "--snr", "nan"], "SNR")
     _fails(tmp_path, capsys, [*data, "--plot", str(tmp_path / "p.jpg")], "--plot")
+
+
+def test_refiner_adds_a_refined_column(tmp_path):
+    pytest.importorskip("diffusers")
+    from diffjscc.refiner.tiny import tiny_refiner
+
+    tiny_refiner(steps=2).save_pretrained(tmp_path / "refiner")
+    _write_images(tmp_path / "data", shape=(64, 64), count=2)
+    out = tmp_path / "eval.json"
+    argv = ["--data", str(tmp_path / "data"), "--cbr", "1/384", "--snr", "4", "--methods", "jscc"]
+    argv += ["--noise-draws", "1", "--refiner", str(tmp_path / "refiner"), "--refine-steps", "2"]
+    argv += ["--device", "cpu", "--no-progress", "--json", str(out)]
+    assert main(argv) == 0
+    result = json.loads(out.read_text())
+    refined = _record(result, "jscc_refined", 4.0)
+    assert refined["num_images"] == 2 and refined["noise_draws"] == 1
+    assert all(math.isfinite(v) for v in refined["per_image"]["psnr"])
+    assert refined["per_image"]["seed"] == [0, 1]  # image i refined with seed + i: repeatable
+    assert "jscc refined" in markdown_table(result)
+
+
+def test_refiner_folder_missing_is_a_clear_error(tmp_path, capsys):
+    _write_images(tmp_path / "data", shape=(64, 64), count=1)
+    argv = ["--data", str(tmp_path / "data"), "--cbr", "1/384", "--snr", "4", "--methods", "jscc"]
+    argv += ["--refiner", str(tmp_path / "nothing"), "--no-progress"]
+    assert main(argv) == 2
+    assert "error" in capsys.readouterr().err

@@ -9,6 +9,9 @@ For every CBR and SNR, each image is sent
   at full size or downscaled by 2, 4 or 8; ``best_separation`` is, per image, the better
   of the two codecs.
 
+With ``--refiner FOLDER`` the JSCC image of the first noise draw is also refined by the
+diffusion refiner (``jscc_refined``: PSNR, MS-SSIM and, where its weights are present, LPIPS).
+
 Averages are over all images, in dB for PSNR. An image a codec cannot fit in its budget is
 *undelivered* and counted as a uniform mid-gray image (the receiver's zero-rate guess);
 each record also gives the count and the averages over delivered images only.
@@ -53,7 +56,7 @@ from diffjscc.registry import get_model_spec
 
 FORMAT = "diffjscc-eval/1"
 CODECS = ("jpeg2000", "avif")
-METHODS = ("jscc", *CODECS, "best_separation")
+METHODS = ("jscc", "jscc_refined", *CODECS, "best_separation")
 # Identical images have infinite PSNR; capped so that means stay finite and JSON stays valid.
 PSNR_CAP = 100.0
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
@@ -93,6 +96,13 @@ def setup_args() -> argparse.ArgumentParser:
         default=min(2, os.cpu_count() or 1),
         help="processes for the codec baselines",
     )
+    refine = p.add_argument_group("diffusion refiner (the jscc_refined column)")
+    refine.add_argument("--refiner", help="refiner folder (DiffJSCCRefiner.from_pretrained)")
+    refine.add_argument("--refine-steps", type=int, default=None, help="default: the refiner's")
+    refine.add_argument("--refine-sampler", default=None, help="ddpm, ddim or dpm-solver")
+    refine.add_argument("--refine-seed", type=int, default=0, help="seed of image i: this + i")
+    refine.add_argument("--caption", default=None, help="fixed caption (default: the refiner's)")
+    refine.add_argument("--device", default="auto", help="refiner device: auto, cpu, cuda")
     p.add_argument("--json", help="write the results here (JSON)")
     p.add_argument("--plot", help="write PSNR vs SNR here (.png, .svg or .pdf)")
     p.add_argument("--no-progress", action="store_true")
@@ -259,8 +269,13 @@ def _noise_rng(seed: int, image_index: int, cbr, snr_db: float) -> np.random.Gen
     return np.random.default_rng(np.random.SeedSequence(key))
 
 
-def jscc_for_image(codec, image: np.ndarray, image_index: int, snrs, draws: int, seed: int):
-    """{snr: {"psnr": [per draw], "ms_ssim": [per draw]}} for one image."""
+def jscc_for_image(
+    codec, image: np.ndarray, image_index: int, snrs, draws: int, seed: int, keep_first=False
+):
+    """{snr: {"psnr": [per draw], "ms_ssim": [per draw]}} for one image.
+
+    ``keep_first`` also keeps the decoded image of the first draw (for the refiner).
+    """
     from diffjscc.channels import awgn
 
     out = {}
@@ -274,6 +289,46 @@ def jscc_for_image(codec, image: np.ndarray, image_index: int, snrs, draws: int,
             "psnr": [min(psnr(image, d), PSNR_CAP) for d in decoded],
             "ms_ssim": ms_ssim_batch(image, decoded).tolist(),
             "num_symbols": enc.num_symbols,
+        }
+        if keep_first:
+            out[snr]["first_decoded"] = decoded[0]
+    return out
+
+
+def load_refiner(args):
+    """The diffusion refiner of ``--refiner``, on its device (CUDA fp16 when available)."""
+    from diffjscc.refiner import DiffJSCCRefiner
+
+    refiner = DiffJSCCRefiner.from_pretrained(args.refiner)
+    import torch
+
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    return refiner.to(device, dtype)
+
+
+def refine_for_image(refiner, image: np.ndarray, image_index: int, jscc_rows: dict, args) -> dict:
+    """{snr: {"psnr", "ms_ssim", "lpips", "caption", "seed"}} of the refined first draw."""
+    from diffjscc.refiner.metrics import lpips_alex
+
+    out = {}
+    for snr, row in jscc_rows.items():
+        result = refiner.refine(
+            row.pop("first_decoded"),
+            snr,
+            caption=args.caption,
+            steps=args.refine_steps,
+            sampler=args.refine_sampler,
+            seed=args.refine_seed + image_index,
+        )
+        out[snr] = {
+            "psnr": min(psnr(image, result.image), PSNR_CAP),
+            "ms_ssim": float(ms_ssim_batch(image, [result.image])[0]),
+            "lpips": lpips_alex(image, result.image),
+            "caption": result.caption,
+            "seed": result.seed,
         }
     return out
 
@@ -290,7 +345,9 @@ def _r(value, digits=4):
     return None if value is None else round(float(value), digits)
 
 
-def build_records(names, images, specs, snrs, methods, jscc, separation, draws) -> list[dict]:
+def build_records(
+    names, images, specs, snrs, methods, jscc, separation, draws, refined=None
+) -> list[dict]:
     records = []
     for spec in specs:
         for snr in snrs:
@@ -324,8 +381,31 @@ def build_records(names, images, specs, snrs, methods, jscc, separation, draws) 
                         ),
                     )
                 )
+            if refined:
+                per = [refined[spec.name][i][snr] for i in range(len(images))]
+                lpips = [p["lpips"] for p in per]
+                records.append(
+                    dict(
+                        method="jscc_refined",
+                        **common,
+                        noise_draws=1,
+                        psnr=_r(_mean(p["psnr"] for p in per)),
+                        ms_ssim=_r(_mean(p["ms_ssim"] for p in per), 5),
+                        lpips=_r(_mean(lpips), 5),
+                        undelivered=0,
+                        psnr_delivered=_r(_mean(p["psnr"] for p in per)),
+                        ms_ssim_delivered=_r(_mean(p["ms_ssim"] for p in per), 5),
+                        per_image=dict(
+                            psnr=[_r(p["psnr"]) for p in per],
+                            ms_ssim=[_r(p["ms_ssim"], 5) for p in per],
+                            lpips=[_r(v, 5) for v in lpips],
+                            caption=[p["caption"] for p in per],
+                            seed=[p["seed"] for p in per],
+                        ),
+                    )
+                )
             budgets = [byte_budget(n, snr) for n in symbols]
-            for method in [m for m in METHODS if m != "jscc"]:
+            for method in [m for m in METHODS if m not in ("jscc", "jscc_refined")]:
                 if not separation or method not in separation[0]:
                     continue
                 rows = [separation[i][method][budgets[i]] for i in range(len(images))]
@@ -414,6 +494,7 @@ def plot_results(result: dict, path: str | os.PathLike) -> None:
     cbrs = list(dict.fromkeys(r["cbr"] for r in records))
     styles = {
         "jscc": dict(color="C3", marker="o", lw=2.2, label="deep JSCC"),
+        "jscc_refined": dict(color="C1", marker="D", lw=1.6, label="JSCC + diffusion refiner"),
         "jpeg2000": dict(color="C0", marker="s", ls="--", label="JPEG 2000 @ capacity"),
         "avif": dict(color="C2", marker="^", ls="--", label="AVIF @ capacity"),
         "best_separation": dict(color="k", marker="", ls=":", label="best separation"),
@@ -459,7 +540,7 @@ def markdown_table(result: dict) -> str:
     methods = [m for m in METHODS if any(r["method"] == m for r in result["records"])]
     head = ["CBR", "SNR (dB)"] + [m.replace("_", " ") for m in methods]
     has_sep = {"jscc", "jpeg2000", "best_separation"} <= set(methods)
-    codecs = [m for m in methods if m != "jscc"]
+    codecs = [m for m in methods if m not in ("jscc", "jscc_refined")]
     if codecs:
         head.append("undelivered (" + " / ".join(m.replace("_", " ") for m in codecs) + ")")
     if has_sep:
@@ -473,7 +554,10 @@ def markdown_table(result: dict) -> str:
             if r is None:
                 cells.append("")
                 continue
-            cells.append(f"{r['psnr']:.2f} / {r['ms_ssim']:.4f}")
+            cell = f"{r['psnr']:.2f} / {r['ms_ssim']:.4f}"
+            if r.get("lpips") is not None:
+                cell += f" / LPIPS {r['lpips']:.4f}"
+            cells.append(cell)
         if codecs:
             cells.append(" / ".join(str(by_key[(m, cbr, snr)]["undelivered"]) for m in codecs))
         if has_sep:
@@ -506,9 +590,12 @@ def evaluate(args, argv: Sequence[str]) -> dict:
             import matplotlib  # noqa: F401
         except ImportError as exc:
             raise ConfigError("--plot needs matplotlib: pip install matplotlib") from exc
+    if args.refiner and "jscc" not in args.methods:
+        raise ConfigError("--refiner refines the JSCC images: keep jscc in --methods")
     codecs = (
         load_jscc_codecs([s.name for s in specs], args.weights) if "jscc" in args.methods else {}
     )
+    refiner = load_refiner(args) if args.refiner else None
 
     from tqdm import tqdm
 
@@ -533,21 +620,33 @@ def evaluate(args, argv: Sequence[str]) -> dict:
         timing["separation_s"] = round(time.perf_counter() - t0, 1)
 
     jscc: dict[str, list[dict]] = {}
+    refined: dict[str, list[dict]] = {}
     if codecs:
         t0 = time.perf_counter()
         bar = progress(total=len(specs) * len(images), desc="deep JSCC")
         for spec in specs:
             jscc[spec.name] = []
+            if refiner is not None:
+                refined[spec.name] = []
             for i, image in enumerate(images):
-                jscc[spec.name].append(
-                    jscc_for_image(codecs[spec.name], image, i, snrs, args.noise_draws, args.seed)
+                rows = jscc_for_image(
+                    codecs[spec.name],
+                    image,
+                    i,
+                    snrs,
+                    args.noise_draws,
+                    args.seed,
+                    keep_first=refiner is not None,
                 )
+                jscc[spec.name].append(rows)
+                if refiner is not None:
+                    refined[spec.name].append(refine_for_image(refiner, image, i, rows, args))
                 bar.update()
         bar.close()
         timing["jscc_s"] = round(time.perf_counter() - t0, 1)
 
     records = build_records(
-        names, images, specs, snrs, args.methods, jscc, separation, args.noise_draws
+        names, images, specs, snrs, args.methods, jscc, separation, args.noise_draws, refined
     )
     timing["wall_s"] = round(time.time() - started, 1)
     # CPU seconds of this process and its workers: the wall time depends on what else runs.
@@ -575,6 +674,10 @@ def evaluate(args, argv: Sequence[str]) -> dict:
             avif_speed=args.avif_speed,
             avif_bytes=args.avif_bytes,
             weights=args.weights or "packaged",
+            refiner=args.refiner,
+            refine_steps=args.refine_steps,
+            refine_sampler=args.refine_sampler,
+            refine_seed=args.refine_seed if args.refiner else None,
         ),
         conventions=dict(
             CONVENTIONS,
