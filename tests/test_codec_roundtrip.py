@@ -58,7 +58,9 @@ def test_decode_batch_matches_single_decodes(codec, natural_image):
         [s.symbols for s in sent], [s.image_shape for s in sent], [4.0, 7.0, 4.0]
     )
     for s, snr, out in zip(sent, [4.0, 7.0, 4.0], batch, strict=True):
-        assert np.array_equal(out, codec.decode(s.symbols, s.image_shape, snr))
+        single = codec.decode(s.symbols, s.image_shape, snr)
+        # Batched kernels may round differently: the same image to within one grey level.
+        assert np.abs(out.astype(int) - single.astype(int)).max() <= 1
 
 
 def test_decoding_bad_symbols_is_a_clear_error(codec):

@@ -20,7 +20,9 @@ class JSCCCodec:
     """
 
     def __init__(self, model: DeepJSCC, spec: ModelSpec | str | None = None):
-        self.model = model.eval()
+        # Channels-last runs these convolutions 1.6-1.9x faster on CPUs (benchmarks/codec_speed.py)
+        # with the same images to within one grey level.
+        self.model = model.eval().to(memory_format=torch.channels_last)
         self.spec = get_model_spec(spec) if spec is not None else None
         if self.spec is not None and self.spec.channels != model.config.latent_channels:
             raise ConfigError(
@@ -66,6 +68,7 @@ class JSCCCodec:
             .permute(2, 0, 1)[None]
             .float()
             .div_(255.0)
+            .contiguous(memory_format=torch.channels_last)
         )
         snr, h_t = self._csi_tensors(snr_db, h, 1)
         z = self.model.encode(x, snr, h_t)[0]

@@ -67,8 +67,12 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--ckpt-every", type=int, default=500)
     p.add_argument("--time-limit", type=float, default=0, help="seconds; stop cleanly after this")
     p.add_argument("--device", default="auto")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
-    p.add_argument("--channels-last", action="store_true")
+    # Both 2.5x faster together on a CPU with AVX-512 BF16, and on GPUs, without a measurable
+    # loss of quality (benchmarks/codec_speed.py): on by default.
+    p.add_argument(
+        "--bf16", action=argparse.BooleanOptionalAction, default=True, help="bfloat16 autocast"
+    )
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
