@@ -41,3 +41,13 @@ def tiny_codec():
 
     torch.manual_seed(0)
     return JSCCCodec(DeepJSCC(JSCCConfig(**TINY_JSCC)), "jscc-awgn-cbr1_384")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from more threads, and on a shared CPU spinning threads cost 3x."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

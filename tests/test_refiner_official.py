@@ -17,13 +17,7 @@ from diffjscc.refiner.tiny import tiny_refiner  # noqa: E402
 TEXT_HEADS = 2
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny models gain nothing from more threads, and on a shared CPU spinning threads cost 3x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _official_config(ref) -> dict:

@@ -16,13 +16,7 @@ from diffjscc.refiner.pipeline import DiffJSCCRefiner  # noqa: E402
 from diffjscc.refiner.tiny import tiny_refiner  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny models gain nothing from more threads, and on a shared CPU spinning threads cost 3x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_train_steps_lower_the_loss_on_a_fixed_batch():
