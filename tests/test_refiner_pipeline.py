@@ -18,7 +18,6 @@ from diffjscc.refiner.pipeline import DiffJSCCRefiner, RefineResult  # noqa: E40
 from diffjscc.refiner.schedulers import make_scheduler, respaced_timesteps  # noqa: E402
 from diffjscc.refiner.tiny import tiny_refiner  # noqa: E402
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

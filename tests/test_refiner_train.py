@@ -15,7 +15,6 @@ from diffjscc.refiner import train  # noqa: E402
 from diffjscc.refiner.pipeline import DiffJSCCRefiner  # noqa: E402
 from diffjscc.refiner.tiny import tiny_refiner  # noqa: E402
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
