@@ -78,3 +78,14 @@ def test_missing_symbols_as_zeros_still_decode(codec, natural_image):
     damaged[: damaged.size // 4] = 0  # a lost frame
     out = codec.decode(damaged, sent.image_shape, 7.0)
     assert psnr(natural_image, out) > 12.0
+
+
+def test_a_non_finite_snr_is_refused(codec, natural_image):
+    from diffjscc.onnx_codec import OnnxJSCCEncoder
+
+    with pytest.raises(ConfigError, match="finite"):
+        codec.encode(natural_image[:32, :32], float("nan"))
+    with pytest.raises(ConfigError, match="finite"):
+        OnnxJSCCEncoder.from_pretrained("1/384").encode(natural_image[:32, :32], float("inf"))
+    with pytest.raises(ConfigError, match="finite"):
+        codec.decode(np.zeros(8, np.complex64), (32, 32), float("nan"))

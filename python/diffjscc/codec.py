@@ -47,7 +47,10 @@ class JSCCCodec:
         return int(np.prod(self.latent_shape(image_shape)))
 
     def _csi_tensors(self, snr_db, h, n):
-        snr = torch.as_tensor(np.asarray(snr_db, dtype=np.float32).reshape(-1), device=self.device)
+        snr_np = np.asarray(snr_db, dtype=np.float32).reshape(-1)
+        if not np.all(np.isfinite(snr_np)):
+            raise ConfigError(f"SNR must be a finite number of dB, got {snr_db}")
+        snr = torch.as_tensor(snr_np, device=self.device)
         snr = snr.expand(n) if snr.numel() == 1 else snr
         if self.model.config.channel_type != "rayleigh":
             return snr, None

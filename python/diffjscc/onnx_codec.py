@@ -55,6 +55,8 @@ class OnnxJSCCEncoder:
         return cls(weights_path(spec, ".onnx"), spec, threads=threads)
 
     def encode(self, image: np.ndarray, snr_db: float, h: complex | None = None) -> EncodedImage:
+        if not np.isfinite(snr_db):
+            raise ConfigError(f"SNR must be a finite number of dB, got {snr_db}")
         image = check_image_array(image)
         padded = pad_to_multiple(image, self.multiple)
         x = (padded.astype(np.float32) / np.float32(255.0)).transpose(2, 0, 1)[None]
