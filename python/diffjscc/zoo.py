@@ -1,7 +1,8 @@
 """Pretrained models by name: the default JSCC weights shipped in ``diffjscc/weights``.
 
 Weights are looked up through the one table in :mod:`diffjscc.registry`;
-``DIFFJSCC_WEIGHTS`` points at another folder holding files of the same names.
+``DIFFJSCC_WEIGHTS`` points at another folder holding files of the same names, and so
+does the ``folder`` argument of each function (``diffjscc eval --weights``).
 """
 
 from __future__ import annotations
@@ -19,9 +20,13 @@ def weights_dir() -> Path:
     return Path(os.environ.get("DIFFJSCC_WEIGHTS", PACKAGE_WEIGHTS))
 
 
-def weights_path(model: str | int | ModelSpec, suffix: str = ".safetensors") -> Path:
+def weights_path(
+    model: str | int | ModelSpec,
+    suffix: str = ".safetensors",
+    folder: str | os.PathLike | None = None,
+) -> Path:
     spec = get_model_spec(model)
-    path = weights_dir() / f"{spec.weights}{suffix}"
+    path = Path(folder or weights_dir()) / f"{spec.weights}{suffix}"
     if not path.is_file():
         hint = (
             "export it with `diffjscc export-onnx --model {name}`"
@@ -32,18 +37,25 @@ def weights_path(model: str | int | ModelSpec, suffix: str = ".safetensors") -> 
     return path
 
 
-def load_jscc(model: str | int | ModelSpec = "1/384", device: str = "cpu"):
+def load_jscc(
+    model: str | int | ModelSpec = "1/384",
+    device: str = "cpu",
+    folder: str | os.PathLike | None = None,
+):
     """The torch DeepJSCC model with its default weights, in eval mode."""
     from diffjscc.models.jscc import DeepJSCC
 
-    spec = get_model_spec(model)
-    net = DeepJSCC.from_pretrained(weights_path(spec))
+    net = DeepJSCC.from_pretrained(weights_path(model, folder=folder))
     return net.to(device).eval()
 
 
-def load_codec(model: str | int | ModelSpec = "1/384", device: str = "cpu"):
+def load_codec(
+    model: str | int | ModelSpec = "1/384",
+    device: str = "cpu",
+    folder: str | os.PathLike | None = None,
+):
     """A :class:`diffjscc.codec.JSCCCodec` (numpy images in and out) with default weights."""
     from diffjscc.codec import JSCCCodec
 
     spec = get_model_spec(model)
-    return JSCCCodec(load_jscc(spec, device), spec)
+    return JSCCCodec(load_jscc(spec, device, folder), spec)
