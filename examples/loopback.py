@@ -316,17 +316,17 @@ def side_by_side(panels: list[tuple[str, np.ndarray]], path: Path) -> None:
 
 
 def ms_ssim(reference: np.ndarray, image: np.ndarray) -> float | None:
-    """MS-SSIM (pytorch-msssim); None when torch is absent or the image is too small."""
+    """MS-SSIM of the five standard scales; None when torch or pytorch-msssim is absent, or
+    the image is too small for five scales (fewer would not compare with published values)."""
+    from diffjscc.metrics import MS_SSIM_WEIGHTS, ms_ssim_scales
+    from diffjscc.metrics import ms_ssim as _ms_ssim
+
+    if ms_ssim_scales(*reference.shape[:2])[0] < len(MS_SSIM_WEIGHTS):
+        return None
     try:
-        import torch
-        from pytorch_msssim import ms_ssim as _ms_ssim
+        return _ms_ssim(reference, image)
     except ImportError:
         return None
-    if min(reference.shape[:2]) <= 160:  # 5 scales of an 11-pixel window
-        return None
-    x = torch.from_numpy(np.array(reference)).permute(2, 0, 1)[None].float()
-    y = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float()
-    return float(_ms_ssim(x, y, data_range=255.0))
 
 
 # -- the run -------------------------------------------------------------------------------
@@ -336,8 +336,8 @@ def run(args, encoder=None, decoder=None, log=print) -> dict:
     """Runs the loopback and writes the outputs; returns the summary dict."""
     _use_module_from_checkout()
     from diffjscc.image import load_image, save_png
+    from diffjscc.metrics import psnr
     from diffjscc.registry import get_model_spec
-    from gnuradio.diffjscc.image_sink import psnr
 
     if args.sps < 2:
         raise DiffJSCCError(f"--sps must be at least 2, got {args.sps}")

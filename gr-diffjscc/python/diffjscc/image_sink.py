@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import itertools
-import math
 import queue
 import threading
 import time
@@ -19,6 +18,7 @@ import pmt
 from gnuradio import gr
 
 from diffjscc.errors import DiffJSCCError
+from diffjscc.metrics import psnr
 
 from ._frames import BadPDU, meta_to_pmt, pdu_parts
 
@@ -26,12 +26,6 @@ IN_PDUS = pmt.intern("pdus")
 IN_TX_INFO = pmt.intern("tx_info")
 OUT_IMAGES = pmt.intern("images")
 _STOP = object()
-
-
-def psnr(reference: np.ndarray, image: np.ndarray) -> float:
-    """PSNR in dB of two uint8 images of the same shape (inf when identical)."""
-    err = np.mean((reference.astype(np.float64) - image.astype(np.float64)) ** 2)
-    return math.inf if err == 0 else 10.0 * math.log10(255.0**2 / err)
 
 
 class image_sink(gr.basic_block):
@@ -369,7 +363,12 @@ class image_sink(gr.basic_block):
                     reference = None
                 if reference is not None:
                     for key, pixels in (("psnr", reply.image), ("psnr_refined", reply.refined)):
-                        if pixels is not None and pixels.shape == reference.shape:
+                        # uint8 by the protocol; a stray dtype costs the PSNR, not the image.
+                        if (
+                            pixels is not None
+                            and pixels.shape == reference.shape
+                            and pixels.dtype == reference.dtype
+                        ):
                             result[key] = psnr(reference, pixels)
                     result["original_path"] = original
             result["written_at"] = time.monotonic()
