@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 from diffjscc.models.jscc import DeepJSCC
 from diffjscc.train.jscc import main
 from PIL import Image
@@ -31,3 +32,19 @@ def test_training_logs_checkpoints_and_resumes(tmp_path, rng):
     assert all(np.isfinite(r["val"]["psnr_mean"]) for r in records if "val" in r)
     model = DeepJSCC.from_pretrained(out / "last.safetensors")
     assert model.config.base_width == 8
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--val-every", "0"],
+        ["--ckpt-every", "0"],
+        ["--crop", "40"],
+        ["--snr-min", "9", "--snr-max", "3"],
+    ],
+)
+def test_bad_settings_stop_before_any_work(tmp_path, capsys, bad):
+    with pytest.raises(SystemExit) as exc:
+        main(["--out", str(tmp_path / "run"), *bad])
+    assert exc.value.code == 2 and "Traceback" not in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

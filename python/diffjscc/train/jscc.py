@@ -23,7 +23,7 @@ from diffjscc.datasets import InMemoryImages, collect_images, data_root
 from diffjscc.errors import ConfigError
 from diffjscc.io import atomic_path
 from diffjscc.models.jscc import DeepJSCC, JSCCConfig
-from diffjscc.registry import get_model_spec
+from diffjscc.registry import DOWNSAMPLING, get_model_spec
 
 # The default width of the shipped models: small enough for 2-core CPUs and the
 # repository's size budget, see README "Default weights".
@@ -129,6 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.steps <= 0 and args.time_limit <= 0:
         parser.error("--steps 0 needs a --time-limit")
+    for name in ("batch_size", "val_every", "ckpt_every"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    # The decoder's output is the crop's size only when the encoder's strides divide it.
+    if args.crop < DOWNSAMPLING or args.crop % DOWNSAMPLING:
+        parser.error(f"--crop must be a positive multiple of {DOWNSAMPLING}, not {args.crop}")
+    if args.snr_min > args.snr_max:
+        parser.error(f"--snr-min {args.snr_min:g} is above --snr-max {args.snr_max:g}")
     spec = get_model_spec(args.model)
     root = data_root() / "bsds500"
     train_dirs = args.data or [root / "train", root / "test"]
