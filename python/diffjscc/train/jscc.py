@@ -216,6 +216,17 @@ def main(argv: list[str] | None = None) -> int:
         with open(out / "log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
 
+    def validate_and_keep_best() -> dict:
+        nonlocal best
+        metrics = validate(model, val, device=device)
+        log({"step": step, "val": metrics})
+        if metrics["psnr_mean"] > best:
+            best = metrics["psnr_mean"]
+            model.save_pretrained(
+                out / "best.safetensors", {"step": step, "val_psnr": f"{best:.3f}"}
+            )
+        return metrics
+
     from tqdm import tqdm
 
     bar = tqdm(total=args.steps or None, initial=step, disable=args.no_progress, dynamic_ncols=True)
@@ -257,26 +268,14 @@ def main(argv: list[str] | None = None) -> int:
                 }
             )
         if step % args.val_every == 0 or step == args.steps:
-            metrics = validate(model, val, device=device)
-            log({"step": step, "val": metrics})
+            metrics = validate_and_keep_best()
             bar.write(f"step {step}: validation {json.dumps(metrics)}")
-            if metrics["psnr_mean"] > best:
-                best = metrics["psnr_mean"]
-                model.save_pretrained(
-                    out / "best.safetensors", {"step": step, "val_psnr": f"{best:.3f}"}
-                )
         if step % args.ckpt_every == 0:
             save_checkpoint()
     bar.close()
     if stopped_early:
-        metrics = validate(model, val, device=device)
-        log({"step": step, "val": metrics})
+        metrics = validate_and_keep_best()
         print(f"time limit: stopped at step {step}: validation {json.dumps(metrics)}")
-        if metrics["psnr_mean"] > best:
-            best = metrics["psnr_mean"]
-            model.save_pretrained(
-                out / "best.safetensors", {"step": step, "val_psnr": f"{best:.3f}"}
-            )
     save_checkpoint()
     model.save_pretrained(out / "last.safetensors", {"step": step})
     print(json.dumps({"step": step, "best_val_psnr_mean": best, "out": str(out)}))
