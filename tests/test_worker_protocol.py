@@ -350,6 +350,29 @@ def test_failure_reply_round_trip():
     assert back.request_id is None and back.image is None
 
 
+BAD_REPLIES = {
+    "no shape": ({}, b"abc", "must be two integers"),
+    "shape not two integers": ({"image_shape": "xy"}, b"abc", "must be two integers"),
+    "negative side": ({"image_shape": (2, -2)}, b"abc", "outside 1..8192"),
+    "huge PNG claimed": (
+        {"image_shape": (8000, 8000), "image_format": "png"},
+        b"abc",
+        "exceeds 16777216 pixels",
+    ),
+    "not a PNG": ({"image_shape": (2, 2), "image_format": "png"}, b"abc", "cannot be read"),
+    "unknown format": ({"image_shape": (2, 2), "image_format": "jpg"}, bytes(12), "image_format"),
+    "metrics not a dict": ({"image_shape": (2, 2), "metrics": 5}, bytes(12), "'metrics'"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_REPLIES), ids=list(BAD_REPLIES))
+def test_malformed_replies_are_protocol_errors(case):
+    meta, vector, reason = BAD_REPLIES[case]
+    data = _pdu({"type": "decode_reply", "ok": True, **meta}, np.frombuffer(vector, np.uint8))
+    with pytest.raises(ProtocolError, match=reason):
+        decode_reply(data)
+
+
 @needs_pmt
 def test_reply_is_a_pdu_gnuradio_reads():
     image = np.zeros((16, 16, 3), np.uint8)

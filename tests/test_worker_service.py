@@ -358,6 +358,38 @@ def test_a_silent_worker_times_out_then_another_address_answers():
         silent.close()
 
 
+def test_a_malformed_reply_is_retried_and_the_client_keeps_working():
+    # A ROUTER that answers with an "ok" reply lacking its image_shape, then a real service.
+    context = zmq.Context.instance()
+    liar = context.socket(zmq.ROUTER)
+    liar.linger = 0
+    port = liar.bind_to_random_port("tcp://127.0.0.1")
+    bad_reply = dumps(Pair({"type": "decode_reply", "ok": True}, np.zeros(3, np.uint8)))
+
+    done = threading.Event()
+
+    def answer_badly():
+        while not done.is_set():
+            if liar.poll(20):
+                identity, tag, empty, _ = liar.recv_multipart()
+                liar.send_multipart([identity, tag, empty, bad_reply])
+
+    thread = threading.Thread(target=answer_badly, daemon=True)
+    thread.start()
+    try:
+        with service() as (broker, _):
+            addresses = [f"tcp://127.0.0.1:{port}", broker.frontend_address]
+            with WorkerClient(addresses, timeout_s=2, retries=1) as client:
+                replies = [client.submit(make_request(i)).result(timeout=10) for i in range(4)]
+                assert client.stats["bad_replies"] == 2
+                assert client.submit(make_request(9)).result(timeout=10).ok
+        assert all(r.ok for r in replies)
+    finally:
+        done.set()
+        thread.join(5)
+        liar.close()
+
+
 def test_local_decoder_refuses_what_a_worker_would_refuse():
     fallback = LocalDecoder(codec_loader=lambda name: FakeCodec())
     reply = fallback.decode(make_request(1, symbols=np.ones(3, np.complex64)))

@@ -274,6 +274,31 @@ def _get_int(meta: dict, key: str, default=None, low=None, high=None, ids=(None,
     return value
 
 
+def _image_shape(shape: Any, limits: Limits, ids=(None, None), whose: str = "") -> tuple[int, int]:
+    """(H, W) within the limits; ``whose`` prefixes the messages ("reply ")."""
+    if isinstance(shape, np.ndarray) and shape.dtype.kind in "iu":
+        shape = tuple(int(v) for v in shape)
+    if (
+        not isinstance(shape, tuple | list)
+        or len(shape) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in shape)
+    ):
+        raise ProtocolError(
+            f"{whose}'image_shape' must be two integers (H, W), got {shape!r}"[:200], *ids
+        )
+    height, width = shape
+    if not (0 < height <= limits.max_image_side and 0 < width <= limits.max_image_side):
+        raise ProtocolError(
+            f"{whose}image_shape {height}x{width} outside 1..{limits.max_image_side} per side",
+            *ids,
+        )
+    if height * width > limits.max_image_pixels:
+        raise ProtocolError(
+            f"{whose}image_shape {height}x{width} exceeds {limits.max_image_pixels} pixels", *ids
+        )
+    return height, width
+
+
 def decode_request(data: bytes, limits: Limits = DEFAULT_LIMITS) -> DecodeRequest | StatusRequest:
     """Read and check a request; raises ProtocolError with a reason meant for the sender."""
     meta, vector = _read_pdu(data, limits)
@@ -321,24 +346,7 @@ def decode_request(data: bytes, limits: Limits = DEFAULT_LIMITS) -> DecodeReques
     if any(other.name != spec.name for other in specs):
         raise ProtocolError(f"'model' {meta['model']!r} and 'cbr' {meta['cbr']!r} disagree", *ids)
 
-    shape = meta["image_shape"]
-    if isinstance(shape, np.ndarray) and shape.dtype.kind in "iu":
-        shape = tuple(int(v) for v in shape)
-    if (
-        not isinstance(shape, tuple | list)
-        or len(shape) != 2
-        or not all(isinstance(v, int) and not isinstance(v, bool) for v in shape)
-    ):
-        raise ProtocolError(f"'image_shape' must be two integers (H, W), got {shape!r}"[:200], *ids)
-    height, width = shape
-    if not (0 < height <= limits.max_image_side and 0 < width <= limits.max_image_side):
-        raise ProtocolError(
-            f"image_shape {height}x{width} outside 1..{limits.max_image_side} per side", *ids
-        )
-    if height * width > limits.max_image_pixels:
-        raise ProtocolError(
-            f"image_shape {height}x{width} exceeds {limits.max_image_pixels} pixels", *ids
-        )
+    height, width = _image_shape(meta["image_shape"], limits, ids)
 
     snr_db = meta["snr_db"]
     if isinstance(snr_db, bool) or not isinstance(snr_db, int | float):
@@ -407,33 +415,48 @@ def peek_ids(data: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[Any, Any]:
     return meta.get("request_id"), meta.get("image_id")
 
 
-def _decode_image(raw: Any, shape, image_format: str) -> np.ndarray:
+def _decode_image(raw: Any, shape: tuple[int, int], image_format: str) -> np.ndarray:
     if not isinstance(raw, np.ndarray) or raw.dtype != np.uint8:
         raise ProtocolError(f"reply image must be a u8vector, got a PMT {_kind(raw)}")
-    height, width = (int(v) for v in shape)
+    height, width = shape
     if image_format == "png":
-        from PIL import Image
+        from PIL import Image, UnidentifiedImageError
 
-        with Image.open(io.BytesIO(raw.tobytes())) as img:
-            if img.size != (width, height):
-                raise ProtocolError(
-                    f"reply PNG is {img.size[0]}x{img.size[1]}, expected {width}x{height}"
-                )
-            return np.asarray(img.convert("RGB"))
+        try:
+            with Image.open(io.BytesIO(raw.tobytes())) as img:
+                if img.size != (width, height):
+                    raise ProtocolError(
+                        f"reply PNG is {img.size[0]}x{img.size[1]}, expected {width}x{height}"
+                    )
+                return np.asarray(img.convert("RGB"))
+        except (UnidentifiedImageError, OSError, SyntaxError) as exc:  # PIL's "broken image" errors
+            raise ProtocolError(f"reply PNG cannot be read: {exc}") from None
+    if image_format != "raw":
+        raise ProtocolError(f"reply 'image_format' must be one of {IMAGE_FORMATS}")
     if raw.size != height * width * 3:
         raise ProtocolError(f"reply image of {raw.size} bytes does not fit {height}x{width}x3")
     return raw.reshape(height, width, 3)
 
 
+def _reply_dict(meta: dict, key: str) -> dict:
+    value = meta.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ProtocolError(f"reply {key!r} must be a dict, got a PMT {_kind(value)}")
+    return dict(value)
+
+
 def decode_reply(data: bytes, limits: Limits = DEFAULT_LIMITS) -> DecodeReply:
-    """Read a reply written by :func:`encode_reply`."""
+    """Read a reply written by :func:`encode_reply`; anything malformed is a ProtocolError."""
     meta, vector = _read_pdu(data, Limits(max_message_bytes=limits.max_reply_bytes))
     if meta.get("type") not in ("decode_reply", "status_reply"):
         raise ProtocolError(f"not a worker reply (type {meta.get('type')!r})")
     image = refined = None
     ok = bool(meta.get("ok", False))
     if ok and meta.get("type") == "decode_reply":
-        shape = meta.get("image_shape")
+        # Checked before a PNG is decoded: a small PNG may claim an enormous image.
+        shape = _image_shape(meta.get("image_shape"), limits, whose="reply ")
         fmt = meta.get("image_format", "raw")
         image = _decode_image(vector, shape, fmt)
         if "refined" in meta:
@@ -446,8 +469,8 @@ def decode_reply(data: bytes, limits: Limits = DEFAULT_LIMITS) -> DecodeReply:
         error_kind=str(meta.get("error_kind") or ""),
         image=image,
         refined=refined,
-        metrics=dict(meta.get("metrics") or {}),
-        timing=dict(meta.get("timing") or {}),
+        metrics=_reply_dict(meta, "metrics"),
+        timing=_reply_dict(meta, "timing"),
         served_by=str(meta.get("served_by") or ""),
         status=meta.get("status"),
         user=meta.get("user"),
