@@ -4,12 +4,8 @@ import numpy as np
 import pytest
 from diffjscc import channels
 from diffjscc.errors import ConfigError
+from diffjscc.metrics import psnr
 from diffjscc.zoo import load_codec
-
-
-def psnr(a, b):
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 10 * np.log10(255.0**2 / mse)
 
 
 @pytest.fixture(scope="module")
