@@ -183,8 +183,9 @@ def main(argv=None) -> int:
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+        from diffjscc.io import atomic_write_text
+
+        atomic_write_text(args.json, text + "\n")
     return 0
 
 

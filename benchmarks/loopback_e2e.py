@@ -33,10 +33,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LOOPBACK = ROOT / "examples" / "loopback.py"
+# diffjscc from this checkout, whether or not it is installed.
+sys.path.insert(0, str(ROOT / "python"))
 
 
 def default_image() -> Path:
-    sys.path.insert(0, str(ROOT / "python"))
     from diffjscc.datasets import data_root
 
     return data_root() / "kodak" / "kodim23.png"
@@ -143,8 +144,9 @@ def main(argv=None) -> int:
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+        from diffjscc.io import atomic_write_text
+
+        atomic_write_text(args.json, text + "\n")
     return 0
 
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 
 import numpy as np
 from diffjscc import channels
+from diffjscc.io import atomic_write_text
 from diffjscc.radio import BurstReceiver, FrameConfig, build_bursts, image_symbol_count
 from diffjscc.radio.sim import impair, resample
 from diffjscc.symbols import EncodedImage
@@ -129,10 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"target (>= 99 % at SNR >= 3 dB) met: {report['targets_met']}")
     if args.json:
-        tmp = f"{args.json}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(report, f, indent=1)
-        os.replace(tmp, args.json)
+        atomic_write_text(args.json, json.dumps(report, indent=1))
     return 0
 
 

@@ -21,11 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 
 import numpy as np
+from diffjscc.io import atomic_path, atomic_write_text
 from diffjscc.radio import BurstReceiver, FrameConfig, snr_crb_db
 from diffjscc.radio import header as hdr
 from diffjscc.radio.frame import frame_symbols
@@ -157,9 +157,8 @@ def plot(report: dict, path: str) -> None:
         f"Data-aided SNR estimation, {n} known symbols per frame, {report['trials']} frames per point"
     )
     fig.tight_layout()
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,10 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     report["targets_met"] = ok
     print(f"targets met (estimator, all SNRs): {ok}")
     if args.json:
-        tmp = f"{args.json}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(report, f, indent=1)
-        os.replace(tmp, args.json)
+        atomic_write_text(args.json, json.dumps(report, indent=1))
     if args.plot:
         plot(report, args.plot)
     return 0

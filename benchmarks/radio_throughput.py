@@ -27,6 +27,7 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 from diffjscc import channels  # noqa: E402
+from diffjscc.io import atomic_write_text  # noqa: E402
 from diffjscc.radio import BurstReceiver, FrameConfig, build_bursts, image_symbol_count  # noqa: E402
 from diffjscc.radio.sim import impair, resample  # noqa: E402
 from diffjscc.symbols import EncodedImage  # noqa: E402
@@ -131,10 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         f"TX+RX {best['tx_plus_rx_msps_cpu']:.1f} Msps"
     )
     if args.json:
-        tmp = f"{args.json}.tmp"
-        with open(tmp, "w") as f:
-            json.dump({"best": best, "runs": runs}, f, indent=1)
-        os.replace(tmp, args.json)
+        atomic_write_text(args.json, json.dumps({"best": best, "runs": runs}, indent=1))
     return 0
 
 
