@@ -51,3 +51,15 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def tiny_jscc_config():
+    """A JSCCConfig of the TINY_JSCC widths; keyword arguments override (channel_type=...)."""
+    pytest.importorskip("torch")
+    from diffjscc.models.jscc import JSCCConfig
+
+    def make(**overrides):
+        return JSCCConfig(**{**TINY_JSCC, **overrides})
+
+    return make

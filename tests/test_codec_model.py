@@ -6,10 +6,6 @@ from diffjscc.errors import ConfigError
 from diffjscc.models.jscc import DeepJSCC, JSCCConfig
 from diffjscc.registry import MODELS, get_model_spec
 
-TINY = dict(
-    base_width=8, max_width_encoder=16, max_width_decoder=16, encoder_blocks=1, decoder_blocks=1
-)
-
 
 def test_registry_rates_match_the_paper():
     spec = get_model_spec("1/384")
@@ -22,9 +18,9 @@ def test_registry_rates_match_the_paper():
         get_model_spec("1/7")
 
 
-def test_forward_returns_fixed_keys_and_shapes():
+def test_forward_returns_fixed_keys_and_shapes(tiny_jscc_config):
     torch.manual_seed(0)
-    model = DeepJSCC(JSCCConfig(latent_channels=4, **TINY))
+    model = DeepJSCC(tiny_jscc_config())
     out = model(torch.rand(2, 3, 64, 96), torch.tensor([1.0, 10.0]))
     assert set(out) == {"x_hat", "symbols", "snr_db", "h"}
     assert out["x_hat"].shape == (2, 3, 64, 96)
@@ -33,9 +29,9 @@ def test_forward_returns_fixed_keys_and_shapes():
     assert 0.0 <= out["x_hat"].min() and out["x_hat"].max() <= 1.0
 
 
-def test_the_snr_gate_makes_the_codec_snr_adaptive():
+def test_the_snr_gate_makes_the_codec_snr_adaptive(tiny_jscc_config):
     torch.manual_seed(0)
-    model = DeepJSCC(JSCCConfig(latent_channels=4, **TINY)).eval()
+    model = DeepJSCC(tiny_jscc_config()).eval()
     x = torch.rand(1, 3, 32, 32)
     with torch.no_grad():
         a = model.encode(x, torch.tensor([0.0]))
@@ -43,17 +39,17 @@ def test_the_snr_gate_makes_the_codec_snr_adaptive():
     assert not torch.allclose(a, b)
 
 
-def test_rayleigh_model_takes_h_as_csi():
+def test_rayleigh_model_takes_h_as_csi(tiny_jscc_config):
     torch.manual_seed(0)
-    model = DeepJSCC(JSCCConfig(latent_channels=2, channel_type="rayleigh", **TINY)).eval()
+    model = DeepJSCC(tiny_jscc_config(latent_channels=2, channel_type="rayleigh")).eval()
     out = model(torch.rand(3, 3, 32, 32), torch.tensor([5.0, 5.0, 5.0]))
     assert out["h"].shape == (3,) and out["h"].is_complex()
     assert model.encoder.blocks[0].gate.scale[0].in_features == 16 + 3
 
 
-def test_save_and_load_rebuild_the_model_from_the_file_alone(tmp_path):
+def test_save_and_load_rebuild_the_model_from_the_file_alone(tmp_path, tiny_jscc_config):
     torch.manual_seed(0)
-    model = DeepJSCC(JSCCConfig(latent_channels=4, **TINY)).eval()
+    model = DeepJSCC(tiny_jscc_config()).eval()
     path = model.save_pretrained(tmp_path / "m.safetensors")
     loaded = DeepJSCC.from_pretrained(path)
     assert loaded.config == model.config

@@ -3,7 +3,7 @@ import sys
 
 import numpy as np
 import torch
-from diffjscc.models.jscc import DeepJSCC, JSCCConfig
+from diffjscc.models.jscc import DeepJSCC
 from diffjscc.onnx_codec import OnnxJSCCEncoder
 from diffjscc.onnx_export import export_encoder
 from diffjscc.zoo import load_codec
@@ -18,18 +18,9 @@ def test_shipped_onnx_encoders_match_torch(natural_image):
         assert np.max(np.abs(got.symbols - ref.symbols)) < 1e-4
 
 
-def test_exported_rayleigh_model_matches_torch(tmp_path, natural_image):
+def test_exported_rayleigh_model_matches_torch(tmp_path, natural_image, tiny_jscc_config):
     torch.manual_seed(0)
-    cfg = JSCCConfig(
-        latent_channels=2,
-        channel_type="rayleigh",
-        base_width=8,
-        max_width_encoder=16,
-        max_width_decoder=16,
-        encoder_blocks=1,
-        decoder_blocks=1,
-    )
-    model = DeepJSCC(cfg).eval()
+    model = DeepJSCC(tiny_jscc_config(latent_channels=2, channel_type="rayleigh")).eval()
     path = export_encoder(model, tmp_path / "enc.onnx")
     onnx_enc = OnnxJSCCEncoder(path)
     from diffjscc.codec import JSCCCodec
