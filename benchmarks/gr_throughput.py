@@ -10,11 +10,11 @@ times each:
 - ours:  diffjscc.image_source (repeating one image) -> head -> channels.channel_model
          (AWGN at 7 dB, frequency offset) -> diffjscc.jscc_receiver (detection, timing,
          CFO, header, pilot CSI, equalisation; every frame delivered as a PDU);
-Both use the same stream buffer size (--buffer, 32768 items by default).
-
 - stock: blocks.vector_source_c (the same bursts, repeating) -> head ->
          channels.channel_model (same settings) -> digital.corr_est_cc (correlation
          with the same preamble: GNU Radio's own burst detector) -> null sink.
+
+Both use the same stream buffer size (--buffer, 32768 items by default).
 
 The image is encoded once (the source keeps the encoding when repeating), so the
 encoder hardly counts; it is the stand-in codec of the QA tests, unless
@@ -65,20 +65,27 @@ def buffers(args, *blocks):
             block.set_min_output_buffer(args.buffer)
 
 
-def ours(args, encoder):
+def channel(args, cfg):
+    """The channel of both chains: AWGN at --snr and a frequency offset of --cfo."""
     from diffjscc.radio.config import noise_voltage
-    from gnuradio import blocks, channels, diffjscc, gr
+    from gnuradio import channels
 
-    tb = gr.top_block()
-    src = diffjscc.image_source(str(args.image), repeat=True, encoder=encoder, sps=args.sps)
-    head = blocks.head(gr.sizeof_gr_complex, args.samples)
-    chan = channels.channel_model(
-        noise_voltage=noise_voltage(args.snr, src.cfg),
+    return channels.channel_model(
+        noise_voltage=noise_voltage(args.snr, cfg),
         frequency_offset=args.cfo / args.sps,
         epsilon=1.0,
         taps=[1.0],
         noise_seed=1,
     )
+
+
+def ours(args, encoder):
+    from gnuradio import blocks, diffjscc, gr
+
+    tb = gr.top_block()
+    src = diffjscc.image_source(str(args.image), repeat=True, encoder=encoder, sps=args.sps)
+    head = blocks.head(gr.sizeof_gr_complex, args.samples)
+    chan = channel(args, src.cfg)
     rx = diffjscc.jscc_receiver(sps=args.sps)
     buffers(args, src, head, chan)
     tb.connect(src, head, chan, rx)
@@ -89,10 +96,9 @@ def ours(args, encoder):
 def stock(args, encoder):
     from diffjscc.image import load_image
     from diffjscc.radio import FrameConfig, build_bursts
-    from diffjscc.radio.config import noise_voltage
     from diffjscc.radio.pulse import shape
     from diffjscc.radio.sequences import preamble
-    from gnuradio import blocks, channels, digital, gr
+    from gnuradio import blocks, digital, gr
 
     cfg = FrameConfig(sps=args.sps)
     enc = encoder.encode(load_image(args.image), snr_db=args.snr)
@@ -102,13 +108,7 @@ def stock(args, encoder):
     tb = gr.top_block()
     src = blocks.vector_source_c(samples.tolist(), repeat=True)
     head = blocks.head(gr.sizeof_gr_complex, args.samples)
-    chan = channels.channel_model(
-        noise_voltage=noise_voltage(args.snr, cfg),
-        frequency_offset=args.cfo / args.sps,
-        epsilon=1.0,
-        taps=[1.0],
-        noise_seed=1,
-    )
+    chan = channel(args, cfg)
     corr = digital.corr_est_cc(template.tolist(), 1, 0, 0.9, digital.THRESHOLD_ABSOLUTE)
     sink = blocks.null_sink(gr.sizeof_gr_complex)
     buffers(args, src, head, chan, corr)
