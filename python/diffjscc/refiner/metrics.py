@@ -9,35 +9,26 @@ returns ``None`` for a metric it cannot compute and ``metric_status()`` says why
 from __future__ import annotations
 
 import importlib
-import math
 
 import numpy as np
+
+from diffjscc.metrics import ms_ssim as _ms_ssim
+from diffjscc.metrics import psnr
 
 _LPIPS = None
 _STATUS: dict[str, str] = {}
 
 
-def psnr(reference: np.ndarray, image: np.ndarray) -> float:
-    """PSNR in dB of two uint8 images (peak 255); inf when equal."""
-    if reference.shape != image.shape:
-        raise ValueError(f"shapes differ: {reference.shape} vs {image.shape}")
-    mse = np.mean((reference.astype(np.float64) - image.astype(np.float64)) ** 2)
-    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
-
-
 def ms_ssim(reference: np.ndarray, image: np.ndarray) -> float | None:
-    """MS-SSIM (pytorch-msssim, data range 1); None for images under 161 px a side (5 scales)."""
-    import torch
-    from pytorch_msssim import ms_ssim as _ms_ssim
+    """5-scale MS-SSIM (:func:`diffjscc.metrics.ms_ssim`); None for images under 161 px a side.
 
+    The refined column reports only values comparable with the papers': where the
+    evaluation would drop scales, this says so in ``metric_status()`` instead.
+    """
     if min(reference.shape[:2]) <= 160:
         _STATUS["ms_ssim"] = "images under 161 px a side are too small for 5-scale MS-SSIM"
         return None
-
-    def to_t(a):
-        return torch.from_numpy(np.array(a)).permute(2, 0, 1)[None].float() / 255.0
-
-    return float(_ms_ssim(to_t(reference), to_t(image), data_range=1.0))
+    return _ms_ssim(reference, image)
 
 
 def _lpips_model():
