@@ -2,6 +2,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 from diffjscc.models.jscc import DeepJSCC
 from diffjscc.onnx_codec import OnnxJSCCEncoder
@@ -28,6 +29,14 @@ def test_exported_rayleigh_model_matches_torch(tmp_path, natural_image, tiny_jsc
     ref = JSCCCodec(model).encode(natural_image[:64, :80], 5.0, h=0.3 - 0.8j)
     got = onnx_enc.encode(natural_image[:64, :80], 5.0, h=0.3 - 0.8j)
     assert np.max(np.abs(got.symbols - ref.symbols)) < 1e-4
+
+
+def test_an_encoder_given_another_models_name_is_refused():
+    from diffjscc.errors import ConfigError
+    from diffjscc.zoo import weights_path
+
+    with pytest.raises(ConfigError, match="latent channels"):
+        OnnxJSCCEncoder(weights_path("1/96", ".onnx"), "1/384")
 
 
 def test_transmitter_side_never_imports_torch():

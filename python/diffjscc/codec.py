@@ -24,11 +24,8 @@ class JSCCCodec:
         # with the same images to within one grey level.
         self.model = model.eval().to(memory_format=torch.channels_last)
         self.spec = get_model_spec(spec) if spec is not None else None
-        if self.spec is not None and self.spec.channels != model.config.latent_channels:
-            raise ConfigError(
-                f"model has {model.config.latent_channels} latent channels, {self.spec.name} needs "
-                f"{self.spec.channels}"
-            )
+        if self.spec is not None:
+            self.spec.check_latent_channels(model.config.latent_channels)
         self.multiple = model.config.downsampling_factor
 
     @property

@@ -42,6 +42,8 @@ class OnnxJSCCEncoder:
             raise ConfigError(f"{path} is not a gr-diffjscc encoder (no diffjscc_config metadata)")
         self.config = json.loads(meta["diffjscc_config"])
         self.spec = get_model_spec(spec) if spec is not None else None
+        if self.spec is not None:
+            self.spec.check_latent_channels(self.config["latent_channels"])
         self.multiple = 2 ** self.config["num_downsampling"]
         self.channel_type = self.config["channel_type"]
 

@@ -33,6 +33,13 @@ class ModelSpec:
     def cbr_str(self) -> str:
         return f"{self.cbr.numerator}/{self.cbr.denominator}"
 
+    def check_latent_channels(self, latent_channels: int) -> None:
+        """Refuse weights that would send another number of symbols than this model's."""
+        if latent_channels != self.channels:
+            raise ConfigError(
+                f"model has {latent_channels} latent channels, {self.name} needs {self.channels}"
+            )
+
     def num_symbols(self, padded_height: int, padded_width: int) -> int:
         """Complex symbols for an image already padded to a multiple of DOWNSAMPLING."""
         return (
