@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -86,7 +87,7 @@ def export_encoder(model: DeepJSCC, path: str | Path, fp16_weights: bool = True)
         proto = _weights_to_fp16(proto)
     proto.producer_name = "gr-diffjscc"
     meta = proto.metadata_props.add()
-    meta.key, meta.value = "diffjscc_config", __import__("json").dumps(model.config.to_dict())
+    meta.key, meta.value = "diffjscc_config", json.dumps(model.config.to_dict())
     onnx.checker.check_model(proto)
     atomic_write_bytes(path, proto.SerializeToString())
     return Path(path)
