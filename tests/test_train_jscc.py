@@ -18,12 +18,14 @@ def _images(folder, n, rng):
     return folder
 
 
-def test_training_logs_checkpoints_and_resumes(tmp_path, rng):
+def test_training_logs_checkpoints_and_resumes(tmp_path, rng, capsys):
     train, val = _images(tmp_path / "train", 3, rng), _images(tmp_path / "val", 2, rng)
     out = tmp_path / "run"
     common = ["--data", str(train), "--val", str(val), "--out", str(out), "--batch-size", "2",
               "--crop", "32", "--val-every", "3", "--ckpt-every", "2", "--no-progress", "--warmup", "1", *TINY]  # fmt: skip
+    (train / "broken.png").write_bytes(b"not a PNG")
     assert main([*common, "--steps", "3"]) == 0
+    assert "skipped 1 unreadable files" in capsys.readouterr().out
     assert (out / "checkpoint.pt").exists() and (out / "best.safetensors").exists()
     assert main([*common, "--steps", "5"]) == 0  # a second sitting continues the same run
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]

@@ -189,12 +189,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"resumed from {ckpt_path} at step {step}")
 
     train = InMemoryImages(collect_images(train_dirs), min_side=args.crop)
-    val = InMemoryImages(collect_images([val_dir])).images
-    if args.val_limit:
-        val = val[: args.val_limit]
+    val_set = InMemoryImages(collect_images([val_dir]))
+    val = val_set.images[: args.val_limit or None]
     print(
         f"{len(train)} training images, {len(val)} validation images, device {device}, config {config}"
     )
+    unreadable = train.skipped + val_set.skipped
+    if unreadable:
+        print(f"skipped {len(unreadable)} unreadable files, the first: {unreadable[0]}")
 
     def save_checkpoint():
         with atomic_path(ckpt_path) as tmp:
