@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from diffjscc.radio.config import MAX_IMAGE_SYMBOLS
 from diffjscc.radio.frame import frame_slice, image_symbol_count
 from diffjscc.radio.receiver import FrameError, ReceivedFrame
 from diffjscc.registry import get_model_spec
@@ -80,7 +81,7 @@ class ImageAssembler:
         self,
         timeout_s: float = 2.0,
         max_pending: int = 16,
-        max_image_symbols: int = 1 << 22,
+        max_image_symbols: int = MAX_IMAGE_SYMBOLS,
         clock=time.monotonic,
     ):
         if not timeout_s > 0:

@@ -15,6 +15,9 @@ from numbers import Integral
 
 from diffjscc.errors import ConfigError
 
+# Larger images announced by a header are refused, by the receiver and the assembler.
+MAX_IMAGE_SYMBOLS = 1 << 22
+
 
 @dataclass(frozen=True)
 class FrameConfig:
@@ -29,7 +32,7 @@ class FrameConfig:
     detection_threshold: float = 0.11
     max_cfo: float = 0.03  # largest |frequency offset| searched, in cycles per symbol
     phase_track_window: int = 16  # pilots averaged by the phase tracker; 0 turns it off
-    max_image_symbols: int = 1 << 22  # larger images announced by a header are refused
+    max_image_symbols: int = MAX_IMAGE_SYMBOLS
     # Clock offset between transmitter and receiver that the timing tracker follows
     # (GNU Radio channel_model's epsilon - 1); 0 turns the tracker off.
     max_sample_rate_offset_ppm: float = 200.0

@@ -43,7 +43,7 @@ from scipy import ndimage
 
 from diffjscc.errors import DiffJSCCError
 from diffjscc.radio import header as hdr
-from diffjscc.radio.config import FrameConfig
+from diffjscc.radio.config import MAX_IMAGE_SYMBOLS, FrameConfig
 from diffjscc.radio.estimation import ChannelEstimate, cis, estimate_channel, track_phase
 from diffjscc.radio.frame import (
     body_layout,
@@ -187,27 +187,11 @@ class ReceivedFrame:
         frame.validate()
         return frame
 
-    def validate(self, max_image_symbols: int = 1 << 22) -> None:
+    def validate(self, max_image_symbols: int = MAX_IMAGE_SYMBOLS) -> None:
         """Raise FrameError unless the header fields are consistent with each other and the symbols."""
-        try:
-            get_model_spec(self.rate_code)
-        except DiffJSCCError as exc:
-            raise FrameError(str(exc)) from exc
-        h, w = self.image_shape
-        if h < 1 or w < 1:
-            raise FrameError(f"image shape {self.image_shape} is not positive")
-        if not 0 <= self.frame_index < self.frame_count:
-            raise FrameError(
-                f"frame index {self.frame_index} not below frame count {self.frame_count}"
-            )
-        total = self.image_symbols
-        if total > max_image_symbols:
-            raise FrameError(f"image of {total} symbols exceeds the limit {max_image_symbols}")
-        start, stop = self.payload_slice
-        if stop <= start:
-            raise FrameError(
-                f"frame {self.frame_index} of {self.frame_count} carries no symbols of {total}"
-            )
+        start, stop = header_payload_slice(
+            self.rate_code, self.image_shape, self.frame_count, self.frame_index, max_image_symbols
+        )
         if np.size(self.symbols) != stop - start:
             raise FrameError(
                 f"frame {self.frame_index} should carry {stop - start} symbols, got {np.size(self.symbols)}"
@@ -216,6 +200,37 @@ class ReceivedFrame:
             raise FrameError("SNR estimate is not finite")
         if not np.all(np.isfinite(self.symbols)):
             raise FrameError("symbols contain NaN or infinity")
+
+
+def header_payload_slice(
+    rate_code: int,
+    image_shape: tuple[int, int],
+    frame_count: int,
+    frame_index: int,
+    max_image_symbols: int = MAX_IMAGE_SYMBOLS,
+) -> tuple[int, int]:
+    """[start, stop) of a frame's payload in its image, from its header fields.
+
+    Raises FrameError unless the fields describe a usable frame: a known rate, a
+    positive shape, an image within ``max_image_symbols``, an index below the count
+    and at least one symbol in the frame.
+    """
+    try:
+        get_model_spec(rate_code)
+    except DiffJSCCError as exc:
+        raise FrameError(str(exc)) from exc
+    h, w = image_shape
+    if h < 1 or w < 1:
+        raise FrameError(f"image shape {image_shape} is not positive")
+    if not 0 <= frame_index < frame_count:
+        raise FrameError(f"frame index {frame_index} not below frame count {frame_count}")
+    total = image_symbol_count(rate_code, image_shape)
+    if total > max_image_symbols:
+        raise FrameError(f"image of {total} symbols exceeds the limit {max_image_symbols}")
+    start, stop = frame_slice(total, frame_count, frame_index)
+    if stop <= start:
+        raise FrameError(f"frame {frame_index} of {frame_count} carries no symbols of {total}")
+    return start, stop
 
 
 @dataclass
@@ -653,14 +668,13 @@ class BurstReceiver:
             self._pending = None
             return
         try:
-            total = image_symbol_count(header.rate_code, header.image_shape)
-            if total > cfg.max_image_symbols:
-                raise FrameError(f"image of {total} symbols")
-            if not 0 <= header.frame_index < header.frame_count:
-                raise FrameError("frame index out of range")
-            start, stop = frame_slice(total, header.frame_count, header.frame_index)
-            if stop <= start:
-                raise FrameError("empty frame")
+            start, stop = header_payload_slice(
+                header.rate_code,
+                header.image_shape,
+                header.frame_count,
+                header.frame_index,
+                cfg.max_image_symbols,
+            )
             if stop - start > MAX_FRAME_PAYLOAD:
                 raise FrameError(f"{stop - start} symbols in one frame")
         except DiffJSCCError as exc:
