@@ -240,7 +240,6 @@ class _Candidate:
     start: float  # absolute sample index of the burst start (coarse, then fine)
     cfo: float  # cycles per sample
     peak_metric: float = 1.0
-    fine: bool = False
     header: hdr.FrameHeader | None = None
     header_est: ChannelEstimate | None = None
     payload_len: int = 0
@@ -409,8 +408,7 @@ class BurstReceiver:
             self.stats["internal_errors"] += 1
             log.exception("BurstReceiver: internal error, burst dropped")
             if self._pending is not None:
-                self._search = int(self._pending.start) + self._tables.preamble_samples
-            self._pending = None
+                self._drop_pending()
         self._trim()
         return frames
 
@@ -558,13 +556,12 @@ class BurstReceiver:
             self._pending = _Candidate(start=peak + frac, cfo=cfo, peak_metric=float(window[i]))
             return True, None
         p = self._pending
+        need = int(p.start) + self._frame_samples_max() + self._margin
         if p.header is None:
-            need = int(p.start) + self._frame_samples_max() + self._margin
             if need > self._buf_end:
                 return False, None
             self._decode_header(p)
             return True, None
-        need = int(p.start) + self._frame_samples_max() + self._margin
         body_end_lag = int(p.start) + (PREAMBLE_LENGTH + p.body_len) * cfg.sps
         if need > self._buf_end or body_end_lag > metric_end:
             return False, None
@@ -645,7 +642,6 @@ class BurstReceiver:
             else:  # not concave here: move towards the larger side
                 start += step * float(np.sign(c - a))
         p.start = start
-        p.fine = True
 
     def _decode_header(self, p: _Candidate) -> None:
         cfg = self.cfg
@@ -664,8 +660,7 @@ class BurstReceiver:
         header = hdr.decode_soft(soft)
         if header is None:
             self.stats["header_crc_fail"] += 1
-            self._search = int(p.start) + self._tables.preamble_samples
-            self._pending = None
+            self._drop_pending()
             return
         try:
             start, stop = header_payload_slice(
@@ -680,13 +675,17 @@ class BurstReceiver:
         except DiffJSCCError as exc:
             log.info("BurstReceiver: header with valid CRC refused: %s", exc)
             self.stats["header_invalid"] += 1
-            self._search = int(p.start) + self._tables.preamble_samples
-            self._pending = None
+            self._drop_pending()
             return
         p.header = header
         p.header_est = est
         p.payload_len = stop - start
         p.body_len = body_layout(hdr.HEADER_SYMBOLS + p.payload_len, cfg).length
+
+    def _drop_pending(self) -> None:
+        """Give up the burst in progress; the search goes on after its preamble."""
+        self._search = int(self._pending.start) + self._tables.preamble_samples
+        self._pending = None
 
     def _drift_extra(self, count: int) -> int:
         """Samples a clock offset within the configured limit can move a frame's end."""
