@@ -59,6 +59,15 @@ def rayleigh_gain(rng: np.random.Generator | None = None, size=None):
     return complex(h) if size is None else h.astype(np.complex64)
 
 
+def rayleigh_gain_torch(n: int, device=None, generator=None):
+    """torch: [n] gains h ~ CN(0, 1), one per image of a batch."""
+    import torch
+
+    real = torch.randn(n, device=device, generator=generator)
+    imag = torch.randn(n, device=device, generator=generator)
+    return torch.complex(real, imag) / math.sqrt(2.0)
+
+
 def awgn(symbols, snr_db, rng: np.random.Generator | None = None, generator=None):
     """y = x + n. numpy: scalar SNR; torch: SNR per batch row (shape [N] or [N, 1])."""
     if _is_torch(symbols):
@@ -82,14 +91,8 @@ def rayleigh_block_fading(
     numpy: ``h`` a complex scalar (drawn when None). torch: ``h`` shape [N] (drawn when None).
     """
     if _is_torch(symbols):
-        import torch
-
-        n = symbols.shape[0]
         if h is None:
-            h = torch.complex(
-                torch.randn(n, device=symbols.device, generator=generator),
-                torch.randn(n, device=symbols.device, generator=generator),
-            ) / math.sqrt(2.0)
+            h = rayleigh_gain_torch(symbols.shape[0], symbols.device, generator)
         gain = h.reshape((-1,) + (1,) * (symbols.dim() - 1))
         return awgn(symbols * gain, snr_db, generator=generator), h
     rng = np.random.default_rng() if rng is None else rng

@@ -173,13 +173,8 @@ class DeepJSCC(nn.Module):
     ) -> dict:
         """Simulate a transmission: ``channel`` defaults to the model's ``channel_type``."""
         channel = channel or self.config.channel_type
-        h = None
-        if channel == "rayleigh":
-            n = image.shape[0]
-            h = torch.complex(
-                torch.randn(n, device=image.device), torch.randn(n, device=image.device)
-            )
-            h = h / 2**0.5
+        # Drawn before encoding: a Rayleigh model's encoder takes h as CSI.
+        h = ch.rayleigh_gain_torch(image.shape[0], image.device) if channel == "rayleigh" else None
         symbols = self.encode(image, snr_db, h)
         if channel == "awgn":
             received = ch.awgn(symbols, snr_db)
