@@ -130,6 +130,14 @@ def _check_args(args) -> None:
     for out in (args.json, args.plot):
         if out and Path(out).is_dir():
             raise ConfigError(f"{out} is a folder; give a file name")
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError as exc:
+            raise ConfigError("--plot needs matplotlib: pip install matplotlib") from exc
+    if args.refiner and "jscc" not in args.methods:
+        raise ConfigError("--refiner refines the JSCC images: keep jscc in --methods")
+    make_codecs([m for m in args.methods if m in CODECS], args.avif_speed, args.avif_bytes)
 
 
 def load_images(folder: str | os.PathLike, limit: int = 0) -> tuple[list[str], list[np.ndarray]]:
@@ -567,13 +575,6 @@ def evaluate(args, argv: Sequence[str]) -> dict:
     specs = list(dict.fromkeys(get_model_spec(c) for c in args.cbr))
     snrs = list(dict.fromkeys(float(s) for s in args.snr))
     names, images = load_images(folder, args.limit)
-    if args.plot:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError as exc:
-            raise ConfigError("--plot needs matplotlib: pip install matplotlib") from exc
-    if args.refiner and "jscc" not in args.methods:
-        raise ConfigError("--refiner refines the JSCC images: keep jscc in --methods")
     codecs = (
         load_jscc_codecs([s.name for s in specs], args.weights) if "jscc" in args.methods else {}
     )
