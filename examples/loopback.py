@@ -206,8 +206,6 @@ def build_flowgraph(args, image_path, encoder, decoder, worker_address, output_d
 
     rng = np.random.default_rng(args.seed)
     delay = float(rng.uniform(0, 64)) if args.timing_offset is None else float(args.timing_offset)
-    if delay < 0:
-        raise DiffJSCCError(f"--timing-offset must be >= 0, got {delay}")
     h = complex(*rng.standard_normal(2)) / math.sqrt(2) if args.fading else 1.0 + 0j
     tb = gr.top_block("deep-JSCC loopback")
     source = diffjscc.image_source(
@@ -339,8 +337,15 @@ def run(args, encoder=None, decoder=None, log=print) -> dict:
     from diffjscc.metrics import psnr
     from diffjscc.registry import get_model_spec
 
+    # Checked before a worker starts or an encoder loads; GNU Radio would fail deep inside.
     if args.sps < 2:
         raise DiffJSCCError(f"--sps must be at least 2, got {args.sps}")
+    if args.timing_offset is not None and not args.timing_offset >= 0:
+        raise DiffJSCCError(f"--timing-offset must be >= 0, got {args.timing_offset}")
+    if not args.epsilon > 0:
+        raise DiffJSCCError(f"--epsilon must be > 0, got {args.epsilon}")
+    if not args.timeout > 0:
+        raise DiffJSCCError(f"--timeout must be > 0, got {args.timeout}")
     if args.refiner:
         if not Path(args.refiner).is_dir():
             raise DiffJSCCError(f"--refiner {args.refiner}: no such folder")
@@ -354,7 +359,10 @@ def run(args, encoder=None, decoder=None, log=print) -> dict:
         )
     spec = get_model_spec(args.cbr)
     output_dir = Path(args.output)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DiffJSCCError(f"cannot create output folder {output_dir}: {exc}") from exc
     if args.image:
         image_path = Path(args.image)
     else:
