@@ -9,11 +9,19 @@ same config), so the benchmarks run before weights exist:
 
 from __future__ import annotations
 
+import socket
 import sys
 
 import numpy as np
+from diffjscc.image import padded_shape
 from diffjscc.registry import DOWNSAMPLING, get_model_spec
 from diffjscc.worker.protocol import DecodeRequest
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def make_codec(model: str, device: str = "cpu", half: bool = False):
@@ -47,8 +55,7 @@ def random_request(
     model: str, height: int, width: int, seed: int = 0, request_id=None
 ) -> DecodeRequest:
     spec = get_model_spec(model)
-    pad = lambda side: -(-side // DOWNSAMPLING) * DOWNSAMPLING  # noqa: E731
-    n = spec.num_symbols(pad(height), pad(width))
+    n = spec.num_symbols(*padded_shape(height, width, DOWNSAMPLING))
     rng = np.random.default_rng(seed)
     symbols = ((rng.standard_normal(n) + 1j * rng.standard_normal(n)) / np.sqrt(2)).astype(
         np.complex64
@@ -80,10 +87,6 @@ def run_worker(argv: list[str]) -> int:
     return serve(args, engine)
 
 
-if __name__ == "__main__":
-    sys.exit(run_worker(sys.argv[1:]))
-
-
 def write_report(path: str, report: dict) -> None:
     """Write the benchmark's JSON atomically and echo it."""
     import json
@@ -92,3 +95,7 @@ def write_report(path: str, report: dict) -> None:
 
     atomic_write_text(path, json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    sys.exit(run_worker(sys.argv[1:]))

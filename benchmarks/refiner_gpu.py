@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -30,11 +28,9 @@ def log(msg: str) -> None:
 
 
 def write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
+    from diffjscc.io import atomic_write_text  # importable once main() has set sys.path
+
+    atomic_write_text(path, json.dumps(data, indent=2))
 
 
 def cuda_time(fn, repeats: int, sync) -> list[float]:

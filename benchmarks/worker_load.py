@@ -16,28 +16,21 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
+import dataclasses
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-import numpy as np
-from diffjscc.registry import DOWNSAMPLING, get_model_spec
-from diffjscc.worker.broker import percentiles
-from diffjscc.worker.client import WorkerClient
-from diffjscc.worker.protocol import DecodeRequest
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from _worker_common import free_port, random_request, write_report  # noqa: E402
+from diffjscc.worker.broker import percentiles  # noqa: E402
+from diffjscc.worker.client import WorkerClient  # noqa: E402
 
 
 def rss_kib(pid: int) -> int | None:
@@ -117,13 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                     memory[name].append(value)
             time.sleep(0.2)
 
-    spec = get_model_spec(args.model)
-    pad = lambda side: -(-side // DOWNSAMPLING) * DOWNSAMPLING  # noqa: E731
-    n_symbols = spec.num_symbols(pad(args.height), pad(args.width))
-    rng = np.random.default_rng(0)
-    symbols = (
-        (rng.standard_normal(n_symbols) + 1j * rng.standard_normal(n_symbols)) / np.sqrt(2)
-    ).astype(np.complex64)
+    # Every request carries the same symbols: the service's cost does not depend on them.
+    template = random_request(args.model, args.height, args.width, seed=0)
 
     answers: collections.Counter = collections.Counter()
     replies: dict = {}
@@ -144,9 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 raise SystemExit("workers did not join within 120 s")
             warm = [
-                probe.submit(
-                    DecodeRequest("warm", (args.height, args.width), 1.0, symbols, model=spec.name)
-                )
+                probe.submit(dataclasses.replace(template, request_id="warm"))
                 # Enough at once to fill every worker's batches: warm at the run's batch size.
                 for _ in range(4 * args.workers * (args.max_batch or 4))
             ]
@@ -169,9 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             for i in range(count):
                 window.acquire()
                 request_id = f"c{k}-{i}"
-                request = DecodeRequest(
-                    request_id, (args.height, args.width), 1.0, symbols, model=spec.name
-                )
+                request = dataclasses.replace(template, request_id=request_id)
                 submitted = time.monotonic()
                 future = client.submit(request)
                 future.add_done_callback(
@@ -250,11 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                 process.wait(10)
             except subprocess.TimeoutExpired:
                 process.kill()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(args.out).with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, args.out)
-    print(json.dumps(result, indent=2))
+    write_report(args.out, result)
     return 0 if result["lost"] == 0 and result["duplicated"] == 0 else 1
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,15 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _worker_common import make_codec, random_request, write_report  # noqa: E402
+from _worker_common import free_port, make_codec, random_request, write_report  # noqa: E402
 from diffjscc.registry import DEFAULT_MODEL  # noqa: E402
 from diffjscc.worker.client import WorkerClient  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def main(argv: list[str] | None = None) -> int:

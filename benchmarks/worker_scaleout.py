@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,17 +25,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _worker_common import random_request, write_report  # noqa: E402
+from _worker_common import free_port, random_request, write_report  # noqa: E402
 from diffjscc.registry import DEFAULT_MODEL  # noqa: E402
 from diffjscc.worker.client import WorkerClient  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def worker_command(args, backend: str, name: str) -> list[str]:
