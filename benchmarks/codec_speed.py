@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffjscc.channels import complex_noise
+from diffjscc.codec import JSCCCodec
 from diffjscc.datasets import data_root
 from diffjscc.image import list_images, load_image
 from diffjscc.io import atomic_write_text
@@ -40,7 +41,7 @@ from diffjscc.models.jscc import DeepJSCC, JSCCConfig
 from diffjscc.onnx_codec import OnnxJSCCEncoder
 from diffjscc.registry import get_model_spec
 from diffjscc.train.jscc import DEFAULT_WIDTHS
-from diffjscc.zoo import load_codec
+from diffjscc.zoo import load_codec, load_jscc
 
 VARIANTS = [
     ("fp32", False, False),
@@ -71,9 +72,8 @@ def inference(model_name: str, image: np.ndarray, repeats: int, snr_db: float) -
     onnx = OnnxJSCCEncoder.from_pretrained(model_name)
     out["onnx_encode"] = timed(lambda: onnx.encode(image, snr_db), repeats)
     for name, bf16, channels_last in VARIANTS:
-        codec = load_codec(model_name)
-        if channels_last:
-            codec.model.to(memory_format=torch.channels_last)
+        # The codec is channels-last unless told otherwise: the fp32 / bf16 variants ask.
+        codec = JSCCCodec(load_jscc(model_name), model_name, channels_last=channels_last)
         enc = codec.encode(image, snr_db)
         with autocast(bf16):
             out[f"torch_encode_{name}"] = timed(lambda c=codec: c.encode(image, snr_db), repeats)
