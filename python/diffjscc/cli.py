@@ -55,11 +55,21 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"diffjscc: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
     try:
+        module = importlib.import_module(COMMANDS[name][0])
         return int(module.main(rest) or 0)
     except DiffJSCCError as exc:
         print(f"diffjscc {name}: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        # An optional dependency (torch, diffusers, ...) of a lean, transmitter-only install.
+        if not exc.name or exc.name.partition(".")[0] == "diffjscc":
+            raise
+        print(
+            f"diffjscc {name}: error: needs the Python package {exc.name!r}, which is not "
+            "installed; the optional extras bring it: pip install -e '.[torch,refiner,eval]'",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print(f"diffjscc {name}: interrupted", file=sys.stderr)
