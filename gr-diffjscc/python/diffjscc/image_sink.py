@@ -17,7 +17,7 @@ import numpy as np
 import pmt
 from gnuradio import gr
 
-from diffjscc.errors import DiffJSCCError
+from diffjscc.errors import ConfigError, DiffJSCCError
 from diffjscc.metrics import psnr
 
 from ._frames import BadPDU, meta_to_pmt, pdu_parts
@@ -70,6 +70,16 @@ class image_sink(gr.basic_block):
         decoder=None,
     ):
         gr.basic_block.__init__(self, name="diffjscc_image_sink", in_sig=None, out_sig=None)
+        # The block's GRC asserts, for Python callers: a bad value would otherwise fail in
+        # start(), on GNU Radio's thread, or make stop() give up on decoding at once.
+        for name, value in (
+            ("assembly_timeout_s", assembly_timeout_s),
+            ("decode_timeout_s", decode_timeout_s),
+        ):
+            if not float(value) > 0:
+                raise ConfigError(f"{name} must be > 0, got {value!r}")
+        if not float(drain_timeout_s) >= 0:
+            raise ConfigError(f"drain_timeout_s must be >= 0, got {drain_timeout_s!r}")
         self.output_dir = Path(output_dir).expanduser()
         try:
             self.output_dir.mkdir(parents=True, exist_ok=True)

@@ -229,6 +229,17 @@ class qa_image_sink(gr_unittest.TestCase):
         tb.wait()
         self.assertEqual(len(sink.results()), 3)
 
+    def test_008_bad_timeouts_are_refused_at_construction(self):
+        from diffjscc.errors import ConfigError
+
+        for kwargs in (
+            {"assembly_timeout_s": 0},
+            {"decode_timeout_s": -1},
+            {"drain_timeout_s": float("nan")},
+        ):
+            with self.assertRaises(ConfigError):
+                image_sink(output_dir=str(self.dir / "out"), decoder=self.codec, **kwargs)
+
 
 if __name__ == "__main__":
     gr_unittest.run(qa_image_sink)
