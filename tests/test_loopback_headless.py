@@ -191,6 +191,27 @@ def test_example_reports_bad_input_clearly(loopback, tmp_path, capsys):
     assert "missing.png" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    "extra, said",
+    [
+        (["--epsilon", "0"], "--epsilon"),
+        (["--timeout", "-1"], "--timeout"),
+        (["--timing-offset", "-2"], "--timing-offset"),
+        (["--output", "{file}/out"], "output folder"),
+    ],
+)
+def test_example_refuses_bad_settings_before_starting(
+    loopback, tmp_path, image_path, capsys, extra, said
+):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    argv = ["--image", str(image_path), "--output", str(tmp_path / "o"), "--quiet", "--no-worker"]
+    argv += [arg.format(file=a_file) for arg in extra]
+    assert loopback.main(argv) == 2
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err
+
+
 def test_example_without_a_frame_says_why(loopback, tmp_path, image_path):
     codec = BlockMeanCodec()
     args = _args(loopback, tmp_path, image_path, "--snr", "-15")
