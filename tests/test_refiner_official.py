@@ -256,6 +256,18 @@ def test_convert_folder_end_to_end(source, tmp_path):
         official.convert_official(tmp_path / "nowhere", tmp_path / "out2")
 
 
+def test_convert_refuses_an_existing_output_or_a_missing_tokenizer_before_reading(tmp_path):
+    ckpt_dir = tmp_path / "official"
+    ckpt_dir.mkdir()
+    (ckpt_dir / "config.yaml").write_text("model: {}\n")
+    (ckpt_dir / "model.ckpt").write_bytes(b"not a checkpoint: reading it would fail differently")
+    (tmp_path / "out").mkdir()
+    with pytest.raises(ConfigError, match="exists"):
+        official.convert_official(ckpt_dir, tmp_path / "out")
+    with pytest.raises(WeightsNotFoundError, match="tokenizer"):
+        official.convert_official(ckpt_dir, tmp_path / "new", tokenizer_source=str(tmp_path))
+
+
 def test_latent_scale_buffer_wins_over_the_config(source):
     ref, config, state = source
     converted = official.convert_official_state_dict(

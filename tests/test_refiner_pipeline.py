@@ -210,6 +210,10 @@ def test_save_and_load_round_trip(refiner, tmp_path):
         refiner.save_pretrained(folder)  # no silent overwrite
     with pytest.raises(WeightsNotFoundError):
         DiffJSCCRefiner.from_pretrained(tmp_path / "absent")
+    for vocabulary in ("tokenizer.json", "vocab.json", "merges.txt"):  # transformers 5 loads anyway
+        (folder / "tokenizer" / vocabulary).unlink(missing_ok=True)
+    with pytest.raises(WeightsNotFoundError, match="no vocabulary"):
+        DiffJSCCRefiner.from_pretrained(folder)
 
 
 def test_missing_stable_diffusion_is_a_clear_error(tmp_path):

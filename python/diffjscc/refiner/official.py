@@ -587,10 +587,8 @@ def to_official_state_dict(refiner) -> dict:
 
 
 # ---------------------------------------------------------------------------- files and CLI
-def load_official_checkpoint(folder: str | Path, trust_pickle: bool = False) -> tuple[dict, dict]:
-    """(config dict, state dict) from an official checkpoint folder (or a .ckpt beside config.yaml)."""
-    torch = require("torch")
-    yaml = require("yaml")
+def _official_files(folder: str | Path) -> tuple[Path, Path]:
+    """(model.ckpt, config.yaml) of an official checkpoint folder (or a .ckpt beside config.yaml)."""
     path = Path(folder)
     ckpt = path / "model.ckpt" if path.is_dir() else path
     config_path = (path if path.is_dir() else path.parent) / "config.yaml"
@@ -600,6 +598,14 @@ def load_official_checkpoint(folder: str | Path, trust_pickle: bool = False) -> 
             "and model.ckpt (the released ones: C=4 and C=16 on OpenImages, C=2 and C=8 on CelebA-HQ; "
             "see the public repository mingyuyng/DiffJSCC for the download links)"
         )
+    return ckpt, config_path
+
+
+def load_official_checkpoint(folder: str | Path, trust_pickle: bool = False) -> tuple[dict, dict]:
+    """(config dict, state dict) from an official checkpoint folder (or a .ckpt beside config.yaml)."""
+    torch = require("torch")
+    yaml = require("yaml")
+    ckpt, config_path = _official_files(folder)
     config = yaml.safe_load(config_path.read_text())
     try:
         try:  # memory-mapped: a ControlLDM checkpoint is several GB
@@ -632,17 +638,29 @@ def convert_official(
 ):
     """Convert an official checkpoint folder into a refiner folder (with ``jscc.safetensors``)."""
     transformers = require("transformers")
-    from diffjscc.refiner.pipeline import DiffJSCCRefiner, RefinerConfig, _missing_weights
+    from diffjscc.refiner.pipeline import (
+        NO_VOCABULARY,
+        DiffJSCCRefiner,
+        RefinerConfig,
+        _missing_weights,
+        has_vocabulary,
+    )
 
-    config, state = load_official_checkpoint(source, trust_pickle)
-    converted = convert_official_state_dict(state, config, text_heads)
-    unet, control, vae, text = build_models(converted)
+    # What can fail cheaply fails before the checkpoint (several GB) is read and converted.
+    _official_files(source)
+    if Path(output).exists() and not overwrite:
+        raise ConfigError(f"{output} exists; pass overwrite=True (--overwrite) to replace it")
     try:
         tokenizer = transformers.CLIPTokenizer.from_pretrained(
             tokenizer_source, subfolder="tokenizer", local_files_only=True
         )
     except (OSError, ValueError) as exc:
         raise _missing_weights("Stable Diffusion tokenizer", tokenizer_source, exc) from exc
+    if not has_vocabulary(tokenizer):
+        raise _missing_weights("Stable Diffusion tokenizer", tokenizer_source, NO_VOCABULARY)
+    config, state = load_official_checkpoint(source, trust_pickle)
+    converted = convert_official_state_dict(state, config, text_heads)
+    unet, control, vae, text = build_models(converted)
     if text is None:
         try:
             text = transformers.CLIPTextModel.from_pretrained(

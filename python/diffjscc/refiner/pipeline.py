@@ -116,6 +116,21 @@ def _missing_weights(what: str, source: str, exc: Exception) -> WeightsNotFoundE
     )
 
 
+NO_VOCABULARY = FileNotFoundError(
+    "no vocabulary files (tokenizer.json, or vocab.json and merges.txt)"
+)
+
+
+def has_vocabulary(tokenizer) -> bool:
+    """False for a tokenizer built without its vocabulary files.
+
+    transformers 5 does not fail on a folder (or an uncached model id) that lacks
+    them: it builds a tokenizer of the special tokens alone, which would turn every
+    caption into unknown tokens without a word.
+    """
+    return tokenizer.vocab_size > len(set(tokenizer.all_special_tokens))
+
+
 def _gaussian_tile_weights(height: int, width: int, device, dtype) -> torch.Tensor:
     def ramp(n: int) -> torch.Tensor:
         x = torch.arange(n, dtype=torch.float32) - (n - 1) / 2
@@ -218,6 +233,8 @@ class DiffJSCCRefiner:
                 parts[name] = loader.from_pretrained(source, **kwargs)
             except (OSError, ValueError) as exc:
                 raise _missing_weights(f"Stable Diffusion {name}", source, exc) from exc
+        if not has_vocabulary(parts["tokenizer"]):
+            raise _missing_weights("Stable Diffusion tokenizer", source, NO_VOCABULARY)
         if control is None:
             control = DiffJSCCControlModule.from_unet(parts["unet"], **control_options)
             if torch_dtype is not None:
@@ -265,6 +282,10 @@ class DiffJSCCRefiner:
             )
         except (OSError, ValueError) as exc:
             raise WeightsNotFoundError(f"incomplete refiner folder {str(folder)!r}: {exc}") from exc
+        if not has_vocabulary(tokenizer):
+            raise WeightsNotFoundError(
+                f"incomplete refiner folder {str(folder)!r}: {NO_VOCABULARY}"
+            )
         config = RefinerConfig.from_dict(data.get("refiner", {}))
         return cls(unet, vae, control, text_encoder, tokenizer, config, captioner)
 
