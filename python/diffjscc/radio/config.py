@@ -17,6 +17,8 @@ from diffjscc.errors import ConfigError
 
 # Larger images announced by a header are refused, by the receiver and the assembler.
 MAX_IMAGE_SYMBOLS = 1 << 22
+# JSCC symbols in one frame at most: the transmitter's limit, and what a receiver waits for.
+MAX_PAYLOAD_SYMBOLS = 65535
 
 
 @dataclass(frozen=True)
@@ -62,10 +64,11 @@ class FrameConfig:
             )
         if (
             not isinstance(self.max_payload_symbols, Integral)
-            or not 1 <= self.max_payload_symbols <= 65535
+            or not 1 <= self.max_payload_symbols <= MAX_PAYLOAD_SYMBOLS
         ):
             raise ConfigError(
-                f"max_payload_symbols must be an integer in 1..65535, got {self.max_payload_symbols!r}"
+                f"max_payload_symbols must be an integer in 1..{MAX_PAYLOAD_SYMBOLS}, "
+                f"got {self.max_payload_symbols!r}"
             )
         if not 0.0 < float(self.detection_threshold) < 1.0:
             raise ConfigError(

@@ -43,7 +43,7 @@ from scipy import ndimage
 
 from diffjscc.errors import DiffJSCCError
 from diffjscc.radio import header as hdr
-from diffjscc.radio.config import MAX_IMAGE_SYMBOLS, FrameConfig
+from diffjscc.radio.config import MAX_IMAGE_SYMBOLS, MAX_PAYLOAD_SYMBOLS, FrameConfig
 from diffjscc.radio.estimation import ChannelEstimate, cis, estimate_channel, track_phase
 from diffjscc.radio.frame import (
     body_layout,
@@ -249,9 +249,6 @@ class _Candidate:
 _METRIC_PIECE = 1 << 18  # lags of detection metric computed at a time
 _MIN_BATCH = 4096  # new samples worth a pass of the receiver
 
-# No transmitter puts more in a frame (FrameConfig.max_payload_symbols <= 65535);
-# a header claiming more is refused rather than waited for.
-MAX_FRAME_PAYLOAD = 65535
 
 STAT_KEYS = (
     "samples_in",
@@ -670,7 +667,8 @@ class BurstReceiver:
                 header.frame_index,
                 cfg.max_image_symbols,
             )
-            if stop - start > MAX_FRAME_PAYLOAD:
+            # No transmitter puts more in a frame: refused rather than waited for.
+            if stop - start > MAX_PAYLOAD_SYMBOLS:
                 raise FrameError(f"{stop - start} symbols in one frame")
         except DiffJSCCError as exc:
             log.info("BurstReceiver: header with valid CRC refused: %s", exc)
