@@ -44,7 +44,13 @@ from scipy import ndimage
 from diffjscc.errors import DiffJSCCError
 from diffjscc.radio import header as hdr
 from diffjscc.radio.config import MAX_IMAGE_SYMBOLS, MAX_PAYLOAD_SYMBOLS, FrameConfig
-from diffjscc.radio.estimation import ChannelEstimate, cis, estimate_channel, track_phase
+from diffjscc.radio.estimation import (
+    ChannelEstimate,
+    cis,
+    estimate_channel,
+    phasor,
+    track_phase,
+)
 from diffjscc.radio.frame import (
     body_layout,
     frame_slice,
@@ -71,15 +77,6 @@ from diffjscc.radio.sequences import (
 from diffjscc.registry import get_model_spec
 
 log = logging.getLogger(__name__)
-
-
-def phasor(freq: float, count: int) -> np.ndarray:
-    """exp(2j pi freq n) for n < count, from two short tables (an outer product)."""
-    block = 64
-    rows = -(-count // block)
-    lo = cis(2 * np.pi * freq * np.arange(block)).astype(np.complex64)
-    hi = cis(2 * np.pi * freq * block * np.arange(rows)).astype(np.complex64)
-    return np.multiply(hi[:, None], lo[None, :]).reshape(-1)[:count]
 
 
 @functools.lru_cache(maxsize=16)
