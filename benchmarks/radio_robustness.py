@@ -44,6 +44,7 @@ def run(
                 channels.normalise_power(z), shape, (8, 32, 48), "jscc-awgn-cbr1_96", 1.0
             )
             for burst in build_bursts(enc, image_id=image_id, cfg=cfg):
+                sent += 1
                 pieces.append(burst)
                 pieces.append(
                     np.zeros(int(rng.integers(0, 2000)) * int(rng.integers(0, 2)), np.complex64)
@@ -85,7 +86,6 @@ def run(
                 snr_errors.append(f.snr_db - snr_db)
             else:
                 wrong += 1
-        sent += 3 * len(images)
         decoded += len(got)
     e = np.asarray(snr_errors)
     return {

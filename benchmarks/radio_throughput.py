@@ -30,6 +30,7 @@ from diffjscc import channels  # noqa: E402
 from diffjscc.io import atomic_write_text  # noqa: E402
 from diffjscc.radio import BurstReceiver, FrameConfig, build_bursts, image_symbol_count  # noqa: E402
 from diffjscc.radio.sim import impair, resample  # noqa: E402
+from diffjscc.registry import get_model_spec  # noqa: E402
 from diffjscc.symbols import EncodedImage  # noqa: E402
 
 
@@ -39,12 +40,12 @@ def run(
     rng = np.random.default_rng(seed)
     cfg = FrameConfig(max_sample_rate_offset_ppm=track_ppm)
     shape = (512, 768)
-    rate = {"jscc-awgn-cbr1_384": 1, "jscc-awgn-cbr1_96": 2}[model]
-    n = image_symbol_count(rate, shape)
+    spec = get_model_spec(model)
+    n = image_symbol_count(spec.rate_code, shape)
     encs = []
     for _ in range(images):
         z = (rng.standard_normal(n) + 1j * rng.standard_normal(n)).astype(np.complex64)
-        encs.append(EncodedImage(channels.normalise_power(z), shape, (0, 0, 0), model, 1.0))
+        encs.append(EncodedImage(channels.normalise_power(z), shape, (0, 0, 0), spec.name, 1.0))
     # Warm caches (pilot sequence, filter taps) outside the timed part.
     warm = BurstReceiver(cfg)
     warm.feed(np.concatenate(build_bursts(encs[0], image_id=0, cfg=cfg)))
@@ -65,7 +66,7 @@ def run(
     t3, c3 = time.perf_counter(), time.process_time()
     samples = int(stream.size)
     return {
-        "model": model,
+        "model": spec.name,
         "images": images,
         "frames_sent": len(bursts),
         "frames_received": len(frames),
