@@ -335,6 +335,33 @@ def _r(value, digits=4):
     return None if value is None else round(float(value), digits)
 
 
+def _record(method, common, noise_draws, psnrs, ssims, delivered=None, lpips=None, **per_image):
+    """One record: means over all images and over the delivered ones, and per-image values.
+
+    ``delivered`` (one bool per image) is given by the codecs only: JSCC always delivers."""
+    if delivered is None:
+        delivered = [True] * len(psnrs)
+    else:
+        per_image = dict(delivered=delivered, **per_image)
+    record = dict(
+        method=method,
+        **common,
+        noise_draws=noise_draws,
+        psnr=_r(_mean(psnrs)),
+        ms_ssim=_r(_mean(ssims), 5),
+    )
+    if lpips is not None:
+        record["lpips"] = _r(_mean(lpips), 5)
+        per_image = dict(lpips=[_r(v, 5) for v in lpips], **per_image)
+    record.update(
+        undelivered=delivered.count(False),
+        psnr_delivered=_r(_mean(v for v, ok in zip(psnrs, delivered, strict=True) if ok)),
+        ms_ssim_delivered=_r(_mean(v for v, ok in zip(ssims, delivered, strict=True) if ok), 5),
+        per_image=dict(psnr=[_r(v) for v in psnrs], ms_ssim=[_r(v, 5) for v in ssims], **per_image),
+    )
+    return record
+
+
 def build_records(
     names, images, specs, snrs, methods, jscc, separation, draws, refined=None
 ) -> list[dict]:
@@ -354,44 +381,28 @@ def build_records(
                 psnrs = [float(np.mean(p["psnr"])) for p in per]
                 ssims = [float(np.mean(p["ms_ssim"])) for p in per]
                 records.append(
-                    dict(
-                        method="jscc",
-                        **common,
-                        noise_draws=draws,
-                        psnr=_r(_mean(psnrs)),
-                        ms_ssim=_r(_mean(ssims), 5),
-                        undelivered=0,
-                        psnr_delivered=_r(_mean(psnrs)),
-                        ms_ssim_delivered=_r(_mean(ssims), 5),
-                        per_image=dict(
-                            psnr=[_r(v) for v in psnrs],
-                            ms_ssim=[_r(v, 5) for v in ssims],
-                            psnr_std_over_draws=[_r(np.std(p["psnr"]), 3) for p in per],
-                            num_symbols=symbols,
-                        ),
+                    _record(
+                        "jscc",
+                        common,
+                        draws,
+                        psnrs,
+                        ssims,
+                        psnr_std_over_draws=[_r(np.std(p["psnr"]), 3) for p in per],
+                        num_symbols=symbols,
                     )
                 )
             if refined:
                 per = [refined[spec.name][i][snr] for i in range(len(images))]
-                lpips = [p["lpips"] for p in per]
                 records.append(
-                    dict(
-                        method="jscc_refined",
-                        **common,
-                        noise_draws=1,
-                        psnr=_r(_mean(p["psnr"] for p in per)),
-                        ms_ssim=_r(_mean(p["ms_ssim"] for p in per), 5),
-                        lpips=_r(_mean(lpips), 5),
-                        undelivered=0,
-                        psnr_delivered=_r(_mean(p["psnr"] for p in per)),
-                        ms_ssim_delivered=_r(_mean(p["ms_ssim"] for p in per), 5),
-                        per_image=dict(
-                            psnr=[_r(p["psnr"]) for p in per],
-                            ms_ssim=[_r(p["ms_ssim"], 5) for p in per],
-                            lpips=[_r(v, 5) for v in lpips],
-                            caption=[p["caption"] for p in per],
-                            seed=[p["seed"] for p in per],
-                        ),
+                    _record(
+                        "jscc_refined",
+                        common,
+                        1,
+                        [p["psnr"] for p in per],
+                        [p["ms_ssim"] for p in per],
+                        lpips=[p["lpips"] for p in per],
+                        caption=[p["caption"] for p in per],
+                        seed=[p["seed"] for p in per],
                     )
                 )
             budgets = [byte_budget(n, snr) for n in symbols]
@@ -399,29 +410,19 @@ def build_records(
                 if not separation or method not in separation[0]:
                     continue
                 rows = [separation[i][method][budgets[i]] for i in range(len(images))]
-                delivered = [r["delivered"] for r in rows]
                 records.append(
-                    dict(
-                        method=method,
-                        **common,
-                        noise_draws=None,
-                        psnr=_r(_mean(r["psnr"] for r in rows)),
-                        ms_ssim=_r(_mean(r["ms_ssim"] for r in rows), 5),
-                        undelivered=delivered.count(False),
-                        psnr_delivered=_r(_mean(r["psnr"] for r in rows if r["delivered"])),
-                        ms_ssim_delivered=_r(
-                            _mean(r["ms_ssim"] for r in rows if r["delivered"]), 5
-                        ),
-                        per_image=dict(
-                            psnr=[_r(r["psnr"]) for r in rows],
-                            ms_ssim=[_r(r["ms_ssim"], 5) for r in rows],
-                            delivered=delivered,
-                            budget_bytes=budgets,
-                            bytes=[r["bytes"] for r in rows],
-                            codec=[r["codec"] for r in rows],
-                            scale=[r["scale"] for r in rows],
-                            param=[r["param"] for r in rows],
-                        ),
+                    _record(
+                        method,
+                        common,
+                        None,
+                        [r["psnr"] for r in rows],
+                        [r["ms_ssim"] for r in rows],
+                        [r["delivered"] for r in rows],
+                        budget_bytes=budgets,
+                        bytes=[r["bytes"] for r in rows],
+                        codec=[r["codec"] for r in rows],
+                        scale=[r["scale"] for r in rows],
+                        param=[r["param"] for r in rows],
                     )
                 )
     return records
