@@ -440,6 +440,17 @@ def test_stock_gnuradio_zeromq_blocks_exchange_a_pdu_with_the_worker():
         assert reply.ok and reply.request_id == 42 and reply.image[0, 0, 0] == 50
 
 
+def test_settings_that_would_stop_the_service_serving_are_refused():
+    with pytest.raises(WorkerError, match="heartbeat 0"):
+        Broker(ANY_PORT, ANY_PORT, heartbeat_s=0)
+    with pytest.raises(WorkerError, match="queue_timeout -1"):
+        Broker(ANY_PORT, ANY_PORT, queue_timeout_s=-1)
+    with pytest.raises(WorkerError, match="heartbeat nan"):
+        WorkerServer(SyntheticEngine(), "inproc://x", heartbeat_s=float("nan"))
+    with pytest.raises(WorkerError, match="max_wait_s"):
+        WorkerServer(SyntheticEngine(), "inproc://x", max_wait_s=-0.001)
+
+
 # ---------------------------------------------------------------- security
 
 

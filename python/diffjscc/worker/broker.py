@@ -79,6 +79,18 @@ def check_bind_address(address: str, allow_remote: bool) -> None:
         )
 
 
+def check_positive(**settings) -> None:
+    """Refuse a zero, negative or NaN setting: a heartbeat of 0, say, has every worker
+    declared dead the moment it joins, and the service churns without serving."""
+    bad = [
+        f"{name.removesuffix('_s')} {value!r}"
+        for name, value in settings.items()
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0
+    ]
+    if bad:
+        raise WorkerError(f"these settings must be positive numbers: {', '.join(bad)}")
+
+
 def percentiles(values, points=(50, 90, 99)) -> dict:
     values = sorted(values)
     if not values:
@@ -144,6 +156,14 @@ class Broker:
         backend_curve: CurveServer | None = None,
         context: zmq.Context | None = None,
     ):
+        check_positive(
+            heartbeat_s=heartbeat_s,
+            liveness=liveness,
+            max_attempts=max_attempts,
+            queue_limit=queue_limit,
+            queue_timeout_s=queue_timeout_s,
+            request_timeout_s=request_timeout_s,
+        )
         for address in (frontend, backend, pdu_pull, pdu_push):
             if address:
                 check_bind_address(address, allow_remote)

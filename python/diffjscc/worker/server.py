@@ -46,6 +46,7 @@ from diffjscc.worker.broker import (
     RESYNC,
     add_broker_arguments,
     broker_from_args,
+    check_positive,
     percentiles,
 )
 from diffjscc.worker.keys import CurveClient
@@ -107,6 +108,11 @@ class WorkerServer:
     ):
         if max_batch < 1:
             raise WorkerError(f"max_batch must be >= 1, got {max_batch}")
+        check_positive(heartbeat_s=heartbeat_s, liveness=liveness)
+        if capacity is not None:
+            check_positive(capacity=capacity)
+        if not max_wait_s >= 0:
+            raise WorkerError(f"max_wait_s must be >= 0, got {max_wait_s}")
         if not broker.startswith(("tcp://", "ipc://", "inproc://")):
             raise WorkerError(f"broker address {broker!r} must look like tcp://HOST:PORT")
         self.engine = engine
@@ -506,17 +512,20 @@ def serve(args: argparse.Namespace, engine=None) -> int:
         if not (args.broker_key and args.worker_secret):
             raise WorkerError("CURVE for a worker needs both --broker-key and --worker-secret")
         curve = CurveClient.from_files(args.worker_secret, args.broker_key)
-    engine = engine if engine is not None else build_engine(args)
-    if threading.current_thread() is threading.main_thread():
-        # SIGTERM (systemd, kill, a test's terminate()) stops as cleanly as Ctrl-C: workers say BYE.
-        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     context = zmq.Context()
     broker = None
     if args.connect:
         backend = args.connect
     else:
+        # Settings are checked here, before a model (or the refiner) takes seconds to load.
         backend = f"inproc://diffjscc-backend-{uuid.uuid4().hex}"
-        broker = broker_from_args(args, backend, context=context).start()
+        broker = broker_from_args(args, backend, context=context)
+    engine = engine if engine is not None else build_engine(args)
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (systemd, kill, a test's terminate()) stops as cleanly as Ctrl-C: workers say BYE.
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    if broker is not None:
+        broker.start()
     worker = WorkerServer(
         engine,
         backend,
