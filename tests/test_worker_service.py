@@ -583,6 +583,17 @@ def test_status_command_prints_json(capsys):
     assert status["broker"]["workers"] == 1
 
 
+def test_curve_key_options_come_in_pairs(tmp_path):
+    from diffjscc.worker import server as server_cli
+
+    keys_cli.main(["--dir", str(tmp_path), "client"])
+    secret = str(tmp_path / "client.key_secret")
+    with pytest.raises(WorkerError, match="--curve-secret and --curve-server"):
+        server_cli.main(["status", "--address", "tcp://127.0.0.1:9", "--curve-secret", secret])
+    with pytest.raises(WorkerError, match="--worker-secret and --broker-key"):
+        server_cli.main(["--connect", "tcp://127.0.0.1:9", "--worker-secret", secret])
+
+
 def test_one_debug_line_per_request(caplog):
     with service() as (broker, _), WorkerClient(broker.frontend_address) as client:
         with caplog.at_level(logging.DEBUG, logger="diffjscc.worker.server"):

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import zmq
 
-from diffjscc.worker.keys import CurveServer
+from diffjscc.worker.keys import CurveServer, given_together
 from diffjscc.worker.protocol import (
     DEFAULT_LIMITS,
     UNAVAILABLE,
@@ -599,9 +599,7 @@ def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
 
 def broker_from_args(args, backend: str, context: zmq.Context | None = None) -> Broker:
     curve = None
-    if args.curve_secret or args.curve_clients:
-        if not (args.curve_secret and args.curve_clients):
-            raise WorkerError("CURVE needs both --curve-secret and --curve-clients")
+    if given_together(curve_secret=args.curve_secret, curve_clients=args.curve_clients):
         curve = CurveServer.from_files(args.curve_secret, args.curve_clients)
     for address in (args.pdu_pull, args.pdu_push):
         # GNU Radio's zeromq blocks have no CURVE option: the PDU sockets are always plain.

@@ -42,6 +42,15 @@ def _load(path: str | os.PathLike, need_secret: bool) -> tuple[bytes, bytes | No
     return public, secret
 
 
+def given_together(**options: str | None) -> bool:
+    """True when every key option is given, False when none is; WorkerError when only some are."""
+    given = [name for name, value in options.items() if value]
+    if given and len(given) < len(options):
+        names = " and ".join(f"--{name.replace('_', '-')}" for name in options)
+        raise WorkerError(f"CURVE needs both {names}")
+    return bool(given)
+
+
 @dataclass(frozen=True)
 class CurveServer:
     """A server's key pair and the folder of client public keys it accepts."""

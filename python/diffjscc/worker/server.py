@@ -49,7 +49,7 @@ from diffjscc.worker.broker import (
     check_positive,
     percentiles,
 )
-from diffjscc.worker.keys import CurveClient
+from diffjscc.worker.keys import CurveClient, given_together
 from diffjscc.worker.protocol import (
     DEFAULT_LIMITS,
     INTERNAL,
@@ -490,7 +490,7 @@ def status_main(argv: list[str]) -> int:
     parser.add_argument("--curve-server", metavar="FILE", help="the server's public NAME.key")
     args = parser.parse_args(argv)
     curve = None
-    if args.curve_secret or args.curve_server:
+    if given_together(curve_secret=args.curve_secret, curve_server=args.curve_server):
         curve = CurveClient.from_files(args.curve_secret, args.curve_server)
     with WorkerClient(args.address, timeout_s=args.timeout, retries=0, curve=curve) as client:
         print(json.dumps(client.status(), indent=2, default=str))
@@ -508,9 +508,7 @@ def serve(args: argparse.Namespace, engine=None) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     curve = None
-    if args.broker_key or args.worker_secret:
-        if not (args.broker_key and args.worker_secret):
-            raise WorkerError("CURVE for a worker needs both --broker-key and --worker-secret")
+    if given_together(worker_secret=args.worker_secret, broker_key=args.broker_key):
         curve = CurveClient.from_files(args.worker_secret, args.broker_key)
     context = zmq.Context()
     broker = None
