@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import queue
-import signal
 import socket
 import sys
 import threading
@@ -48,6 +47,7 @@ from diffjscc.worker.broker import (
     broker_from_args,
     check_positive,
     percentiles,
+    stop_on_sigterm,
 )
 from diffjscc.worker.keys import CurveClient, given_together
 from diffjscc.worker.protocol import (
@@ -197,16 +197,17 @@ class WorkerServer:
         if self.curve is not None:
             self.curve.apply(sock)
         sock.connect(self.broker)
-        self._send(sock, [READY, json.dumps(self._ready_info()).encode()])
+        self._register(sock)
         return sock
 
-    def _ready_info(self) -> dict:
-        return {
+    def _register(self, dealer: zmq.Socket) -> None:
+        info = {
             "capacity": self.capacity,
             "name": self.name,
             "pid": os.getpid(),
             "info": self.engine.info(),
         }
+        self._send(dealer, [READY, json.dumps(info).encode()])
 
     def _io_loop(self) -> None:
         dealer = self._connect()
@@ -271,7 +272,7 @@ class WorkerServer:
     def _on_broker(self, dealer: zmq.Socket, frames: list[bytes], now: float) -> None:
         command = frames[0] if frames else b""
         if command == RESYNC:
-            self._send(dealer, [READY, json.dumps(self._ready_info()).encode()])
+            self._register(dealer)
             return
         if command != REQUEST or len(frames) != 3:
             return  # HEARTBEAT, or noise: hearing anything is enough
@@ -406,10 +407,6 @@ def default_max_batch(engine) -> int:
     return 4 if device == "none" else 1  # "none": the synthetic engine, batching is free
 
 
-def _raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="diffjscc worker",
@@ -519,9 +516,7 @@ def serve(args: argparse.Namespace, engine=None) -> int:
         backend = f"inproc://diffjscc-backend-{uuid.uuid4().hex}"
         broker = broker_from_args(args, backend, context=context)
     engine = engine if engine is not None else build_engine(args)
-    if threading.current_thread() is threading.main_thread():
-        # SIGTERM (systemd, kill, a test's terminate()) stops as cleanly as Ctrl-C: workers say BYE.
-        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    stop_on_sigterm()
     if broker is not None:
         broker.start()
     worker = WorkerServer(
