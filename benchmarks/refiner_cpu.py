@@ -15,7 +15,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,6 +32,7 @@ def main(argv=None) -> int:
     import torch
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
+    from diffjscc.io import atomic_write_text
     from diffjscc.refiner.tiny import tiny_refiner
 
     if args.threads:
@@ -85,13 +85,8 @@ def main(argv=None) -> int:
                 f"{side:>4}x{side:<4} {sampler:>10} {best:>9.3f} {run['per_step_ms']:>12.1f} {model_ms:>9.1f}"
             )
     if args.output:
-        out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
-        with os.fdopen(fd, "w") as f:
-            json.dump(results, f, indent=2)
-        os.replace(tmp, out)
-        print(f"wrote {out}")
+        atomic_write_text(args.output, json.dumps(results, indent=2))
+        print(f"wrote {args.output}")
     return 0
 
 

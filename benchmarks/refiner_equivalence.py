@@ -47,6 +47,7 @@ def main(argv=None) -> int:
     import torch.nn.functional as F
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
+    from diffjscc.io import atomic_write_text
     from diffjscc.refiner.pipeline import DiffJSCCRefiner
 
     device = torch.device(
@@ -143,7 +144,7 @@ def main(argv=None) -> int:
         )
 
     print(json.dumps(report, indent=2))
-    Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_text(args.output, json.dumps(report, indent=2) + "\n")
     return 0
 
 
