@@ -574,6 +574,31 @@ def test_a_worker_presumed_dead_cannot_answer_twice():
         broker.stop()
 
 
+def test_a_worker_with_odd_status_json_cannot_stop_the_broker():
+    broker = Broker(ANY_PORT, ANY_PORT, heartbeat_s=0.1).start()
+    context = zmq.Context.instance()
+    odd = [context.socket(zmq.DEALER) for _ in range(2)]
+    try:
+        for sock in odd:
+            sock.linger = 0
+            sock.connect(broker.backend_address)
+        odd[0].send_multipart([READY, b'{"capacity": 1, "info": 5}'])  # refused
+        odd[1].send_multipart([READY, b'{"capacity": 1}'])
+        wait_for(lambda: len(broker._workers) == 1, "the second worker to join")
+        odd[1].send_multipart([HEARTBEAT, b"[1, 2]"])  # not an object: dropped
+        with WorkerClient(broker.frontend_address, timeout_s=5, retries=0) as client:
+            assert client.status()["broker"]["workers"] == 1
+            odd[1].send_multipart([HEARTBEAT, b'{"served": 1208925819614629174706176}'])
+            wait_for(lambda: next(iter(broker._workers.values())).status, "the heartbeat")
+            with pytest.raises(WorkerError, match="not writable"):  # beyond a PMT integer
+                client.status()
+        assert broker._thread.is_alive()
+    finally:
+        for sock in odd:
+            sock.close()
+        broker.stop()
+
+
 def test_status_command_prints_json(capsys):
     from diffjscc.worker import server as server_cli
 

@@ -47,6 +47,7 @@ from diffjscc.worker.protocol import (
     WorkerError,
     decode_request,
     encode_reply,
+    encode_status_reply,
 )
 
 log = logging.getLogger(__name__)
@@ -385,10 +386,7 @@ class Broker:
             )
             return
         if isinstance(request, StatusRequest):
-            reply = DecodeReply(
-                request.request_id, None, ok=True, served_by="broker", status=self.status()
-            )
-            self._answer(origin, envelope, encode_reply(reply))
+            self._answer(origin, envelope, encode_status_reply(request, self.status(), "broker"))
             return
         job = _Job(
             ticket=next(self._tickets).to_bytes(8, "big"),
@@ -441,6 +439,8 @@ class Broker:
             try:
                 info = json.loads(frames[2]) if len(frames) > 2 else {}
                 capacity = int(info.get("capacity", 1))
+                if not isinstance(info.get("info", {}), dict):  # merged into status()
+                    raise TypeError("'info' is not an object")
             except (ValueError, TypeError, AttributeError):
                 log.warning("worker %r sent an unreadable READY", identity)
                 return
@@ -459,9 +459,11 @@ class Broker:
         if command == HEARTBEAT:
             if len(frames) > 2 and len(frames[2]) < 65536:
                 try:
-                    worker.status = json.loads(frames[2])
+                    status = json.loads(frames[2])
                 except ValueError:
-                    pass
+                    status = None
+                if isinstance(status, dict):  # merged into status(): anything else is dropped
+                    worker.status = status
         elif command == REPLY and len(frames) == 4:
             ticket, payload = frames[2], frames[3]
             job = self._inflight.get(ticket)

@@ -233,6 +233,19 @@ def encode_reply(reply: DecodeReply, image_format: str = "raw") -> bytes:
     return _pdu(meta, payload)
 
 
+def encode_status_reply(request: StatusRequest, status: dict, served_by: str) -> bytes:
+    """The reply to a status request; an explicit failure when a value cannot be written
+    (a worker's heartbeat may carry any JSON, e.g. an integer beyond 64 bits)."""
+    try:
+        return encode_reply(
+            DecodeReply(request.request_id, None, ok=True, served_by=served_by, status=status)
+        )
+    except (TypeError, ValueError) as exc:
+        return encode_reply(
+            DecodeReply.failure(request, f"status not writable: {exc}", INTERNAL, served_by)
+        )
+
+
 # ---------------------------------------------------------------- reading (no pmt)
 
 

@@ -61,6 +61,7 @@ from diffjscc.worker.protocol import (
     WorkerError,
     decode_request,
     encode_reply,
+    encode_status_reply,
 )
 
 log = logging.getLogger(__name__)
@@ -286,10 +287,9 @@ class WorkerServer:
             self._send(dealer, [REPLY, ticket, encode_reply(reply)])
             return
         if isinstance(request, StatusRequest):
-            reply = DecodeReply(
-                request.request_id, None, ok=True, served_by=self.name, status=self.status()
+            self._send(
+                dealer, [REPLY, ticket, encode_status_reply(request, self.status(), self.name)]
             )
-            self._send(dealer, [REPLY, ticket, encode_reply(reply)])
             return
         self._jobs.put(_Job(ticket, request, now))
 
