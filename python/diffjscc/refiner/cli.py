@@ -93,12 +93,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.prompt is not None
         else make_captioner(args.caption, device)
     )
+    # The small JSCC model first: a missing one fails before the refiner takes its time to load.
+    jscc = load_jscc(args.jscc, args.refiner, device) if args.simulate else None
     refiner = DiffJSCCRefiner.from_pretrained(args.refiner, captioner=captioner).to(device, dtype)
 
     original = None
     if args.simulate:
         original = image
-        jscc = load_jscc(args.jscc, args.refiner, device)
         x = torch.from_numpy(np.array(original)).permute(2, 0, 1)[None].float().div(255).to(device)
         m = jscc.config.downsampling_factor
         pad_h, pad_w = (-x.shape[2]) % m, (-x.shape[3]) % m
