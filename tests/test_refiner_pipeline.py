@@ -214,6 +214,10 @@ def test_save_and_load_round_trip(refiner, tmp_path):
         (folder / "tokenizer" / vocabulary).unlink(missing_ok=True)
     with pytest.raises(WeightsNotFoundError, match="no vocabulary"):
         DiffJSCCRefiner.from_pretrained(folder)
+    for damaged in ("{", "[]"):
+        (folder / "refiner.json").write_text(damaged)
+        with pytest.raises(ConfigError, match="refiner.json"):
+            DiffJSCCRefiner.from_pretrained(folder)
 
 
 def test_missing_stable_diffusion_is_a_clear_error(tmp_path):

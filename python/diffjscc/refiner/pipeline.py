@@ -260,7 +260,12 @@ class DiffJSCCRefiner:
                 f"checkpoint with `diffjscc convert-official-refiner` or train one with "
                 f"`diffjscc train-refiner`."
             )
-        data = json.loads(config_path.read_text())
+        try:
+            data = json.loads(config_path.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{config_path} is not readable JSON: {exc}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("refiner", {}), dict):
+            raise ConfigError(f"{config_path} is not a refiner config")
         if data.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
             raise ConfigError(f"{config_path} was written by a newer diffjscc")
         kwargs = {} if torch_dtype is None else {"torch_dtype": torch_dtype}
