@@ -312,32 +312,22 @@ class Broker:
 
     # ------------------------------------------------------------------ main loop
     def _loop(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self.frontend, zmq.POLLIN)
-        poller.register(self.backend, zmq.POLLIN)
+        handlers = [(self.backend, self._on_backend), (self.frontend, self._on_frontend)]
         if self.pdu_pull is not None:
-            poller.register(self.pdu_pull, zmq.POLLIN)
+            handlers.append((self.pdu_pull, self._on_pdu))
+        poller = zmq.Poller()
+        for sock, _ in handlers:
+            poller.register(sock, zmq.POLLIN)
         next_heartbeat = time.monotonic() + self.heartbeat_s
         tick_ms = max(10, int(self.heartbeat_s * 1000 / 4))
         while not self._stop.is_set():
             events = dict(poller.poll(tick_ms))
-            # Bounded bursts so one busy socket cannot starve the others.
-            for _ in range(256):
-                if self.backend not in events or not self._poll_once(
-                    self.backend, self._on_backend
-                ):
-                    break
-            for _ in range(256):
-                if self.frontend not in events or not self._poll_once(
-                    self.frontend, self._on_frontend
-                ):
-                    break
-            if self.pdu_pull is not None:
-                for _ in range(256):
-                    if self.pdu_pull not in events or not self._poll_once(
-                        self.pdu_pull, self._on_pdu
-                    ):
-                        break
+            for sock, handler in handlers:
+                if sock in events:
+                    # A bounded burst, so one busy socket cannot starve the others.
+                    for _ in range(256):
+                        if not self._poll_once(sock, handler):
+                            break
             now = time.monotonic()
             self._expire(now)
             self._dispatch(now)
