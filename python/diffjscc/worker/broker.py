@@ -72,8 +72,7 @@ def check_bind_address(address: str, allow_remote: bool) -> None:
         raise WorkerError(
             f"unsupported address {address!r}: use tcp://HOST:PORT, ipc:// or inproc://"
         )
-    host = address[len("tcp://") :].rsplit(":", 1)[0]
-    if host not in LOOPBACK_HOSTS and not allow_remote:
+    if not allow_remote and not _is_local(address):
         raise WorkerError(
             f"{address} listens beyond this machine; pass --allow-remote (with CURVE keys, "
             "see 'diffjscc keys') to serve other hosts"
