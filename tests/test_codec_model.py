@@ -11,6 +11,8 @@ def test_registry_rates_match_the_paper():
     spec = get_model_spec("1/384")
     assert spec.cbr == Fraction(1, 384) and spec.channels == 4
     assert spec.num_symbols(512, 768) == 3072  # the paper's headline: 3,072 symbols per Kodak image
+    # Any other size is padded up to a multiple of 16 first, as the codec pads the image.
+    assert spec.num_symbols(497, 753) == 3072 and spec.num_symbols(513, 768) == 3168
     assert get_model_spec(Fraction(1, 96)).channels == 16
     assert get_model_spec(spec.rate_code) is spec
     assert len({s.rate_code for s in MODELS.values()}) == len(MODELS)

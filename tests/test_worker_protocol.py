@@ -26,7 +26,7 @@ MODEL = "jscc-awgn-cbr1_384"
 
 
 def symbols_for(height: int, width: int, model: str = MODEL, seed: int = 0) -> np.ndarray:
-    n = get_model_spec(model).num_symbols(-(-height // 16) * 16, -(-width // 16) * 16)
+    n = get_model_spec(model).num_symbols(height, width)
     rng = np.random.default_rng(seed)
     return (rng.standard_normal(n) + 1j * rng.standard_normal(n)).astype(np.complex64) / np.sqrt(2)
 

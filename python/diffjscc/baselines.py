@@ -36,9 +36,8 @@ import numpy as np
 from PIL import Image
 
 from diffjscc.errors import ConfigError
-from diffjscc.image import padded_shape
 from diffjscc.metrics import psnr
-from diffjscc.registry import DOWNSAMPLING, ModelSpec, get_model_spec
+from diffjscc.registry import ModelSpec, get_model_spec
 
 SCALES = (1, 2, 4, 8)
 # A downscaled image must keep at least this many pixels a side to be tried.
@@ -59,7 +58,7 @@ def capacity_bits_per_symbol(snr_db: float) -> float:
 def jscc_num_symbols(image_shape: tuple[int, int], model: str | ModelSpec) -> int:
     """Complex symbols the JSCC model sends for an image (padded to a multiple of 16)."""
     spec = get_model_spec(model)
-    return spec.num_symbols(*padded_shape(int(image_shape[0]), int(image_shape[1]), DOWNSAMPLING))
+    return spec.num_symbols(int(image_shape[0]), int(image_shape[1]))
 
 
 def bit_budget(num_symbols: int, snr_db: float) -> float:

@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from diffjscc.errors import ImageError
+from diffjscc.registry import padded_shape
 
 # 8K x 8K: far beyond any radio image, small enough to never exhaust memory when decoding.
 MAX_PIXELS = 8192 * 8192
@@ -101,10 +102,6 @@ def save_png(path: str | os.PathLike, image: np.ndarray) -> Path:
     with atomic_path(path) as tmp:
         Image.fromarray(check_image_array(image, str(path))).save(tmp, format="PNG")
     return path
-
-
-def padded_shape(height: int, width: int, multiple: int) -> tuple[int, int]:
-    return (-(-height // multiple) * multiple, -(-width // multiple) * multiple)
 
 
 def pad_to_multiple(image: np.ndarray, multiple: int) -> np.ndarray:

@@ -16,6 +16,11 @@ from diffjscc.errors import ConfigError
 DOWNSAMPLING = 16
 
 
+def padded_shape(height: int, width: int, multiple: int = DOWNSAMPLING) -> tuple[int, int]:
+    """Each side rounded up to a multiple: the shape the encoder sees."""
+    return (-(-int(height) // multiple) * multiple, -(-int(width) // multiple) * multiple)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
@@ -40,11 +45,10 @@ class ModelSpec:
                 f"model has {latent_channels} latent channels, {self.name} needs {self.channels}"
             )
 
-    def num_symbols(self, padded_height: int, padded_width: int) -> int:
-        """Complex symbols for an image already padded to a multiple of DOWNSAMPLING."""
-        return (
-            (self.channels // 2) * (padded_height // DOWNSAMPLING) * (padded_width // DOWNSAMPLING)
-        )
+    def num_symbols(self, height: int, width: int) -> int:
+        """Complex symbols sent for an image of this size (padded first, as the codec does)."""
+        ph, pw = padded_shape(height, width)
+        return (self.channels // 2) * (ph // DOWNSAMPLING) * (pw // DOWNSAMPLING)
 
 
 MODELS: dict[str, ModelSpec] = {

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from diffjscc.registry import DOWNSAMPLING, get_model_spec
+from diffjscc.registry import get_model_spec, padded_shape
 from diffjscc.symbols import EncodedImage, latent_to_symbols, symbols_to_latent
 
 
@@ -33,7 +33,7 @@ class BlockMeanCodec:
     def encode(self, image, snr_db=7.0):
         image = np.asarray(image, dtype=np.uint8)
         h, w = image.shape[:2]
-        ph, pw = -(-h // DOWNSAMPLING) * DOWNSAMPLING, -(-w // DOWNSAMPLING) * DOWNSAMPLING
+        ph, pw = padded_shape(h, w)
         padded = np.pad(image, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge").astype(np.float32)
         blocks = padded.reshape(ph // 16, 16, pw // 16, 16, 3).mean(axis=(1, 3)) / 255.0 - 0.5
         latent = np.concatenate([blocks.transpose(2, 0, 1), blocks.mean(axis=2)[None]], axis=0)
@@ -51,7 +51,7 @@ class BlockMeanCodec:
         from diffjscc.worker.protocol import DecodeReply
 
         h, w = request.image_shape
-        ph, pw = -(-h // DOWNSAMPLING) * DOWNSAMPLING, -(-w // DOWNSAMPLING) * DOWNSAMPLING
+        ph, pw = padded_shape(h, w)
         latent = symbols_to_latent(request.symbols, (2, ph // 16, pw // 16))
         latent *= self._scale.get((h, w), 0.25)
         rgb = np.clip((latent[:3].transpose(1, 2, 0) + 0.5) * 255.0, 0, 255)

@@ -25,15 +25,12 @@ from diffjscc.radio import header as hdr
 from diffjscc.radio.config import FrameConfig
 from diffjscc.radio.pulse import shape
 from diffjscc.radio.sequences import PREAMBLE_LENGTH, pilot_symbols, preamble
-from diffjscc.registry import DOWNSAMPLING, get_model_spec
+from diffjscc.registry import get_model_spec
 
 
 def image_symbol_count(rate_code: int, image_shape: tuple[int, int]) -> int:
     """JSCC symbols of a whole image, from the rate and the unpadded shape."""
-    h, w = (int(v) for v in image_shape)
-    hp = -(-h // DOWNSAMPLING) * DOWNSAMPLING
-    wp = -(-w // DOWNSAMPLING) * DOWNSAMPLING
-    return get_model_spec(int(rate_code)).num_symbols(hp, wp)
+    return get_model_spec(int(rate_code)).num_symbols(*image_shape)
 
 
 def frame_slice(total: int, frame_count: int, frame_index: int) -> tuple[int, int]:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from diffjscc.errors import ConfigError, DiffJSCCError
-from diffjscc.registry import DOWNSAMPLING, get_model_spec
+from diffjscc.registry import get_model_spec
 from diffjscc.worker.pmt_wire import Pair, PMTDecodeError, ReadLimits, dumps, loads
 
 # Request metadata: key -> what it holds. Anything else is refused.
@@ -390,7 +390,7 @@ def decode_request(data: bytes, limits: Limits = DEFAULT_LIMITS) -> DecodeReques
         raise ProtocolError(
             f"the PDU's vector must be a c32vector of symbols, got a PMT {_kind(vector)}", *ids
         )
-    expected = spec.num_symbols(_padded(height), _padded(width))
+    expected = spec.num_symbols(height, width)
     if vector.size != expected:
         raise ProtocolError(
             f"{spec.name} needs {expected} symbols for a {height}x{width} image, got {vector.size}",
@@ -413,10 +413,6 @@ def decode_request(data: bytes, limits: Limits = DEFAULT_LIMITS) -> DecodeReques
         image_format=image_format,
         user=user,
     )
-
-
-def _padded(side: int) -> int:
-    return -(-side // DOWNSAMPLING) * DOWNSAMPLING
 
 
 def peek_ids(data: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[Any, Any]:
