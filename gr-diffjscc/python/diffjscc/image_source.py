@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections import deque
 from pathlib import Path
@@ -58,12 +59,39 @@ def _image_paths(path) -> list[Path]:
     return [path]
 
 
+def _opt_steps(value) -> int:
+    """``tx_opt_steps`` as an integer >= 0, or a ConfigError that says what is wrong."""
+    if isinstance(value, bool) or not (
+        isinstance(value, numbers.Integral)
+        or (isinstance(value, numbers.Real) and float(value).is_integer())
+    ):
+        raise ConfigError(f"tx_opt_steps must be an integer >= 0, not {value!r}")
+    if value < 0:
+        raise ConfigError(f"tx_opt_steps must be an integer >= 0, got {value}")
+    return int(value)
+
+
+def _torch_encoder(spec):
+    """The torch codec of ``spec``, which can optimise symbols; a clear error without torch."""
+    try:
+        import torch  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(
+            "transmitter-side symbol optimisation (tx_opt_steps > 0) needs torch at the "
+            "transmitter: pip install 'diffjscc[torch]' (or -e '.[torch]' from a checkout), "
+            "or set tx_opt_steps to 0 to use the ONNX encoder"
+        ) from exc
+    from diffjscc.zoo import load_codec
+
+    return load_codec(spec.name)
+
+
 class image_source(gr.sync_block):
     """Sends images as deep-JSCC bursts.
 
     Each image (a file, or every image of a folder in name order; scikit-image's
     astronaut sample when ``path`` is empty) is encoded
-    by the ONNX JSCC encoder into complex symbols, which ``diffjscc.radio``
+    by the ONNX JSCC encoder (no torch needed) into complex symbols, which ``diffjscc.radio``
     splits into frames: preamble, CRC-protected header, and payload with
     pilots, root-raised-cosine shaped at ``sps`` samples per symbol. Each frame
     leaves as one burst followed by ``gap_samples`` zeros (the first burst is
@@ -78,9 +106,16 @@ class image_source(gr.sync_block):
     works in batches, completes the last burst); files that are not readable
     images are skipped and counted.
 
+    ``tx_opt_steps`` > 0 (opt-in; default 0) turns on transmitter-side symbol
+    optimisation (``diffjscc.symbol_opt``): the torch codec's symbols for each
+    image are refined by that many gradient steps through the decoder at the
+    design SNR, same symbol count and power, so the receiver does not change.
+    It needs torch (and the torch weights) at the transmitter and costs about
+    one decoder forward and backward pass per step and image.
+
     Message output ``tx_info``: one dict per image sent (image_id, path,
-    height, width, frames, symbols, model), which lets an image sink compare
-    what it received with the original.
+    height, width, frames, symbols, model, tx_opt_steps), which lets an image
+    sink compare what it received with the original.
     """
 
     def __init__(
@@ -98,6 +133,7 @@ class image_source(gr.sync_block):
         len_tag_key="packet_len",
         amplitude=1.0,
         first_image_id=0,
+        tx_opt_steps=0,
         encoder=None,
     ):
         gr.sync_block.__init__(
@@ -107,7 +143,14 @@ class image_source(gr.sync_block):
             raise ConfigError(f"burst_tags must be one of {BURST_TAG_MODES}, not {burst_tags!r}")
         if int(gap_samples) < 0:
             raise ConfigError(f"gap_samples must be >= 0, got {gap_samples}")
+        self.tx_opt_steps = _opt_steps(tx_opt_steps)
         self.spec = get_model_spec(model)
+        if self.tx_opt_steps and self.spec.channel_type != "awgn":
+            # The block gives the encoder no channel gain; a fading model optimises for one.
+            raise ConfigError(
+                f"tx_opt_steps > 0 needs an AWGN model; {self.spec.name} is "
+                f"{self.spec.channel_type}"
+            )
         self.design_snr_db = float(design_snr_db)
         self.repeat = bool(repeat)
         self.cfg = frame_config(sps, rolloff, pilot_spacing, max_payload_symbols)
@@ -116,7 +159,9 @@ class image_source(gr.sync_block):
         self.len_tag_key = pmt.intern(str(len_tag_key))
         self.amplitude = np.float32(amplitude)
         self.paths = _image_paths(path)
-        if encoder is None:
+        if encoder is None and self.tx_opt_steps:
+            encoder = _torch_encoder(self.spec)
+        elif encoder is None:
             from diffjscc.onnx_codec import OnnxJSCCEncoder
 
             encoder = OnnxJSCCEncoder.from_pretrained(self.spec.name)
@@ -200,7 +245,13 @@ class image_source(gr.sync_block):
             return None
         image_id = self._ids.get(str(path), self._next_id)
         try:
-            encoded = self.encoder.encode(image, snr_db=self.design_snr_db)
+            if self.tx_opt_steps:
+                encoded = self.encoder.encode(
+                    image, snr_db=self.design_snr_db, optimise=self.tx_opt_steps
+                )
+            else:
+                # Injected encoders (the tests' fakes) need not take ``optimise``.
+                encoded = self.encoder.encode(image, snr_db=self.design_snr_db)
             bursts = [
                 np.asarray(b, dtype=np.complex64) * self.amplitude
                 for b in build_bursts(encoded, image_id=image_id, cfg=self.cfg)
@@ -223,6 +274,7 @@ class image_source(gr.sync_block):
             "frames": len(bursts),
             "symbols": int(encoded.num_symbols),
             "model": encoded.model,
+            "tx_opt_steps": self.tx_opt_steps,
         }
         if self.repeat and key is not None:
             if len(self._cache) >= CACHE_SIZE:

@@ -15,7 +15,7 @@ from gnuradio.diffjscc._fakes import BlockMeanCodec
 from gnuradio.diffjscc.image_source import END_SILENCE
 from PIL import Image
 
-from diffjscc.errors import ImageError
+from diffjscc.errors import ConfigError, ImageError
 from diffjscc.radio import FrameConfig, build_bursts
 
 
@@ -150,6 +150,33 @@ class qa_image_source(gr_unittest.TestCase):
         path = _write_image(self.dir / "a.png", 16, 16)
         with self.assertRaises(ValueError):
             image_source(str(path), burst_tags="nonsense", encoder=BlockMeanCodec())
+
+    def test_008_tx_opt_steps_reach_the_encoder(self):
+        path = _write_image(self.dir / "a.png", 16, 16)
+        codec = BlockMeanCodec()
+
+        class Recording:
+            def __init__(self):
+                self.calls = []
+
+            def encode(self, image, snr_db, **kwargs):
+                self.calls.append(kwargs)
+                return codec.encode(image, snr_db)
+
+        for steps, want in ((3, {"optimise": 3}), (0, {})):
+            with self.subTest(tx_opt_steps=steps):
+                self.tb = gr.top_block()
+                encoder = Recording()
+                src = image_source(str(path), gap_samples=10, tx_opt_steps=steps, encoder=encoder)
+                _, _, info = self._run(src)
+                self.assertEqual(encoder.calls, [want])
+                self.assertEqual(pmt.to_python(info.get_message(0))["tx_opt_steps"], steps)
+
+    def test_009_bad_tx_opt_steps_are_refused(self):
+        path = _write_image(self.dir / "a.png", 16, 16)
+        for steps in (-1, 2.5, "3", True):
+            with self.subTest(tx_opt_steps=steps), self.assertRaises(ConfigError):
+                image_source(str(path), tx_opt_steps=steps, encoder=BlockMeanCodec())
 
 
 if __name__ == "__main__":
