@@ -179,6 +179,28 @@ def test_bad_settings(tmp_path, capsys):
     _fails(tmp_path, capsys, [*data, "--noise-draws", "0"], "--noise-draws")
     _fails(tmp_path, capsys, [*data, "--snr", "nan"], "SNR")
     _fails(tmp_path, capsys, [*data, "--plot", str(tmp_path / "p.jpg")], "--plot")
+    _fails(tmp_path, capsys, [*data, "--tx-opt-steps", "-1"], "--tx-opt-steps")
+    _fails(tmp_path, capsys, [*data, "--tx-opt-steps", "2", "--tx-opt-lr", "0"], "lr")
+    _fails(tmp_path, capsys, [*data, "--tx-opt-steps", "2", "--methods", "avif"], "keep jscc")
+
+
+def test_tx_opt_adds_a_column_decoded_through_the_same_draws(tmp_path):
+    _write_images(tmp_path / "data", shape=(64, 64), count=2)
+    out = tmp_path / "eval.json"
+    argv = ["--data", str(tmp_path / "data"), "--cbr", "1/384", "--snr", "13"]
+    argv += ["--noise-draws", "2", "--tx-opt-steps", "4", "--avif-speed", "8"]
+    argv += ["--workers", "1", "--no-progress", "--json", str(out)]
+    assert main(argv) == 0
+    result = json.loads(out.read_text())
+    plain, opt = _record(result, "jscc", 13.0), _record(result, "jscc_tx_opt", 13.0)
+    assert opt["num_images"] == 2 and opt["noise_draws"] == 2
+    assert opt["per_image"]["num_symbols"] == plain["per_image"]["num_symbols"]
+    assert opt["per_image"]["psnr"] != plain["per_image"]["psnr"]
+    assert (
+        result["settings"]["tx_opt_steps"] == 4 and "jscc_tx_opt" in result["settings"]["methods"]
+    )
+    table = markdown_table(result)
+    assert "jscc tx opt - JPEG2000 (dB)" in table and "jscc - JPEG2000 (dB)" in table
 
 
 def test_refiner_adds_a_refined_column(tmp_path):

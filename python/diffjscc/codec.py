@@ -9,6 +9,7 @@ from diffjscc.errors import ConfigError
 from diffjscc.image import check_image_array, pad_to_multiple, padded_shape
 from diffjscc.models.jscc import DeepJSCC
 from diffjscc.registry import ModelSpec, get_model_spec
+from diffjscc.symbol_opt import SymbolOptConfig, optimise_symbols
 from diffjscc.symbols import EncodedImage
 
 
@@ -61,8 +62,23 @@ class JSCCCodec:
         )
         return snr, torch.as_tensor(np.broadcast_to(h, (n,)).copy(), device=self.device)
 
-    @torch.inference_mode()
-    def encode(self, image: np.ndarray, snr_db: float, h: complex | None = None) -> EncodedImage:
+    # no_grad, not inference_mode: symbol optimisation differentiates through the decoder.
+    @torch.no_grad()
+    def encode(
+        self,
+        image: np.ndarray,
+        snr_db: float,
+        h: complex | None = None,
+        optimise: SymbolOptConfig | int | None = None,
+    ) -> EncodedImage:
+        """Image (H, W, 3) uint8 -> symbols. ``optimise``: steps (or a SymbolOptConfig) of
+        transmitter-side symbol optimisation (diffjscc.symbol_opt); None or 0: one pass."""
+        if isinstance(optimise, int) and not isinstance(optimise, bool):
+            optimise = SymbolOptConfig(steps=optimise)
+        elif optimise is not None and not isinstance(optimise, SymbolOptConfig):
+            raise ConfigError(
+                f"optimise must be a number of steps or a SymbolOptConfig, not {optimise!r}"
+            )
         image = check_image_array(image)
         padded = pad_to_multiple(image, self.multiple)
         x = (
@@ -74,7 +90,10 @@ class JSCCCodec:
             .contiguous(memory_format=self.memory_format)
         )
         snr, h_t = self._csi_tensors(snr_db, h, 1)
-        z = self.model.encode(x, snr, h_t)[0]
+        z = self.model.encode(x, snr, h_t)
+        if optimise is not None and optimise.steps:
+            z = optimise_symbols(self.model, x, z, snr, h_t, optimise, tuple(image.shape[:2]))
+        z = z[0]
         return EncodedImage(
             symbols=z.reshape(-1).cpu().numpy().astype(np.complex64),
             image_shape=tuple(image.shape[:2]),

@@ -11,6 +11,8 @@ For every CBR and SNR, each image is sent
 
 With ``--refiner FOLDER`` the JSCC image of the first noise draw is also refined by the
 diffusion refiner (``jscc_refined``: PSNR, MS-SSIM and, where its weights are present, LPIPS).
+With ``--tx-opt-steps N``, also the JSCC with its symbols optimised at the transmitter
+(``jscc_tx_opt``, diffjscc.symbol_opt), decoded through the same channel draws.
 
 Averages are over all images, in dB for PSNR. An image a codec cannot fit in its budget is
 *undelivered* and counted as a uniform mid-gray image (the receiver's zero-rate guess);
@@ -56,7 +58,10 @@ from diffjscc.registry import get_model_spec
 
 FORMAT = "diffjscc-eval/1"
 CODECS = ("jpeg2000", "avif")
-METHODS = ("jscc", "jscc_refined", *CODECS, "best_separation")
+# The JSCC's own columns: one encoder pass, with transmitter-side symbol optimisation
+# (--tx-opt-steps), and refined by the diffusion model (--refiner).
+JSCC_METHODS = ("jscc", "jscc_tx_opt", "jscc_refined")
+METHODS = (*JSCC_METHODS, *CODECS, "best_separation")
 # Identical images have infinite PSNR; capped so that means stay finite and JSON stays valid.
 PSNR_CAP = 100.0
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
@@ -96,6 +101,14 @@ def setup_args() -> argparse.ArgumentParser:
         default=min(2, os.cpu_count() or 1),
         help="processes for the codec baselines",
     )
+    tx_opt = p.add_argument_group("symbol optimisation at the transmitter (the jscc_tx_opt column)")
+    tx_opt.add_argument(
+        "--tx-opt-steps",
+        type=int,
+        default=0,
+        help="gradient steps on each image's symbols (0: no jscc_tx_opt column)",
+    )
+    tx_opt.add_argument("--tx-opt-lr", type=float, default=0.03, help="first step size")
     refine = p.add_argument_group("diffusion refiner (the jscc_refined column)")
     refine.add_argument("--refiner", help="refiner folder (DiffJSCCRefiner.from_pretrained)")
     refine.add_argument("--refine-steps", type=int, default=None, help="default: the refiner's")
@@ -137,6 +150,11 @@ def _check_args(args) -> None:
             raise ConfigError("--plot needs matplotlib: pip install matplotlib") from exc
     if args.refiner and "jscc" not in args.methods:
         raise ConfigError("--refiner refines the JSCC images: keep jscc in --methods")
+    if args.tx_opt_steps < 0:
+        raise ConfigError(f"--tx-opt-steps must be 0 or positive, not {args.tx_opt_steps}")
+    if args.tx_opt_steps and "jscc" not in args.methods:
+        raise ConfigError("--tx-opt-steps optimises the JSCC symbols: keep jscc in --methods")
+    _tx_opt_config(args, 0)  # a bad --tx-opt-lr fails here, before any work
     make_codecs([m for m in args.methods if m in CODECS], args.avif_speed, args.avif_bytes)
 
 
@@ -259,19 +277,35 @@ def _noise_rng(seed: int, image_index: int, cbr, snr_db: float) -> np.random.Gen
     return np.random.default_rng(np.random.SeedSequence(key))
 
 
+def _tx_opt_config(args, image_index: int):
+    from diffjscc.symbol_opt import SymbolOptConfig
+
+    steps = max(args.tx_opt_steps, 1)
+    return SymbolOptConfig(steps=steps, lr=args.tx_opt_lr, seed=args.seed * 100003 + image_index)
+
+
 def jscc_for_image(
-    codec, image: np.ndarray, image_index: int, snrs, draws: int, seed: int, keep_first=False
+    codec,
+    image: np.ndarray,
+    image_index: int,
+    snrs,
+    draws: int,
+    seed: int,
+    keep_first=False,
+    optimise=None,
 ):
     """{snr: {"psnr": [per draw], "ms_ssim": [per draw]}} for one image.
 
     ``keep_first`` also keeps the decoded image of the first draw (for the refiner).
+    ``optimise`` (a SymbolOptConfig) optimises the symbols at the transmitter first; the
+    channel draws are the same as without, so the two columns compare image by image.
     """
     from diffjscc.channels import awgn
 
     out = {}
     shape = image.shape[:2]
     for snr in snrs:
-        enc = codec.encode(image, snr)
+        enc = codec.encode(image, snr, optimise=optimise)
         rng = _noise_rng(seed, image_index, codec.spec.cbr, snr)
         received = [awgn(enc.symbols, snr, rng) for _ in range(draws)]
         decoded = codec.decode_batch(received, [shape] * draws, [snr] * draws)
@@ -363,7 +397,7 @@ def _record(method, common, noise_draws, psnrs, ssims, delivered=None, lpips=Non
 
 
 def build_records(
-    names, images, specs, snrs, methods, jscc, separation, draws, refined=None
+    names, images, specs, snrs, methods, jscc, separation, draws, refined=None, tx_opt=None
 ) -> list[dict]:
     records = []
     for spec in specs:
@@ -376,13 +410,15 @@ def build_records(
                 num_images=len(images),
             )
             symbols = [jscc_num_symbols(img.shape[:2], spec) for img in images]
-            if "jscc" in methods:
-                per = [jscc[spec.name][i][snr] for i in range(len(images))]
+            for method, rows in (("jscc", jscc), ("jscc_tx_opt", tx_opt)):
+                if not rows:
+                    continue
+                per = [rows[spec.name][i][snr] for i in range(len(images))]
                 psnrs = [float(np.mean(p["psnr"])) for p in per]
                 ssims = [float(np.mean(p["ms_ssim"])) for p in per]
                 records.append(
                     _record(
-                        "jscc",
+                        method,
                         common,
                         draws,
                         psnrs,
@@ -406,7 +442,7 @@ def build_records(
                     )
                 )
             budgets = [byte_budget(n, snr) for n in symbols]
-            for method in [m for m in METHODS if m not in ("jscc", "jscc_refined")]:
+            for method in [m for m in METHODS if m not in JSCC_METHODS]:
                 if not separation or method not in separation[0]:
                     continue
                 rows = [separation[i][method][budgets[i]] for i in range(len(images))]
@@ -485,6 +521,7 @@ def plot_results(result: dict, path: str | os.PathLike) -> None:
     cbrs = list(dict.fromkeys(r["cbr"] for r in records))
     styles = {
         "jscc": dict(color="C3", marker="o", lw=2.2, label="deep JSCC"),
+        "jscc_tx_opt": dict(color="C4", marker="v", lw=1.8, label="JSCC, symbols optimised at TX"),
         "jscc_refined": dict(color="C1", marker="D", lw=1.6, label="JSCC + diffusion refiner"),
         "jpeg2000": dict(color="C0", marker="s", ls="--", label="JPEG 2000 @ capacity"),
         "avif": dict(color="C2", marker="^", ls="--", label="AVIF @ capacity"),
@@ -530,12 +567,14 @@ def markdown_table(result: dict) -> str:
     by_key = {(r["method"], r["cbr"], r["snr_db"]): r for r in result["records"]}
     methods = [m for m in METHODS if any(r["method"] == m for r in result["records"])]
     head = ["CBR", "SNR (dB)"] + [m.replace("_", " ") for m in methods]
-    has_sep = {"jscc", "jpeg2000", "best_separation"} <= set(methods)
-    codecs = [m for m in methods if m not in ("jscc", "jscc_refined")]
+    has_sep = {"jpeg2000", "best_separation"} <= set(methods)
+    compared = [m for m in ("jscc", "jscc_tx_opt") if has_sep and m in methods]
+    codecs = [m for m in methods if m not in JSCC_METHODS]
     if codecs:
         head.append("undelivered (" + " / ".join(m.replace("_", " ") for m in codecs) + ")")
-    if has_sep:
-        head += ["JSCC - JPEG2000 (dB)", "JSCC - best sep. (dB)"]
+    for m in compared:
+        name = m.replace("_", " ")
+        head += [f"{name} - JPEG2000 (dB)", f"{name} - best sep. (dB)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     keys = sorted({(r["cbr"], r["snr_db"]) for r in result["records"]}, key=_order)
     for cbr, snr in keys:
@@ -551,8 +590,8 @@ def markdown_table(result: dict) -> str:
             cells.append(cell)
         if codecs:
             cells.append(" / ".join(str(by_key[(m, cbr, snr)]["undelivered"]) for m in codecs))
-        if has_sep:
-            jscc = by_key[("jscc", cbr, snr)]["psnr"]
+        for m in compared:
+            jscc = by_key[(m, cbr, snr)]["psnr"]
             for base in ("jpeg2000", "best_separation"):
                 d = jscc - by_key[(base, cbr, snr)]["psnr"]
                 cells.append(f"{d:+.2f} {'win' if d > 0 else 'loss'}")
@@ -604,6 +643,7 @@ def evaluate(args, argv: Sequence[str]) -> dict:
         timing["separation_s"] = round(time.perf_counter() - t0, 1)
 
     jscc: dict[str, list[dict]] = {}
+    tx_opt: dict[str, list[dict]] = {}
     refined: dict[str, list[dict]] = {}
     if codecs:
         t0 = time.perf_counter()
@@ -628,9 +668,38 @@ def evaluate(args, argv: Sequence[str]) -> dict:
                 bar.update()
         bar.close()
         timing["jscc_s"] = round(time.perf_counter() - t0, 1)
+    if codecs and args.tx_opt_steps:
+        t0 = time.perf_counter()
+        bar = progress(total=len(specs) * len(images), desc="JSCC, symbols optimised")
+        for spec in specs:
+            tx_opt[spec.name] = []
+            for i, image in enumerate(images):
+                tx_opt[spec.name].append(
+                    jscc_for_image(
+                        codecs[spec.name],
+                        image,
+                        i,
+                        snrs,
+                        args.noise_draws,
+                        args.seed,
+                        optimise=_tx_opt_config(args, i),
+                    )
+                )
+                bar.update()
+        bar.close()
+        timing["jscc_tx_opt_s"] = round(time.perf_counter() - t0, 1)
 
     records = build_records(
-        names, images, specs, snrs, args.methods, jscc, separation, args.noise_draws, refined
+        names,
+        images,
+        specs,
+        snrs,
+        args.methods,
+        jscc,
+        separation,
+        args.noise_draws,
+        refined,
+        tx_opt,
     )
     timing["wall_s"] = round(time.time() - started, 1)
     # CPU seconds of this process and its workers: the wall time depends on what else runs.
@@ -658,6 +727,8 @@ def evaluate(args, argv: Sequence[str]) -> dict:
             avif_speed=args.avif_speed,
             avif_bytes=args.avif_bytes,
             weights=args.weights or "packaged",
+            tx_opt_steps=args.tx_opt_steps,
+            tx_opt_lr=args.tx_opt_lr if args.tx_opt_steps else None,
             refiner=args.refiner,
             refine_steps=args.refine_steps,
             refine_sampler=args.refine_sampler,
