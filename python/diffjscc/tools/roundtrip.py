@@ -26,7 +26,16 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--snr", type=float, default=4.0, help="channel SNR in dB")
     p.add_argument("--channel", choices=["awgn", "rayleigh"], default="awgn")
     p.add_argument(
-        "--encoder", choices=["torch", "onnx"], default="onnx", help="transmitter back end"
+        "--encoder",
+        choices=["torch", "onnx"],
+        default=None,
+        help="transmitter back end (default: onnx; torch with --tx-opt-steps)",
+    )
+    p.add_argument(
+        "--tx-opt-steps",
+        type=int,
+        default=0,
+        help="gradient steps on the symbols at the transmitter (diffjscc.symbol_opt; torch)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="write the received image here (PNG)")
@@ -40,7 +49,13 @@ def default_image() -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = setup_args().parse_args(argv)
+    parser = setup_args()
+    args = parser.parse_args(argv)
+    if args.tx_opt_steps < 0:
+        parser.error(f"--tx-opt-steps must be 0 or positive, not {args.tx_opt_steps}")
+    if args.tx_opt_steps and args.encoder == "onnx":
+        parser.error("--tx-opt-steps needs gradients through the decoder: use --encoder torch")
+    args.encoder = args.encoder or ("torch" if args.tx_opt_steps else "onnx")
     spec = get_model_spec(args.model)
     image = load_image(args.image) if args.image else default_image()
     rng = np.random.default_rng(args.seed)
@@ -56,7 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         encoder = codec
     t1 = time.perf_counter()
-    sent = encoder.encode(image, args.snr)
+    sent = (
+        codec.encode(image, args.snr, optimise=args.tx_opt_steps)
+        if args.tx_opt_steps
+        else encoder.encode(image, args.snr)
+    )
     t2 = time.perf_counter()
     if args.channel == "awgn":
         received, h = channels.awgn(sent.symbols, args.snr, rng), 1.0 + 0.0j
@@ -76,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         "symbols": sent.num_symbols,
         "channel": args.channel,
         "snr_db": args.snr,
+        "encoder": args.encoder,
+        "tx_opt_steps": args.tx_opt_steps,
         "psnr": round(float(psnr(image, decoded)), 3),
         "ms_ssim": round(float(ms_ssim(image, decoded)), 4),
         "time_s": {
