@@ -73,6 +73,12 @@ def setup_args() -> argparse.ArgumentParser:
         default=None,
         help="delay in samples, fractional allowed (default: random in [0, 64))",
     )
+    p.add_argument(
+        "--tx-opt-steps",
+        type=int,
+        default=0,
+        help="optimise the symbols at the transmitter with this many steps (torch; 0: off)",
+    )
     p.add_argument("--epsilon", type=float, default=1.0, help="sample rate ratio (drift; 1 = none)")
     p.add_argument("--fading", action="store_true", help="Rayleigh block fading (one gain per run)")
     p.add_argument("--seed", type=int, default=None, help="seed of noise, delay and fading")
@@ -192,10 +198,10 @@ class TimedEncoder:
         self.encoder = encoder
         self.seconds = 0.0
 
-    def encode(self, image, snr_db):
+    def encode(self, image, snr_db, **options):
         t = time.monotonic()
         try:
-            return self.encoder.encode(image, snr_db=snr_db)
+            return self.encoder.encode(image, snr_db=snr_db, **options)
         finally:
             self.seconds += time.monotonic() - t
 
@@ -213,6 +219,7 @@ def build_flowgraph(args, image_path, encoder, decoder, worker_address, output_d
         model=args.cbr,
         design_snr_db=args.snr if args.design_snr is None else args.design_snr,
         sps=args.sps,
+        tx_opt_steps=args.tx_opt_steps,
         encoder=encoder,
     )
     whole = int(math.floor(delay))
@@ -346,6 +353,8 @@ def run(args, encoder=None, decoder=None, log=print) -> dict:
         raise DiffJSCCError(f"--epsilon must be > 0, got {args.epsilon}")
     if not args.timeout > 0:
         raise DiffJSCCError(f"--timeout must be > 0, got {args.timeout}")
+    if args.tx_opt_steps < 0:
+        raise DiffJSCCError(f"--tx-opt-steps must be >= 0, got {args.tx_opt_steps}")
     if args.refiner:
         if not Path(args.refiner).is_dir():
             raise DiffJSCCError(f"--refiner {args.refiner}: no such folder")
@@ -380,7 +389,11 @@ def run(args, encoder=None, decoder=None, log=print) -> dict:
         except OSError as exc:
             log(f"loopback: cannot start a local worker ({exc}); decoding in this process")
     try:
-        if encoder is None:
+        if encoder is None and args.tx_opt_steps:
+            from diffjscc.zoo import load_codec  # gradients through the decoder: torch
+
+            encoder = load_codec(spec.name)
+        elif encoder is None:
             from diffjscc.onnx_codec import OnnxJSCCEncoder
 
             encoder = OnnxJSCCEncoder.from_pretrained(spec.name)
@@ -411,6 +424,7 @@ def run(args, encoder=None, decoder=None, log=print) -> dict:
         "model": spec.name,
         "cbr": spec.cbr_str,
         "snr_db": args.snr,
+        "tx_opt_steps": args.tx_opt_steps,
         "frames_sent": tx_stats["bursts_sent"],
         "frames_decoded": rx_stats.get("pdus_sent", 0),
         "images_decoded": sum(1 for r in results if r.get("path")),

@@ -197,6 +197,7 @@ def test_example_reports_bad_input_clearly(loopback, tmp_path, capsys):
         (["--epsilon", "0"], "--epsilon"),
         (["--timeout", "-1"], "--timeout"),
         (["--timing-offset", "-2"], "--timing-offset"),
+        (["--tx-opt-steps", "-1"], "--tx-opt-steps"),
         (["--output", "{file}/out"], "output folder"),
     ],
 )
