@@ -389,14 +389,10 @@ def run(args, encoder=None, decoder=None, log=print) -> dict:
         except OSError as exc:
             log(f"loopback: cannot start a local worker ({exc}); decoding in this process")
     try:
-        if encoder is None and args.tx_opt_steps:
-            from diffjscc.zoo import load_codec  # gradients through the decoder: torch
+        if encoder is None:
+            from diffjscc.zoo import load_transmitter
 
-            encoder = load_codec(spec.name)
-        elif encoder is None:
-            from diffjscc.onnx_codec import OnnxJSCCEncoder
-
-            encoder = OnnxJSCCEncoder.from_pretrained(spec.name)
+            encoder = load_transmitter(spec.name, args.tx_opt_steps)
         timed = TimedEncoder(encoder)
         tb = build_flowgraph(args, image_path, timed, decoder, worker_address, output_dir)
         t_ready = time.monotonic()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from diffjscc.errors import WeightsNotFoundError
+from diffjscc.errors import ConfigError, WeightsNotFoundError
 from diffjscc.registry import ModelSpec, get_model_spec
 
 PACKAGE_WEIGHTS = Path(__file__).resolve().parent / "weights"
@@ -59,3 +59,22 @@ def load_codec(
 
     spec = get_model_spec(model)
     return JSCCCodec(load_jscc(spec, device, folder), spec)
+
+
+def load_transmitter(model: str | int | ModelSpec = "1/384", tx_opt_steps: int = 0):
+    """The transmitter's encoder: the ONNX one (numpy + onnxruntime, no torch), or, when its
+    symbols are to be optimised (``tx_opt_steps`` > 0, diffjscc.symbol_opt), the torch codec,
+    which can differentiate through the decoder."""
+    if not tx_opt_steps:
+        from diffjscc.onnx_codec import OnnxJSCCEncoder
+
+        return OnnxJSCCEncoder.from_pretrained(model)
+    try:
+        import torch  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(
+            "transmitter-side symbol optimisation (tx_opt_steps > 0) needs torch at the "
+            "transmitter: pip install 'diffjscc[torch]' (or -e '.[torch]' from a checkout), "
+            "or set tx_opt_steps to 0 to use the ONNX encoder"
+        ) from exc
+    return load_codec(model)

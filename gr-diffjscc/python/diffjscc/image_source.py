@@ -71,21 +71,6 @@ def _opt_steps(value) -> int:
     return int(value)
 
 
-def _torch_encoder(spec):
-    """The torch codec of ``spec``, which can optimise symbols; a clear error without torch."""
-    try:
-        import torch  # noqa: F401
-    except ImportError as exc:
-        raise ConfigError(
-            "transmitter-side symbol optimisation (tx_opt_steps > 0) needs torch at the "
-            "transmitter: pip install 'diffjscc[torch]' (or -e '.[torch]' from a checkout), "
-            "or set tx_opt_steps to 0 to use the ONNX encoder"
-        ) from exc
-    from diffjscc.zoo import load_codec
-
-    return load_codec(spec.name)
-
-
 class image_source(gr.sync_block):
     """Sends images as deep-JSCC bursts.
 
@@ -159,12 +144,10 @@ class image_source(gr.sync_block):
         self.len_tag_key = pmt.intern(str(len_tag_key))
         self.amplitude = np.float32(amplitude)
         self.paths = _image_paths(path)
-        if encoder is None and self.tx_opt_steps:
-            encoder = _torch_encoder(self.spec)
-        elif encoder is None:
-            from diffjscc.onnx_codec import OnnxJSCCEncoder
+        if encoder is None:
+            from diffjscc.zoo import load_transmitter
 
-            encoder = OnnxJSCCEncoder.from_pretrained(self.spec.name)
+            encoder = load_transmitter(self.spec.name, self.tx_opt_steps)
         self.encoder = encoder
         self._next_id = int(first_image_id) % IMAGE_ID_MODULO
         self._path_index = 0

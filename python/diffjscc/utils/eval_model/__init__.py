@@ -108,7 +108,9 @@ def setup_args() -> argparse.ArgumentParser:
         default=0,
         help="gradient steps on each image's symbols (0: no jscc_tx_opt column)",
     )
-    tx_opt.add_argument("--tx-opt-lr", type=float, default=0.03, help="first step size")
+    tx_opt.add_argument(
+        "--tx-opt-lr", type=float, default=None, help="first step size (default: 0.03)"
+    )
     refine = p.add_argument_group("diffusion refiner (the jscc_refined column)")
     refine.add_argument("--refiner", help="refiner folder (DiffJSCCRefiner.from_pretrained)")
     refine.add_argument("--refine-steps", type=int, default=None, help="default: the refiner's")
@@ -154,7 +156,8 @@ def _check_args(args) -> None:
         raise ConfigError(f"--tx-opt-steps must be 0 or positive, not {args.tx_opt_steps}")
     if args.tx_opt_steps and "jscc" not in args.methods:
         raise ConfigError("--tx-opt-steps optimises the JSCC symbols: keep jscc in --methods")
-    _tx_opt_config(args, 0)  # a bad --tx-opt-lr fails here, before any work
+    if args.tx_opt_steps:
+        _tx_opt_config(args, 0)  # a bad --tx-opt-lr fails here, before any work
     make_codecs([m for m in args.methods if m in CODECS], args.avif_speed, args.avif_bytes)
 
 
@@ -280,8 +283,8 @@ def _noise_rng(seed: int, image_index: int, cbr, snr_db: float) -> np.random.Gen
 def _tx_opt_config(args, image_index: int):
     from diffjscc.symbol_opt import SymbolOptConfig
 
-    steps = max(args.tx_opt_steps, 1)
-    return SymbolOptConfig(steps=steps, lr=args.tx_opt_lr, seed=args.seed * 100003 + image_index)
+    lr = {} if args.tx_opt_lr is None else {"lr": args.tx_opt_lr}
+    return SymbolOptConfig(steps=args.tx_opt_steps, seed=args.seed * 100003 + image_index, **lr)
 
 
 def jscc_for_image(
@@ -728,7 +731,7 @@ def evaluate(args, argv: Sequence[str]) -> dict:
             avif_bytes=args.avif_bytes,
             weights=args.weights or "packaged",
             tx_opt_steps=args.tx_opt_steps,
-            tx_opt_lr=args.tx_opt_lr if args.tx_opt_steps else None,
+            tx_opt_lr=_tx_opt_config(args, 0).lr if args.tx_opt_steps else None,
             refiner=args.refiner,
             refine_steps=args.refine_steps,
             refine_sampler=args.refine_sampler,
