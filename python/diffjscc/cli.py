@@ -15,13 +15,13 @@ from diffjscc.errors import DiffJSCCError
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "roundtrip": (
-        "diffjscc.tools.roundtrip",
+        "diffjscc.jscc.roundtrip",
         "encode, send over a simulated channel, decode one image",
     ),
     "train-jscc": ("diffjscc.train.jscc", "train the deep JSCC codec on an image folder"),
-    "export-onnx": ("diffjscc.onnx_export", "export a JSCC encoder to ONNX"),
-    "convert-official": ("diffjscc.convert", "convert an official DiffJSCC checkpoint's JSCC part"),
-    "eval": ("diffjscc.utils.eval_model", "PSNR / MS-SSIM of JSCC and separation baselines"),
+    "export-onnx": ("diffjscc.jscc.onnx_export", "export a JSCC encoder to ONNX"),
+    "convert-official": ("diffjscc.jscc.convert", "convert an official DiffJSCC checkpoint's JSCC part"),
+    "eval": ("diffjscc.eval", "PSNR / MS-SSIM of JSCC and separation baselines"),
     "worker": ("diffjscc.worker.server", "serve decoding and refinement over ZMQ"),
     "keys": ("diffjscc.worker.keys", "generate ZMQ CURVE key pairs for the worker"),
     "train-refiner": ("diffjscc.refiner.train", "stage-2 training of the diffusion control module"),

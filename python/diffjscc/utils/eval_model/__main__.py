@@ -1,5 +1,5 @@
 import sys
 
-from diffjscc.utils.eval_model import main
+from diffjscc.eval import main
 
 sys.exit(main())

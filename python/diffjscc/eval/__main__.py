@@ -1,0 +1,5 @@
+import sys
+
+from diffjscc.eval import main
+
+sys.exit(main())
