@@ -28,7 +28,13 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 from diffjscc import channels  # noqa: E402
 from diffjscc.io import atomic_write_text  # noqa: E402
-from diffjscc.radio import BurstReceiver, FrameConfig, build_bursts, image_symbol_count  # noqa: E402
+from diffjscc.radio import (  # noqa: E402
+    BurstReceiver,
+    FrameConfig,
+    ReceiverTuning,
+    build_bursts,
+    image_symbol_count,
+)
 from diffjscc.radio.sim import impair, resample  # noqa: E402
 from diffjscc.registry import get_model_spec  # noqa: E402
 from diffjscc.symbols import EncodedImage  # noqa: E402
@@ -38,7 +44,8 @@ def run(
     images: int, model: str, chunk: int, snr_db: float, sro_ppm: float, seed: int, track_ppm=200.0
 ) -> dict:
     rng = np.random.default_rng(seed)
-    cfg = FrameConfig(max_sample_rate_offset_ppm=track_ppm)
+    cfg = FrameConfig()
+    tuning = ReceiverTuning(max_sample_rate_offset_ppm=track_ppm)
     shape = (512, 768)
     spec = get_model_spec(model)
     n = image_symbol_count(spec.rate_code, shape)
@@ -47,7 +54,7 @@ def run(
         z = (rng.standard_normal(n) + 1j * rng.standard_normal(n)).astype(np.complex64)
         encs.append(EncodedImage(channels.normalise_power(z), shape, (0, 0, 0), spec.name, 1.0))
     # Warm caches (pilot sequence, filter taps) outside the timed part.
-    warm = BurstReceiver(cfg)
+    warm = BurstReceiver(cfg, tuning)
     warm.feed(np.concatenate(build_bursts(encs[0], image_id=0, cfg=cfg)))
 
     t0, c0 = time.perf_counter(), time.process_time()
@@ -58,7 +65,7 @@ def run(
         stream = resample(stream, 1.0 + sro_ppm * 1e-6)
     x = impair(stream, snr_db, cfg, cfo=0.01 / cfg.sps, delay=17.3, rng=rng)
     t2, c2 = time.perf_counter(), time.process_time()
-    rx = BurstReceiver(cfg)
+    rx = BurstReceiver(cfg, tuning)
     frames = []
     for i in range(0, x.size, chunk):
         frames += rx.feed(x[i : i + chunk])

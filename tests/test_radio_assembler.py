@@ -128,3 +128,55 @@ def test_image_gain_is_the_rms_of_the_frames_with_their_mean_phase():
     single.h = 0.3 - 0.4j
     (img,) = asm.add(single, now=0.0)
     assert img.h == pytest.approx(0.3 - 0.4j)
+
+
+def test_partial_frame_fills_only_its_received_symbols():
+    # A frame cut short: its unreceived symbols must reach the decoder as erasures
+    # (zeros, unmasked), not as whatever the receiver had there.
+    mask = np.zeros(1024, dtype=bool)
+    mask[:300] = True
+    cut = _frame(1, value=9.0)
+    cut.received_mask = mask
+    asm = ImageAssembler(timeout_s=1.0)
+    asm.add(_frame(0), now=0.0)
+    asm.add(cut, now=0.1)
+    (img,) = asm.add(_frame(2), now=0.2)
+    assert img.partial and img.missing_frames == () and img.incomplete_frames == (1,)
+    assert img.received_mask.sum() == TOTAL - 724
+    assert np.all(img.symbols[1024:1324] == 9) and np.all(img.symbols[1324:2048] == 0)
+    assert not img.received_mask[1324:2048].any()
+    assert asm.stats["frames_partial"] == 1
+
+
+def test_received_ranges_and_noise_travel_through_meta():
+    frame = _frame(0)
+    frame.received_mask = np.zeros(1024, dtype=bool)
+    frame.received_mask[10:20] = True
+    frame.received_mask[500:] = True
+    frame.symbol_noise_var = np.linspace(0.1, 1.0, 1024).astype(np.float32)
+    meta = frame.meta()
+    assert meta["received_ranges"] == [[10, 20], [500, 1024]] and meta["complete"] is False
+    back = ReceivedFrame.from_meta(meta, frame.symbols)
+    assert np.array_equal(back.received_mask, frame.received_mask)
+    assert np.allclose(back.symbol_noise_var, frame.symbol_noise_var)
+    asm = ImageAssembler(timeout_s=1.0)
+    (img,) = asm.add(back, now=0.0) + asm.poll(now=5.0)
+    assert np.isinf(img.symbol_noise_var[:10]).all() and img.symbol_noise_var[15] > 0
+    # Complete frames say so, with one range over all symbols.
+    assert _frame(0).meta()["received_ranges"] == [[0, 1024]]
+
+
+@pytest.mark.parametrize("ranges", [[[0, 2000]], [[-1, 3]], [[5, 5]], [[0, 1]] * 5000, [["a", 3]]])
+def test_bad_received_ranges_are_counted(ranges):
+    meta = _frame(0).meta()
+    meta["received_ranges"] = ranges
+    asm = ImageAssembler(timeout_s=1.0)
+    assert asm.add_meta(meta, np.ones(1024, np.complex64), now=0.0) == []
+    assert asm.stats["bad_frame"] == 1
+
+
+def test_huge_claimed_snr_does_not_overflow():
+    asm = ImageAssembler(timeout_s=1.0)
+    asm.add(_frame(0, snr_db=5000.0), now=0.0)
+    (img,) = asm.poll(now=5.0)
+    assert np.isfinite(img.snr_db) and img.partial

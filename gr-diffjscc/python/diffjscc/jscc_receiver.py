@@ -11,7 +11,7 @@ import numpy as np
 import pmt
 from gnuradio import gr
 
-from ._frames import frame_config, frame_to_pdu
+from ._frames import frame_to_pdu
 
 PDU_PORT = pmt.intern("pdus")
 
@@ -34,7 +34,9 @@ class jscc_receiver(gr.sync_block):
     source, with the received phase at sample h_sample), cfo, timing and the
     other fields of ``ReceivedFrame.meta()``.
 
-    The frame settings (sps, rolloff, pilot spacing, payload size) must be
+    ``waveform`` names the waveform (``diffjscc.radio.waveform.WAVEFORMS``:
+    "sc" single carrier, "ofdm"); it takes the parameters it knows. The
+    waveform settings (sps, rolloff, pilot spacing, payload size, ...) must be
     those of the transmitter.
 
     The receiver works in batches of samples, so the last burst of a stream
@@ -43,14 +45,26 @@ class jscc_receiver(gr.sync_block):
     length of zeros.
     """
 
-    def __init__(self, sps=2, rolloff=0.35, pilot_spacing=0, max_payload_symbols=0):
+    def __init__(
+        self, sps=2, rolloff=0.35, pilot_spacing=0, max_payload_symbols=0, waveform="sc", **settings
+    ):
         gr.sync_block.__init__(
             self, name="diffjscc_jscc_receiver", in_sig=[np.complex64], out_sig=None
         )
-        from diffjscc.radio import BurstReceiver
+        from diffjscc.radio.waveform import waveform_from_block_params
 
-        self.cfg = frame_config(sps, rolloff, pilot_spacing, max_payload_symbols)
-        self._rx = BurstReceiver(self.cfg)
+        # The waveform takes the parameters it knows (``settings``: those of other
+        # waveforms, e.g. OFDM's); the receiver it builds is all this block talks to.
+        self.waveform = waveform_from_block_params(
+            waveform,
+            sps=sps,
+            rolloff=rolloff,
+            pilot_spacing=pilot_spacing,
+            max_payload_symbols=max_payload_symbols,
+            **settings,
+        )
+        self.cfg = getattr(self.waveform, "cfg", None)  # the FrameConfig of a single carrier
+        self._rx = self.waveform.make_receiver()
         self._lock = threading.Lock()  # stats() is called from other threads
         self._frames_out = 0
         self._pdu_errors = 0

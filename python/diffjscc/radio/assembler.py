@@ -2,7 +2,10 @@
 
 ``add`` returns the images that a frame completes; ``poll`` returns, as
 partial, the images that have waited ``timeout_s`` since their last frame. An
-image never waits longer than that, whatever arrives or does not. Frames that
+image never waits longer than that, whatever arrives or does not. A frame
+received only in part (``ReceivedFrame.received_mask``) fills only its received
+symbols; the rest stay zeros, unmasked, so the decoder sees erasures, and the
+image is partial. Frames that
 cannot belong to a usable image are counted in ``stats`` and dropped:
 
 - ``bad_frame``: header fields that do not fit together or do not match the
@@ -24,8 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from diffjscc.radio.config import MAX_IMAGE_SYMBOLS
-from diffjscc.radio.frame import frame_slice, image_symbol_count
-from diffjscc.radio.receiver import FrameError, ReceivedFrame
+from diffjscc.radio.frame import FrameError, ReceivedFrame, frame_slice, image_symbol_count
 from diffjscc.registry import get_model_spec
 
 
@@ -46,6 +48,10 @@ class AssembledImage:
     design_snr_db: float = float("nan")
     missing_frames: tuple[int, ...] = ()
     frame_snr_db: tuple[float, ...] = ()  # per received frame, in frame order
+    # Noise variance of each equalised symbol (inf where not received), when a frame
+    # gave one per symbol (``ReceivedFrame.symbol_noise_var``); None otherwise.
+    symbol_noise_var: np.ndarray | None = None
+    incomplete_frames: tuple[int, ...] = ()  # received, but only in part
 
     @property
     def rate_code(self) -> int:
@@ -62,9 +68,12 @@ class _Pending:
     last_arrival: float = 0.0
 
 
+_SNR_LIMIT_DB = 200.0  # frame SNRs beyond +-this are taken as this
+
 STAT_KEYS = (
     "frames_in",
     "frames_used",
+    "frames_partial",
     "bad_frame",
     "inconsistent_header",
     "duplicate_frame",
@@ -137,8 +146,11 @@ class ImageAssembler:
             )
             self._pending[frame.image_id] = pending
         start, stop = frame_slice(pending.total, frame.frame_count, frame.frame_index)
-        pending.symbols[start:stop] = frame.symbols
-        pending.mask[start:stop] = True
+        mask = frame.mask()
+        pending.symbols[start:stop] = np.where(mask, frame.symbols, 0)
+        pending.mask[start:stop] = mask
+        if not frame.complete:
+            self.stats["frames_partial"] += 1
         pending.frames[frame.frame_index] = frame
         pending.last_arrival = now
         self.stats["frames_used"] += 1
@@ -169,15 +181,32 @@ class ImageAssembler:
     def _finish(self, image_id: int) -> AssembledImage:
         p = self._pending.pop(image_id)
         frames = [p.frames[i] for i in sorted(p.frames)]
-        counts = np.array([f.symbols.size for f in frames], dtype=np.float64)
-        snr_lin = np.array([10.0 ** (f.snr_db / 10.0) for f in frames])
+        counts = np.array([f.received_count for f in frames], dtype=np.float64)
+        # Clipped: a PDU may claim any finite SNR, and 10 ** 500 overflows.
+        snr_lin = 10.0 ** (
+            np.clip([f.snr_db for f in frames], -_SNR_LIMIT_DB, _SNR_LIMIT_DB) / 10.0
+        )
         snr_db = 10.0 * math.log10(max(float(np.sum(counts * snr_lin) / np.sum(counts)), 1e-12))
         # The RMS gain with the phase of the symbol-weighted mean gain: for one frame its
         # own h; for several, the tap's phase when there is no frequency offset (with one,
         # each frame sees another phase, and only the magnitude means something).
         h_rms = math.sqrt(float(np.mean([abs(f.h) ** 2 for f in frames])))
         h_phase = cmath.phase(complex(np.sum(counts * np.array([f.h for f in frames]))))
-        partial = len(frames) < p.first.frame_count
+        partial = len(frames) < p.first.frame_count or not bool(p.mask.all())
+        noise = None
+        if any(f.symbol_noise_var is not None for f in frames):
+            noise = np.full(p.total, np.inf, dtype=np.float32)
+            for f in frames:
+                start, stop = frame_slice(p.total, f.frame_count, f.frame_index)
+                if f.symbol_noise_var is not None:
+                    var = np.asarray(f.symbol_noise_var, dtype=np.float32)
+                else:
+                    var = np.full(
+                        stop - start,
+                        10.0 ** (-min(max(f.snr_db, -_SNR_LIMIT_DB), _SNR_LIMIT_DB) / 10.0),
+                        dtype=np.float32,
+                    )
+                noise[start:stop] = np.where(f.mask(), var, np.inf)
         self.stats["images_partial" if partial else "images_complete"] += 1
         return AssembledImage(
             image_id=image_id,
@@ -193,4 +222,6 @@ class ImageAssembler:
             design_snr_db=p.first.design_snr_db,
             missing_frames=tuple(i for i in range(p.first.frame_count) if i not in p.frames),
             frame_snr_db=tuple(f.snr_db for f in frames),
+            symbol_noise_var=noise,
+            incomplete_frames=tuple(f.frame_index for f in frames if not f.complete),
         )

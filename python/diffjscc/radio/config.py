@@ -1,10 +1,11 @@
-"""Settings of the radio frame, shared by transmitter and receiver.
+"""Settings of the single-carrier waveform, and the tuning of its receiver.
 
-The transmitter and the receiver must agree on ``sps``, ``rolloff``,
-``filter_span`` and ``pilot_spacing`` (the waveform); everything else in the
-frame (shape, rate, frame count, ...) travels in the header. The remaining
-fields only tune one side: ``max_payload_symbols`` the transmitter, the
-detection and tracking settings the receiver.
+``FrameConfig`` is the waveform: the transmitter and the receiver must agree on
+``sps``, ``rolloff``, ``filter_span`` and ``pilot_spacing``; ``max_payload_symbols``
+is the transmitter's frame size (everything else in the frame: shape, rate,
+frame count, ... travels in the header). ``ReceiverTuning`` only tunes a
+receiver (detection threshold, searched frequency offset, trackers, limits) and
+never has to match anything on the other side.
 """
 
 from __future__ import annotations
@@ -23,21 +24,13 @@ MAX_PAYLOAD_SYMBOLS = 65535
 
 @dataclass(frozen=True)
 class FrameConfig:
+    """The single-carrier waveform: what transmitter and receiver must agree on."""
+
     sps: int = 2  # samples per symbol
     rolloff: float = 0.35  # root raised cosine excess bandwidth
     filter_span: int = 8  # RRC length in symbols on each side of its peak
     pilot_spacing: int = 17  # one known pilot every this many body symbols (1/17 = 5.9 %)
     max_payload_symbols: int = 4096  # JSCC symbols per frame at most (transmitter)
-    # Receiver settings.
-    # On the normalised preamble metric (about snr / (sps + snr) at the peak), for
-    # sps = 2 and scaled by 2 / sps. Pure noise stays below 0.08 over 4e6 samples.
-    detection_threshold: float = 0.11
-    max_cfo: float = 0.03  # largest |frequency offset| searched, in cycles per symbol
-    phase_track_window: int = 16  # pilots averaged by the phase tracker; 0 turns it off
-    max_image_symbols: int = MAX_IMAGE_SYMBOLS
-    # Clock offset between transmitter and receiver that the timing tracker follows
-    # (GNU Radio channel_model's epsilon - 1); 0 turns the tracker off.
-    max_sample_rate_offset_ppm: float = 200.0
 
     def __post_init__(self) -> None:
         # numpy integers (from GRC or argparse-free code) are welcome; store plain ints.
@@ -46,8 +39,6 @@ class FrameConfig:
             "filter_span",
             "pilot_spacing",
             "max_payload_symbols",
-            "phase_track_window",
-            "max_image_symbols",
         ):
             value = getattr(self, name)
             if isinstance(value, Integral) and not isinstance(value, bool):
@@ -70,6 +61,36 @@ class FrameConfig:
                 f"max_payload_symbols must be an integer in 1..{MAX_PAYLOAD_SYMBOLS}, "
                 f"got {self.max_payload_symbols!r}"
             )
+
+    @property
+    def num_taps(self) -> int:
+        return 2 * self.filter_span * self.sps + 1
+
+    @property
+    def pilot_overhead(self) -> float:
+        """Fraction of body symbols that are pilots (ignoring the closing pilot)."""
+        return 1.0 / self.pilot_spacing
+
+
+@dataclass(frozen=True)
+class ReceiverTuning:
+    """How a receiver works; nothing here has to match the transmitter."""
+
+    # On the normalised preamble metric (about snr / (sps + snr) at the peak), for
+    # sps = 2 and scaled by 2 / sps. Pure noise stays below 0.08 over 4e6 samples.
+    detection_threshold: float = 0.11
+    max_cfo: float = 0.03  # largest |frequency offset| searched, in cycles per symbol
+    phase_track_window: int = 16  # pilots averaged by the phase tracker; 0 turns it off
+    max_image_symbols: int = MAX_IMAGE_SYMBOLS
+    # Clock offset between transmitter and receiver that the timing tracker follows
+    # (GNU Radio channel_model's epsilon - 1); 0 turns the tracker off.
+    max_sample_rate_offset_ppm: float = 200.0
+
+    def __post_init__(self) -> None:
+        for name in ("phase_track_window", "max_image_symbols"):
+            value = getattr(self, name)
+            if isinstance(value, Integral) and not isinstance(value, bool):
+                object.__setattr__(self, name, int(value))
         if not 0.0 < float(self.detection_threshold) < 1.0:
             raise ConfigError(
                 f"detection_threshold must be in (0, 1), got {self.detection_threshold!r}"
@@ -89,15 +110,6 @@ class FrameConfig:
             raise ConfigError(
                 f"max_image_symbols must be a positive integer, got {self.max_image_symbols!r}"
             )
-
-    @property
-    def num_taps(self) -> int:
-        return 2 * self.filter_span * self.sps + 1
-
-    @property
-    def pilot_overhead(self) -> float:
-        """Fraction of body symbols that are pilots (ignoring the closing pilot)."""
-        return 1.0 / self.pilot_spacing
 
 
 def sample_snr_db(symbol_snr_db: float, cfg: FrameConfig) -> float:

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from diffjscc.errors import ConfigError
+from diffjscc.errors import ConfigError, DiffJSCCError
 from diffjscc.radio import header as hdr
-from diffjscc.radio.config import FrameConfig
+from diffjscc.radio.config import MAX_IMAGE_SYMBOLS, FrameConfig
 from diffjscc.radio.pulse import shape
 from diffjscc.radio.sequences import PREAMBLE_LENGTH, pilot_symbols, preamble
 from diffjscc.registry import get_model_spec
@@ -127,10 +127,8 @@ def build_bursts(enc, image_id: int, cfg: FrameConfig | None = None) -> list[np.
         raise ConfigError(
             f"{spec.name} sends {total} symbols for a {h}x{w} image, the encoded image has {symbols.size}"
         )
-    if total > cfg.max_image_symbols:
-        raise ConfigError(
-            f"image of {total} symbols exceeds max_image_symbols={cfg.max_image_symbols}"
-        )
+    if total > MAX_IMAGE_SYMBOLS:
+        raise ConfigError(f"image of {total} symbols exceeds the limit of {MAX_IMAGE_SYMBOLS}")
     frame_count = math.ceil(total / cfg.max_payload_symbols)
     bursts = []
     for index in range(frame_count):
@@ -149,3 +147,226 @@ def build_bursts(enc, image_id: int, cfg: FrameConfig | None = None) -> list[np.
         start, stop = frame_slice(total, frame_count, index)
         bursts.append(shape(frame_symbols(header, symbols[start:stop], cfg), cfg))
     return bursts
+
+
+class FrameError(DiffJSCCError, ValueError):
+    """Frame metadata that does not describe a usable frame."""
+
+
+@dataclass
+class ReceivedFrame:
+    """One frame taken off the air: header fields, CSI, and equalised payload.
+
+    The record every waveform's receiver delivers (``diffjscc.radio.waveform``).
+    A frame whose payload was only partly received (a burst cut short, a
+    collision) carries ``received_mask``: True where a payload symbol is usable;
+    its other symbols are zeros (erasures) and ``snr_db`` describes the usable
+    ones only. ``symbol_noise_var``, when a receiver knows it, is the noise
+    variance of each equalised symbol (x_hat = x + e, var(e)); None means the
+    same for every symbol: ``noise_var / |h|^2``.
+    """
+
+    image_id: int
+    frame_index: int
+    frame_count: int
+    rate_code: int
+    image_shape: tuple[int, int]
+    design_snr_db: float
+    symbols: np.ndarray  # complex64, equalised payload (x_hat = y / h)
+    snr_db: float  # data-aided estimate, payload Es/N0
+    # Channel gain in the training convention (y = h x + n, unit-energy x): 1 for a
+    # unit channel; its phase is the received phase at sample h_sample, frequency
+    # offset included, as a narrowband receiver would see the channel there.
+    h: complex
+    cfo: float  # frequency offset, cycles per sample
+    timing: float  # sample index (since the receiver started) where the burst starts
+    noise_var: float = 0.0  # noise variance in the units of |h|^2 (snr = |h|^2 / noise_var)
+    num_known: int = 0  # known symbols the estimates used
+    sample_rate_offset: float = 0.0  # receiver clock / transmitter clock - 1, as tracked
+    h_sample: float = 0.0  # sample index (counted like timing) of the payload symbol h is for
+    received_mask: np.ndarray | None = None  # bool per payload symbol; None: all received
+    symbol_noise_var: np.ndarray | None = None  # float32 per payload symbol, of x_hat
+    waveform: str = "sc"  # name in diffjscc.radio.waveform.WAVEFORMS
+
+    @property
+    def complete(self) -> bool:
+        """Whether every payload symbol was received."""
+        return self.received_mask is None or bool(np.all(self.received_mask))
+
+    @property
+    def received_count(self) -> int:
+        if self.received_mask is None:
+            return int(np.size(self.symbols))
+        return int(np.count_nonzero(self.received_mask))
+
+    def mask(self) -> np.ndarray:
+        """``received_mask``, all True when the frame is complete."""
+        if self.received_mask is None:
+            return np.ones(np.size(self.symbols), dtype=bool)
+        return np.asarray(self.received_mask, dtype=bool)
+
+    @property
+    def model(self) -> str:
+        return get_model_spec(self.rate_code).name
+
+    @property
+    def image_symbols(self) -> int:
+        return image_symbol_count(self.rate_code, self.image_shape)
+
+    @property
+    def payload_slice(self) -> tuple[int, int]:
+        return frame_slice(self.image_symbols, self.frame_count, self.frame_index)
+
+    def meta(self) -> dict:
+        """Plain Python values, for a PDU's metadata dictionary.
+
+        ``received_ranges``: [start, stop) pairs of received payload symbols;
+        ``symbol_noise_var`` only when the receiver gives one per symbol.
+        """
+        meta = {
+            "image_id": int(self.image_id),
+            "frame_index": int(self.frame_index),
+            "frame_count": int(self.frame_count),
+            "rate_code": int(self.rate_code),
+            "model": self.model,
+            "image_shape": [int(self.image_shape[0]), int(self.image_shape[1])],
+            "design_snr_db": float(self.design_snr_db),
+            "snr_db": float(self.snr_db),
+            "h": complex(self.h),
+            "cfo": float(self.cfo),
+            "timing": float(self.timing),
+            "noise_var": float(self.noise_var),
+            "num_known": int(self.num_known),
+            "num_symbols": int(np.size(self.symbols)),
+            "sample_rate_offset": float(self.sample_rate_offset),
+            "h_sample": float(self.h_sample),
+            "complete": self.complete,
+            "received_symbols": self.received_count,
+            "received_ranges": mask_to_ranges(self.mask()),
+            "waveform": str(self.waveform),
+        }
+        if self.symbol_noise_var is not None:
+            meta["symbol_noise_var"] = [float(v) for v in np.asarray(self.symbol_noise_var)]
+        return meta
+
+    @classmethod
+    def from_meta(cls, meta: dict, symbols) -> ReceivedFrame:
+        """Rebuild a frame from ``meta()`` and its symbols (e.g. from a PDU).
+
+        Raises FrameError when a field is missing or does not fit the symbols.
+        """
+        try:
+            shape = tuple(int(v) for v in meta["image_shape"])
+            symbols = np.asarray(symbols, dtype=np.complex64).reshape(-1)
+            mask = None
+            if meta.get("received_ranges") is not None:
+                mask = ranges_to_mask(meta["received_ranges"], symbols.size)
+                if mask.all():
+                    mask = None
+            noise = meta.get("symbol_noise_var")
+            if noise is not None:
+                noise = np.asarray(noise, dtype=np.float32).reshape(-1)
+            frame = cls(
+                image_id=int(meta["image_id"]),
+                frame_index=int(meta["frame_index"]),
+                frame_count=int(meta["frame_count"]),
+                rate_code=int(meta["rate_code"]),
+                image_shape=(shape[0], shape[1]),
+                design_snr_db=float(meta.get("design_snr_db", float("nan"))),
+                symbols=symbols,
+                snr_db=float(meta["snr_db"]),
+                h=complex(meta.get("h", 1.0)),
+                cfo=float(meta.get("cfo", 0.0)),
+                timing=float(meta.get("timing", 0.0)),
+                noise_var=float(meta.get("noise_var", 0.0)),
+                num_known=int(meta.get("num_known", 0)),
+                sample_rate_offset=float(meta.get("sample_rate_offset", 0.0)),
+                h_sample=float(meta.get("h_sample", 0.0)),
+                received_mask=mask,
+                symbol_noise_var=noise,
+                waveform=str(meta.get("waveform", "sc"))[:32],
+            )
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise FrameError(f"frame metadata unusable: {exc!r}") from exc
+        frame.validate()
+        return frame
+
+    def validate(self, max_image_symbols: int = MAX_IMAGE_SYMBOLS) -> None:
+        """Raise FrameError unless the header fields are consistent with each other and the symbols."""
+        start, stop = header_payload_slice(
+            self.rate_code, self.image_shape, self.frame_count, self.frame_index, max_image_symbols
+        )
+        if np.size(self.symbols) != stop - start:
+            raise FrameError(
+                f"frame {self.frame_index} should carry {stop - start} symbols, got {np.size(self.symbols)}"
+            )
+        if not math.isfinite(self.snr_db):
+            raise FrameError("SNR estimate is not finite")
+        if not np.all(np.isfinite(self.symbols)):
+            raise FrameError("symbols contain NaN or infinity")
+        if self.received_mask is not None:
+            if np.shape(self.received_mask) != np.shape(self.symbols):
+                raise FrameError("received mask does not match the symbols")
+            if not np.any(self.received_mask):
+                raise FrameError("frame has no received symbol")
+        if self.symbol_noise_var is not None:
+            noise = np.asarray(self.symbol_noise_var)
+            if noise.shape != np.shape(self.symbols):
+                raise FrameError("per-symbol noise variance does not match the symbols")
+            if not np.all(noise >= 0):  # NaN fails too
+                raise FrameError("per-symbol noise variance negative or NaN")
+
+
+# A PDU's received_ranges holds at most this many pairs (a mask with more runs is refused).
+MAX_RANGES = 4096
+
+
+def mask_to_ranges(mask: np.ndarray) -> list[list[int]]:
+    """Bool mask -> [start, stop) pairs of its True runs."""
+    m = np.concatenate([[False], np.asarray(mask, dtype=bool), [False]])
+    edges = np.flatnonzero(m[1:] != m[:-1])
+    return [[int(a), int(b)] for a, b in zip(edges[0::2], edges[1::2], strict=True)]
+
+
+def ranges_to_mask(ranges, size: int) -> np.ndarray:
+    """[start, stop) pairs -> bool mask of ``size``; FrameError when they do not fit."""
+    if len(ranges) > MAX_RANGES:
+        raise FrameError(f"{len(ranges)} received ranges (at most {MAX_RANGES})")
+    mask = np.zeros(size, dtype=bool)
+    for pair in ranges:
+        a, b = (int(v) for v in pair)
+        if not 0 <= a < b <= size:
+            raise FrameError(f"received range {[a, b]} outside the {size} symbols")
+        mask[a:b] = True
+    return mask
+
+
+def header_payload_slice(
+    rate_code: int,
+    image_shape: tuple[int, int],
+    frame_count: int,
+    frame_index: int,
+    max_image_symbols: int = MAX_IMAGE_SYMBOLS,
+) -> tuple[int, int]:
+    """[start, stop) of a frame's payload in its image, from its header fields.
+
+    Raises FrameError unless the fields describe a usable frame: a known rate, a
+    positive shape, an image within ``max_image_symbols``, an index below the count
+    and at least one symbol in the frame.
+    """
+    try:
+        get_model_spec(rate_code)
+    except DiffJSCCError as exc:
+        raise FrameError(str(exc)) from exc
+    h, w = image_shape
+    if h < 1 or w < 1:
+        raise FrameError(f"image shape {image_shape} is not positive")
+    if not 0 <= frame_index < frame_count:
+        raise FrameError(f"frame index {frame_index} not below frame count {frame_count}")
+    total = image_symbol_count(rate_code, image_shape)
+    if total > max_image_symbols:
+        raise FrameError(f"image of {total} symbols exceeds the limit {max_image_symbols}")
+    start, stop = frame_slice(total, frame_count, frame_index)
+    if stop <= start:
+        raise FrameError(f"frame {frame_index} of {frame_count} carries no symbols of {total}")
+    return start, stop

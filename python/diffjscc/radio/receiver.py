@@ -43,25 +43,27 @@ from scipy import ndimage
 
 from diffjscc.errors import DiffJSCCError
 from diffjscc.radio import header as hdr
-from diffjscc.radio.config import MAX_IMAGE_SYMBOLS, MAX_PAYLOAD_SYMBOLS, FrameConfig
-from diffjscc.radio.estimation import (
-    ChannelEstimate,
-    cis,
-    estimate_channel,
-    phasor,
-    track_phase,
+from diffjscc.radio.config import MAX_PAYLOAD_SYMBOLS, FrameConfig, ReceiverTuning
+from diffjscc.radio.equalise import (  # noqa: F401  (re-exported: the names' old home)
+    _DRIFT_EXTRA_MAX,
+    KnownSymbols,
+    equalise_frame,
+    estimate_drift,
+    frame_known,
+    matched_filter_drifting,
 )
-from diffjscc.radio.frame import (
+from diffjscc.radio.estimation import ChannelEstimate, estimate_channel, phasor
+from diffjscc.radio.frame import (  # noqa: F401  (re-exported: the names' old home)
+    FrameError,
+    ReceivedFrame,
     body_layout,
-    frame_slice,
+    header_payload_slice,
     header_pilot_positions,
     header_span,
-    image_symbol_count,
 )
 from diffjscc.radio.pulse import (
     FRACTION_STEPS,
     matched_filter,
-    matched_filter_delays,
     rx_taps_table,
     shape,
 )
@@ -74,7 +76,6 @@ from diffjscc.radio.sequences import (
     preamble,
     preamble_segment,
 )
-from diffjscc.registry import get_model_spec
 
 log = logging.getLogger(__name__)
 
@@ -92,142 +93,6 @@ def _segment_filter_table(cfg: FrameConfig) -> np.ndarray:
     out = out.astype(np.complex64)
     out.flags.writeable = False
     return out
-
-
-class FrameError(DiffJSCCError, ValueError):
-    """Frame metadata that does not describe a usable frame."""
-
-
-@dataclass
-class ReceivedFrame:
-    """One frame taken off the air: header fields, CSI, and equalised payload."""
-
-    image_id: int
-    frame_index: int
-    frame_count: int
-    rate_code: int
-    image_shape: tuple[int, int]
-    design_snr_db: float
-    symbols: np.ndarray  # complex64, equalised payload (x_hat = y / h)
-    snr_db: float  # data-aided estimate, payload Es/N0
-    # Channel gain in the training convention (y = h x + n, unit-energy x): 1 for a
-    # unit channel; its phase is the received phase at sample h_sample, frequency
-    # offset included, as a narrowband receiver would see the channel there.
-    h: complex
-    cfo: float  # frequency offset, cycles per sample
-    timing: float  # sample index (since the receiver started) where the burst starts
-    noise_var: float = 0.0  # noise variance in the units of |h|^2 (snr = |h|^2 / noise_var)
-    num_known: int = 0  # known symbols the estimates used
-    sample_rate_offset: float = 0.0  # receiver clock / transmitter clock - 1, as tracked
-    h_sample: float = 0.0  # sample index (counted like timing) of the payload symbol h is for
-
-    @property
-    def model(self) -> str:
-        return get_model_spec(self.rate_code).name
-
-    @property
-    def image_symbols(self) -> int:
-        return image_symbol_count(self.rate_code, self.image_shape)
-
-    @property
-    def payload_slice(self) -> tuple[int, int]:
-        return frame_slice(self.image_symbols, self.frame_count, self.frame_index)
-
-    def meta(self) -> dict:
-        """Plain Python values, for a PDU's metadata dictionary."""
-        return {
-            "image_id": int(self.image_id),
-            "frame_index": int(self.frame_index),
-            "frame_count": int(self.frame_count),
-            "rate_code": int(self.rate_code),
-            "model": self.model,
-            "image_shape": [int(self.image_shape[0]), int(self.image_shape[1])],
-            "design_snr_db": float(self.design_snr_db),
-            "snr_db": float(self.snr_db),
-            "h": complex(self.h),
-            "cfo": float(self.cfo),
-            "timing": float(self.timing),
-            "noise_var": float(self.noise_var),
-            "num_known": int(self.num_known),
-            "num_symbols": int(np.size(self.symbols)),
-            "sample_rate_offset": float(self.sample_rate_offset),
-            "h_sample": float(self.h_sample),
-        }
-
-    @classmethod
-    def from_meta(cls, meta: dict, symbols) -> ReceivedFrame:
-        """Rebuild a frame from ``meta()`` and its symbols (e.g. from a PDU).
-
-        Raises FrameError when a field is missing or does not fit the symbols.
-        """
-        try:
-            shape = tuple(int(v) for v in meta["image_shape"])
-            frame = cls(
-                image_id=int(meta["image_id"]),
-                frame_index=int(meta["frame_index"]),
-                frame_count=int(meta["frame_count"]),
-                rate_code=int(meta["rate_code"]),
-                image_shape=(shape[0], shape[1]),
-                design_snr_db=float(meta.get("design_snr_db", float("nan"))),
-                symbols=np.asarray(symbols, dtype=np.complex64).reshape(-1),
-                snr_db=float(meta["snr_db"]),
-                h=complex(meta.get("h", 1.0)),
-                cfo=float(meta.get("cfo", 0.0)),
-                timing=float(meta.get("timing", 0.0)),
-                noise_var=float(meta.get("noise_var", 0.0)),
-                num_known=int(meta.get("num_known", 0)),
-                sample_rate_offset=float(meta.get("sample_rate_offset", 0.0)),
-                h_sample=float(meta.get("h_sample", 0.0)),
-            )
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise FrameError(f"frame metadata unusable: {exc!r}") from exc
-        frame.validate()
-        return frame
-
-    def validate(self, max_image_symbols: int = MAX_IMAGE_SYMBOLS) -> None:
-        """Raise FrameError unless the header fields are consistent with each other and the symbols."""
-        start, stop = header_payload_slice(
-            self.rate_code, self.image_shape, self.frame_count, self.frame_index, max_image_symbols
-        )
-        if np.size(self.symbols) != stop - start:
-            raise FrameError(
-                f"frame {self.frame_index} should carry {stop - start} symbols, got {np.size(self.symbols)}"
-            )
-        if not math.isfinite(self.snr_db):
-            raise FrameError("SNR estimate is not finite")
-        if not np.all(np.isfinite(self.symbols)):
-            raise FrameError("symbols contain NaN or infinity")
-
-
-def header_payload_slice(
-    rate_code: int,
-    image_shape: tuple[int, int],
-    frame_count: int,
-    frame_index: int,
-    max_image_symbols: int = MAX_IMAGE_SYMBOLS,
-) -> tuple[int, int]:
-    """[start, stop) of a frame's payload in its image, from its header fields.
-
-    Raises FrameError unless the fields describe a usable frame: a known rate, a
-    positive shape, an image within ``max_image_symbols``, an index below the count
-    and at least one symbol in the frame.
-    """
-    try:
-        get_model_spec(rate_code)
-    except DiffJSCCError as exc:
-        raise FrameError(str(exc)) from exc
-    h, w = image_shape
-    if h < 1 or w < 1:
-        raise FrameError(f"image shape {image_shape} is not positive")
-    if not 0 <= frame_index < frame_count:
-        raise FrameError(f"frame index {frame_index} not below frame count {frame_count}")
-    total = image_symbol_count(rate_code, image_shape)
-    if total > max_image_symbols:
-        raise FrameError(f"image of {total} symbols exceeds the limit {max_image_symbols}")
-    start, stop = frame_slice(total, frame_count, frame_index)
-    if stop <= start:
-        raise FrameError(f"frame {frame_index} of {frame_count} carries no symbols of {total}")
-    return start, stop
 
 
 @dataclass
@@ -317,9 +182,10 @@ class _Tables:
 class BurstReceiver:
     """Streaming receiver: ``feed(samples) -> list[ReceivedFrame]``."""
 
-    def __init__(self, cfg: FrameConfig | None = None):
+    def __init__(self, cfg: FrameConfig | None = None, tuning: ReceiverTuning | None = None):
         self.cfg = FrameConfig() if cfg is None else cfg
-        cfg = self.cfg
+        self.tuning = ReceiverTuning() if tuning is None else tuning
+        cfg, tuning = self.cfg, self.tuning
         template = shape(preamble_segment(), cfg)
         self._tables = _Tables(
             template=np.conj(template[::-1]).astype(np.complex64),
@@ -334,8 +200,8 @@ class BurstReceiver:
             self._tables.preamble_samples,
         )
         # At low SNR the metric's peak and the noise's spread both scale as 1/sps.
-        self._threshold = cfg.detection_threshold * 2.0 / cfg.sps
-        self._max_sro = cfg.max_sample_rate_offset_ppm * 1e-6
+        self._threshold = tuning.detection_threshold * 2.0 / cfg.sps
+        self._max_sro = tuning.max_sample_rate_offset_ppm * 1e-6
         # Samples kept before the search point, for timing adjustments and for
         # a frame's start moved by a clock offset.
         self._margin = 4 * cfg.sps + _DRIFT_EXTRA_MAX
@@ -647,7 +513,7 @@ class BurstReceiver:
         known_t = np.concatenate([np.arange(PREAMBLE_LENGTH), pilots_t])
         known = np.concatenate([preamble(), pilot_symbols(self._header_pilots.size)])
         # The coarse estimate from the preamble errs by < 0.002 cycles/symbol at -5 dB.
-        halfwidth = min(0.004, cfg.max_cfo)
+        halfwidth = min(0.004, self.tuning.max_cfo)
         est = estimate_channel(y[known_t], known, known_t, 0.0, halfwidth)
         data_t = PREAMBLE_LENGTH + self._header_data
         soft = (y[data_t] * np.conj(est.gain(data_t))).real
@@ -662,7 +528,7 @@ class BurstReceiver:
                 header.image_shape,
                 header.frame_count,
                 header.frame_index,
-                cfg.max_image_symbols,
+                self.tuning.max_image_symbols,
             )
             # No transmitter puts more in a frame: refused rather than waited for.
             if stop - start > MAX_PAYLOAD_SYMBOLS:
@@ -704,7 +570,7 @@ class BurstReceiver:
         # fraction of its main lobe (1/span): +-0.15/span is 4 standard deviations or more.
         halfwidth = 0.15 / (PREAMBLE_LENGTH + self._header_span)
         symbols, est = equalise_frame(
-            y, header, p.payload_len, cfg, p.header_est.freq, halfwidth, known=known
+            y, header, p.payload_len, cfg, p.header_est.freq, halfwidth, known, self.tuning
         )
         # h for the payload's middle symbol, in the training convention: without the
         # matched filter's gain (sqrt(sps) for a unit channel: the transmit pulse has
@@ -748,182 +614,3 @@ class BurstReceiver:
             self._metric_store.drop(mdrop)
             self._dsum_store.drop(mdrop)
             self._metric_start += mdrop
-
-
-# Phase noise the tracker may add, relative to the signal: its window grows at
-# low SNR so that averaging keeps 1 / (2 * window * snr) below this.
-_TRACKER_NOISE = 0.01
-
-
-@dataclass(frozen=True)
-class KnownSymbols:
-    """Where a frame's known symbols are (symbol times from the preamble's start) and what they are."""
-
-    times: np.ndarray  # preamble, header, pilots
-    values: np.ndarray
-    pilot_times: np.ndarray
-    pilot_values: np.ndarray
-    payload_times: np.ndarray
-
-
-def frame_known(header: hdr.FrameHeader, payload_len: int, cfg: FrameConfig) -> KnownSymbols:
-    layout = body_layout(hdr.HEADER_SYMBOLS + payload_len, cfg)
-    pilots_t = PREAMBLE_LENGTH + layout.pilot_positions
-    header_t = PREAMBLE_LENGTH + layout.data_positions[: hdr.HEADER_SYMBOLS]
-    pilots = pilot_symbols(pilots_t.size)
-    return KnownSymbols(
-        times=np.concatenate([np.arange(PREAMBLE_LENGTH), header_t, pilots_t]),
-        values=np.concatenate(
-            [preamble(), hdr.encode_symbols(header).astype(np.complex64), pilots]
-        ),
-        pilot_times=pilots_t,
-        pilot_values=pilots,
-        payload_times=PREAMBLE_LENGTH + layout.data_positions[hdr.HEADER_SYMBOLS :],
-    )
-
-
-def equalise_frame(
-    y: np.ndarray,
-    header: hdr.FrameHeader,
-    payload_len: int,
-    cfg: FrameConfig,
-    freq_center: float = 0.0,
-    freq_halfwidth: float = 0.0,
-    known: KnownSymbols | None = None,
-) -> tuple[np.ndarray, ChannelEstimate]:
-    """Channel estimate from every known symbol of a frame, and the equalised payload.
-
-    ``y``: matched-filter outputs of the whole frame (preamble first), already
-    corrected for the coarse frequency offset. The residual frequency offset is
-    searched within ``freq_center +- freq_halfwidth`` cycles per symbol.
-    """
-    k = frame_known(header, payload_len, cfg) if known is None else known
-    est = estimate_channel(y[k.times], k.values, k.times, freq_center, freq_halfwidth)
-    gain = est.gain_at_symbols(0, y.size)[k.payload_times]
-    if cfg.phase_track_window > 1:
-        window = max(
-            cfg.phase_track_window, int(math.ceil(0.5 / (_TRACKER_NOISE * max(est.snr, 1e-3))))
-        )
-        if 2 * window <= k.pilot_times.size:
-            phase = track_phase(
-                y[k.pilot_times], k.pilot_values, k.pilot_times, est, window, k.payload_times
-            )
-            gain = gain * cis(phase).astype(np.complex64)
-    return (y[k.payload_times] / gain).astype(np.complex64), est
-
-
-# Blocks of a frame whose timing is measured to follow a clock offset.
-_DRIFT_BLOCKS = 8
-_DRIFT_EXTRA_MAX = 32  # samples of slack kept around a frame for a drifting clock
-
-
-def estimate_drift(
-    seg: np.ndarray,
-    start: float,
-    y: np.ndarray,
-    cfg: FrameConfig,
-    max_sro: float,
-    snr: float = 100.0,
-) -> float:
-    """Sample-rate offset (receiver clock / transmitter clock - 1) seen along a frame.
-
-    A clock offset makes the timing, exact at the preamble, slide linearly. The
-    frame is cut into blocks and each block's timing is measured on all its
-    symbols, whatever the data: the energy of matched-filter outputs taken one
-    symbol apart, as a function of their delay, is a constant plus one sinusoid
-    of period one symbol (the pulse's spectrum, squared, reaches no further than
-    (1 + rolloff) / T: the principle of Oerder and Meyr's estimator). Three
-    delays a quarter symbol apart give that sinusoid's phase, hence the block's
-    timing, exactly and without a search. The phases are unwrapped from block to
-    block and a line through zero at the preamble is fitted to them. Timing the
-    sparse pilots instead would be about 25 times noisier: the unknown
-    neighbours of a pilot leak into it as soon as it is probed off its centre.
-
-    Returns 0.0 when the slide over the frame would cost less than about 0.2 dB
-    at this ``snr`` (linear) if left alone, or exceeds ``max_sro``.
-    """
-    count = y.size
-    # Equal blocks of whole symbols; the few left over at the end are ignored.
-    size = count // _DRIFT_BLOCKS
-    centres = (np.arange(_DRIFT_BLOCKS) + 0.5) * size - 0.5 - 0.5 * PREAMBLE_LENGTH
-    sizes = np.full(_DRIFT_BLOCKS, float(size))
-
-    quarter = cfg.sps / 4.0
-    # A timing error growing linearly to `slide` samples leaves ISI of about
-    # 3.3 (slide / sps)^2 / 3 on average (raised cosine, rolloff 0.35): below
-    # 5 % of the noise it is left alone.
-    min_slide = min(max(cfg.sps * math.sqrt(0.045 / max(snr, 1e-3)), 0.03), 0.5)
-
-    def block_delays(blocks) -> np.ndarray:
-        """Timing (samples) of some blocks, wrapped to +-sps/2."""
-        out = []
-        for b in blocks:
-            lo, hi = b * size, (b + 1) * size
-            v = y[lo:hi]
-            centre = _energy(v)
-            late_v, early_v = matched_filter_delays(
-                seg, start + lo * cfg.sps, size, (quarter, -quarter), cfg
-            )
-            late = _energy(late_v)
-            early = _energy(early_v)
-            out.append(math.atan2(0.5 * (late - early), centre - 0.5 * (late + early)))
-        return np.asarray(out) * cfg.sps / (2.0 * np.pi)
-
-    # Most frames have no clock offset worth following: two blocks (the second
-    # and the last) tell, at a quarter of the cost of all eight.
-    probe = block_delays((1, _DRIFT_BLOCKS - 1))
-    step = cfg.sps * np.round((probe[0] * centres[-1] / centres[1] - probe[1]) / cfg.sps)
-    quick = (probe[1] + step) / centres[-1]  # samples per symbol
-    if abs(quick) * count < min_slide:
-        return 0.0
-    delay = block_delays(range(_DRIFT_BLOCKS))
-    delay = np.unwrap(delay * (2.0 * np.pi / cfg.sps)) * (cfg.sps / (2.0 * np.pi))
-    slope, slope_err = _weighted_slope(centres, delay, sizes)
-    drift = slope / cfg.sps
-    slide = abs(slope) * count
-    sigmas = abs(slope) / max(slope_err, 1e-30)
-    log.debug(
-        "estimate_drift: %.1f ppm, slide %.3f (min %.3f), %.1f sigma",
-        drift * 1e6,
-        slide,
-        min_slide,
-        sigmas,
-    )
-    if abs(drift) > 1.2 * max_sro:
-        return 0.0
-    # Shrink towards zero by how little the blocks agree (James-Stein): a frame
-    # without a clock offset is left alone, a clear offset is followed.
-    drift *= max(0.0, 1.0 - 1.0 / max(sigmas, 1e-9) ** 2)
-    if abs(drift) * count * cfg.sps < min_slide:
-        return 0.0
-    return float(drift)
-
-
-def matched_filter_drifting(
-    seg: np.ndarray, start: float, count: int, drift: float, cfg: FrameConfig
-) -> np.ndarray:
-    """Matched filter along a sliding timing, in pieces of constant delay short
-    enough that the slide within one stays below 1/20 sample."""
-    piece = int(max(16, min(count, 0.05 / max(abs(drift) * cfg.sps, 1e-12))))
-    out = np.empty(count, dtype=np.complex64)
-    for lo in range(0, count, piece):
-        hi = min(count, lo + piece)
-        mid = 0.5 * (lo + hi - 1)
-        out[lo:hi] = matched_filter(seg, start + lo * cfg.sps + mid * cfg.sps * drift, hi - lo, cfg)
-    return out
-
-
-def _energy(v: np.ndarray) -> float:
-    return float(np.vdot(v, v).real)
-
-
-def _weighted_slope(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float]:
-    """Weighted least-squares line through the origin, y = b x: (b, standard error of b)."""
-    w = w / w.sum()
-    sxx = float(np.sum(w * x * x))
-    if sxx <= 0:
-        return 0.0, float("inf")
-    b = float(np.sum(w * x * y)) / sxx
-    resid = y - b * x
-    var_b = float(np.sum(w * resid**2)) / max(x.size - 1, 1) / sxx
-    return b, math.sqrt(max(var_b, 0.0))
