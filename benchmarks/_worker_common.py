@@ -9,19 +9,17 @@ same config), so the benchmarks run before weights exist:
 
 from __future__ import annotations
 
-import socket
 import sys
 
 import numpy as np
 from diffjscc.image import padded_shape
 from diffjscc.registry import DOWNSAMPLING, get_model_spec
+from diffjscc.worker.local import free_tcp_address
 from diffjscc.worker.protocol import DecodeRequest
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return int(free_tcp_address().rsplit(":", 1)[1])
 
 
 def make_codec(model: str, device: str = "cpu", half: bool = False):

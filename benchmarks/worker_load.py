@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _worker_common import free_port, random_request, write_report  # noqa: E402
 from diffjscc.worker.broker import percentiles  # noqa: E402
 from diffjscc.worker.client import WorkerClient  # noqa: E402
+from diffjscc.worker.local import LocalWorker  # noqa: E402
 
 
 def rss_kib(pid: int) -> int | None:
@@ -44,16 +45,15 @@ def rss_kib(pid: int) -> int | None:
     return None
 
 
-def worker_command(args, backend: str, name: str) -> list[str]:
-    command = [sys.executable, "-m", "diffjscc", "worker", "--connect", backend, "--name", name]
-    command += ["--heartbeat", "0.25"]
+def start_worker(args, backend: str, name: str) -> LocalWorker:
+    options = ["--connect", backend, "--heartbeat", "0.25"]
     if args.max_batch:
-        command += ["--max-batch", str(args.max_batch)]
+        options += ["--max-batch", str(args.max_batch)]
     if args.engine == "synthetic":
-        command += ["--engine", "synthetic", "--synthetic-delay-ms", str(args.synthetic_delay_ms)]
+        options += ["--engine", "synthetic", "--synthetic-delay-ms", str(args.synthetic_delay_ms)]
     else:
-        command += ["--engine", "codec", "--device", "cpu", "--threads", "1", "--model", args.model]
-    return command
+        options += ["--engine", "codec", "--device", "cpu", "--threads", "1", "--model", args.model]
+    return LocalWorker(options, name=name).start()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,18 +95,15 @@ def main(argv: list[str] | None = None) -> int:
         ],
         stdout=subprocess.DEVNULL,
     )
-    workers = {
-        f"w{i + 1}": subprocess.Popen(worker_command(args, back, f"w{i + 1}"))
-        for i in range(args.workers)
-    }
+    workers = {f"w{i + 1}": start_worker(args, back, f"w{i + 1}") for i in range(args.workers)}
     memory: dict[str, list[int]] = collections.defaultdict(list)
     stop_sampling = threading.Event()
 
     def sample_memory():
         while not stop_sampling.is_set():
-            for name, process in list(workers.items()):
-                value = rss_kib(process.pid)
-                if value is not None and process.poll() is None:
+            for name, worker in list(workers.items()):
+                value = rss_kib(worker.process.pid)
+                if value is not None and worker.alive:
                     memory[name].append(value)
             time.sleep(0.2)
 
@@ -179,12 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.kill_after:
             while sum(answers.values()) < args.kill_after and not all_answered.is_set():
                 time.sleep(0.005)
-            os.kill(workers["w1"].pid, signal.SIGKILL)
+            os.kill(workers["w1"].process.pid, signal.SIGKILL)
             killed_at = sum(answers.values())
             if args.restart:
-                workers["w1-restarted"] = subprocess.Popen(
-                    worker_command(args, back, "w1-restarted")
-                )
+                workers["w1-restarted"] = start_worker(args, back, "w1-restarted")
         all_answered.wait(args.timeout * 4 + args.requests)
         elapsed = time.monotonic() - start
         for client in clients:
@@ -226,10 +221,11 @@ def main(argv: list[str] | None = None) -> int:
         }
     finally:
         stop_sampling.set()
-        for process in [*workers.values(), broker]:
-            if process.poll() is None:
-                process.terminate()
-        for process in [*workers.values(), broker]:
+        for worker in workers.values():
+            worker.close()
+        if broker.poll() is None:
+            broker.terminate()
+        for process in [broker]:
             try:
                 process.wait(10)
             except subprocess.TimeoutExpired:

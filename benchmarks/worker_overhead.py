@@ -19,16 +19,16 @@ import argparse
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _worker_common import free_port, make_codec, random_request, write_report  # noqa: E402
+from _worker_common import make_codec, random_request, write_report  # noqa: E402
 from diffjscc.registry import DEFAULT_MODEL  # noqa: E402
 from diffjscc.worker.client import WorkerClient  # noqa: E402
+from diffjscc.worker.local import LocalWorker  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,25 +59,12 @@ def main(argv: list[str] | None = None) -> int:
         return decoder_thread.submit(run).result()
 
     request = random_request(args.model, args.height, args.width, seed=1)
-    address = f"tcp://127.0.0.1:{free_port()}"
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            str(Path(__file__).resolve().parent / "_worker_common.py"),
-            "--bind",
-            address,
-        ]
-        + [
-            "--device",
-            "cpu",
-            "--threads",
-            str(args.threads),
-            "--max-batch",
-            "1",
-            "--model",
-            args.model,
-        ]
-    )
+    script = str(Path(__file__).resolve().parent / "_worker_common.py")
+    options = ["--device", "cpu", "--threads", str(args.threads), "--max-batch", "1"]
+    worker = LocalWorker(
+        [*options, "--model", args.model], program=[sys.executable, script], ready_timeout_s=300
+    ).start()
+    address = worker.address
     inproc, through_worker, worker_ms = [], [], []
     try:
         with WorkerClient(address, timeout_s=120, retries=0) as client:
@@ -101,11 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                 assert abs(reply.image.astype(int) - local.astype(int)).max() <= 1  # same decoder
     finally:
         decoder_thread.shutdown()
-        worker.terminate()
-        try:
-            worker.wait(10)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        worker.close()
     median_inproc, median_worker = statistics.median(inproc), statistics.median(through_worker)
     report = {
         "machine": f"{platform.node()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",

@@ -28,17 +28,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _worker_common import free_port, random_request, write_report  # noqa: E402
 from diffjscc.registry import DEFAULT_MODEL  # noqa: E402
 from diffjscc.worker.client import WorkerClient  # noqa: E402
+from diffjscc.worker.local import LocalWorker  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
 
-def worker_command(args, backend: str, name: str) -> list[str]:
-    common = ["--connect", backend, "--max-batch", str(args.max_batch), "--name", name]
+def start_worker(args, backend: str, name: str) -> LocalWorker:
+    common = ["--connect", backend, "--max-batch", str(args.max_batch)]
     if args.engine == "synthetic":
         engine = ["--engine", "synthetic", "--synthetic-delay-ms", "100"]
-        return [sys.executable, "-m", "diffjscc", "worker", *common, *engine]
+        return LocalWorker([*common, *engine], name=name).start()
     codec = ["--device", "cpu", "--threads", "1", "--model", args.model]
-    return [sys.executable, str(HERE / "_worker_common.py"), *common, *codec]
+    program = [sys.executable, str(HERE / "_worker_common.py")]
+    return LocalWorker([*common, *codec], name=name, program=program).start()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,19 +65,15 @@ def main(argv: list[str] | None = None) -> int:
         [sys.executable, "-m", "diffjscc", "worker", "broker", "--bind", front, "--backend", back],
         stderr=subprocess.DEVNULL,
     )
-    workers: list[subprocess.Popen] = []
+    workers: list[LocalWorker] = []
     runs = []
     try:
         with WorkerClient(front, timeout_s=600, retries=0) as client:
             for count in [1, 2] * args.rounds:
                 while len(workers) > count:  # SIGTERM: the worker says BYE and leaves
-                    leaving = workers.pop()
-                    leaving.terminate()
-                    leaving.wait(30)
+                    workers.pop().close()
                 while len(workers) < count:
-                    workers.append(
-                        subprocess.Popen(worker_command(args, back, f"w{len(workers) + 1}"))
-                    )
+                    workers.append(start_worker(args, back, f"w{len(workers) + 1}"))
                 deadline = time.monotonic() + 300
                 while client.status(timeout_s=30)["broker"]["workers"] != count:
                     if time.monotonic() > deadline:
@@ -107,9 +105,10 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append(run)
                 print(json.dumps(run), flush=True)
     finally:
-        for process in [*workers, broker]:
-            process.terminate()
-        for process in [*workers, broker]:
+        for worker in workers:
+            worker.close()
+        broker.terminate()
+        for process in [broker]:
             try:
                 process.wait(10)
             except subprocess.TimeoutExpired:

@@ -7,8 +7,6 @@ in this process, for single requests, mixed batches and the local fallback.
 from __future__ import annotations
 
 import contextlib
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -20,6 +18,7 @@ from diffjscc.codec import JSCCCodec  # noqa: E402
 from diffjscc.worker.broker import Broker  # noqa: E402
 from diffjscc.worker.client import LocalDecoder, WorkerClient  # noqa: E402
 from diffjscc.worker.engine import CodecEngine  # noqa: E402
+from diffjscc.worker.local import LocalWorker  # noqa: E402
 from diffjscc.worker.protocol import DecodeRequest  # noqa: E402
 from diffjscc.worker.server import WorkerServer  # noqa: E402
 
@@ -133,24 +132,8 @@ def test_diffjscc_worker_command_serves_the_default_weights():
         shipped = load_codec(MODEL)
     except WeightsNotFoundError:
         pytest.skip("default weights not present")
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        address = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
-    command = [
-        sys.executable,
-        "-m",
-        "diffjscc",
-        "worker",
-        "--bind",
-        address,
-        "--device",
-        "cpu",
-        "--threads",
-        "1",
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    local = LocalWorker(["--device", "cpu", "--threads", "1"], ready_timeout_s=120).start()
+    address = local.address
     try:
         request = request_for(shipped, 1, 64, 96, snr_db=10.0)
         with WorkerClient(address, timeout_s=60, retries=0) as client:
@@ -158,16 +141,12 @@ def test_diffjscc_worker_command_serves_the_default_weights():
             # The broker's view of a worker is its last heartbeat: poll until it shows the request.
             deadline = time.monotonic() + 20
             while True:
-                (worker,) = client.status(timeout_s=10)["workers"]
-                if worker["served"] == 1 or time.monotonic() > deadline:
+                (entry,) = client.status(timeout_s=10)["workers"]
+                if entry["served"] == 1 or time.monotonic() > deadline:
                     break
                 time.sleep(0.1)
         assert reply.ok, reply.error
         assert close_enough(reply.image, shipped.decode(request.symbols, (64, 96), 10.0))
-        assert worker["device"] == "cpu" and worker["models"] == [MODEL] and worker["served"] == 1
+        assert entry["device"] == "cpu" and entry["models"] == [MODEL] and entry["served"] == 1
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        local.close()

@@ -11,8 +11,6 @@ from __future__ import annotations
 import collections
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -21,6 +19,7 @@ import pytest
 from diffjscc.registry import get_model_spec
 from diffjscc.worker.broker import Broker
 from diffjscc.worker.client import WorkerClient
+from diffjscc.worker.local import LocalWorker
 from diffjscc.worker.protocol import DecodeRequest
 
 pytestmark = pytest.mark.timeout(120)
@@ -29,34 +28,9 @@ SHAPE = (32, 48)
 N_SYMBOLS = get_model_spec("jscc-awgn-cbr1_384").num_symbols(32, 48)
 
 
-def start_worker(backend: str, name: str, delay_ms: float = 20.0) -> subprocess.Popen:
-    command = [
-        sys.executable,
-        "-m",
-        "diffjscc",
-        "worker",
-        "--connect",
-        backend,
-        "--engine",
-        "synthetic",
-        "--synthetic-delay-ms",
-        str(delay_ms),
-        "--heartbeat",
-        "0.2",
-        "--name",
-        name,
-    ]
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+def start_worker(backend: str, name: str, delay_ms: float = 20.0) -> LocalWorker:
+    options = ["--connect", backend, "--engine", "synthetic", "--heartbeat", "0.2"]
+    return LocalWorker([*options, "--synthetic-delay-ms", str(delay_ms)], name=name).start()
 
 
 def wait_for(condition, what: str, timeout_s: float = 20.0) -> None:
@@ -114,7 +88,7 @@ def test_sigkill_mid_run_loses_and_duplicates_nothing_and_a_restart_rejoins():
             for t in threads:
                 t.start()
             wait_for(lambda: sum(answers.values()) >= 40, "the run to get going")
-            os.kill(workers["w1"].pid, signal.SIGKILL)
+            os.kill(workers["w1"].process.pid, signal.SIGKILL)
             for t in threads:
                 t.join(30)
             assert done.wait(30), f"only {sum(answers.values())} of 200 answered"
@@ -140,20 +114,20 @@ def test_sigkill_mid_run_loses_and_duplicates_nothing_and_a_restart_rejoins():
         assert all(r.ok for r in after)
         assert "w3" in {r.served_by for r in after}
     finally:
-        for process in workers.values():
-            stop(process)
+        for worker in workers.values():
+            worker.close()
         broker.stop()
 
 
 def test_worker_process_answers_sigterm_by_leaving_cleanly():
     broker = Broker("tcp://127.0.0.1:*", "tcp://127.0.0.1:*", heartbeat_s=0.2).start()
-    process = start_worker(broker.backend_address, "w-term")
+    worker = start_worker(broker.backend_address, "w-term")
     try:
         wait_for(lambda: len(broker._workers) == 1, "the worker to join")
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(10) == 0, process.stderr.read().decode()
+        worker.process.send_signal(signal.SIGTERM)
+        assert worker.process.wait(10) == 0, worker.output_tail()
         # It said BYE: gone from the broker before any heartbeat could expire.
         wait_for(lambda: not broker._workers, "the worker to leave", timeout_s=0.5)
     finally:
-        stop(process)
+        worker.close()
         broker.stop()

@@ -55,21 +55,180 @@ from diffjscc.worker.protocol import (
 log = logging.getLogger(__name__)
 
 
+CANCELLED = "cancelled"  # error_kind of a reply to a request its sender abandoned
+
+
+def cancelled_reply(request, served_by: str = "") -> DecodeReply:
+    return DecodeReply.failure(request, "cancelled by the sender", CANCELLED, served_by)
+
+
+def _resolve_future(future: concurrent.futures.Future, reply: DecodeReply) -> bool:
+    """Set the result unless the future already has one; True when this call resolved it."""
+    try:
+        future.set_result(reply)
+    except concurrent.futures.InvalidStateError:
+        return False
+    return True
+
+
 class LocalDecoder:
     """JSCC decoding in this process, on the CPU by default: the last resort.
 
     Models load on first use (``diffjscc.zoo.load_codec``, or ``codec_loader``).
     Refinement is not done here: a request with refine on gets the JSCC image,
     with ``metrics["refine_skipped"]`` saying why.
+
+    The decoder interface (shared with :class:`WorkerClient`, docs/CONTRACTS.md):
+    ``submit(request) -> Future`` decodes on one thread of its own (started by
+    :meth:`start` or the first submit), at most ``max_pending`` requests at a
+    time (more get a failure reply "busy", counted in ``stats``); every future
+    resolves with a DecodeReply within :attr:`budget_s` (``timeout_s``): a
+    decode still running then resolves it with a failure reply, and its result
+    is counted as late. ``cancel(future)`` resolves it at once with a failure
+    reply (``error_kind`` "cancelled"); ``close()`` resolves what is pending.
+    ``decode(request)`` decodes in the calling thread.
     """
 
-    def __init__(self, device: str = "cpu", codec_loader=None, threads: int | None = None):
+    def __init__(
+        self,
+        device: str = "cpu",
+        codec_loader=None,
+        threads: int | None = None,
+        *,
+        timeout_s: float = 60.0,
+        max_pending: int = 4,
+    ):
+        if not timeout_s > 0 or max_pending < 1:
+            raise WorkerError(
+                f"timeout_s must be > 0 and max_pending >= 1 (got {timeout_s}, {max_pending})"
+            )
         self.device = device
         self._codec_loader = codec_loader
         self._threads = threads
         self._engine = None
         self._lock = threading.Lock()
+        self.timeout_s = float(timeout_s)
+        self.max_pending = int(max_pending)
+        self.stats = collections.Counter()
+        self._state = threading.Condition()
+        self._waiting: collections.deque = collections.deque()  # (request, future, deadline)
+        # future -> (deadline, request): what is submitted and not yet resolved
+        self._pending: dict[concurrent.futures.Future, tuple[float, DecodeRequest]] = {}
+        self._running: list[threading.Thread] = []
+        self._closed = False
 
+    # ------------------------------------------------------------------ decoder interface
+    @property
+    def budget_s(self) -> float:
+        """A submitted request's future is resolved by then (a failure reply if need be)."""
+        return self.timeout_s
+
+    def start(self) -> LocalDecoder:
+        with self._state:
+            if self._closed:
+                raise WorkerError("local decoder is closed")
+            if not self._running:
+                self._running = [
+                    threading.Thread(target=self._decode_loop, name="diffjscc-local", daemon=True),
+                    threading.Thread(
+                        target=self._watch_loop, name="diffjscc-local-watch", daemon=True
+                    ),
+                ]
+                for thread in self._running:
+                    thread.start()
+        return self
+
+    def submit(self, request: DecodeRequest) -> concurrent.futures.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        future.set_running_or_notify_cancel()
+        with self._state:
+            if self._closed:
+                self.stats["refused_closed"] += 1
+                future.set_result(
+                    DecodeReply.failure(request, "local decoder is closed", UNAVAILABLE, "local")
+                )
+                return future
+            if len(self._pending) >= self.max_pending:
+                self.stats["refused_busy"] += 1
+                error = f"busy: local decoder has {self.max_pending} requests pending"
+                future.set_result(DecodeReply.failure(request, error, UNAVAILABLE, "local"))
+                return future
+            self._pending[future] = (time.monotonic() + self.timeout_s, request)
+            self._waiting.append((request, future))
+            self.stats["submitted"] += 1
+            self._state.notify_all()
+        self.start()
+        return future
+
+    def cancel(self, future: concurrent.futures.Future) -> bool:
+        """Resolve ``future`` now with a "cancelled" failure; False when it was already resolved."""
+        with self._state:
+            _, request = self._pending.pop(future, (0.0, None))
+            self._state.notify_all()
+        if _resolve_future(future, cancelled_reply(request, "local")):
+            self.stats["cancelled"] += 1
+            return True
+        return False
+
+    def close(self, timeout_s: float = 2.0) -> None:
+        """Resolve every pending future (failure replies) and join the threads."""
+        with self._state:
+            self._closed = True
+            pending = list(self._pending.items())
+            self._pending.clear()
+            self._waiting.clear()
+            self._state.notify_all()
+            threads, self._running = self._running, []
+        for future, (_, request) in pending:
+            _resolve_future(
+                future, DecodeReply.failure(request, "local decoder closed", UNAVAILABLE, "local")
+            )
+        deadline = time.monotonic() + timeout_s
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():  # a decode cannot be interrupted; it ends on its own
+                log.warning("local decoder thread %s still busy after close", thread.name)
+
+    def _decode_loop(self) -> None:
+        while True:
+            with self._state:
+                while not self._waiting and not self._closed:
+                    self._state.wait(0.5)
+                if self._closed:
+                    return
+                request, future = self._waiting.popleft()
+                if future not in self._pending:  # cancelled or expired while waiting
+                    continue
+            try:
+                reply = self.decode(request)
+            except Exception as exc:  # decode() answers; this guard keeps the thread serving
+                log.exception("local decode of %r failed", getattr(request, "request_id", None))
+                reply = DecodeReply.failure(request, f"internal: {type(exc).__name__}", INTERNAL)
+            with self._state:
+                self._pending.pop(future, None)
+            if not _resolve_future(future, reply):
+                self.stats["late_results"] += 1  # cancelled or timed out meanwhile
+
+    def _watch_loop(self) -> None:
+        while True:
+            with self._state:
+                if self._closed:
+                    return
+                now = time.monotonic()
+                expired = [(f, r) for f, (d, r) in self._pending.items() if d <= now]
+                for future, _ in expired:
+                    del self._pending[future]
+                nearest = min((d for d, _ in self._pending.values()), default=now + 0.5)
+                if not expired:
+                    self._state.wait(min(0.5, max(0.005, nearest - now)))
+                    continue
+            for future, request in expired:
+                error = f"local decode did not finish within {self.timeout_s:g} s"
+                reply = DecodeReply.failure(request, error, UNAVAILABLE, "local")
+                if _resolve_future(future, reply):
+                    self.stats["timeouts"] += 1
+
+    # ------------------------------------------------------------------ blocking decode
     def _get_engine(self):
         if self._engine is None:
             from diffjscc.worker.engine import CodecEngine
@@ -124,7 +283,14 @@ class _Pending:
 
 
 class WorkerClient:
-    """Submit requests to one or more worker/broker addresses; see the module docstring."""
+    """Submit requests to one or more worker/broker addresses; see the module docstring.
+
+    The decoder interface (as :class:`LocalDecoder`): ``submit``, ``cancel``,
+    ``budget_s``, ``close``; ``decode`` blocks. A cancelled request's future
+    resolves at once with a failure reply (``error_kind`` "cancelled"); a
+    reply that arrives for it later is ignored and counted
+    (``stats["ignored_replies"]``).
+    """
 
     def __init__(
         self,
@@ -136,6 +302,8 @@ class WorkerClient:
         limits: Limits = DEFAULT_LIMITS,
         curve: CurveClient | None = None,
         max_pending: int = 10000,
+        fallback_timeout_s: float | None = None,
+        fallback_max_pending: int = 4,
     ):
         addresses = [address] if isinstance(address, str) else list(address)
         if not addresses:
@@ -143,7 +311,7 @@ class WorkerClient:
         for item in addresses:
             if not isinstance(item, str) or not item.startswith(("tcp://", "ipc://", "inproc://")):
                 raise WorkerError(f"worker address {item!r} must look like tcp://HOST:PORT")
-        if timeout_s <= 0 or retries < 0:
+        if not timeout_s > 0 or retries < 0:
             raise WorkerError(
                 f"timeout_s must be > 0 and retries >= 0 (got {timeout_s}, {retries})"
             )
@@ -151,6 +319,9 @@ class WorkerClient:
         self.timeout_s = float(timeout_s)
         self.retries = int(retries)
         self.fallback = fallback
+        if fallback_timeout_s is None:
+            fallback_timeout_s = float(getattr(fallback, "budget_s", 60.0) or 60.0)
+        self.fallback_timeout_s = float(fallback_timeout_s)
         self.limits = limits
         self.curve = curve
         self.max_pending = max_pending
@@ -162,11 +333,14 @@ class WorkerClient:
         self._tags = itertools.count(1)
         self._next_address = itertools.count()
         self._closed = threading.Event()
+        self._fallback_slots = threading.Semaphore(fallback_max_pending)
         self._fallback_pool = (
             concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="diffjscc-fallback")
             if fallback
             else None
         )
+        self._in_fallback: dict[bytes, _Pending] = {}  # I/O thread only
+        self._by_future: dict[concurrent.futures.Future, _Pending] = {}
         self._context = zmq.Context()
         self._thread = threading.Thread(target=self._io_loop, name="diffjscc-client", daemon=True)
         self._thread.start()
@@ -182,20 +356,42 @@ class WorkerClient:
         try:
             payload = encode_request(request)
         except (TypeError, ValueError) as exc:
-            future.set_result(DecodeReply.failure(request, f"request not writable: {exc}", INVALID))
+            error = f"request not writable: {exc}"[:300]
+            future.set_result(DecodeReply.failure(request, error, INVALID))
             return future
         if len(payload) > self.limits.max_message_bytes:
             error = f"request of {len(payload)} bytes exceeds the limit of {self.limits.max_message_bytes}"
             future.set_result(DecodeReply.failure(request, error, INVALID))
             return future
-        self._inbox.put(_Pending(request, payload, future, time.monotonic()))
+        item = _Pending(request, payload, future, time.monotonic())
+        if not self._thread.is_alive():  # should not happen; if it does, the fallback serves
+            self.stats["io_thread_dead"] += 1
+            item.last_error = "client I/O thread stopped"
+            self._retry_or_give_up(item, final=True)
+            return future
+        self._by_future[future] = item
+        future.add_done_callback(self._forget)
+        self._inbox.put(item)
         self._wake()
         return future
 
+    def cancel(self, future: concurrent.futures.Future) -> bool:
+        """Abandon a request: its future resolves now with a "cancelled" failure reply.
+
+        False when it had already resolved. A reply that comes later is ignored.
+        """
+        item = self._by_future.get(future)
+        request = item.request if item is not None else None
+        if _resolve_future(future, cancelled_reply(request)):
+            self.stats["cancelled"] += 1
+            return True
+        return False
+
     @property
     def budget_s(self) -> float:
-        """Longest a future waits for the network before the fallback (or failure) takes over."""
-        return self.timeout_s * (self.retries + 1)
+        """Every submitted future is resolved by then: the network attempts, then the fallback."""
+        network = self.timeout_s * (self.retries + 1)
+        return network + (self.fallback_timeout_s if self.fallback is not None else 0.0)
 
     def decode(self, request: DecodeRequest) -> DecodeReply:
         """Blocking convenience: submit and wait for the reply."""
@@ -210,17 +406,25 @@ class WorkerClient:
             raise WorkerError(f"status request failed: {reply.error}")
         return reply.status
 
-    def close(self, timeout_s: float = 5.0) -> None:
-        """Fail what is still pending, stop the thread, close the sockets."""
+    def close(self, timeout_s: float = 2.0) -> None:
+        """Resolve what is still pending (failure replies), stop the thread, close the sockets."""
         if self._closed.is_set():
             return
         self._closed.set()
         self._wake()
         self._thread.join(timeout_s)
         if self._fallback_pool is not None:
-            self._fallback_pool.shutdown(wait=True)
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+            # A local decode already running cannot be interrupted: it is not waited for.
+            self._fallback_pool.shutdown(wait=False, cancel_futures=True)
+        for item in list(self._by_future.copy().values()):
+            self._resolve(
+                item, DecodeReply.failure(item.request, "client closed before a reply", UNAVAILABLE)
+            )
+        if not self._thread.is_alive():
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+        else:
+            log.warning("worker client thread did not stop within %.1f s", timeout_s)
 
     def __enter__(self) -> WorkerClient:
         return self
@@ -229,6 +433,9 @@ class WorkerClient:
         self.close()
 
     # ------------------------------------------------------------------ I/O thread
+    def _forget(self, future: concurrent.futures.Future) -> None:
+        self._by_future.pop(future, None)
+
     def _wake(self) -> None:
         try:
             os.write(self._wake_w, b"\0")
@@ -251,6 +458,7 @@ class WorkerClient:
         pending: dict[bytes, _Pending] = {}
         unsent: collections.deque[_Pending] = collections.deque()
         self._pending, self._unsent, self._sockets = pending, unsent, sockets
+        failures_in_a_row = 0
         try:
             sockets.extend(self._socket(a) for a in self.addresses)
             poller = zmq.Poller()
@@ -258,63 +466,73 @@ class WorkerClient:
                 poller.register(sock, zmq.POLLIN)
             poller.register(self._wake_r, zmq.POLLIN)
             while not self._closed.is_set():
-                timeout_ms = self._poll_timeout_ms(pending, unsent)
-                events = dict(poller.poll(timeout_ms))
-                if self._wake_r in events:
-                    try:
-                        while os.read(self._wake_r, 4096):
-                            pass
-                    except BlockingIOError:
-                        pass
-                while True:
-                    try:
-                        item = self._inbox.get_nowait()
-                    except queue.Empty:
-                        break
-                    if len(pending) + len(unsent) >= self.max_pending:
-                        self._resolve(
-                            item,
-                            DecodeReply.failure(
-                                item.request, "client has too many requests pending", UNAVAILABLE
-                            ),
-                        )
-                        continue
-                    item.address_index = next(self._next_address) % len(sockets)
-                    self._start_attempt(item)
-                for index, sock in enumerate(sockets):
-                    if sock in events:
-                        self._receive(sock, index)
-                self._send_unsent()
-                self._check_deadlines(time.monotonic())
+                try:
+                    self._io_step(poller, sockets, pending, unsent)
+                    failures_in_a_row = 0
+                except Exception:  # one guard per pass: count it, keep serving
+                    self.stats["internal_errors"] += 1
+                    failures_in_a_row += 1
+                    log.exception("worker client: error in the I/O loop (counted, going on)")
+                    if failures_in_a_row >= 100:  # the sockets themselves are broken
+                        raise
+                    time.sleep(0.01)
         except Exception:
             log.exception("worker client thread failed")
-            self._closed.set()  # later submits fail at once instead of waiting on a dead thread
         finally:
-            for item in list(pending.values()) + list(unsent):
-                self._resolve(
-                    item,
-                    DecodeReply.failure(item.request, "client closed before a reply", UNAVAILABLE),
-                )
+            closing = DecodeReply.failure(None, "client closed before a reply", UNAVAILABLE)
+            for item in list(pending.values()) + list(unsent) + list(self._in_fallback.values()):
+                self._resolve(item, _for(item, closing))
             while True:
                 try:
                     item = self._inbox.get_nowait()
                 except queue.Empty:
                     break
-                self._resolve(
-                    item,
-                    DecodeReply.failure(item.request, "client closed before sending", UNAVAILABLE),
-                )
+                self._resolve(item, _for(item, closing))
             for sock in sockets:
                 sock.close(linger=0)
             self._context.term()
 
+    def _io_step(self, poller, sockets, pending, unsent) -> None:
+        timeout_ms = self._poll_timeout_ms(pending, unsent)
+        events = dict(poller.poll(timeout_ms))
+        if self._wake_r in events:
+            try:
+                while os.read(self._wake_r, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if item.future.done():  # cancelled before it was sent
+                continue
+            if len(pending) + len(unsent) >= self.max_pending:
+                self.stats["refused_busy"] += 1
+                self._resolve(
+                    item,
+                    DecodeReply.failure(
+                        item.request, "busy: client has too many requests pending", UNAVAILABLE
+                    ),
+                )
+                continue
+            item.address_index = next(self._next_address) % len(sockets)
+            self._start_attempt(item)
+        for index, sock in enumerate(sockets):
+            if sock in events:
+                self._receive(sock, index)
+        self._send_unsent()
+        self._check_deadlines(time.monotonic())
+
     def _poll_timeout_ms(self, pending, unsent) -> int:
         if unsent:
             return 5  # a disconnected peer: try sending again soon
-        if not pending:
+        deadlines = [item.deadline for item in pending.values()]
+        deadlines += [item.deadline for item in self._in_fallback.values()]
+        if not deadlines:
             return 1000
-        nearest = min(item.deadline for item in pending.values())
-        return max(0, min(1000, int((nearest - time.monotonic()) * 1000) + 1))
+        return max(0, min(1000, int((min(deadlines) - time.monotonic()) * 1000) + 1))
 
     def _start_attempt(self, item: _Pending) -> None:
         item.attempt += 1
@@ -325,6 +543,8 @@ class WorkerClient:
     def _send_unsent(self) -> None:
         for _ in range(len(self._unsent)):
             item = self._unsent.popleft()
+            if item.future.done():
+                continue  # cancelled
             sock = self._sockets[item.address_index]
             try:
                 # [tag, delimiter, payload]: the broker returns the frames before the payload.
@@ -340,68 +560,116 @@ class WorkerClient:
             self.stats["sent"] += 1
 
     def _receive(self, sock: zmq.Socket, index: int) -> None:
-        while True:
+        for _ in range(1024):  # a bounded burst: deadlines are checked between bursts
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if len(frames) != 3 or frames[1] != b"":
-                self.stats["bad_replies"] += 1
-                continue
-            item = self._pending.pop(frames[0], None)
-            if item is None:
-                self.stats["late_replies"] += 1  # its attempt was already given up
-                continue
             try:
-                reply = decode_reply(frames[2], self.limits)
-            except ProtocolError as exc:
-                self.stats["bad_replies"] += 1
-                item.last_error = f"unreadable reply from {self.addresses[index]}: {exc}"
-                self._retry_or_give_up(item)
-                continue
-            if reply.ok or reply.error_kind == INVALID:
-                self._resolve(item, reply)
-            else:
-                item.last_error = f"{reply.served_by or self.addresses[index]}: {reply.error}"
-                self._retry_or_give_up(item)
+                self._on_reply(frames, index)
+            except Exception:  # one guard per message: count it, keep serving
+                self.stats["internal_errors"] += 1
+                log.exception("worker client: a reply could not be handled (counted)")
+
+    def _on_reply(self, frames: list[bytes], index: int) -> None:
+        if len(frames) != 3 or frames[1] != b"":
+            self.stats["bad_replies"] += 1
+            return
+        item = self._pending.pop(frames[0], None)
+        if item is None:
+            self.stats["late_replies"] += 1  # its attempt was already given up
+            return
+        if item.future.done():
+            self.stats["ignored_replies"] += 1  # cancelled by its sender
+            return
+        try:
+            reply = decode_reply(frames[2], self.limits)
+        except Exception as exc:  # ProtocolError, or anything a hostile reply provokes
+            self.stats["bad_replies"] += 1
+            reason = exc if isinstance(exc, ProtocolError) else type(exc).__name__
+            item.last_error = f"unreadable reply from {self.addresses[index]}: {reason}"[:300]
+            self._retry_or_give_up(item)
+            return
+        if reply.ok or reply.error_kind == INVALID:
+            self._resolve(item, reply)
+        else:
+            item.last_error = f"{reply.served_by or self.addresses[index]}: {reply.error}"[:300]
+            self._retry_or_give_up(item)
 
     def _check_deadlines(self, now: float) -> None:
         for tag, item in list(self._pending.items()):
             if now >= item.deadline:
                 del self._pending[tag]
+                if item.future.done():
+                    continue  # cancelled: its reply did not come either
                 self.stats["timeouts"] += 1
                 item.last_error = f"no reply from {self.addresses[item.address_index]} within {self.timeout_s:g} s"
                 self._retry_or_give_up(item)
+        for tag, item in list(self._in_fallback.items()):
+            if item.future.done():
+                del self._in_fallback[tag]
+            elif now >= item.deadline:
+                del self._in_fallback[tag]
+                self.stats["fallback_timeouts"] += 1
+                error = (
+                    f"{item.last_error}; local fallback did not finish within "
+                    f"{self.fallback_timeout_s:g} s"
+                )
+                self._resolve(item, DecodeReply.failure(item.request, error, UNAVAILABLE))
 
-    def _retry_or_give_up(self, item: _Pending) -> None:
-        if item.attempt <= self.retries:
+    def _retry_or_give_up(self, item: _Pending, final: bool = False) -> None:
+        if item.future.done():
+            return
+        if not final and item.attempt <= self.retries:
             self.stats["retries"] += 1
             item.address_index = (item.address_index + 1) % len(self.addresses)
             self._start_attempt(item)
             return
         if self.fallback is not None and isinstance(item.request, DecodeRequest):
-            self.stats["fallbacks"] += 1
             reason = item.last_error
+            if not self._fallback_slots.acquire(blocking=False):
+                self.stats["fallback_busy"] += 1
+                error = f"gave up after {item.attempt} attempt(s): {reason}; local fallback busy"
+                self._resolve(item, DecodeReply.failure(item.request, error, UNAVAILABLE))
+                return
+            self.stats["fallbacks"] += 1
             log.info("request %r: decoding locally (%s)", item.request.request_id, reason)
 
             def run_fallback(item=item, reason=reason):
-                reply = self.fallback.decode(item.request)
-                reply.metrics["fallback_reason"] = reason
-                self._resolve(item, reply)
+                try:
+                    if item.future.done():
+                        return  # cancelled or timed out while waiting for the pool
+                    reply = self.fallback.decode(item.request)
+                    reply.metrics["fallback_reason"] = reason
+                    if not self._resolve(item, reply):
+                        self.stats["late_fallbacks"] += 1
+                except Exception as exc:
+                    log.exception("local fallback failed")
+                    error = f"local fallback failed: {type(exc).__name__}"
+                    self._resolve(item, DecodeReply.failure(item.request, error, INTERNAL))
+                finally:
+                    self._fallback_slots.release()
 
+            item.deadline = time.monotonic() + self.fallback_timeout_s
             try:
                 self._fallback_pool.submit(run_fallback)
-                return
             except RuntimeError:  # pool shut down by close()
-                pass
+                self._fallback_slots.release()
+            else:
+                if threading.current_thread() is self._thread:
+                    self._in_fallback[item.tag or next(self._tags).to_bytes(8, "big")] = item
+                return
         error = f"gave up after {item.attempt} attempt(s): {item.last_error}"
         self._resolve(item, DecodeReply.failure(item.request, error, UNAVAILABLE))
 
-    def _resolve(self, item: _Pending, reply: DecodeReply) -> None:
+    def _resolve(self, item: _Pending, reply: DecodeReply) -> bool:
         reply.timing["client_ms"] = round((time.monotonic() - item.submitted) * 1e3, 3)
         reply.timing["attempts"] = item.attempt
-        try:
-            item.future.set_result(reply)
-        except concurrent.futures.InvalidStateError:  # already resolved: exactly one answer
-            return
+        if not _resolve_future(item.future, reply):  # already resolved: exactly one answer
+            return False
         self.stats["ok" if reply.ok else "failed"] += 1
+        return True
+
+
+def _for(item: _Pending, template: DecodeReply) -> DecodeReply:
+    return DecodeReply.failure(item.request, template.error, template.error_kind)
