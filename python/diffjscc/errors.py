@@ -15,3 +15,7 @@ class WeightsNotFoundError(DiffJSCCError, FileNotFoundError):
 
 class ConfigError(DiffJSCCError, ValueError):
     """A model, rate or setting that does not exist or does not fit."""
+
+
+class OutputError(DiffJSCCError, OSError):
+    """A file cannot be written where it was asked for (folder, permissions, name)."""

@@ -75,7 +75,9 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
                         f"{path}: {w}x{h} pixels is larger than the limit of {MAX_PIXELS}"
                     )
                 im.load()
-                if im.mode in ("RGBA", "LA", "PA") or (
+                if im.mode in _WIDE_GRAY_MODES:
+                    array = _wide_gray_to_u8(im)
+                elif im.mode in ("RGBA", "LA", "PA") or (
                     im.mode == "P" and "transparency" in im.info
                 ):
                     array = np.asarray(im.convert("RGBA"))
@@ -92,6 +94,26 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"{path}: cannot decode image ({exc})") from exc
     return check_image_array(array, str(path))
+
+
+# Pillow opens 16-bit grayscale PNG/TIFF as "I;16*" and 32-bit ones as "I" or "F";
+# its convert("RGB") clips those to 255 instead of scaling them.
+_WIDE_GRAY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def _wide_gray_to_u8(im: Image.Image) -> np.ndarray:
+    values = np.asarray(im).astype(np.float64)
+    if im.mode.startswith("I;16") or im.mode == "I":
+        # 16-bit samples (also 16-bit PNGs that an older Pillow opens as "I").
+        full_scale = 65535.0 if im.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
+    else:  # "F": floating point samples, taken as [0, 1]
+        if not np.all(np.isfinite(values)):
+            raise ImageError(
+                f"{getattr(im, 'filename', 'image')}: image has NaN or infinite values"
+            )
+        full_scale = 1.0
+    gray = np.clip(np.round(values * (255.0 / full_scale)), 0, 255).astype(np.uint8)
+    return np.repeat(gray[:, :, None], 3, axis=2)
 
 
 def save_png(path: str | os.PathLike, image: np.ndarray) -> Path:

@@ -85,9 +85,9 @@ def ms_ssim_batch(reference: np.ndarray, images: Sequence[np.ndarray]) -> np.nda
     with torch.inference_mode():
         if scales == len(MS_SSIM_WEIGHTS):
             values = _ms_ssim(x, y, data_range=1.0, size_average=False, win_size=window)
-        elif scales == 1:
+        elif scales == 1 and window >= 3:
             values = _ssim(x, y, data_range=1.0, size_average=False, win_size=window)
-        else:
+        else:  # also images under 3 px a side, which pytorch-msssim's ssim() cannot take
             values = _fewer_scales(x, y, scales, window)
     return values.double().numpy()
 

@@ -17,8 +17,16 @@ DOWNSAMPLING = 16
 
 
 def padded_shape(height: int, width: int, multiple: int = DOWNSAMPLING) -> tuple[int, int]:
-    """Each side rounded up to a multiple: the shape the encoder sees."""
-    return (-(-int(height) // multiple) * multiple, -(-int(width) // multiple) * multiple)
+    """Each side rounded up to a multiple, and to at least two: the shape the encoder sees.
+
+    The model's reflection padding needs a latent of at least 2x2, so an image with a side
+    of ``multiple`` pixels or less is padded to two multiples on that side.
+    """
+
+    def side(n: int) -> int:
+        return max(2, -(-int(n) // multiple)) * multiple
+
+    return side(height), side(width)
 
 
 @dataclass(frozen=True)

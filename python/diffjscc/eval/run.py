@@ -55,6 +55,7 @@ from diffjscc.eval.records import (
     machine_info,
 )
 from diffjscc.image import list_images, load_image
+from diffjscc.io import check_output_path
 from diffjscc.metrics import ms_ssim_batch, ms_ssim_scales, psnr
 from diffjscc.registry import get_model_spec
 
@@ -74,9 +75,9 @@ def check_args(args) -> None:
         raise ConfigError(f"--scales must be positive integers including 1, got {args.scales}")
     if args.plot and Path(args.plot).suffix.lower() not in PLOT_SUFFIXES:
         raise ConfigError(f"--plot must end in one of {PLOT_SUFFIXES}: {args.plot}")
-    for out in (args.json, args.plot):
-        if out and Path(out).is_dir():
-            raise ConfigError(f"{out} is a folder; give a file name")
+    for flag, out in (("--json", args.json), ("--plot", args.plot)):
+        if out:
+            check_output_path(out, flag)
     if args.plot:
         try:
             import matplotlib  # noqa: F401

@@ -14,6 +14,7 @@ import numpy as np
 
 from diffjscc import channels
 from diffjscc.image import load_image, save_png
+from diffjscc.io import check_output_path
 from diffjscc.registry import DEFAULT_MODEL, get_model_spec
 
 
@@ -57,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--tx-opt-steps needs gradients through the decoder: use --encoder torch")
     args.encoder = args.encoder or ("torch" if args.tx_opt_steps else "onnx")
     spec = get_model_spec(args.model)
+    if args.out:
+        check_output_path(args.out, "--out")
     image = load_image(args.image) if args.image else default_image()
     rng = np.random.default_rng(args.seed)
 
