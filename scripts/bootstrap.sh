@@ -21,6 +21,14 @@ command -v cmake >/dev/null || need_apt+=(cmake)
 # GNU Radio's CMake package enables C and C++ to find its own dependencies.
 command -v g++ >/dev/null || need_apt+=(g++)
 $SYS_PY -c "import venv, ensurepip" 2>/dev/null || need_apt+=(python3-venv)
+# With a GUI wanted (DIFFJSCC_GUI=1, as scripts/grc.sh asks): GTK 3 for GNU Radio Companion,
+# Qt 5 for the Qt flowgraphs, Xvfb for running those without a screen (tests, benchmarks).
+if [ "${DIFFJSCC_GUI:-0}" = 1 ]; then
+    $SYS_PY -c "import gi; gi.require_version('Gtk', '3.0'); gi.require_foreign('cairo')" \
+        2>/dev/null || need_apt+=(gir1.2-gtk-3.0 python3-gi-cairo)
+    $SYS_PY -c "from PyQt5 import Qt" 2>/dev/null || need_apt+=(python3-pyqt5)
+    command -v Xvfb >/dev/null || need_apt+=(xvfb)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "[bootstrap] apt-get install ${need_apt[*]}"
     as_root apt-get update -qq
