@@ -165,3 +165,20 @@ def test_unknown_or_foreign_checkpoints_are_refused(tmp_path):
         convert_official_jscc(sd)
     with pytest.raises(FileNotFoundError, match="download"):
         load_official_jscc(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("zipped", [True, False])
+def test_lightning_written_checkpoint_converts_without_running_its_pickle(zipped, tmp_path):
+    """Lightning 1.4 keys callback states by class: refused by weights_only, read here."""
+    from test_refiner_checkpoints import save_lightning_checkpoint
+
+    official = OfficialLayoutJSCC().eval()
+    _randomise(official)
+    state = {f"preprocess_model.{k}": v for k, v in official.state_dict().items()}
+    save_lightning_checkpoint(state, tmp_path / "model.ckpt", _use_new_zipfile_serialization=zipped)
+    assert main([str(tmp_path), "--out", str(tmp_path / "jscc.safetensors")]) == 0
+    loaded = DeepJSCC.from_pretrained(tmp_path / "jscc.safetensors")
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        csi = torch.tensor([[5.0]])
+        torch.testing.assert_close(loaded.encoder(x, csi), official.E(x, csi), atol=1e-5, rtol=0)

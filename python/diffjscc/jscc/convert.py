@@ -144,22 +144,11 @@ def convert_official_jscc(
     return out, cfg
 
 
-def load_official_jscc(path: str | Path, prefix: str = "preprocess_model.") -> DeepJSCC:
-    """A DeepJSCC with the JSCC weights of an official checkpoint (file, or folder with model.ckpt)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.ckpt"
-    if not path.is_file():
-        raise WeightsNotFoundError(
-            f"{path} not found: download an official DiffJSCC checkpoint (folder with config.yaml "
-            "and model.ckpt, see https://github.com/mingyuyng/DiffJSCC) and give its path"
-        )
-    try:
-        # weights_only: a checkpoint is data; nothing in it is executed.
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:
-        raise WeightsNotFoundError(f"cannot read {path} as a tensor checkpoint: {exc}") from exc
-    sd, cfg = convert_official_jscc(ckpt, prefix)
+def official_jscc_model(
+    state_dict: dict[str, torch.Tensor], prefix: str = "preprocess_model."
+) -> DeepJSCC:
+    """A DeepJSCC holding the official JSCC tensors (under ``prefix``), loaded strictly."""
+    sd, cfg = convert_official_jscc(state_dict, prefix)
     model = DeepJSCC(cfg)
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if missing or unexpected:
@@ -169,6 +158,31 @@ def load_official_jscc(path: str | Path, prefix: str = "preprocess_model.") -> D
     return model.eval()
 
 
+def load_official_jscc(
+    path: str | Path, prefix: str = "preprocess_model.", trust_pickle: bool = False
+) -> DeepJSCC:
+    """A DeepJSCC with the JSCC weights of an official checkpoint (file, or folder with model.ckpt).
+
+    The file is read with :func:`diffjscc.unpickle.load_checkpoint`: Lightning's
+    callback classes and other framework objects become inert placeholders, nothing
+    pickled is run; ``trust_pickle`` lifts the restriction (with a warning).
+    """
+    from diffjscc.unpickle import load_checkpoint
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.ckpt"
+    if not path.is_file():
+        raise WeightsNotFoundError(
+            f"{path} not found: download an official DiffJSCC checkpoint (folder with config.yaml "
+            "and model.ckpt, see https://github.com/mingyuyng/DiffJSCC) and give its path"
+        )
+    ckpt = load_checkpoint(path, trust_pickle=trust_pickle)
+    if not isinstance(ckpt, dict):
+        raise ConfigError(f"{path} holds no state dict")
+    return official_jscc_model(ckpt, prefix)
+
+
 def setup_args() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="diffjscc convert-official", description=__doc__.split("\n\n")[0]
@@ -176,12 +190,17 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="official model.ckpt, or the folder holding it")
     p.add_argument("--out", required=True, help="output .safetensors (weights + config)")
     p.add_argument("--prefix", default="preprocess_model.", help="key prefix of the JSCC tensors")
+    p.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="last resort: unpickle model.ckpt without restrictions (it can run code)",
+    )
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = setup_args().parse_args(argv)
-    model = load_official_jscc(args.checkpoint, args.prefix)
+    model = load_official_jscc(args.checkpoint, args.prefix, args.trust_pickle)
     out = model.save_pretrained(args.out, {"source": str(args.checkpoint)})
     print(f"wrote {out}: {model.config}")
     return 0

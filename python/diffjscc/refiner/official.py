@@ -43,6 +43,7 @@ VAE_PREFIX = "first_stage_model."
 COND_ENCODER_PREFIX = "cond_encoder."
 TEXT_PREFIX = "cond_stage_model.model."
 JSCC_PREFIX = "preprocess_model."
+JSCC_FILE = "jscc.safetensors"  # the codec inside a refiner folder (``refine --simulate`` reads it)
 SCHEDULE_BUFFERS = (
     "betas",
     "alphas_cumprod",
@@ -602,25 +603,23 @@ def _official_files(folder: str | Path) -> tuple[Path, Path]:
 
 
 def load_official_checkpoint(folder: str | Path, trust_pickle: bool = False) -> tuple[dict, dict]:
-    """(config dict, state dict) from an official checkpoint folder (or a .ckpt beside config.yaml)."""
-    torch = require("torch")
+    """(config dict, state dict) from an official checkpoint folder (or a .ckpt beside config.yaml).
+
+    ``model.ckpt`` is read by :func:`diffjscc.unpickle.load_checkpoint`: Lightning's
+    callback and loop objects, omegaconf containers and the like become inert
+    placeholders and nothing pickled runs; ``trust_pickle`` lifts that (with a warning).
+    """
     yaml = require("yaml")
+    from diffjscc.unpickle import load_checkpoint
+
     ckpt, config_path = _official_files(folder)
-    config = yaml.safe_load(config_path.read_text())
     try:
-        try:  # memory-mapped: a ControlLDM checkpoint is several GB
-            raw = torch.load(ckpt, map_location="cpu", weights_only=not trust_pickle, mmap=True)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):
-                raise
-            raw = torch.load(ckpt, map_location="cpu", weights_only=not trust_pickle)
-    except Exception as exc:  # pickle refuses non-tensor objects in weights-only mode
-        if trust_pickle:
-            raise ConfigError(f"cannot read {ckpt}: {exc}") from exc
-        raise ConfigError(
-            f"{ckpt} holds Python objects besides tensors, which are not loaded by default "
-            "(unpickling can run code); if you trust the file, pass --trust-pickle"
-        ) from exc
+        config = yaml.safe_load(config_path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{config_path} is not readable YAML: {exc}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{config_path} is not a model config")
+    raw = load_checkpoint(ckpt, trust_pickle=trust_pickle)
     state = raw.get("state_dict", raw) if isinstance(raw, dict) else None
     if not isinstance(state, dict) or not state:
         raise ConfigError(f"{ckpt} holds no state dict")
@@ -677,26 +676,15 @@ def convert_official(
     refiner = DiffJSCCRefiner(unet, vae, control, text, tokenizer, refiner_config)
     extra = {}
     if converted.jscc_state:
-        try:
-            from diffjscc.convert import convert_official_jscc
-        except ImportError as exc:
-            raise ConfigError(
-                f"the checkpoint's JSCC part needs diffjscc.convert.convert_official_jscc ({exc})"
-            ) from exc
-        jscc = convert_official_jscc(converted.jscc_state, prefix=JSCC_PREFIX)
-        extra["jscc.safetensors"] = lambda path: _save_jscc(jscc, path)
+        from diffjscc.jscc.convert import official_jscc_model
+
+        jscc = official_jscc_model(converted.jscc_state, prefix=JSCC_PREFIX)
+        origin = {
+            "source": f"official DiffJSCC checkpoint {Path(source).resolve()} ({JSCC_PREFIX}*)"
+        }
+        extra[JSCC_FILE] = lambda path: jscc.save_pretrained(path, origin)
     refiner.save_pretrained(output, overwrite=overwrite, extra_files=extra)
     return refiner, converted
-
-
-def _save_jscc(jscc, path: Path) -> None:
-    """Save what ``convert_official_jscc`` returned: a DeepJSCC model or a plain state dict."""
-    if hasattr(jscc, "save_pretrained"):
-        jscc.save_pretrained(path)
-    else:
-        from safetensors.torch import save_file
-
-        save_file({k: v.contiguous() for k, v in jscc.items()}, str(path))
 
 
 def setup_args() -> argparse.ArgumentParser:
@@ -712,7 +700,9 @@ def setup_args() -> argparse.ArgumentParser:
         help="local SD 2.1-base folder or cached model id, for the tokenizer (default: %(default)s)",
     )
     p.add_argument(
-        "--trust-pickle", action="store_true", help="allow non-tensor objects in model.ckpt"
+        "--trust-pickle",
+        action="store_true",
+        help="last resort: unpickle model.ckpt without restrictions (it can run code)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     return p

@@ -39,7 +39,12 @@ import torch.nn.functional as F  # noqa: E402
 from diffjscc.refiner.captioner import NoCaptioner, replace_degradation_words  # noqa: E402
 from diffjscc.refiner.colorfix import COLOR_FIXES, color_fix  # noqa: E402
 from diffjscc.refiner.control import DiffJSCCControlModule  # noqa: E402
-from diffjscc.refiner.schedulers import SAMPLERS, SD_SCHEDULE, make_scheduler  # noqa: E402
+from diffjscc.refiner.schedulers import (  # noqa: E402
+    SD_SCHEDULE,
+    Sampler,
+    make_sampler,
+    make_scheduler,
+)
 
 CONFIG_NAME = "refiner.json"
 FORMAT_VERSION = 1
@@ -61,8 +66,13 @@ class RefinerConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> RefinerConfig:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        """The config of ``data``; a key it does not know is refused, as JSCCConfig does."""
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ConfigError(
+                f"unknown refiner config keys: {unknown} (known: {sorted(cls.__dataclass_fields__)})"
+            )
+        return cls(**data)
 
 
 @dataclass
@@ -82,23 +92,74 @@ class RefineResult:
         return asdict(self)
 
 
+GUIDANCE_TARGETS = ("sample", "mode")
+
+
 @dataclass
 class Guidance:
-    """MSE guidance of the predicted x0 towards the VAE latent of x_hat (official ``MSEGuidance``).
+    """MSE guidance of the predicted x0 towards the VAE latent of x_hat, as the official code does.
 
-    At every step with ``t_stop < t + 1 < t_start``, ``repeat`` times:
-    ``delta = scale * (target - x0) * H * W / C`` (latent sizes, as the official
-    code computes it), ``x0 += delta``; the DDPM mean moves by ``0.5 * delta``.
-    The other samplers re-derive epsilon from the corrected x0.
+    At every step with ``t_stop < t + 1 < t_start``, ``repeat`` times, with x0 the
+    latent the model predicts and ``C, H, W`` its size:
+
+        delta = scale * (target - x0) / (C * H * W);   x0 += delta
+
+    (official ``MSEGuidance``: the gradient of the per-image mean squared error, up
+    to its factor 2). ``target`` is the scaled VAE latent of x_hat: a sample of the
+    VAE posterior drawn afresh at every repeat (``target="sample"``, the official
+    behaviour), or the posterior mode (``"mode"``, deterministic). The DDPM sampler
+    moves its posterior mean by ``0.5 * sum(delta)``; the others re-derive epsilon
+    from the corrected x0. ``Guidance.paper()`` gives the settings of the official
+    README's guided command (``--Lambda 100 --g_t_start 1001 --g_t_stop -1 --g_repeat 1``).
     """
 
     scale: float = 0.0
     t_start: int = 1001
     t_stop: int = -1
-    repeat: int = 5
+    repeat: int = 5  # the official --g_repeat default
+    target: str = "sample"
+
+    def __post_init__(self):
+        if self.target not in GUIDANCE_TARGETS:
+            raise ConfigError(
+                f"guidance target must be one of {', '.join(GUIDANCE_TARGETS)}, got {self.target!r}"
+            )
+        if int(self.repeat) < 1:
+            raise ConfigError(f"guidance repeat must be >= 1, got {self.repeat}")
+        if not math.isfinite(float(self.scale)):
+            raise ConfigError(f"guidance scale must be finite, got {self.scale}")
+
+    @classmethod
+    def paper(cls, **overrides) -> Guidance:
+        return cls(**{"scale": 100.0, "t_start": 1001, "t_stop": -1, "repeat": 1, **overrides})
 
     def active(self, t: int) -> bool:
         return self.scale != 0.0 and self.t_stop < t + 1 < self.t_start
+
+    def correction(self, x0: torch.Tensor, target) -> torch.Tensor:
+        """The summed x0 correction of ``repeat`` updates; ``target()`` gives each repeat's target."""
+        _, c, h, w = x0.shape
+        corrected = x0.float()
+        for _ in range(int(self.repeat)):
+            corrected = corrected + self.scale * (target().float() - corrected) / (c * h * w)
+        return corrected - x0.float()
+
+
+GUIDANCE_PRESETS = {"none": Guidance, "paper": Guidance.paper}
+
+
+PADDINGS = ("reflect", "zero")
+QUANTIZERS = ("round", "truncate")
+
+
+def to_uint8(image01: np.ndarray, quantize: str = "round") -> np.ndarray:
+    """uint8 of an image in [0, 1]: rounded, or truncated as official inference's astype(uint8)."""
+    scaled = np.asarray(image01, dtype=np.float32) * 255.0
+    if quantize == "round":
+        scaled = scaled.round()
+    elif quantize != "truncate":
+        raise ConfigError(f"quantize must be one of {', '.join(QUANTIZERS)}, got {quantize!r}")
+    return scaled.clip(0, 255).astype(np.uint8)
 
 
 def _sync(device: torch.device) -> None:
@@ -144,26 +205,6 @@ def _tile_starts(size: int, tile: int, stride: int) -> list[int]:
         return [0]
     starts = list(range(0, size - tile, stride))
     return starts + [size - tile]
-
-
-def _ddpm_step_with_noise(
-    sched, eps: torch.Tensor, t, sample: torch.Tensor, noise: torch.Tensor
-) -> torch.Tensor:
-    """One step of the respaced DDPM posterior with the given noise (same maths as DDPMScheduler)."""
-    prev_t = int(sched.previous_timestep(t))
-    acp = sched.alphas_cumprod
-    a_t = acp[int(t)].double()
-    a_prev = acp[prev_t].double() if prev_t >= 0 else torch.tensor(1.0, dtype=torch.float64)
-    beta = 1 - a_t / a_prev
-    x = sample.double()
-    x0 = (x - (1 - a_t).sqrt() * eps.double()) / a_t.sqrt()
-    mean = (a_prev.sqrt() * beta / (1 - a_t)) * x0 + (
-        (1 - beta).sqrt() * (1 - a_prev) / (1 - a_t)
-    ) * x
-    if prev_t >= 0:
-        variance = ((1 - a_prev) / (1 - a_t) * beta).clamp_min(1e-20)
-        mean = mean + variance.sqrt() * noise.to(device=x.device, dtype=torch.float64)
-    return mean.to(sample.dtype)
 
 
 class DiffJSCCRefiner:
@@ -454,7 +495,7 @@ class DiffJSCCRefiner:
         context: torch.Tensor,
         channel_gain=None,
         steps: int | None = None,
-        sampler: str | None = None,
+        sampler: str | Sampler | None = None,
         generator: torch.Generator | None = None,
         noise: torch.Tensor | None = None,
         guidance: Guidance | None = None,
@@ -474,12 +515,16 @@ class DiffJSCCRefiner:
         """
         steps = self.config.steps if steps is None else int(steps)
         sampler = self.config.sampler if sampler is None else sampler
-        num_train = int(self.config.schedule["num_train_timesteps"])
-        if not 1 <= steps <= num_train:
-            raise ConfigError(f"steps must be in 1..{num_train}, got {steps}")
-        if step_noise is not None and sampler != "ddpm":
+        # Timesteps and schedule tables stay on the CPU: the schedulers read them as Python
+        # numbers, which on a GPU would otherwise mean a device sync every step.
+        sampler = (
+            sampler
+            if isinstance(sampler, Sampler)
+            else make_sampler(sampler, steps, self.config.schedule)
+        )
+        if step_noise is not None and not sampler.stochastic:
             raise ConfigError(
-                "step_noise applies to the ddpm sampler only (the others are deterministic)"
+                f"step_noise applies to stochastic samplers only ({sampler.name} is deterministic)"
             )
         color_fix_type = self.config.color_fix if color_fix_type is None else color_fix_type
         if color_fix_type not in COLOR_FIXES:
@@ -494,11 +539,9 @@ class DiffJSCCRefiner:
             )
         x_hat = x_hat.to(device=device, dtype=torch.float32)
         snr = torch.as_tensor(snr_db, dtype=torch.float32, device=device).reshape(-1).expand(batch)
-        cond = self.encode_image_latent(x_hat).to(dtype)
+        posterior = self.vae.encode((x_hat * 2 - 1).to(self.vae.dtype)).latent_dist
+        cond = (posterior.mode() * self.latent_scale).to(dtype)  # the control module's f_v
         context = context.to(device=device, dtype=dtype)
-        # Timesteps and schedule tables stay on the CPU: the schedulers read them as Python
-        # numbers, which on a GPU would otherwise mean a device sync every step.
-        sched = make_scheduler(sampler, steps, self.config.schedule)
         shape = (
             batch,
             self.unet.config.in_channels,
@@ -514,14 +557,27 @@ class DiffJSCCRefiner:
             )
         elif tuple(noise.shape) != shape:
             raise ConfigError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
-        latents = noise.to(device=device, dtype=dtype) * sched.init_noise_sigma
+        latents = noise.to(device=device, dtype=dtype) * sampler.init_noise_sigma
         step_generator = generator
         if generator is not None and generator.device.type != device.type:
             # Per-step noise drawn on the CPU would cost a host-to-device copy every step; a
             # device generator seeded from the seed keeps runs reproducible on that device.
             derived = int(torch.randint(0, 2**62, (1,), generator=generator))
             step_generator = torch.Generator(device).manual_seed(derived)
-        alphas_cumprod = sched.alphas_cumprod
+
+        def guidance_target() -> torch.Tensor:
+            if guidance.target == "mode":
+                return cond.float()
+            # a fresh draw of the posterior at every repeat, as the official sampler re-encodes
+            draw = torch.randn(
+                posterior.mean.shape,
+                generator=step_generator,
+                device=device if step_generator is None else step_generator.device,
+                dtype=torch.float32,
+            ).to(device)
+            return (posterior.mean.float() + posterior.std.float() * draw) * self.latent_scale
+
+        alphas_cumprod = sampler.alphas_cumprod
         tile = int(tile_size or 0)
         unet_factor = self.size_multiple // self.vae_factor
         if tile and tile % unet_factor:
@@ -530,16 +586,19 @@ class DiffJSCCRefiner:
             )
         stride = int(tile_stride or max(unet_factor, tile // 2))
         # The models get the timestep on their device (CUDA graphs refuse CPU inputs).
-        model_timesteps = sched.timesteps.to(device)
-        steps_iter = enumerate(sched.timesteps)
+        model_timesteps = sampler.timesteps.to(device)
+        steps_iter = enumerate(sampler.timesteps)
         if progress:
             from tqdm import tqdm
 
             steps_iter = tqdm(
-                steps_iter, total=len(sched.timesteps), desc=f"refine ({sampler})", leave=False
+                steps_iter,
+                total=len(sampler.timesteps),
+                desc=f"refine ({sampler.name})",
+                leave=False,
             )
         for i, t in steps_iter:
-            model_in = sched.scale_model_input(latents, t)
+            model_in = sampler.scale_model_input(latents, t)
             t_model = model_timesteps[i]
             if tile:
                 eps = self._predict_noise_tiled(
@@ -550,25 +609,16 @@ class DiffJSCCRefiner:
                     model_in, t_model, context, cond, snr, channel_gain, control_scale
                 )
             mean_shift = None
-            if guidance is not None and guidance.scale != 0.0 and guidance.active(int(t)):
+            if guidance is not None and guidance.active(int(t)):
                 a = alphas_cumprod[int(t)].to(device=device, dtype=torch.float32)
                 x0 = (latents.float() - (1 - a).sqrt() * eps.float()) / a.sqrt()
-                _, c, h, w = x0.shape
-                total = torch.zeros_like(x0)
-                for _ in range(guidance.repeat):
-                    delta = guidance.scale * (cond.float() - x0) * (h * w / c)
-                    x0 = x0 + delta
-                    total = total + delta
-                if sampler == "ddpm":
-                    mean_shift = 0.5 * total
-                else:
-                    eps = ((latents.float() - a.sqrt() * x0) / (1 - a).sqrt()).to(eps.dtype)
+                delta = guidance.correction(x0, guidance_target)
+                eps, mean_shift = sampler.apply_guidance(latents, eps, x0, delta, t)
+                eps = eps.to(latents.dtype)
+            given = None
             if step_noise is not None:
                 given = step_noise(i, int(t)) if callable(step_noise) else step_noise[i]
-                latents = _ddpm_step_with_noise(sched, eps, t, latents, given)
-            else:
-                step_kwargs = {"generator": step_generator} if sampler == "ddpm" else {}
-                latents = sched.step(eps, t, latents, **step_kwargs).prev_sample
+            latents = sampler.step(eps, t, latents, i, generator=step_generator, noise=given)
             if mean_shift is not None:
                 latents = latents + mean_shift.to(latents.dtype)
         image = self.decode_latent(latents)
@@ -590,18 +640,34 @@ class DiffJSCCRefiner:
         guidance_repeat: int = 5,
         guidance_t_start: int = 1001,
         guidance_t_stop: int = -1,
+        guidance_target: str = "sample",
+        guidance: Guidance | None = None,
         color_fix: str | None = None,
         control_scale: float | None = None,
         tile_size: int | None = None,
         tile_stride: int | None = None,
         progress: bool = False,
+        padding: str = "reflect",
+        quantize: str = "round",
     ) -> RefineResult:
         """Refine one JSCC image (uint8 HxWx3, or a float tensor 3xHxW / 1x3xHxW in [0, 1]).
 
         ``caption`` None asks the refiner's captioner; a string (even "") is used as is.
         ``seed`` None draws one, reported in the result. ``tile_size`` is in latent
         pixels (64 = 512 image pixels for SD); larger latents are sampled tile by tile.
+        ``guidance`` (a :class:`Guidance`) overrides the ``guidance_*`` arguments.
+        ``padding`` fills the sides up to a multiple of ``size_multiple``: "reflect"
+        (default) or "zero" (as official inference pads); ``quantize`` turns the result
+        into uint8: "round" (default) or "truncate" (as official inference does).
         """
+        if padding not in PADDINGS:
+            raise ConfigError(f"padding must be one of {', '.join(PADDINGS)}, got {padding!r}")
+        if quantize not in QUANTIZERS:
+            raise ConfigError(f"quantize must be one of {', '.join(QUANTIZERS)}, got {quantize!r}")
+        if guidance is None:
+            guidance = Guidance(
+                guidance_scale, guidance_t_start, guidance_t_stop, guidance_repeat, guidance_target
+            )
         start = time.perf_counter()
         x01, image_u8 = self._as_image(image)
         snr_value = float(snr_db)
@@ -609,8 +675,7 @@ class DiffJSCCRefiner:
             raise ConfigError(f"snr_db must be a finite number, got {snr_db!r}")
         steps = self.config.steps if steps is None else int(steps)
         sampler = self.config.sampler if sampler is None else sampler
-        if sampler not in SAMPLERS:
-            raise ConfigError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
+        sampler = make_sampler(sampler, steps, self.config.schedule)  # checks name and steps
         seed = random.SystemRandom().randrange(2**31) if seed is None else int(seed)
         t0 = time.perf_counter()
         if caption is None:
@@ -622,8 +687,11 @@ class DiffJSCCRefiner:
         height, width = x01.shape[-2:]
         m = self.size_multiple
         pad_h, pad_w = (-height) % m, (-width) % m
-        mode = "reflect" if pad_h < height and pad_w < width else "replicate"
-        padded = F.pad(x01, (0, pad_w, 0, pad_h), mode=mode) if pad_h or pad_w else x01
+        if padding == "zero":
+            padded = F.pad(x01, (0, pad_w, 0, pad_h), value=0.0) if pad_h or pad_w else x01
+        else:
+            mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+            padded = F.pad(x01, (0, pad_w, 0, pad_h), mode=mode) if pad_h or pad_w else x01
         if tile_size is not None:
             self.vae.enable_tiling()
         device = self.device
@@ -641,9 +709,7 @@ class DiffJSCCRefiner:
                 steps=steps,
                 sampler=sampler,
                 generator=generator,
-                guidance=Guidance(
-                    guidance_scale, guidance_t_start, guidance_t_stop, guidance_repeat
-                ),
+                guidance=guidance,
                 color_fix_type=color_fix,
                 control_scale=control_scale,
                 tile_size=tile_size,
@@ -656,18 +722,13 @@ class DiffJSCCRefiner:
                 self.vae.disable_tiling()
         sample_s = time.perf_counter() - t1
         out = out[0, :, :height, :width]
-        result = (
-            (out.permute(1, 2, 0).float().cpu().numpy() * 255.0)
-            .round()
-            .clip(0, 255)
-            .astype(np.uint8)
-        )
+        result = to_uint8(out.permute(1, 2, 0).float().cpu().numpy(), quantize)
         return RefineResult(
             image=result,
             caption=caption,
             snr_db=snr_value,
             steps=steps,
-            sampler=sampler,
+            sampler=sampler.name,
             seed=seed,
             timing={
                 "caption_s": caption_s,
