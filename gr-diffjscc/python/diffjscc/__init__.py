@@ -13,5 +13,14 @@ from .image_display import image_display
 from .image_sink import image_sink
 from .image_source import image_source
 from .jscc_receiver import jscc_receiver
+from .link_stats import link_stats
+from .peak_meter import peak_meter
 
-__all__ = ["image_source", "jscc_receiver", "image_sink", "image_display"]
+__all__ = [
+    "image_source",
+    "jscc_receiver",
+    "image_sink",
+    "image_display",
+    "link_stats",
+    "peak_meter",
+]
