@@ -14,7 +14,7 @@ pytest.importorskip("transformers")
 
 from diffjscc.errors import ConfigError, ImageError, WeightsNotFoundError  # noqa: E402
 from diffjscc.refiner.colorfix import wavelet_bands, wavelet_color_fix  # noqa: E402
-from diffjscc.refiner.pipeline import DiffJSCCRefiner, RefineResult  # noqa: E402
+from diffjscc.refiner.pipeline import DiffJSCCRefiner, Guidance, RefineResult  # noqa: E402
 from diffjscc.refiner.schedulers import make_scheduler, respaced_timesteps  # noqa: E402
 from diffjscc.refiner.tiny import tiny_refiner  # noqa: E402
 
@@ -164,11 +164,83 @@ def test_tiled_sampling_matches_shape_and_untiled_when_tile_covers_all(refiner):
         refiner.refine(image, 1.0, caption="", steps=2, seed=0, tile_size=3)
 
 
-def test_guidance_runs_and_changes_the_sample(refiner):
-    image = _image(32, 32, seed=6)
-    plain = refiner.refine(image, 1.0, caption="", steps=3, seed=0).image
-    guided = refiner.refine(image, 1.0, caption="", steps=3, seed=0, guidance_scale=1e-3).image
-    assert guided.shape == plain.shape and not np.array_equal(plain, guided)
+def test_guidance_update_is_the_official_formula_by_hand():
+    """delta = s (target - x0) / (C H W), applied ``repeat`` times to the corrected x0."""
+    x0 = torch.tensor([0.0, 1.0, -2.0, 4.0, 0.5, 3.0]).reshape(1, 1, 2, 3)
+    target = torch.full_like(x0, 1.0)
+    guidance = Guidance(scale=3.0, repeat=2, target="mode")
+    # C*H*W = 6, s/CHW = 0.5: x -> x + 0.5 (1 - x), twice
+    expected = []
+    for x in x0.flatten().tolist():
+        once = x + 0.5 * (1.0 - x)
+        expected.append(once + 0.5 * (1.0 - once) - x)
+    delta = guidance.correction(x0, lambda: target)
+    torch.testing.assert_close(delta.flatten(), torch.tensor(expected), rtol=0, atol=1e-7)
+    assert Guidance.paper() == Guidance(100.0, 1001, -1, 1, "sample")
+    assert Guidance(1.0, t_start=500, t_stop=100).active(499 - 1)
+    assert not Guidance(1.0, t_start=500, t_stop=100).active(499) and not Guidance().active(10)
+    with pytest.raises(ConfigError):
+        Guidance(target="mean")
+
+
+def test_guided_ddpm_step_moves_the_mean_by_half_the_correction(refiner):
+    """Two DDPM steps (t = 999, 0), guidance only at t = 0: the output moves by delta / 2."""
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(7))
+    context = refiner.encode_text([""])
+    z_T = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(1))
+    noise = [torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(2)), None]
+    noise[1] = torch.zeros_like(noise[0])
+    latents = []
+    original_decode = refiner.decode_latent
+    refiner.decode_latent = lambda z: (latents.append(z.clone()), original_decode(z))[1]
+    try:
+        kwargs = dict(steps=2, sampler="ddpm", noise=z_T, step_noise=noise, color_fix_type="none")
+        refiner.sample(x, 1.0, context, **kwargs)
+        scale, repeat = 20.0, 3
+        guidance = Guidance(scale=scale, repeat=repeat, t_start=500, t_stop=-1, target="mode")
+        refiner.sample(x, 1.0, context, guidance=guidance, **kwargs)
+    finally:
+        refiner.decode_latent = original_decode
+    plain, guided = latents
+    target = refiner.encode_image_latent(x)  # target="mode": the posterior mode, scaled
+    chw = plain[0].numel()
+    # at t = 0 the DDPM step returns its x0 prediction, so x0 = plain
+    expected = 0.5 * (target - plain) * (1 - (1 - scale / chw) ** repeat)
+    torch.testing.assert_close(guided - plain, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_paper_guidance_is_stable_at_its_scale(refiner):
+    """--Lambda 100 of the official README: finite, and changes the image (the old H*W/C scaling diverged)."""
+
+    image = _image(64, 64, seed=6)
+    plain = refiner.refine(image, 1.0, caption="", steps=3, seed=0, guidance_target="mode").image
+    guided = refiner.refine(image, 1.0, caption="", steps=3, seed=0, guidance=Guidance.paper())
+    again = refiner.refine(image, 1.0, caption="", steps=3, seed=0, guidance=Guidance.paper())
+    assert guided.image.shape == plain.shape and not np.array_equal(plain, guided.image)
+    np.testing.assert_array_equal(guided.image, again.image)  # the posterior draws follow the seed
+
+
+def test_official_quantisation_and_zero_padding(refiner, monkeypatch):
+    from diffjscc.refiner.pipeline import to_uint8
+
+    values = np.array([[[0.999, 0.5, 0.0019]]], dtype=np.float32)
+    assert to_uint8(values).tolist() == [[[255, 128, 0]]]
+    assert to_uint8(values, "truncate").tolist() == [[[254, 127, 0]]]
+    seen = []
+    original = refiner.sample
+    monkeypatch.setattr(
+        refiner, "sample", lambda x, *a, **k: (seen.append(x.clone()), original(x, *a, **k))[1]
+    )
+    image = np.full((40, 56, 3), 200, np.uint8)
+    out = refiner.refine(
+        image, 1.0, caption="", steps=1, seed=0, padding="zero", quantize="truncate"
+    )
+    assert out.image.shape == image.shape
+    assert seen[0].shape[-2:] == (48, 64) and float(seen[0][..., 40:, :].abs().max()) == 0.0
+    refiner.refine(image, 1.0, caption="", steps=1, seed=0)
+    assert float(seen[1][..., 40:, :].min()) > 0.7  # reflect padding by default
+    with pytest.raises(ConfigError):
+        refiner.refine(image, 1.0, caption="", steps=1, padding="edge")
 
 
 def test_bad_inputs_give_clear_errors(refiner):
@@ -325,6 +397,43 @@ def test_injected_step_noise_replays_the_sampler_exactly(refiner):
     assert (other - seeded).abs().max() > 1e-3
     with pytest.raises(ConfigError):
         refiner.sample(x, 1.0, context, step_noise=draws, **{**kwargs, "sampler": "ddim"})
+
+
+def test_samplers_come_from_the_registry_and_a_sampler_object_is_accepted(refiner):
+    from diffjscc.refiner.schedulers import SAMPLERS, Sampler, make_sampler
+
+    assert set(SAMPLERS) == {"ddpm", "ddim", "dpm-solver"}
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    context = refiner.encode_text([""])
+    z_T = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(8))
+    by_name = refiner.sample(x, 1.0, context, steps=3, sampler="ddim", noise=z_T)
+    by_object = refiner.sample(x, 1.0, context, sampler=make_sampler("ddim", 3), noise=z_T)
+    torch.testing.assert_close(by_name, by_object, rtol=0, atol=0)
+
+    class Frozen(Sampler):  # a new sampler plugs in without touching the loop
+        name = "frozen"
+
+        def step(self, eps, t, latents, index, generator=None, noise=None):
+            return latents
+
+    frozen = Frozen(make_sampler("ddim", 2).scheduler)
+    out = refiner.sample(x, 1.0, context, sampler=frozen, noise=z_T, color_fix_type="none")
+    torch.testing.assert_close(out, refiner.decode_latent(z_T).clamp(0, 1))
+
+
+def test_refiner_config_refuses_unknown_keys(refiner, tmp_path):
+    import json
+
+    from diffjscc.refiner.pipeline import RefinerConfig
+
+    with pytest.raises(ConfigError, match="colour_fix"):
+        RefinerConfig.from_dict({"steps": 10, "colour_fix": "none"})
+    folder = refiner.save_pretrained(tmp_path / "ref")
+    meta = json.loads((folder / "refiner.json").read_text())
+    meta["refiner"]["sampler_name"] = "ddpm"
+    (folder / "refiner.json").write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match="sampler_name"):
+        DiffJSCCRefiner.from_pretrained(folder)
 
 
 def test_evaluate_refiner_gives_jscc_and_refined_columns(refiner):
