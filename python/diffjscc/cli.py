@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export-onnx": ("diffjscc.jscc.onnx_export", "export a JSCC encoder to ONNX"),
     "convert-official": ("diffjscc.jscc.convert", "convert an official DiffJSCC checkpoint's JSCC part"),
     "eval": ("diffjscc.eval", "PSNR / MS-SSIM of JSCC and separation baselines"),
+    "replay": ("diffjscc.radio.replay", "receive and decode a SigMF recording, as if live"),
     "worker": ("diffjscc.worker.server", "serve decoding and refinement over ZMQ"),
     "keys": ("diffjscc.worker.keys", "generate ZMQ CURVE key pairs for the worker"),
     "train-refiner": ("diffjscc.refiner.train", "stage-2 training of the diffusion control module"),

@@ -15,6 +15,7 @@ from .image_source import image_source
 from .jscc_receiver import jscc_receiver
 from .link_stats import link_stats
 from .peak_meter import peak_meter
+from .sigmf_recorder import sigmf_recorder
 
 __all__ = [
     "image_source",
@@ -23,4 +24,5 @@ __all__ = [
     "image_display",
     "link_stats",
     "peak_meter",
+    "sigmf_recorder",
 ]
