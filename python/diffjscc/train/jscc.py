@@ -1,10 +1,18 @@
 """``diffjscc train-jscc``: train the SNR-adaptive deep JSCC codec on an image folder.
 
 Random crops and flips, SNR uniform in [snr-min, snr-max] dB per image, MSE loss,
-AdamW with a cosine schedule. The run folder holds ``checkpoint.pt`` (model,
-optimiser, schedule, step, random state: a run continues where it stopped),
-``log.jsonl`` (loss and validation PSNR) and ``best.safetensors`` (best
-validation PSNR so far). ``--time-limit`` ends a sitting cleanly with a checkpoint.
+AdamW with a cosine schedule. One process, or data-parallel under ``accelerate launch``
+/ ``torchrun`` (see docs/training.md): ``--batch-size`` is the global batch. The run
+folder holds ``checkpoint.pt`` (model, optimiser, step, samples consumed: a run
+continues where it stopped, under any number of processes), ``log.jsonl`` (loss and
+validation PSNR) and ``best.safetensors`` (best validation PSNR so far).
+``--time-limit`` ends a sitting cleanly with a checkpoint.
+
+Rayleigh models (``--channel rayleigh``) are trained as they are used: the transmitter
+does not know the block's gain, so the encoder's CSI is [SNR, 1, 0]; the receiver
+equalises (y / h) and the decoder's CSI is [SNR, Re h, Im h], with SNR the link's
+average 1 / sigma^2 and h ~ CN(0, 1). ``--init`` may be an AWGN model of the same
+widths: its SNR gates get two more CSI inputs.
 """
 
 from __future__ import annotations
@@ -13,23 +21,39 @@ import argparse
 import json
 import math
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from diffjscc import channels as ch
 from diffjscc.datasets import InMemoryImages, collect_images, data_root
 from diffjscc.errors import ConfigError
 from diffjscc.io import atomic_path
-from diffjscc.models.jscc import DeepJSCC, JSCCConfig
-from diffjscc.registry import DOWNSAMPLING, get_model_spec
+from diffjscc.jscc.model import DeepJSCC, JSCCConfig
+from diffjscc.registry import DEFAULT_MODEL, DOWNSAMPLING, get_model_spec
+from diffjscc.train.distributed import (
+    BatchPlan,
+    add_batch_args,
+    add_precision_arg,
+    agree_elapsed,
+    autocast,
+    check_precision,
+    make_accelerator,
+    mean_over_processes,
+    resolve_precision,
+    sample_rng,
+)
 
 # The default width of the shipped models: small enough for 2-core CPUs and the
 # repository's size budget, see README "Default weights".
 DEFAULT_WIDTHS = dict(
     base_width=32, max_width_encoder=128, max_width_decoder=192, encoder_blocks=2, decoder_blocks=3
 )
+VAL_SEED = 1234
 
 
 def setup_args() -> argparse.ArgumentParser:
@@ -38,7 +62,9 @@ def setup_args() -> argparse.ArgumentParser:
         "--data", nargs="+", help="training image folders (default: bsds500 train/ + test/)"
     )
     p.add_argument("--val", help="validation image folder (default: bsds500 val/)")
-    p.add_argument("--model", default="1/384", help="registry name or CBR of the model to train")
+    p.add_argument(
+        "--model", default=DEFAULT_MODEL, help="registry name or CBR of the model to train"
+    )
     p.add_argument(
         "--channel", choices=["awgn", "rayleigh"], default=None, help="default: the model's"
     )
@@ -50,9 +76,15 @@ def setup_args() -> argparse.ArgumentParser:
         "--steps",
         type=int,
         default=20000,
-        help="total steps of the run; 0: as many as --time-limit allows",
+        help="total optimiser steps of the run; 0: as many as --time-limit allows",
     )
-    p.add_argument("--batch-size", type=int, default=16)
+    add_batch_args(p, batch=16)
+    add_precision_arg(p, "bf16")
+    p.add_argument(
+        "--sync-bn",
+        action="store_true",
+        help="batch-norm statistics over all processes' micro-batches (GPUs only)",
+    )
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--min-lr", type=float, default=1e-5)
@@ -66,11 +98,14 @@ def setup_args() -> argparse.ArgumentParser:
     )
     p.add_argument("--ckpt-every", type=int, default=500)
     p.add_argument("--time-limit", type=float, default=0, help="seconds; stop cleanly after this")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (a process's own GPU)")
     # Both 2.5x faster together on a CPU with AVX-512 BF16, and on GPUs, without a measurable
-    # loss of quality (benchmarks/codec_speed.py): on by default.
+    # loss of quality (benchmarks/codec_speed.py): bf16 by default.
     p.add_argument(
-        "--bf16", action=argparse.BooleanOptionalAction, default=True, help="bfloat16 autocast"
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="same as --mixed-precision bf16 (--no-bf16: no)",
     )
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -78,6 +113,12 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     for key, value in DEFAULT_WIDTHS.items():
         p.add_argument("--" + key.replace("_", "-"), type=int, default=value)
+    p.add_argument(
+        "--norm",
+        choices=["batch", "instance", "none"],
+        default="batch",
+        help="normalisation layers (the shipped models: batch)",
+    )
     return p
 
 
@@ -93,35 +134,117 @@ def lr_at(step: int, args, elapsed: float = 0.0) -> float:
     return args.min_lr + 0.5 * (args.lr - args.min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
 
 
+class SimulatedLink(nn.Module):
+    """Encoder -> channel -> (zero-forcing) -> decoder, with the channel's randomness
+    given: a sample's noise and gain come from its own stream, whichever process draws it.
+
+    The transmitter does not know h, so a Rayleigh model's encoder gets h = 1 as CSI, as
+    the codec and the ONNX transmitter give it; the decoder gets the block's h.
+    """
+
+    def __init__(self, model: DeepJSCC):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image, snr_db, h, noise, csi_snr_db=None, csi_h=None):
+        model = self.model
+        fading = model.config.channel_type == "rayleigh"
+        symbols = model.encode(image, snr_db, torch.ones_like(h) if fading else None)
+        sigma = ch.noise_std(snr_db.float()).reshape(-1, 1, 1, 1) / math.sqrt(2.0)
+        if fading:
+            gain = h.reshape(-1, 1, 1, 1)
+            received = (symbols * gain + noise * sigma) / gain
+        else:
+            received = symbols + noise * sigma
+        csi_snr = snr_db if csi_snr_db is None else csi_snr_db
+        return model.decode(received, csi_snr, (h if csi_h is None else csi_h) if fading else None)
+
+
+def latent_shape(config: JSCCConfig, height: int, width: int) -> tuple[int, int, int]:
+    m = config.downsampling_factor
+    return (config.latent_channels // 2, height // m, width // m)
+
+
+def channel_draws(rng: np.random.Generator, shape: tuple[int, ...]) -> tuple[complex, np.ndarray]:
+    """One block gain h ~ CN(0, 1) and unit-variance complex noise of ``shape`` (times
+    sqrt 2: the link scales it by sigma / sqrt 2), drawn for every model alike."""
+    h = complex(rng.standard_normal(), rng.standard_normal()) / math.sqrt(2.0)
+    noise = rng.standard_normal((2, *shape)).astype(np.float32)
+    return h, noise[0] + 1j * noise[1]
+
+
+def draw_batch(images: InMemoryImages, indices: range, args, config: JSCCConfig, device):
+    """The samples of ``indices``: crops, SNRs, gains and noise, each from its own stream."""
+    crops, snrs, gains, noises = [], [], [], []
+    shape = latent_shape(config, args.crop, args.crop)
+    for index in indices:
+        rng = sample_rng(args.seed, index)
+        crops.append(images.random_batch(1, args.crop, rng))
+        snrs.append(rng.uniform(args.snr_min, args.snr_max))
+        h, noise = channel_draws(rng, shape)
+        gains.append(h)
+        noises.append(noise)
+    x = torch.cat(crops).to(device, non_blocking=True)
+    snr = torch.tensor(snrs, dtype=torch.float32, device=device)
+    h = torch.tensor(gains, dtype=torch.complex64, device=device)
+    noise = torch.from_numpy(np.stack(noises).astype(np.complex64)).to(device)
+    return x, snr, h, noise
+
+
 @torch.no_grad()
 def validate(
     model: DeepJSCC, images: list[np.ndarray], snrs=(1.0, 7.0, 13.0), device="cpu"
 ) -> dict:
-    """PSNR per SNR on whole images (padded to a multiple of 16), fixed noise seed."""
+    """PSNR per SNR on whole images (padded to a multiple of 16); the noise (and gain)
+    of image i at an SNR is the same for every model and every run."""
+    was_training = model.training
     model.eval()
-    gen_state = torch.random.get_rng_state()
-    cuda_state = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-    torch.manual_seed(1234)
+    link = SimulatedLink(model)
     out = {}
     m = model.config.downsampling_factor
-    for snr in snrs:
+    for k, snr in enumerate(snrs):
         psnrs = []
-        for img in images:
+        for i, img in enumerate(images):
             x = torch.tensor(img).permute(2, 0, 1)[None].float().div(255).to(device)
             h, w = x.shape[-2:]
             x_pad = F.pad(x, (0, (-w) % m, 0, (-h) % m), mode="replicate")
-            s = torch.full((1,), snr, device=device)
-            y = model(x_pad, s)["x_hat"][..., :h, :w].clamp(0, 1)
+            rng = sample_rng(VAL_SEED + k, i)
+            gain, noise = channel_draws(rng, latent_shape(model.config, *x_pad.shape[-2:]))
+            y = link(
+                x_pad,
+                torch.full((1,), snr, device=device),
+                torch.tensor([gain], dtype=torch.complex64, device=device),
+                torch.from_numpy(noise.astype(np.complex64))[None].to(device),
+            )[..., :h, :w].clamp(0, 1)
             y = torch.round(y * 255) / 255
             mse = F.mse_loss(y.float(), x).item()
             psnrs.append(10 * math.log10(1.0 / max(mse, 1e-12)))
         out[f"psnr_{snr:g}dB"] = float(np.mean(psnrs))
     out["psnr_mean"] = float(np.mean([out[f"psnr_{s:g}dB"] for s in snrs]))
-    torch.random.set_rng_state(gen_state)
-    if cuda_state is not None:
-        torch.cuda.set_rng_state_all(cuda_state)
-    model.train()
+    model.train(was_training)
     return out
+
+
+def load_init(model: DeepJSCC, path: str) -> None:
+    """Weights of ``path`` into ``model``. An AWGN model may start a Rayleigh one of the
+    same widths: the SNR gates' first layers keep their SNR and feature columns and the
+    two h columns keep this model's random initialisation (zeros would be a saddle: by
+    the phase symmetry of h, their gradient vanishes on average)."""
+    init = DeepJSCC.from_pretrained(path)
+    mine, theirs = model.config.to_dict(), init.config.to_dict()
+    mine.pop("channel_type"), theirs.pop("channel_type")
+    if mine != theirs:
+        raise ConfigError(f"--init {path} has config {init.config}, this run needs {model.config}")
+    state = model.state_dict()
+    for key, value in init.state_dict().items():
+        target = state[key]
+        if value.shape == target.shape:
+            target.copy_(value)
+        elif value.dim() == 2 and target.shape[0] == value.shape[0]:
+            # SNRGate first Linear: in = features + CSI, the CSI columns last.
+            target[:, : value.shape[1]].copy_(value)
+        else:
+            raise ConfigError(f"--init {path}: {key} has shape {tuple(value.shape)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.steps <= 0 and args.time_limit <= 0:
         parser.error("--steps 0 needs a --time-limit")
-    for name in ("batch_size", "val_every", "ckpt_every"):
+    for name in ("batch_size", "grad_accum", "val_every", "ckpt_every"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     # The decoder's output is the crop's size only when the encoder's strides divide it.
@@ -137,44 +260,43 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--crop must be a positive multiple of {DOWNSAMPLING}, not {args.crop}")
     if args.snr_min > args.snr_max:
         parser.error(f"--snr-min {args.snr_min:g} is above --snr-max {args.snr_max:g}")
+    if args.bf16 is not None and args.mixed_precision is None:
+        args.mixed_precision = "bf16" if args.bf16 else "no"
+    precision = resolve_precision(args)
     spec = get_model_spec(args.model)
     root = data_root() / "bsds500"
     train_dirs = args.data or [root / "train", root / "test"]
     val_dir = args.val or root / "val"
-    device = torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    )
     if args.threads:
         torch.set_num_threads(args.threads)
+
+    acc = make_accelerator(args.device)
+    device = acc.device
+    main_process = acc.is_main_process
+    check_precision(precision, device.type)
+    plan = BatchPlan(args.batch_size, acc.num_processes, args.grad_accum)
+    if args.sync_bn and acc.num_processes > 1 and device.type != "cuda":
+        raise ConfigError("--sync-bn works on GPUs only (torch's SyncBatchNorm)")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if main_process:
+        out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"
 
     config = JSCCConfig(
         latent_channels=spec.channels,
         channel_type=args.channel or spec.channel_type,
+        norm=args.norm,
         **{k: getattr(args, k) for k in DEFAULT_WIDTHS},
     )
+    torch.manual_seed(args.seed)  # the same initial weights on every process
     model = DeepJSCC(config)
-    if args.init and not ckpt_path.exists():
-        init = DeepJSCC.from_pretrained(args.init)
-        if init.config != config:
-            raise ConfigError(
-                f"--init {args.init} has config {init.config}, this run needs {config}"
-            )
-        model.load_state_dict(init.state_dict())
-    model.to(device)
-    if args.channels_last:
-        model.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    step, best = 0, -1.0
-    rng = np.random.default_rng(args.seed)
-    torch.manual_seed(args.seed)
+    step, samples, best = 0, 0, -1.0
+    ckpt = None
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         if ckpt["config"] != config.to_dict():
@@ -182,79 +304,119 @@ def main(argv: list[str] | None = None) -> int:
                 f"{ckpt_path} was made for config {ckpt['config']}, not {config.to_dict()}"
             )
         model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
         step, best = ckpt["step"], ckpt["best"]
-        rng.bit_generator.state = ckpt["numpy_rng"]
-        torch.random.set_rng_state(ckpt["torch_rng"])
-        print(f"resumed from {ckpt_path} at step {step}")
+        # Checkpoints from before samples were counted: each step was one batch.
+        samples = ckpt.get("samples", step * ckpt.get("args", {}).get("batch_size", 0))
+    elif args.init:
+        load_init(model, args.init)
+    if args.sync_bn and acc.num_processes > 1:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(device)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    if ckpt is not None:
+        opt.load_state_dict(ckpt["optimizer"])
+        if main_process:
+            print(f"resumed from {ckpt_path} at step {step} ({samples} samples)")
+    del ckpt
+    link = SimulatedLink(model)
+    ddp_link = acc.prepare_model(link)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
     train = InMemoryImages(collect_images(train_dirs), min_side=args.crop)
-    val_set = InMemoryImages(collect_images([val_dir]))
-    val = val_set.images[: args.val_limit or None]
-    print(
-        f"{len(train)} training images, {len(val)} validation images, device {device}, config {config}"
-    )
-    unreadable = train.skipped + val_set.skipped
-    if unreadable:
-        print(f"skipped {len(unreadable)} unreadable files, the first: {unreadable[0]}")
+    val_set = InMemoryImages(collect_images([val_dir])) if main_process else None
+    val = val_set.images[: args.val_limit or None] if main_process else []
+    if main_process:
+        print(
+            f"{len(train)} training images, {len(val)} validation images, "
+            f"{acc.num_processes} process(es) on {device}, global batch {plan.global_batch} = "
+            f"{plan.micro_batch} x {plan.processes} x {plan.accumulation} accumulation, "
+            f"precision {precision}, config {config}"
+        )
+        unreadable = train.skipped + val_set.skipped
+        if unreadable:
+            print(f"skipped {len(unreadable)} unreadable files, the first: {unreadable[0]}")
 
     def save_checkpoint():
-        with atomic_path(ckpt_path) as tmp:
-            torch.save(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "step": step,
-                    "best": best,
-                    "config": config.to_dict(),
-                    "numpy_rng": rng.bit_generator.state,
-                    "torch_rng": torch.random.get_rng_state(),
-                    "args": vars(args),
-                },
-                tmp,
-            )
+        if main_process:
+            with atomic_path(ckpt_path) as tmp:
+                torch.save(
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "step": step,
+                        "samples": samples,
+                        "best": best,
+                        "config": config.to_dict(),
+                        "processes": acc.num_processes,
+                        "args": vars(args),
+                    },
+                    tmp,
+                )
+        acc.wait_for_everyone()
 
     def log(record: dict):
-        with open(out / "log.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        if main_process:
+            with open(out / "log.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
 
-    def validate_and_keep_best() -> dict:
+    def validate_and_keep_best() -> dict | None:
         nonlocal best
-        metrics = validate(model, val, device=device)
-        log({"step": step, "val": metrics})
-        if metrics["psnr_mean"] > best:
-            best = metrics["psnr_mean"]
-            model.save_pretrained(
-                out / "best.safetensors", {"step": step, "val_psnr": f"{best:.3f}"}
-            )
+        metrics = None
+        if main_process:
+            metrics = validate(model, val, device=device)
+            log({"step": step, "samples": samples, "val": metrics})
+            if metrics["psnr_mean"] > best:
+                best = metrics["psnr_mean"]
+                model.save_pretrained(
+                    out / "best.safetensors", {"step": step, "val_psnr": f"{best:.3f}"}
+                )
+        acc.wait_for_everyone()
         return metrics
 
     from tqdm import tqdm
 
-    bar = tqdm(total=args.steps or None, initial=step, disable=args.no_progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=args.steps or None,
+        initial=step,
+        disable=args.no_progress or not main_process,
+        dynamic_ncols=True,
+    )
     start = time.monotonic()
     running = None
     model.train()
     stopped_early = False
     while not args.steps or step < args.steps:
-        if args.time_limit and time.monotonic() - start > args.time_limit:
-            stopped_early = True
-            break
+        elapsed = time.monotonic() - start
+        if args.time_limit:
+            elapsed = agree_elapsed(acc, elapsed)
+            if elapsed > args.time_limit:
+                stopped_early = True
+                break
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, args, time.monotonic() - start)
-        x = train.random_batch(args.batch_size, args.crop, rng, device)
-        if args.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        snr = torch.empty(x.shape[0], device=device).uniform_(args.snr_min, args.snr_max)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
-            x_hat = model(x, snr)["x_hat"]
-        loss = F.mse_loss(x_hat.float(), x)
+            group["lr"] = lr_at(step, args, elapsed)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        step_loss = torch.zeros((), device=device)
+        for micro in range(plan.accumulation):
+            indices = plan.sample_indices(samples, micro, acc.process_index)
+            x, snr, h, noise = draw_batch(train, indices, args, config, device)
+            if args.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            # Gradients are summed locally and averaged over processes on the last micro-step.
+            last = micro == plan.accumulation - 1
+            with acc.no_sync(ddp_link) if not last else nullcontext():
+                with autocast(device.type, precision):
+                    x_hat = ddp_link(x, snr, h, noise)
+                loss = F.mse_loss(x_hat.float(), x) / plan.accumulation
+                scaler.scale(loss).backward()
+            step_loss += loss.detach()
+        scaler.step(opt)
+        scaler.update()
         step += 1
-        value = loss.item() if step % 10 == 0 or step < 10 else None
-        if value is not None:
+        samples += plan.global_batch
+        if step % 10 == 0 or step < 10:
+            value = mean_over_processes(acc, float(step_loss))
             running = value if running is None else 0.95 * running + 0.05 * value
             bar.set_postfix(
                 loss=f"{running:.5f}", psnr=f"{-10 * math.log10(max(running, 1e-12)):.2f}"
@@ -264,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
             log(
                 {
                     "step": step,
+                    "samples": samples,
                     "loss": running,
                     "lr": opt.param_groups[0]["lr"],
                     "time": time.monotonic() - start,
@@ -271,16 +434,22 @@ def main(argv: list[str] | None = None) -> int:
             )
         if step % args.val_every == 0 or step == args.steps:
             metrics = validate_and_keep_best()
-            bar.write(f"step {step}: validation {json.dumps(metrics)}")
+            if main_process:
+                bar.write(f"step {step}: validation {json.dumps(metrics)}")
         if step % args.ckpt_every == 0:
             save_checkpoint()
     bar.close()
     if stopped_early:
         metrics = validate_and_keep_best()
-        print(f"time limit: stopped at step {step}: validation {json.dumps(metrics)}")
+        if main_process:
+            print(f"time limit: stopped at step {step}: validation {json.dumps(metrics)}")
     save_checkpoint()
-    model.save_pretrained(out / "last.safetensors", {"step": step})
-    print(json.dumps({"step": step, "best_val_psnr_mean": best, "out": str(out)}))
+    if main_process:
+        model.save_pretrained(out / "last.safetensors", {"step": step})
+        print(json.dumps({"step": step, "best_val_psnr_mean": best, "out": str(out)}))
+    acc.wait_for_everyone()
+    if acc.num_processes > 1:
+        acc.end_training()
     return 0
 
 

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# How the block-Rayleigh model jscc-rayleigh-cbr1_384 was made: fine-tuned from the AWGN
+# default weights on BSDS500 train+test, validated on BSDS500 val, in one CPU sitting of
+# LIMIT seconds (cosine schedule over the sitting). Run it again to continue from
+# RUN/checkpoint.pt. COPY=1 copies the best weights (float16) into python/diffjscc/weights/
+# and exports the ONNX encoder: do that only when the Kodak comparison
+# (benchmarks/kodak_rayleigh.py) shows it beats the AWGN model on the fading channel.
+#   DIFFJSCC_DATA=/path/to/data LIMIT=2700 THREADS=2 scripts/train_rayleigh.sh
+# On GPUs the same run scales out, e.g. accelerate launch --multi_gpu --num_processes 4
+# -m diffjscc train-jscc ... (docs/training.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+RUN=${RUN:-runs/rayleigh_cbr1_384}
+mkdir -p "$(dirname "$RUN")"
+"$PY" -m diffjscc train-jscc --model 1/384 --channel rayleigh \
+    --init python/diffjscc/weights/jscc_awgn_cbr1_384.safetensors --out "$RUN" \
+    --steps 0 --time-limit "${LIMIT:-2700}" --lr "${LR:-5e-4}" --warmup 100 \
+    --batch-size "${BATCH:-16}" --crop "${CROP:-128}" --threads "${THREADS:-2}" \
+    --val-every "${VAL_EVERY:-1000}" --val-limit "${VAL_LIMIT:-30}" --ckpt-every 500 --no-progress
+if [ "${COPY:-0}" = 1 ]; then
+    "$PY" - "$RUN/best.safetensors" python/diffjscc/weights/jscc_rayleigh_cbr1_384.safetensors <<'PY'
+import sys, torch
+from diffjscc.jscc.model import DeepJSCC
+DeepJSCC.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2], dtype=torch.float16)
+PY
+    "$PY" -m diffjscc export-onnx --model jscc-rayleigh-cbr1_384
+fi
