@@ -274,3 +274,185 @@ def test_latent_scale_buffer_wins_over_the_config(source):
         {**state, "scale_factor": torch.tensor(0.2)}, config, TEXT_HEADS
     )
     assert converted.vae_config["scaling_factor"] == pytest.approx(0.2)
+
+
+# ---------------------------------------------------------------------------- official folder
+
+
+def _jscc_params(jscc) -> dict:
+    """``preprocess_config.params`` in the official file's field names, for the test JSCC."""
+    return {
+        "input_nc": 3,
+        "ngf": jscc.E.net[1].out_channels,
+        "max_ngf_E": jscc.E.projection.in_channels,
+        "max_ngf_D": jscc.G.mask_conv.out_channels,
+        "n_downsample": 4,
+        "norm": "batch",
+        "init_type": "normal",
+        "init_gain": 0.02,
+        "C_channel": jscc.E.projection.out_channels,
+        "output_nc": 3,
+        "n_blocks_E": len(jscc.E.res_list) // 2,
+        "n_blocks_D": len(jscc.G.res_list) // 2,
+        "SNR_low": 0,
+        "SNR_high": 14,
+        "loss_type": "MSE",
+        "channel": "AWGN",
+    }
+
+
+def _full_official_config(ref, jscc) -> dict:
+    """The released config.yaml's layout: every top-level field, the JSCC's preprocess_config."""
+    config = _official_config(ref)
+    params = config["params"]
+    params.update(
+        {
+            "num_timesteps_cond": 1,
+            "log_every_t": 200,
+            "first_stage_key": "jpg",
+            "cond_stage_key": "txt",
+            "control_key": "jpg",
+            "image_size": 64,
+            "channels": 4,
+            "cond_stage_trainable": False,
+            "conditioning_key": "crossattn",
+            "monitor": "val/loss_simple_ema",
+            "use_ema": False,
+            "use_lang": True,
+            "sd_locked": True,
+            "only_mid_control": False,
+            "learning_rate": 1e-4,
+            "preprocess_config": {
+                "target": "model.deepjscc_cnn.DeepJSCC",
+                "params": _jscc_params(jscc),
+            },
+        }
+    )
+    for part in ("control_stage_config", "unet_config"):
+        params[part]["params"].update({"use_checkpoint": True, "image_size": 32})
+    vae = params["first_stage_config"]["params"]
+    vae["monitor"] = "val/rec_loss"
+    vae["ddconfig"]["dropout"] = 0.0
+    vae["lossconfig"] = {"target": "torch.nn.Identity"}
+    return config
+
+
+@pytest.fixture(scope="module")
+def official_folder(source, tmp_path_factory):
+    """An official checkpoint folder: ControlLDM + JSCC keys, Lightning pickle, config.yaml."""
+    from test_codec_convert import OfficialLayoutJSCC, _randomise
+    from test_refiner_checkpoints import save_lightning_checkpoint
+
+    ref, _, state = source
+    jscc = OfficialLayoutJSCC().eval()
+    _randomise(jscc)
+    root = tmp_path_factory.mktemp("official")
+    folder = root / "diffjscc_openimages_c4"
+    folder.mkdir()
+    (folder / "config.yaml").write_text(yaml.safe_dump(_full_official_config(ref, jscc)))
+    full = {**state, **{official.JSCC_PREFIX + k: v for k, v in jscc.state_dict().items()}}
+    save_lightning_checkpoint(full, folder / "model.ckpt")
+    ref.tokenizer.save_pretrained(root / "sd21" / "tokenizer")
+    return root, folder, jscc
+
+
+def test_official_folder_converts_with_its_jscc_and_refines_through_the_worker(
+    source, official_folder
+):
+    from diffjscc.cli import main as diffjscc
+    from diffjscc.jscc.codec import JSCCCodec
+    from diffjscc.jscc.model import DeepJSCC
+    from diffjscc.worker.broker import Broker
+    from diffjscc.worker.client import WorkerClient
+    from diffjscc.worker.engine import CodecEngine
+    from diffjscc.worker.protocol import DecodeRequest
+    from diffjscc.worker.server import WorkerServer
+
+    ref, _, _ = source
+    root, folder, official_jscc = official_folder
+    out = root / "refiner"
+    argv = [str(folder), str(out), "--sd", str(root / "sd21"), "--text-heads", str(TEXT_HEADS)]
+    assert diffjscc(["convert-official-refiner", *argv]) == 0
+    refiner = DiffJSCCRefiner.from_pretrained(out)
+    jscc = DeepJSCC.from_pretrained(out / official.JSCC_FILE)  # diffjscc_config metadata present
+    x = torch.rand(1, 3, 32, 48, generator=torch.Generator().manual_seed(0))
+    csi = torch.tensor([[4.0]])
+    with torch.no_grad():
+        torch.testing.assert_close(jscc.encoder(x, csi), official_jscc.E(x, csi), atol=1e-5, rtol=0)
+        z = torch.randn(1, 4, 2, 3, generator=torch.Generator().manual_seed(1))
+        torch.testing.assert_close(jscc.decoder(z, csi), official_jscc.G(z, csi), atol=1e-5, rtol=0)
+
+    # the converted refiner and codec serve as a worker: decode, then refine
+    model = "jscc-awgn-cbr1_384"
+    codec = JSCCCodec(jscc, model)
+    image = (np.random.default_rng(2).random((32, 48, 3)) * 255).astype(np.uint8)
+    encoded = codec.encode(image, snr_db=5.0)
+    engine = CodecEngine(device="cpu", codec_loader=lambda name: codec, refiner=refiner)
+    broker = Broker("tcp://127.0.0.1:*", "tcp://127.0.0.1:*", heartbeat_s=0.2).start()
+    server = WorkerServer(engine, broker.backend_address, heartbeat_s=0.2, max_wait_s=0.005)
+    server.start()
+    try:
+        with WorkerClient(broker.frontend_address, timeout_s=60) as client:
+            reply = client.decode(
+                DecodeRequest(
+                    request_id=1, image_id=1, model=model, image_shape=(32, 48), snr_db=5.0,
+                    symbols=encoded.symbols, refine=True, steps=2, seed=5,
+                )
+            )  # fmt: skip
+    finally:
+        server.stop()
+        broker.stop()
+    assert reply.ok, reply.error
+    expected = ref.refine(reply.image, 5.0, steps=2, seed=5).image  # the source model itself
+    np.testing.assert_array_equal(reply.refined, expected)
+
+
+def test_refine_reproduces_official_preprocessing_on_a_converted_folder(source, official_folder):
+    """--simulate --preprocess official: upsized to 512, zero-padded to 64, back to the input size."""
+    from diffjscc.cli import main as diffjscc
+    from PIL import Image
+
+    root, folder, _ = official_folder
+    out = root / "refiner_b"
+    argv = [str(folder), str(out), "--sd", str(root / "sd21"), "--text-heads", str(TEXT_HEADS)]
+    assert diffjscc(["convert-official-refiner", *argv]) == 0
+    original = (np.random.default_rng(3).random((24, 40, 3)) * 255).astype(np.uint8)
+    Image.fromarray(original).save(root / "small.png")
+    argv = [
+        str(root / "small.png"), "--refiner", str(out), "--out", str(root / "r.png"), "--snr", "3",
+        "--steps", "1", "--seed", "0", "--simulate", "--preprocess", "official",
+        "--guidance", "paper", "--guidance-target", "mode", "--device", "cpu",
+        "--json", str(root / "r.json"),
+    ]  # fmt: skip
+    assert diffjscc(["refine", *argv]) == 0
+    assert np.asarray(Image.open(root / "r.png")).shape == original.shape
+    assert np.asarray(Image.open(root / "r_jscc.png")).shape == original.shape
+    import json
+
+    summary = json.loads((root / "r.json").read_text())
+    assert summary["preprocess"] == "official" and summary["guidance"]["scale"] == 100.0
+
+
+def test_converter_refuses_code_in_the_pickle_and_says_so(official_folder, tmp_path, capsys):
+    import os
+    import shutil
+
+    from diffjscc.cli import main as diffjscc
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    root, folder, _ = official_folder
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    shutil.copy(folder / "config.yaml", bad / "config.yaml")
+    torch.save(
+        {"state_dict": {"betas": torch.zeros(2)}, "callbacks": Exploit()}, bad / "model.ckpt"
+    )
+    code = diffjscc(
+        ["convert-official-refiner", str(bad), str(tmp_path / "o"), "--sd", str(root / "sd21")]
+    )
+    assert code == 2 and "system" in capsys.readouterr().err
+    assert diffjscc(["convert-official", str(bad), "--out", str(tmp_path / "j.safetensors")]) == 2
+    assert not (tmp_path / "o").exists()

@@ -9,6 +9,7 @@ and scored against the original.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -16,6 +17,27 @@ from pathlib import Path
 from diffjscc.errors import ConfigError
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+GUIDANCE_PRESETS = ("none", "paper")
+
+
+def guidance_from_args(args):
+    """The Guidance of the --guidance preset with the explicit --guidance-* values over it."""
+    from diffjscc.refiner.pipeline import GUIDANCE_PRESETS as presets
+
+    overrides = {
+        field: value
+        for field, value in (
+            ("scale", args.guidance_scale),
+            ("repeat", args.guidance_repeat),
+            ("t_start", args.guidance_t_start),
+            ("t_stop", args.guidance_t_stop),
+            ("target", args.guidance_target),
+        )
+        if value is not None
+    }
+    return presets[args.guidance](**overrides)
 
 
 def setup_args() -> argparse.ArgumentParser:
@@ -40,10 +62,32 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument(
         "--prompt", default=None, help="use this text as the caption (overrides --caption)"
     )
-    p.add_argument(
-        "--guidance-scale", type=float, default=0.0, help="MSE guidance towards x_hat's latent"
+    g = p.add_argument_group(
+        "MSE guidance towards x_hat's latent (official MSEGuidance: s (target - x0) / (C H W))"
     )
-    p.add_argument("--guidance-repeat", type=int, default=5)
+    g.add_argument(
+        "--guidance",
+        choices=sorted(GUIDANCE_PRESETS),
+        default="none",
+        help="preset: paper = the official README's guided run (s 100, repeat 1, all steps)",
+    )
+    g.add_argument("--guidance-scale", type=float, default=None, help="s (official --Lambda)")
+    g.add_argument("--guidance-repeat", type=int, default=None, help="official --g_repeat")
+    g.add_argument("--guidance-t-start", type=int, default=None, help="official --g_t_start")
+    g.add_argument("--guidance-t-stop", type=int, default=None, help="official --g_t_stop")
+    g.add_argument(
+        "--guidance-target",
+        choices=["sample", "mode"],
+        default=None,
+        help="VAE posterior sample per repeat (official) or its mode",
+    )
+    p.add_argument(
+        "--preprocess",
+        choices=["default", "official"],
+        default="default",
+        help="official = reproduce official inference: upsize to a short side of 512, "
+        "zero padding to 64, uint8 truncation, Lanczos back to the input size",
+    )
     p.add_argument("--color-fix", choices=["wavelet", "adain", "none"], default=None)
     p.add_argument(
         "--tile", type=int, default=None, help="tile side in latent pixels for large images"
@@ -76,15 +120,23 @@ def main(argv: list[str] | None = None) -> int:
     from diffjscc.io import atomic_write_text
     from diffjscc.refiner.captioner import FixedCaptioner, make_captioner
     from diffjscc.refiner.metrics import image_metrics, metric_status
-    from diffjscc.refiner.pipeline import DiffJSCCRefiner
-    from diffjscc.refiner.train import _device, load_jscc
+    from diffjscc.refiner.pipeline import DiffJSCCRefiner, to_uint8
+    from diffjscc.refiner.preprocess import (
+        get_preprocessing,
+        resize_to,
+        upsize_short_side,
+        zero_pad,
+    )
+    from diffjscc.refiner.train import load_jscc
 
     if not math.isfinite(args.snr):
         raise ConfigError("--snr must be finite")
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-file loading bars are noise on a command line
-    device = _device(args.device)
+    device = (
+        ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    )
     dtype_name = args.dtype or ("fp16" if device.startswith("cuda") else "fp32")
     dtype = getattr(torch, DTYPES[dtype_name])
     image = load_image(args.input)
@@ -97,35 +149,50 @@ def main(argv: list[str] | None = None) -> int:
     jscc = load_jscc(args.jscc, args.refiner, device) if args.simulate else None
     refiner = DiffJSCCRefiner.from_pretrained(args.refiner, captioner=captioner).to(device, dtype)
 
+    prep = get_preprocessing(args.preprocess)
+    guidance = guidance_from_args(args)
+    in_height, in_width = image.shape[:2]
+    work = upsize_short_side(image, prep.resize_short_side)
     original = None
+    refine_input = work
     if args.simulate:
         original = image
-        x = torch.from_numpy(np.array(original)).permute(2, 0, 1)[None].float().div(255).to(device)
+        sent = zero_pad(work, prep.pad_multiple)  # official: JSCC runs on the padded image
+        x = torch.from_numpy(np.array(sent)).permute(2, 0, 1)[None].float().div(255).to(device)
         m = jscc.config.downsampling_factor
         pad_h, pad_w = (-x.shape[2]) % m, (-x.shape[3]) % m
         x_in = torch.nn.functional.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
         with torch.no_grad():
             x_hat = jscc(x_in, torch.full((1,), args.snr, device=device))["x_hat"][
                 ..., : x.shape[2], : x.shape[3]
-            ]
-        image = (x_hat[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
+            ].clamp(0, 1)
+        # official inference refines the JSCC output as it is, before any quantisation
+        refine_input = x_hat[0].float().cpu() if prep.pad_multiple else None
+        jscc_u8 = to_uint8(x_hat[0].permute(1, 2, 0).cpu().numpy(), prep.quantize)
+        image = resize_to(jscc_u8[: work.shape[0], : work.shape[1]], in_height, in_width)
+        if refine_input is None:
+            refine_input = jscc_u8
         save_png(Path(args.out).with_name(Path(args.out).stem + "_jscc.png"), image)
 
     result = refiner.refine(
-        image,
+        refine_input,
         args.snr,
         h=args.h,
         steps=args.steps,
         sampler=args.sampler,
         seed=args.seed,
-        guidance_scale=args.guidance_scale,
-        guidance_repeat=args.guidance_repeat,
+        guidance=guidance,
         color_fix=args.color_fix,
         tile_size=args.tile,
         progress=args.progress,
+        padding=prep.padding,
+        quantize=prep.quantize,
     )
+    result.image = resize_to(result.image[: work.shape[0], : work.shape[1]], in_height, in_width)
     save_png(args.out, result.image)
     summary = {k: v for k, v in result.to_dict().items() if k != "image"}
+    summary["preprocess"] = args.preprocess
+    summary["guidance"] = dataclasses.asdict(guidance)
     if original is not None:
         summary["metrics"] = {
             "jscc": image_metrics(original, image),

@@ -679,12 +679,40 @@ def convert_official(
         from diffjscc.jscc.convert import official_jscc_model
 
         jscc = official_jscc_model(converted.jscc_state, prefix=JSCC_PREFIX)
+        check_jscc_config(jscc.config, config)
         origin = {
             "source": f"official DiffJSCC checkpoint {Path(source).resolve()} ({JSCC_PREFIX}*)"
         }
         extra[JSCC_FILE] = lambda path: jscc.save_pretrained(path, origin)
     refiner.save_pretrained(output, overwrite=overwrite, extra_files=extra)
     return refiner, converted
+
+
+# official ``preprocess_config.params`` -> JSCCConfig field the weights' shapes give
+_JSCC_CONFIG_FIELDS = {
+    "ngf": "base_width",
+    "max_ngf_E": "max_width_encoder",
+    "max_ngf_D": "max_width_decoder",
+    "n_downsample": "num_downsampling",
+    "C_channel": "latent_channels",
+    "n_blocks_E": "encoder_blocks",
+    "n_blocks_D": "decoder_blocks",
+}
+
+
+def check_jscc_config(jscc_config, config: dict) -> None:
+    """The JSCC config read from the weights agrees with the checkpoint's ``preprocess_config``."""
+    try:
+        params = _params(config, "preprocess_config")
+    except ConfigError:
+        return  # a config without it: the weights alone decide
+    wrong = [
+        f"{name}={params[name]} but the weights give {getattr(jscc_config, field)}"
+        for name, field in _JSCC_CONFIG_FIELDS.items()
+        if name in params and int(params[name]) != int(getattr(jscc_config, field))
+    ]
+    if wrong:
+        raise ConfigError(f"preprocess_config disagrees with the JSCC weights: {'; '.join(wrong)}")
 
 
 def setup_args() -> argparse.ArgumentParser:
@@ -705,15 +733,25 @@ def setup_args() -> argparse.ArgumentParser:
         help="last resort: unpickle model.ckpt without restrictions (it can run code)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument(
+        "--text-heads",
+        type=int,
+        default=None,
+        help="attention heads of the text tower (default: width / 64, OpenCLIP's rule; "
+        "the weights do not say)",
+    )
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = setup_args().parse_args(argv)
     _, converted = convert_official(
-        args.checkpoint, args.output, args.sd, args.trust_pickle, args.overwrite
+        args.checkpoint, args.output, args.sd, args.trust_pickle, args.overwrite, args.text_heads
     )
-    print(f"wrote {args.output}")
+    print(
+        f"wrote {args.output}"
+        + (f" (with its JSCC codec, {JSCC_FILE})" if converted.jscc_state else "")
+    )
     for reason, count in converted.dropped.items():
         print(f"  dropped {count} keys: {reason}")
     return 0
