@@ -1,0 +1,231 @@
+"""``diffjscc replay``: the shipped recordings decode; bad recordings are one line and status 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from diffjscc import cli
+from diffjscc.radio import BurstReceiver, FrameConfig, build_bursts
+from diffjscc.radio.recording import SigMFRecorder, open_recording
+from diffjscc.radio.sim import add_noise
+from diffjscc.symbols import EncodedImage
+
+pytest.importorskip("sigmf")
+
+RECORDINGS = Path(__file__).resolve().parents[1] / "examples" / "recordings"
+SHIPPED = sorted(RECORDINGS.glob("*.sigmf-meta"))
+
+
+def _replay(capsys, *args):
+    """(exit status, JSON lines printed, stderr) of ``diffjscc replay ARGS``."""
+    status = cli.main(["replay", *map(str, args)])
+    out, err = capsys.readouterr()
+    return status, [json.loads(line) for line in out.splitlines() if line.strip()], err
+
+
+def _samples(cfg, rng, image_id=2, h=64, w=128, snr_db=12.0):
+    n = 2 * (h // 16) * (w // 16)
+    sym = ((rng.standard_normal(n) + 1j * rng.standard_normal(n)) / np.sqrt(2)).astype(np.complex64)
+    enc = EncodedImage(sym, (h, w), (2, h // 16, w // 16), "jscc-awgn-cbr1_384", 7.0)
+    gap = np.zeros(600, np.complex64)
+    bursts = build_bursts(enc, image_id=image_id, cfg=cfg)
+    x = np.concatenate([gap] + [np.concatenate([b, gap]) for b in bursts] + [np.zeros(20000)])
+    return add_noise(x.astype(np.complex64), snr_db, cfg, rng)
+
+
+def _record(path, samples, cfg, sample_rate=1e6, annotate=True):
+    rx = BurstReceiver(cfg)
+    frames = rx.feed(samples) + rx.flush()
+    with SigMFRecorder(path, sample_rate, cfg=cfg) as rec:
+        rec.write(samples)
+        for frame in frames if annotate else []:
+            rec.annotate_frame(frame.meta())
+    return len(frames)
+
+
+@pytest.fixture
+def recording(tmp_path, rng):
+    """A small valid recording (random symbols: it decodes to noise) with 2 annotated frames."""
+    cfg = FrameConfig(max_payload_symbols=40)
+    assert _record(tmp_path / "rec", _samples(cfg, rng), cfg) == 2
+    return tmp_path / "rec"
+
+
+def _edit_meta(base: Path, edit) -> None:
+    path = base.with_name(base.name + ".sigmf-meta")
+    meta = json.loads(path.read_text())
+    edit(meta)
+    path.write_text(json.dumps(meta))
+
+
+# -- the shipped recordings -----------------------------------------------------------------
+
+
+def test_shipped_recordings_are_small_and_name_their_originals():
+    assert len(SHIPPED) >= 2
+    total = 0
+    for meta in SHIPPED:
+        rec = open_recording(meta)  # valid SigMF, whole data file, hash matches
+        total += rec.data_path.stat().st_size + meta.stat().st_size
+        assert rec.data_path.stat().st_size < 1 << 20
+        assert rec.annotations and rec.sps is not None
+        ids = {a.image_id for a in rec.annotations}
+        assert {o["image_id"] for o in rec.originals} == ids
+        assert all(rec.original_path(i) is not None for i in ids)
+    total += sum(p.stat().st_size for p in (RECORDINGS / "originals").rglob("*.png"))
+    assert total < 3 << 20
+
+
+@pytest.mark.parametrize("meta", SHIPPED, ids=lambda p: p.name.removesuffix(".sigmf-meta"))
+def test_shipped_recording_decodes_every_frame_and_image(capsys, tmp_path, meta):
+    from diffjscc.image import load_image
+    from diffjscc.metrics import psnr
+
+    rec = open_recording(meta)
+    status, lines, err = _replay(capsys, meta, "--out", tmp_path / "out")
+    assert status == 0, err
+    *images, summary = lines
+    assert summary["kind"] == "summary"
+    assert summary["annotations_matched"] == summary["annotations"] == len(rec.annotations)
+    assert summary["frames_found"] == len(rec.annotations)
+    assert summary["images"] == summary["images_complete"] == len(rec.originals)
+    assert summary["decode_errors"] == 0
+    for line in images:
+        assert line["decoded"] and not line["partial"]
+        assert line["frames_received"] == line["frame_count"]
+        # The receiver's estimate now is what it was when the recording was made.
+        assert line["snr_db"] == pytest.approx(line["recorded_snr_db"], abs=0.05)
+        assert abs(line["snr_db"] - line["design_snr_db"]) < 1.5
+        # Far better than no image at all: a mid-grey guess of the same original.
+        original = load_image(rec.original_path(line["image_id"]))
+        grey = psnr(original, np.full_like(original, 128))
+        assert line["psnr"] > grey + 3.0, (line, grey)
+        assert Path(line["path"]).is_file()
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert len(written) == len(images) + 1 and "summary.json" in written  # no temporary files
+    assert json.loads((tmp_path / "out" / "summary.json").read_text()) == summary
+
+
+def test_realtime_replay_paces_and_reports_latency(capsys, recording):
+    status, lines, err = _replay(capsys, recording, "--realtime", "--speed", "10", "--no-decode")
+    assert status == 0, err
+    summary = lines[-1]
+    # 0.035 s of samples at 10x real time; paced, never faster than that.
+    assert summary["wall_s"] >= summary["duration_s"] / 10
+    assert summary["realtime"] and summary["latency_p95_s"] is not None
+    assert lines[0]["kind"] == "image" and "latency_s" in lines[0]
+
+
+# -- bad input: one line, status 2, nothing written -----------------------------------------
+
+
+def _refused(capsys, tmp_path, *args, match):
+    out = tmp_path / "out"
+    status, lines, err = _replay(capsys, *args, "--out", out, "--no-decode")
+    assert status == 2
+    assert lines == []
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith("diffjscc replay: error: ")
+    assert match in err, err
+    assert not out.exists() or not any(out.iterdir())
+    return err
+
+
+def test_missing_meta(capsys, tmp_path, recording):
+    recording.with_name("rec.sigmf-meta").unlink()
+    _refused(capsys, tmp_path, recording, match="rec.sigmf-meta: no such file")
+    _refused(capsys, tmp_path, tmp_path / "nothing", match="no such file")
+
+
+def test_missing_data(capsys, tmp_path, recording):
+    recording.with_name("rec.sigmf-data").unlink()
+    _refused(capsys, tmp_path, recording, match="rec.sigmf-data: no such file")
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("{not json", "not JSON"),
+        ('["a list"]', "no 'global'"),
+        (
+            '{"global": {"core:datatype": "cf32_le", "core:sample_rate": "fast", '
+            '"core:version": "1.0.0"}, "captures": [], "annotations": []}',
+            "not valid SigMF",
+        ),
+        (
+            '{"global": {"core:datatype": "rf32_le", "core:sample_rate": 1e6, '
+            '"core:version": "1.0.0"}, "captures": [], "annotations": []}',
+            "are not read",
+        ),
+        (
+            '{"global": {"core:datatype": "cf32_le", "core:sample_rate": -5, '
+            '"core:version": "1.0.0"}, "captures": [], "annotations": []}',
+            "core:sample_rate: -5 is less than",
+        ),
+        (
+            '{"global": {"core:datatype": "cf32_le", "core:version": "1.0.0"}, '
+            '"captures": [], "annotations": []}',
+            "core:sample_rate must be a positive number, got None",
+        ),
+    ],
+)
+def test_malformed_meta(capsys, tmp_path, recording, text, match):
+    recording.with_name("rec.sigmf-meta").write_text(text)
+    _refused(capsys, tmp_path, recording, match=match)
+
+
+def test_meta_of_another_recording(capsys, tmp_path, recording, rng):
+    cfg = FrameConfig()
+    _record(tmp_path / "other", _samples(cfg, rng, image_id=9), cfg)
+    (tmp_path / "other.sigmf-meta").replace(tmp_path / "rec.sigmf-meta")
+    _refused(capsys, tmp_path, recording, match="does not match the core:sha512")
+
+
+def test_data_not_a_whole_number_of_samples(capsys, tmp_path, recording):
+    data = recording.with_name("rec.sigmf-data")
+    data.write_bytes(data.read_bytes()[:-3])
+    _refused(capsys, tmp_path, recording, match="truncated: ")
+
+
+def test_data_ending_before_an_annotation(capsys, tmp_path, recording):
+    data = recording.with_name("rec.sigmf-data")
+    last = open_recording(recording).annotations[-1]
+    data.write_bytes(data.read_bytes()[: 8 * (last.sample_start + 10)])
+    _refused(capsys, tmp_path, recording, match="an annotation ends at sample")
+    _edit_meta(recording, lambda m: m["annotations"].clear())
+    _refused(capsys, tmp_path, recording, match="does not match the core:sha512")
+
+
+def test_sample_rate_other_than_the_receiver_is_set_for(capsys, tmp_path, recording):
+    _refused(capsys, tmp_path, recording, "--sample-rate", "2e6", match="recorded at 1e+06")
+    _refused(capsys, tmp_path, recording, "--sps", "4", match="2 samples per symbol")
+
+
+def test_samples_of_another_rate_than_the_meta_says(capsys, tmp_path, rng):
+    """Samples made at twice the rate (4 samples per symbol), described as 2 per symbol at the
+    rate of the symbols: the receiver finds none of the frames the annotations mark."""
+    fast = FrameConfig(sps=4)
+    _record(tmp_path / "rec", _samples(fast, rng), fast, sample_rate=2e6)
+
+    def claim_half_rate(meta):
+        meta["global"]["core:sample_rate"] = 1e6
+        meta["global"]["diffjscc:sps"] = 2
+
+    _edit_meta(tmp_path / "rec", claim_half_rate)
+    _refused(capsys, tmp_path, tmp_path / "rec", match="none of the 1 frames")
+
+
+def test_recording_without_frames(capsys, tmp_path, rng):
+    with SigMFRecorder(tmp_path / "noise", 1e6) as rec:
+        rec.write((rng.standard_normal(30000) + 1j * rng.standard_normal(30000)) * 0.1)
+    _refused(capsys, tmp_path, tmp_path / "noise", match="no JSCC frame found in 30000 samples")
+
+
+def test_bad_options(capsys, tmp_path, recording):
+    _refused(capsys, tmp_path, recording, "--speed", "0", match="--speed")
+    (tmp_path / "file").write_text("")
+    status, _, err = _replay(capsys, recording, "--out", tmp_path / "file", "--no-decode")
+    assert status == 2 and "not a folder" in err
