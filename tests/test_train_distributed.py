@@ -80,7 +80,7 @@ def _jscc_args(data, out, *extra) -> list[str]:
     train, val = data
     return ["train-jscc", "--data", train, "--val", val, "--out", str(out), "--crop", "32",
             "--mixed-precision", "no", "--no-channels-last", "--warmup", "1", "--lr", "1e-3",
-            "--val-limit", "1", "--threads", "1", "--no-progress", "--seed", "3", *TINY,
+            "--val-limit", "1", "--threads", "1", "--no-progress", "--seed", "3", "--device", "cpu", *TINY,
             *extra]  # fmt: skip
 
 
@@ -137,3 +137,40 @@ def test_a_global_batch_that_does_not_split_is_refused(data, tmp_path, capsys):
 
     assert main([*args, "--grad-accum", "2"]) == 2
     assert "does not split" in capsys.readouterr().err
+
+
+def test_refiner_two_processes_step_as_one_with_two_accumulation_steps(data, tmp_path):
+    pytest.importorskip("diffusers")
+    from diffjscc.jscc.model import JSCCConfig
+    from diffjscc.refiner import train as train_refiner
+    from diffjscc.refiner.tiny import tiny_refiner
+
+    tiny_refiner(seed=0).save_pretrained(tmp_path / "init")
+    torch.manual_seed(0)
+    widths = {k[2:].replace("-", "_"): int(v) for k, v in zip(TINY[::2], TINY[1::2], strict=True)}
+    DeepJSCC(JSCCConfig(**widths)).save_pretrained(tmp_path / "jscc.safetensors")
+
+    def args(out, *extra):
+        return ["train-refiner", "--init", str(tmp_path / "init"), "--jscc",
+                str(tmp_path / "jscc.safetensors"), "--data", data[0], "--out", str(out),
+                "--crop", "32", "--batch-size", "2", "--lr", "2e-3",
+                "--no-progress", "--seed", "4", "--device", "cpu", *extra]  # fmt: skip
+
+    _launch("torchrun", args(tmp_path / "two", "--steps", "2"), tmp_path)
+    assert train_refiner.main(args(tmp_path / "one", "--grad-accum", "2", "--steps", "2")[1:]) == 0
+    two = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=True)
+    one = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=True)
+    assert (two["step"], two["samples"], two["processes"]) == (2, 4, 2)
+    start = tiny_refiner(seed=0).control.state_dict()
+    assert any((one["control"][k] - v).abs().max() > 1e-4 for k, v in start.items())
+    for key, value in one["control"].items():
+        torch.testing.assert_close(two["control"][key], value, **TOL, msg=key)
+    # ... and one process continues the two processes' run with the same third step.
+    more = ["--grad-accum", "2", "--steps", "3", "--resume"]
+    assert train_refiner.main([*args(tmp_path / "two", *more)[1:]]) == 0
+    assert train_refiner.main([*args(tmp_path / "one", *more)[1:]]) == 0
+    two = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=True)
+    one = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=True)
+    assert two["samples"] == one["samples"] == 6
+    for key, value in one["control"].items():
+        torch.testing.assert_close(two["control"][key], value, **TOL, msg=key)
