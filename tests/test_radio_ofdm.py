@@ -1,0 +1,208 @@
+"""The OFDM waveform: transmitter, receiver, interleaver, PAPR and channel presets."""
+
+import numpy as np
+import pytest
+from diffjscc import channels
+from diffjscc.errors import ConfigError
+from diffjscc.radio import image_symbol_count
+from diffjscc.radio.channel_presets import (
+    PRESETS,
+    draw_taps,
+    exponential_taps,
+    get_preset,
+    parse_taps,
+)
+from diffjscc.radio.ofdm import (
+    OfdmConfig,
+    OfdmWaveform,
+    build_bursts,
+    channel_uses,
+    interleaver,
+    noise_voltage,
+)
+from diffjscc.radio.ofdm_papr import papr_db, rapp
+from diffjscc.radio.ofdm_receiver import GenieChannel, OfdmReceiver, OfdmTuning
+from diffjscc.radio.sim import fractional_delay, frequency_offset
+from diffjscc.radio.waveform import Receiver, get_waveform
+from diffjscc.symbols import EncodedImage
+
+SHAPE = (64, 96)  # 48 JSCC symbols at CBR 1/384: 2 OFDM symbols of payload with the header
+
+
+def _enc(rng, shape=SHAPE):
+    n = image_symbol_count(1, shape)
+    z = channels.normalise_power(rng.standard_normal(n) + 1j * rng.standard_normal(n))
+    return EncodedImage(z.astype(np.complex64), shape, (0, 0, 0), "jscc-awgn-cbr1_384", 5.0)
+
+
+def _channel(bursts, cfg, snr_db, rng, taps=(1.0,), delay=37.4, cfo=0.0, lead=500):
+    x = np.concatenate([np.zeros(lead, np.complex64), *bursts, np.zeros(2000, np.complex64)])
+    taps = np.asarray(taps, dtype=np.complex128)
+    x = np.convolve(x, taps).astype(np.complex64)
+    x = fractional_delay(x, delay)
+    if cfo:
+        x = frequency_offset(x, cfo)
+    sigma = noise_voltage(snr_db, cfg)
+    noise = sigma / np.sqrt(2) * (rng.standard_normal(x.size) + 1j * rng.standard_normal(x.size))
+    return (x + noise).astype(np.complex64), sigma
+
+
+def _receive(x, cfg, chunk=3000, **kw):
+    rx = OfdmReceiver(cfg, **kw)
+    frames = []
+    for i in range(0, x.size, chunk):
+        frames += rx.feed(x[i : i + chunk])
+    return frames + rx.flush(), rx
+
+
+def _mse_snr_db(frame, sent):
+    mse = float(np.mean(np.abs(frame.symbols - sent) ** 2))
+    return 10 * np.log10(1 / mse - 1)  # MMSE: the effective SNR's definition
+
+
+def test_clean_round_trip_through_the_registry():
+    rng = np.random.default_rng(0)
+    wf = get_waveform("ofdm", max_payload_symbols=30)
+    assert isinstance(wf, OfdmWaveform) and get_waveform("ofdm", **wf.settings()) == wf
+    enc = _enc(rng)
+    bursts = wf.build_bursts(enc, image_id=9)
+    assert len(bursts) == 2 and [b.size for b in bursts] == [wf.frame_samples(24)] * 2
+    power = np.mean(np.abs(np.concatenate(bursts)) ** 2)
+    assert power == pytest.approx(1.0, abs=0.05)
+    rx = wf.make_receiver()
+    assert isinstance(rx, Receiver)
+    x, _ = _channel(bursts, wf.cfg, 40.0, rng)
+    frames = rx.feed(x) + rx.flush()
+    assert [(f.image_id, f.frame_index, f.frame_count, f.waveform) for f in frames] == [
+        (9, 0, 2, "ofdm"),
+        (9, 1, 2, "ofdm"),
+    ]
+    got = np.concatenate([f.symbols for f in frames])
+    assert np.max(np.abs(got - enc.symbols)) < 0.1
+    assert all(f.symbol_noise_var is not None and f.symbol_noise_var.size == 24 for f in frames)
+    assert rx.stats["internal_errors"] == 0 and rx.stats["frames_ok"] == 2
+
+
+@pytest.mark.parametrize(
+    ("snr", "taps", "cfo"),
+    [
+        (10.0, (1.0,), 0.0),
+        (10.0, (1.0,), 0.005),  # 1 % of a single carrier's symbol rate at sps 2
+        (10.0, (0.8, 0.0, 0.45j, 0.0, 0.0, -0.3, 0.0, 0.0, 0.0, 0.2), 0.005),
+        (3.0, (0.8, 0.0, 0.45j, 0.0, 0.0, -0.3), -0.004),
+    ],
+)
+def test_noise_offset_and_multipath_within_the_prefix(snr, taps, cfo):
+    rng = np.random.default_rng(1)
+    cfg = OfdmConfig()
+    taps = np.asarray(taps) / np.linalg.norm(taps)
+    enc = _enc(rng, (256, 384))
+    x, sigma = _channel(build_bursts(enc, 4, cfg), cfg, snr, rng, taps, delay=91.7, cfo=cfo)
+    (frame,), rx = _receive(x, cfg)
+    assert abs(frame.timing - (500 + 91.7)) <= 2
+    assert frame.cfo == pytest.approx(cfo, abs=5e-5)
+    true = _mse_snr_db(frame, enc.symbols)
+    genie = GenieChannel(tuple(taps), (500 + 91.7,), cfo, sigma)
+    (gframe,), _ = _receive(x, cfg, genie=genie)
+    assert gframe.frame_index == 0
+    gtrue = _mse_snr_db(gframe, enc.symbols)
+    assert true > gtrue - 0.8  # estimated channel close to the true one (5 symbols here)
+    # The SNR estimate is close to the effective SNR of the true channel (the genie's,
+    # by definition) and to what the symbols show (768 symbols: +-0.5 dB by chance).
+    assert abs(frame.snr_db - gframe.snr_db) < 0.7
+    assert abs(frame.snr_db - true) < 1.0
+    if len(taps) == 1:
+        assert gtrue == pytest.approx(snr, abs=0.5)  # flat: the effective SNR is the SNR
+
+
+def test_zero_forcing_and_its_effective_snr():
+    rng = np.random.default_rng(2)
+    cfg = OfdmConfig()
+    enc = _enc(rng, (128, 192))
+    x, _ = _channel(build_bursts(enc, 1, cfg), cfg, 8.0, rng, (0.9, 0.0, 0.4j))
+    (frame,), _ = _receive(x, cfg, tuning=OfdmTuning(equaliser="zf"))
+    mse = float(np.mean(np.abs(frame.symbols - enc.symbols) ** 2))
+    assert frame.snr_db == pytest.approx(10 * np.log10(1 / mse), abs=0.6)
+
+
+def test_interleaver_is_a_permutation_that_scatters():
+    for n in (1, 2, 48, 768, 3072, 4096, 4099):
+        perm = interleaver(n)
+        assert np.array_equal(np.sort(perm), np.arange(n))
+        inverse = np.argsort(perm)
+        assert np.array_equal(perm[inverse], np.arange(n))
+    perm = interleaver(3072)
+    assert np.min(np.abs(np.diff(perm))) > 100  # latent neighbours land far apart
+
+
+def test_clip_ratio_is_honoured_and_filtered():
+    rng = np.random.default_rng(3)
+    enc = _enc(rng, (256, 384))
+    plain = build_bursts(enc, 1, OfdmConfig())[0]
+    clipped_cfg = OfdmConfig(clip_ratio_db=4.0)
+    clipped = build_bursts(enc, 1, clipped_cfg)[0]
+    assert papr_db(plain, None) > 8.0
+    # Filtering lets peaks grow back a little; they stay well under the unclipped ones.
+    assert papr_db(clipped, None) < 4.0 + 2.0 < papr_db(plain, None)
+    # Nothing leaks into the guard band, and the receiver still decodes at 15 dB.
+    spec = np.abs(np.fft.fft(clipped[256 + 32 : 256 + 32 + 512])) ** 2
+    assert np.sum(spec[clipped_cfg.layout.noise]) < 1e-6 * np.sum(spec)
+    x, _ = _channel([clipped], clipped_cfg, 15.0, rng)
+    (frame,), _ = _receive(x, clipped_cfg)
+    assert 8.0 < _mse_snr_db(frame, enc.symbols) < 15.5
+    # The Rapp model saturates, and is transparent far below saturation.
+    assert np.max(np.abs(rapp(plain * 10, 1.0))) <= 1.0
+    assert np.allclose(rapp(plain * 1e-3, 1.0), plain * 1e-3, rtol=1e-4, atol=1e-9)
+
+
+def test_bad_settings_give_clear_errors():
+    with pytest.raises(ConfigError, match="shorter than the FFT"):
+        OfdmConfig(fft_size=128, cp_length=128)
+    with pytest.raises(ConfigError, match="too few pilots"):
+        OfdmConfig(pilot_spacing=32)  # resolves 16 samples < prefix 32
+    with pytest.raises(ConfigError, match="power of two"):
+        OfdmConfig(fft_size=500)
+    with pytest.raises(ConfigError, match="used_carriers"):
+        OfdmConfig(used_carriers=510)
+    with pytest.raises(ConfigError, match="clip_ratio_db"):
+        OfdmConfig(clip_ratio_db=-3)
+    with pytest.raises(ConfigError):
+        get_waveform("ofdm", sps=2)
+    with pytest.raises(ConfigError, match="equaliser"):
+        OfdmTuning(equaliser="lms")
+
+
+def test_noise_and_garbage_make_no_frames():
+    rng = np.random.default_rng(4)
+    cfg = OfdmConfig()
+    rx = OfdmReceiver(cfg)
+    noise = (rng.standard_normal(300000) + 1j * rng.standard_normal(300000)).astype(np.complex64)
+    assert rx.feed(noise) == [] and rx.feed("garbage") == [] and rx.flush() == []
+    bad = np.full(10000, np.nan, dtype=np.complex64)
+    assert rx.feed(bad) == []
+    assert rx.stats["frames_ok"] == 0 and rx.stats["internal_errors"] == 0
+    assert rx.stats["invalid_input"] == 1 and rx.stats["nonfinite_samples"] == 10000
+
+
+def test_presets_are_normalised():
+    for name, preset in PRESETS.items():
+        powers = preset.tap_powers()
+        assert powers.sum() == pytest.approx(1.0) and np.all(powers >= 0), name
+        taps = draw_taps(name, rng=5)
+        if name != "rayleigh":
+            assert np.sum(np.abs(taps) ** 2) == pytest.approx(1.0), name
+    assert get_preset("EPA").tap_powers().size == 4  # 410 ns at 7.68 MS/s: 3 samples
+    assert get_preset("eva").tap_powers().size == 20
+    assert 40 < get_preset("epa").rms_delay_ns() < 46  # 43 ns, as published
+    assert exponential_taps(4.0).sum() == pytest.approx(1.0)
+    with pytest.raises(ConfigError, match="unknown channel preset"):
+        get_preset("mars")
+    assert np.allclose(parse_taps("1, 0.3-0.2j,0.1j"), [1, 0.3 - 0.2j, 0.1j])
+    with pytest.raises(ConfigError):
+        parse_taps("1, x")
+
+
+def test_channel_uses_of_the_default_image():
+    cfg = OfdmConfig()
+    uses = channel_uses(3072, cfg) / 3072  # 768x512 at CBR 1/384
+    assert 1.0 < uses < 1.6
