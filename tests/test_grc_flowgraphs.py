@@ -69,17 +69,75 @@ def _grc_platform():
     return platform
 
 
+def _blocks(name: str) -> dict:
+    """name -> block of one flowgraph in grc/."""
+    return {b["name"]: b for b in _load(ROOT / "grc" / f"{name}.grc")["blocks"]}
+
+
+_COMPILED: dict = {}
+
+
+def _compile_all(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """grcc on every flowgraph, once per session: (output folder, grcc's result)."""
+    if _COMPILED:
+        return _COMPILED["out"], _COMPILED["proc"]
+    out = tmp_path_factory.mktemp("grcc-all")
+    env = dict(os.environ, GRC_BLOCKS_PATH=str(MODULE / "grc"))
+    proc = subprocess.run(
+        [GRCC, "-o", str(out), *map(str, FLOWGRAPHS)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    _COMPILED.update(out=out, proc=proc)
+    return out, proc
+
+
+def _generated(tmp_path_factory, name: str) -> str:
+    """The Python that grcc makes of grc/<name>.grc."""
+    out, proc = _compile_all(tmp_path_factory)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return (out / f"{name}.py").read_text()
+
+
+def _setters(code: str) -> dict[str, str]:
+    """Body of each ``def set_<name>(self, ...)`` of a generated top block."""
+    parts = re.split(r"\n    def ", code)
+    return {m.group(1): part for part in parts if (m := re.match(r"set_(\w+)\(self, \w+\):", part))}
+
+
+def _reaches_a_block(setters: dict[str, str], name: str, seen=()) -> bool:
+    """Whether setting variable ``name`` calls a block's setter, directly or via variables."""
+    body = setters.get(name, "")
+    if re.search(r"self\.(?!set_)\w+\.set_\w+\(", body):
+        return True
+    return any(
+        dep not in seen and _reaches_a_block(setters, dep, (*seen, name))
+        for dep in re.findall(r"self\.set_(\w+)\(", body)
+        if dep != name
+    )
+
+
+GUI_FLOWGRAPHS = ["loopback_sim", "usrp_tx", "usrp_rx", "usrp_trx"]
+
+
 def test_flowgraphs_present():
     names = {p.stem for p in FLOWGRAPHS}
-    assert {"loopback_sim", "loopback_sim_no_gui", "usrp_tx", "usrp_rx", "usrp_trx"} <= names
+    assert {f"{n}_no_gui" for n in GUI_FLOWGRAPHS} | set(GUI_FLOWGRAPHS) <= names
 
 
 def test_every_gui_flowgraph_has_a_no_gui_twin():
     for path in FLOWGRAPHS:
-        if _load(path)["options"]["parameters"]["generate_options"] == "qt_gui":
-            assert (path.parent / f"{path.stem}_no_gui.grc").exists() or path.stem.startswith(
-                "usrp"
-            ), f"{path.name} has no no_gui twin"
+        kind = _load(path)["options"]["parameters"]["generate_options"]
+        if kind == "qt_gui":
+            twin = path.parent / f"{path.stem}_no_gui.grc"
+            assert twin.exists(), f"{path.name} has no no_gui twin"
+            assert _load(twin)["options"]["parameters"]["generate_options"] == "no_gui"
+        else:
+            assert path.stem.endswith("_no_gui"), (
+                f"{path.name}: no_gui flowgraph without the suffix"
+            )
 
 
 @pytest.mark.skipif(not SYSTEM_BLOCKS.is_dir(), reason="GNU Radio block definitions not installed")
@@ -90,17 +148,96 @@ def test_every_block_id_exists():
             assert block["id"] in known, f"{path.name}: unknown block id {block['id']!r}"
 
 
-def test_usrp_flowgraphs_expose_radio_settings():
-    for name, wanted in {
-        "usrp_tx": {"dev_args", "freq", "tx_gain", "samp_rate"},
-        "usrp_rx": {"dev_args", "freq", "rx_gain", "samp_rate"},
-        "usrp_trx": {"dev_args", "freq", "tx_gain", "rx_gain", "samp_rate"},
-    }.items():
-        blocks = _load(ROOT / "grc" / f"{name}.grc")["blocks"]
-        params = {b["name"] for b in blocks if b["id"] == "parameter"}
-        assert wanted <= params, f"{name}.grc lacks parameters {wanted - params}"
-        ids = {b["id"] for b in blocks}
-        assert ids & {"uhd_usrp_sink", "uhd_usrp_source"}
+@pytest.mark.parametrize("gui", [True, False], ids=["qt", "no_gui"])
+@pytest.mark.parametrize("kind", ["tx", "rx", "trx"])
+def test_usrp_flowgraphs_have_the_over_the_air_controls(kind, gui):
+    name = f"usrp_{kind}" if gui else f"usrp_{kind}_no_gui"
+    blocks = _blocks(name)
+    by_id: dict[str, list] = {}
+    for b in blocks.values():
+        by_id.setdefault(b["id"], []).append(b)
+    params = {n for n, b in blocks.items() if b["id"] == "parameter"}
+    tx, rx = kind in ("tx", "trx"), kind in ("rx", "trx")
+    wanted = {"dev_args", "freq", "lo_offset", "samp_rate", "clock_source", "time_source"}
+    assert wanted <= params, f"{name}: lacks parameters {wanted - params}"
+    radios = by_id.get("uhd_usrp_sink", []) + by_id.get("uhd_usrp_source", [])
+    assert len(radios) == tx + rx, f"{name}: expected {tx + rx} USRP blocks"
+    for radio in radios:
+        p = radio["parameters"]
+        assert p["center_freq0"] == "uhd.tune_request(freq, lo_offset)", name
+        assert (p["clock_source0"], p["time_source0"]) == ("clock_source", "time_source"), name
+        assert p["dev_addr"] == "dev_args", f"{name}: the device address parameter is unused"
+    # Gain, amplitude and pacing: sliders in the GUI (GRC callbacks), options without one.
+    live = ({"tx_gain", "amplitude", "interval_s", "design_snr"} if tx else set()) | (
+        {"rx_gain"} if rx else set()
+    )
+    widget = "variable_qtgui_range" if gui else "parameter"
+    have = {n for n in live if n in blocks and blocks[n]["id"] == widget}
+    assert have == live, f"{name}: {live - have} missing or not a {widget}"
+    if tx:
+        src = by_id["diffjscc_image_source"][0]["parameters"]
+        assert (src["amplitude"], src["interval_s"]) == ("amplitude", "interval_s")
+        assert by_id["uhd_usrp_sink"][0]["parameters"]["gain0"] == "tx_gain"
+    if rx:
+        assert by_id["uhd_usrp_source"][0]["parameters"]["gain0"] == "rx_gain"
+    # A peak meter on each radio stream, and live statistics.
+    assert len(by_id.get("diffjscc_peak_meter", [])) == tx + rx, name
+    (stats,) = by_id["diffjscc_link_stats"]
+    interval = stats["parameters"]["print_interval_s"]
+    if gui:
+        assert "qtgui_freq_sink_x" in by_id and "variable_qtgui_label" in by_id, name
+        assert len(by_id.get("qtgui_number_sink", [])) == tx + rx, f"{name}: peak display"
+        if rx:
+            assert {"qtgui_const_sink_x", "diffjscc_image_display"} <= by_id.keys(), name
+    else:
+        assert interval == "stats_interval" and float(blocks[interval]["parameters"]["value"]) > 0
+        assert not [i for i in by_id if i.startswith(("qtgui", "variable_qtgui"))], name
+
+
+def test_usrp_gui_controls_act_at_once(tmp_path_factory):
+    """Each slider's setter reaches a block (GRC callbacks), so moving it acts while running."""
+    if GRCC is None:
+        pytest.skip("grcc not installed")
+    for name in GUI_FLOWGRAPHS:
+        setters = _setters(_generated(tmp_path_factory, name))
+        widgets = [
+            n
+            for n, b in _blocks(name).items()
+            if b["id"] in ("variable_qtgui_range", "variable_qtgui_check_box")
+        ]
+        assert widgets, name
+        for widget in widgets:
+            assert _reaches_a_block(setters, widget), f"{name}: moving {widget} changes nothing"
+
+
+def test_qt_loopback_controls(tmp_path_factory):
+    blocks = _blocks("loopback_sim")
+    ranges = {n for n, b in blocks.items() if b["id"] == "variable_qtgui_range"}
+    assert {"snr_db", "enc_snr_db", "cfo", "drift_ppm", "fading_draw", "interval_s"} <= ranges
+    checks = {n for n, b in blocks.items() if b["id"] == "variable_qtgui_check_box"}
+    assert {"enc_follows", "fading"} <= checks
+    chan = blocks["channels_channel_model_0"]["parameters"]
+    assert (chan["noise_voltage"], chan["freq_offset"], chan["epsilon"], chan["taps"]) == (
+        "noise_voltage",
+        "cfo / sps",
+        "epsilon",
+        "[h]",
+    )
+    assert blocks["diffjscc_image_source_0"]["parameters"]["design_snr_db"] == "design_snr"
+    assert blocks["design_snr"]["parameters"]["value"] == "snr_db if enc_follows else enc_snr_db"
+    for sink in ("qtgui_freq_sink_x_0", "qtgui_time_sink_x_0", "qtgui_const_sink_x_0"):
+        assert sink in blocks
+    time_sink = blocks["qtgui_time_sink_x_0"]["parameters"]
+    assert (time_sink["label1"], time_sink["label2"]) == ("I", "Q")
+    if GRCC is not None:
+        setters = _setters(_generated(tmp_path_factory, "loopback_sim"))
+        # The encoder follows the channel's SNR slider unless set apart, and the noise too.
+        assert "self.set_noise_voltage(" in setters["snr_db"]
+        assert "channels_channel_model_0.set_noise_voltage(" in setters["noise_voltage"]
+        assert "set_design_snr_db" in setters["design_snr"]
+        assert "self.set_design_snr(" in setters["snr_db"]
+        assert "self.set_design_snr(" in setters["enc_follows"]
+        assert "set_taps" in setters["h"] and "self.set_h(" in setters["fading_draw"]
 
 
 def test_grc_loads_every_block_of_every_flowgraph(monkeypatch):
@@ -118,15 +255,8 @@ def test_grc_loads_every_block_of_every_flowgraph(monkeypatch):
 
 
 @needs_grcc
-def test_grcc_compiles_every_flowgraph(tmp_path):
-    env = dict(os.environ, GRC_BLOCKS_PATH=str(MODULE / "grc"))
-    proc = subprocess.run(
-        [GRCC, "-o", str(tmp_path), *map(str, FLOWGRAPHS)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+def test_grcc_compiles_every_flowgraph(tmp_path_factory):
+    tmp_path, proc = _compile_all(tmp_path_factory)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for path in FLOWGRAPHS:
         flowgraph = _load(path)
@@ -214,3 +344,166 @@ def test_module_imports_neither_torch_nor_qt():
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "", f"importing gnuradio.diffjscc imported {proc.stdout.strip()}"
+
+
+# -- the launcher: GRC and generated scripts under the project's interpreter ---------------
+
+LAUNCHER = ROOT / "scripts" / "grc.sh"
+VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
+needs_venv = pytest.mark.skipif(
+    not VENV_PYTHON.exists() or GRCC is None, reason="needs the project's .venv and grcc"
+)
+
+
+def _launcher_env() -> dict:
+    proc = subprocess.run(
+        ["bash", str(LAUNCHER), "--env"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    env = dict(os.environ)
+    for line in proc.stdout.splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        env[key] = subprocess.run(
+            ["bash", "-c", f"printf %s {value}"], capture_output=True, text=True
+        ).stdout
+    return env
+
+
+@needs_venv
+def test_launcher_environment_imports_everything_a_flowgraph_needs():
+    env = _launcher_env()
+    assert Path(env["DIFFJSCC_PYTHON"]) == VENV_PYTHON
+    assert str(MODULE / "grc") in env["GRC_BLOCKS_PATH"].split(":")
+    code = (
+        "import sys\n"
+        "import diffjscc, onnxruntime\n"
+        "from gnuradio import diffjscc as block_module, gr\n"
+        "from gnuradio.grc.core.platform import Platform\n"
+        "p = Platform(version=gr.version(), version_parts=(gr.major_version(), "
+        "gr.api_version(), gr.minor_version()), prefs=gr.prefs())\n"
+        "p.build_library()\n"
+        "fg = p.make_flow_graph(sys.argv[1])\n"
+        "print(block_module.__file__)\n"
+        # What GRC runs on F6: the options block's run command with {python} filled in.
+        "print(fg.get_run_command('/x/loopback_sim.py', split=True)[0])\n"
+    )
+    proc = subprocess.run(
+        [env["DIFFJSCC_PYTHON"], "-c", code, str(ROOT / "grc" / "loopback_sim.grc")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    module_file, f6_python = proc.stdout.split()[-2:]
+    assert Path(module_file).resolve().parent == (MODULE / "python" / "diffjscc").resolve()
+    # GRC started by the launcher runs F6 with the venv's interpreter, not /usr/bin/python3.
+    assert Path(f6_python) == VENV_PYTHON
+
+
+@needs_venv
+def test_launcher_runs_the_no_gui_loopback(tmp_path):
+    """`scripts/grc.sh --run` compiles and runs a flowgraph as F6 would, with real weights."""
+    weights = ROOT / "python" / "diffjscc" / "weights"
+    if not any(weights.glob("*.onnx")):
+        pytest.skip("no committed ONNX weights")
+    out = tmp_path / "received"
+    env = dict(os.environ, DIFFJSCC_GRC_OUT=str(tmp_path / "gen"))
+    proc = subprocess.run(
+        [
+            "bash",
+            str(LAUNCHER),
+            "--run",
+            str(ROOT / "grc" / "loopback_sim_no_gui.grc"),
+            "--output-dir",
+            str(out),
+            "--stats-interval",
+            "1",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "gen" / "loopback_sim_no_gui.py").exists()
+    assert len(list(out.glob("*.png"))) == 1
+    # The statistics line. (In a run that ends by itself the line stops with the receiver:
+    # GNU Radio ends a message-only block with its first upstream block.)
+    assert "[loopback]" in proc.stderr and "frames 1" in proc.stderr
+
+
+def test_launcher_refuses_bad_use():
+    for args, message in (
+        (["--run"], "needs a .grc file"),
+        (["--compile", "/nonexistent.grc"], "no such flowgraph"),
+    ):
+        proc = subprocess.run(
+            ["bash", str(LAUNCHER), *args], capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+# -- the canvases: no block drawn over another ----------------------------------------------
+
+EXTENTS = r"""
+import json, sys
+import gi
+gi.require_version("Gtk", "3.0")
+from gi.repository import Gtk
+from gnuradio import gr
+import gnuradio.grc.gui.canvas.flowgraph as canvas_flowgraph
+from gnuradio.grc.gui.Platform import Platform
+canvas_flowgraph._ContextMenu = lambda *a: None  # no main window to attach a menu to
+platform = Platform(version=gr.version(), version_parts=(gr.major_version(), gr.api_version(),
+                    gr.minor_version()), prefs=gr.prefs(), install_prefix=gr.prefix())
+platform.build_library()
+app = Gtk.Application(application_id="org.diffjscc.layoutcheck")
+app.register(None)
+app.set_default()
+out = {}
+for path in sys.argv[1:]:
+    fg = platform.make_flow_graph(path)
+    fg.rewrite()
+    fg.validate()
+    boxes = {}
+    for block in fg.blocks:
+        block.create_labels()
+        for port in block.active_ports():
+            port.create_labels()
+            port.create_shapes()
+        block.create_shapes()
+        boxes[block.name] = list(block.get_extents())
+    out[path] = boxes
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(
+    shutil.which("xvfb-run") is None, reason="xvfb-run not installed (DIFFJSCC_GUI=1 bootstrap)"
+)
+def test_no_block_is_drawn_over_another():
+    """Block sizes as GRC's canvas draws them (GTK under Xvfb); no two may overlap."""
+    try:
+        import gi
+
+        gi.require_version("Gtk", "3.0")
+    except (ImportError, ValueError):
+        pytest.skip("GTK 3 not installed (DIFFJSCC_GUI=1 scripts/bootstrap.sh)")
+    env = dict(os.environ, GRC_BLOCKS_PATH=str(MODULE / "grc"))
+    proc = subprocess.run(
+        ["xvfb-run", "-a", sys.executable, "-c", EXTENTS, *map(str, FLOWGRAPHS)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import json
+
+    for path, boxes in json.loads(proc.stdout.splitlines()[-1]).items():
+        items = sorted(boxes.items())
+        for i, (a, (ax0, ay0, ax1, ay1)) in enumerate(items):
+            for b, (bx0, by0, bx1, by1) in items[i + 1 :]:
+                overlap = ax0 < bx1 and bx0 < ax1 and ay0 < by1 and by0 < ay1
+                assert not overlap, f"{Path(path).name}: {a} and {b} overlap"

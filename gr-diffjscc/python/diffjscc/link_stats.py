@@ -112,7 +112,8 @@ class link_stats(gr.basic_block):
     Message inputs (each optional): ``tx_info`` from an image source, ``pdus`` from a
     JSCC receiver, ``images`` from an image sink. ``stats()`` gives the counters and
     latest values, ``text()`` the line. With ``print_interval_s`` 0 nothing is printed.
-    The printing thread starts in ``start()`` and is gone within a second of ``stop()``.
+    The printing thread starts in ``start()`` and is gone within a second of ``stop()``,
+    which prints the last line.
     """
 
     def __init__(self, print_interval_s=5.0, label=""):
@@ -153,14 +154,18 @@ class link_stats(gr.basic_block):
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(timeout=1.0)
+            self._print()  # the totals of a run that ended between two lines
         return True
 
     def _print_loop(self) -> None:
         while not self._stop.wait(self.print_interval_s):
-            try:
-                print(self.text(), file=sys.stderr, flush=True)
-            except Exception as exc:  # a closed stderr must not end the flowgraph
-                self.logger.debug(f"cannot print statistics: {exc}")
+            self._print()
+
+    def _print(self) -> None:
+        try:
+            print(self.text(), file=sys.stderr, flush=True)
+        except Exception as exc:  # a closed stderr must not end the flowgraph
+            self.logger.debug(f"cannot print statistics: {exc}")
 
     def _dict(self, msg):
         info = pmt.to_python(msg) if pmt.is_dict(msg) else None
