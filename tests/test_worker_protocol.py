@@ -269,7 +269,7 @@ MALFORMED = {
     "huge shape": (_pdu(_meta(image_shape=(100000, 100000)), GOOD_SYMBOLS), "outside 1..8192"),
     "too many pixels": (
         _pdu(_meta(image_shape=(8000, 8000)), GOOD_SYMBOLS),
-        "exceeds 16777216 pixels",
+        "exceeds 4194304 pixels",
     ),
     "zero shape": (_pdu(_meta(image_shape=(0, 5)), GOOD_SYMBOLS), "outside"),
     "shape of three": (_pdu(_meta(image_shape=(1, 2, 3)), GOOD_SYMBOLS), "two integers"),
@@ -357,7 +357,7 @@ BAD_REPLIES = {
     "huge PNG claimed": (
         {"image_shape": (8000, 8000), "image_format": "png"},
         b"abc",
-        "exceeds 16777216 pixels",
+        "exceeds 4194304 pixels",
     ),
     "not a PNG": ({"image_shape": (2, 2), "image_format": "png"}, b"abc", "cannot be read"),
     "unknown format": ({"image_shape": (2, 2), "image_format": "jpg"}, bytes(12), "image_format"),

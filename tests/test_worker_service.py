@@ -484,7 +484,14 @@ def test_curve_admits_authorised_clients_only(tmp_path):
     keys_cli.main(["--dir", str(keys_dir), "server", "client", "stranger"])
     (allowed / "client.key").write_bytes((keys_dir / "client.key").read_bytes())
     curve = CurveServer.from_files(keys_dir / "server.key_secret", allowed)
-    with service(curve=curve) as (broker, _):
+    # CURVE on the front needs it on the worker port too, or a worker in this process.
+    broker = Broker(ANY_PORT, "inproc://curve-test-backend", heartbeat_s=0.1, curve=curve)
+    broker.start()
+    worker = WorkerServer(
+        SyntheticEngine(), broker.backend_address, heartbeat_s=0.1, context=broker.context
+    ).start()
+    try:
+        wait_for(lambda: len(broker._workers) == 1, "the worker to join")
         good = CurveClient.from_files(keys_dir / "client.key_secret", keys_dir / "server.key")
         stranger = CurveClient.from_files(keys_dir / "stranger.key_secret", keys_dir / "server.key")
         with WorkerClient(broker.frontend_address, timeout_s=5, curve=good) as client:
@@ -498,6 +505,9 @@ def test_curve_admits_authorised_clients_only(tmp_path):
             plain = client.decode(make_request(3))
         assert not refused.ok and not plain.ok
         assert broker.counters["requests"] == requests_before  # nothing of theirs got in
+    finally:
+        worker.stop()
+        broker.stop()
 
 
 def test_replies_larger_than_the_request_limit_make_it_back():
@@ -590,8 +600,8 @@ def test_a_worker_with_odd_status_json_cannot_stop_the_broker():
             assert client.status()["broker"]["workers"] == 1
             odd[1].send_multipart([HEARTBEAT, b'{"served": 1208925819614629174706176}'])
             wait_for(lambda: next(iter(broker._workers.values())).status, "the heartbeat")
-            with pytest.raises(WorkerError, match="not writable"):  # beyond a PMT integer
-                client.status()
+            # Beyond a PMT integer: written as a short text, the status stays readable.
+            assert client.status()["workers"][0]["served"] == "1.209e+24"
         assert broker._thread.is_alive()
     finally:
         for sock in odd:

@@ -7,6 +7,7 @@ A rate code is a small integer that fits in the radio frame header.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -95,13 +96,25 @@ def get_model_spec(key: str | int | Fraction | ModelSpec) -> ModelSpec:
         )
     if isinstance(key, str) and key in MODELS:
         return MODELS[key]
-    try:
-        cbr = Fraction(key)
-    except (ValueError, ZeroDivisionError, TypeError):
-        cbr = None
+    cbr = key if isinstance(key, Fraction) else _parse_cbr(key)
     if cbr is not None:
         for spec in MODELS.values():
             if spec.cbr == cbr:
                 return spec
     known = ", ".join(f"{s.name} (CBR {s.cbr_str})" for s in MODELS.values())
-    raise ConfigError(f"unknown JSCC model or CBR {key!r}; known: {known}")
+    shown = repr(key) if len(repr(key)) <= 60 else repr(key)[:60] + "...[truncated]"
+    raise ConfigError(f"unknown JSCC model or CBR {shown}; known: {known}")
+
+
+# A CBR is "p/q" with small integers: never Fraction() on arbitrary text, whose
+# exponent form ("1e10000000") costs seconds of CPU per request.
+_CBR_TEXT = re.compile(r"\s*(\d{1,6})\s*/\s*(\d{1,6})\s*")
+
+
+def _parse_cbr(key) -> Fraction | None:
+    if not isinstance(key, str) or len(key) > 32:
+        return None
+    match = _CBR_TEXT.fullmatch(key)
+    if match is None or int(match.group(2)) == 0:
+        return None
+    return Fraction(int(match.group(1)), int(match.group(2)))

@@ -29,6 +29,7 @@ import collections
 import itertools
 import json
 import logging
+import os
 import signal
 import threading
 import time
@@ -39,12 +40,17 @@ import zmq
 from diffjscc.worker.keys import CurveServer, given_together
 from diffjscc.worker.protocol import (
     DEFAULT_LIMITS,
+    INTERNAL,
+    INVALID,
     UNAVAILABLE,
     DecodeReply,
     Limits,
     ProtocolError,
     StatusRequest,
     WorkerError,
+    bounded_text,
+    bounded_value,
+    check_reply,
     decode_request,
     encode_reply,
     encode_status_reply,
@@ -91,6 +97,58 @@ def check_positive(**settings) -> None:
         raise WorkerError(f"these settings must be positive numbers: {', '.join(bad)}")
 
 
+MAX_LINK_JSON_BYTES = 64 << 10  # READY / HEARTBEAT bodies on the worker link
+MAX_LINK_JSON_DEPTH = 8
+MAX_WORKER_CAPACITY = 1024
+MAX_ENVELOPE_FRAMES = 10  # before the payload, the ROUTER's identity included
+MAX_ENVELOPE_FRAME_BYTES = 256
+
+
+def _json_depth(text: str) -> int:
+    """Deepest nesting of arrays and objects, strings skipped; stops counting past the limit."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_LINK_JSON_DEPTH:
+                return deepest
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a number this link accepts")
+
+
+def parse_link_json(data: bytes) -> dict:
+    """A READY / HEARTBEAT body: a JSON object of bounded size and depth, finite numbers.
+
+    Raises ValueError with the reason; checked before ``json.loads``, whose
+    recursion a 30,000-deep array would exhaust.
+    """
+    if len(data) > MAX_LINK_JSON_BYTES:
+        raise ValueError(f"{len(data)} bytes exceeds the limit of {MAX_LINK_JSON_BYTES}")
+    text = data.decode("utf-8")
+    if _json_depth(text) > MAX_LINK_JSON_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_LINK_JSON_DEPTH}")
+    value = json.loads(text, parse_constant=_refuse_constant)
+    if not isinstance(value, dict):
+        raise ValueError(f"a JSON object is needed, got {type(value).__name__}")
+    return value
+
+
 def percentiles(values, points=(50, 90, 99)) -> dict:
     values = sorted(values)
     if not values:
@@ -112,6 +170,7 @@ class _Job:
     attempts: int = 0
     worker: bytes | None = None
     dispatched: float = 0.0
+    held_bytes: int = 0  # counted in the broker's queue budget until answered
 
 
 @dataclass
@@ -149,11 +208,13 @@ class Broker:
         liveness: int = 3,
         max_attempts: int = 2,
         queue_limit: int = 1000,
+        queue_bytes: int = 256 << 20,
         queue_timeout_s: float = 30.0,
         request_timeout_s: float = 600.0,
         allow_remote: bool = False,
         curve: CurveServer | None = None,
         backend_curve: CurveServer | None = None,
+        keys_reload_s: float = 2.0,
         context: zmq.Context | None = None,
     ):
         check_positive(
@@ -161,12 +222,21 @@ class Broker:
             liveness=liveness,
             max_attempts=max_attempts,
             queue_limit=queue_limit,
+            queue_bytes=queue_bytes,
+            keys_reload_s=keys_reload_s,
             queue_timeout_s=queue_timeout_s,
             request_timeout_s=request_timeout_s,
         )
         for address in (frontend, backend, pdu_pull, pdu_push):
             if address:
                 check_bind_address(address, allow_remote)
+        if curve is not None and backend_curve is None and not backend.startswith("inproc://"):
+            # Otherwise any process that reaches the worker port could pose as a worker
+            # and read (or answer) every request the encrypted front takes in.
+            raise WorkerError(
+                "CURVE on the client port needs CURVE on the worker port too "
+                "(backend_curve), unless the workers are in this process (inproc://)"
+            )
         self._addresses = {
             "frontend": frontend,
             "backend": backend,
@@ -178,6 +248,10 @@ class Broker:
         self.liveness = liveness
         self.max_attempts = max_attempts
         self.queue_limit = queue_limit
+        self.queue_bytes = int(queue_bytes)
+        self._held_bytes = 0
+        self.keys_reload_s = keys_reload_s
+        self._keys_signature = None
         self.queue_timeout_s = queue_timeout_s
         self.request_timeout_s = request_timeout_s
         self.curve = curve
@@ -269,6 +343,7 @@ class Broker:
     def _serve(self) -> None:
         if self.curve is not None or self.backend_curve is not None:
             self._auth = (self.curve or self.backend_curve).start_authenticator(self.context)
+            self._keys_signature = self._clients_signature()
             if (
                 self.curve
                 and self.backend_curve
@@ -318,6 +393,7 @@ class Broker:
         for sock, _ in handlers:
             poller.register(sock, zmq.POLLIN)
         next_heartbeat = time.monotonic() + self.heartbeat_s
+        next_keys_check = time.monotonic() + self.keys_reload_s
         tick_ms = max(10, int(self.heartbeat_s * 1000 / 4))
         while not self._stop.is_set():
             events = dict(poller.poll(tick_ms))
@@ -328,37 +404,103 @@ class Broker:
                         if not self._poll_once(sock, handler):
                             break
             now = time.monotonic()
-            self._expire(now)
-            self._dispatch(now)
-            if now >= next_heartbeat:
-                for identity in list(self._workers):
-                    self.backend.send_multipart([identity, HEARTBEAT])
-                next_heartbeat = now + self.heartbeat_s
+            try:  # the housekeeping is guarded like a message: count it, keep serving
+                self._expire(now)
+                self._dispatch(now)
+                if now >= next_heartbeat:
+                    for identity in list(self._workers):
+                        self.backend.send_multipart([identity, HEARTBEAT], zmq.NOBLOCK)
+                    next_heartbeat = now + self.heartbeat_s
+                if self._auth is not None and now >= next_keys_check:
+                    self._reload_keys()
+                    next_keys_check = now + self.keys_reload_s
+            except Exception:
+                self.counters["internal_errors"] += 1
+                log.exception("broker: housekeeping failed (counted, going on)")
         for identity in list(self._workers):  # tell workers to re-register with the next broker
-            self.backend.send_multipart([identity, RESYNC], zmq.NOBLOCK)
+            try:
+                self.backend.send_multipart([identity, RESYNC], zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
 
-    @staticmethod
-    def _poll_once(sock: zmq.Socket, handler) -> bool:
+    def _poll_once(self, sock: zmq.Socket, handler) -> bool:
         try:
             frames = sock.recv_multipart(zmq.NOBLOCK)
         except zmq.Again:
             return False
-        handler(frames)
+        try:
+            handler(frames)
+        except Exception:  # one guard per message: count it, keep serving
+            self.counters["internal_errors"] += 1
+            log.exception("broker: a message could not be handled (counted, going on)")
         return True
+
+    # ------------------------------------------------------------------ CURVE keys
+    def _clients_signature(self):
+        folder = (self.curve or self.backend_curve).clients_dir
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            return tuple(
+                (e.name, e.stat().st_mtime_ns, e.stat().st_size)
+                for e in entries
+                if e.name.endswith(".key")
+            )
+        except OSError:
+            return None
+
+    def _reload_keys(self) -> None:
+        """Re-read the authorised-clients folder when it changed: a removed key is refused
+        from the next connection on, without a restart."""
+        signature = self._clients_signature()
+        if signature == self._keys_signature:
+            return
+        folder = (self.curve or self.backend_curve).clients_dir
+        self._auth.configure_curve(domain="*", location=folder)
+        self._keys_signature = signature
+        self.counters["keys_reloaded"] += 1
+        log.info("broker: authorised keys re-read from %s (%d keys)", folder, len(signature or ()))
 
     # ------------------------------------------------------------------ clients
     def _on_frontend(self, frames: list[bytes]) -> None:
         # [identity, *routing frames, payload]; REQ adds an empty delimiter frame.
-        if len(frames) < 2 or len(frames) > 10 or any(len(f) > 256 for f in frames[:-1]):
+        if len(frames) < 2:  # nothing after the identity: no message to answer
             self.counters["bad_envelopes"] += 1
             return
-        self._accept("router", frames[:-1], frames[-1])
+        envelope, payload = frames[:-1], frames[-1]
+        if len(envelope) > MAX_ENVELOPE_FRAMES or any(
+            len(f) > MAX_ENVELOPE_FRAME_BYTES for f in envelope
+        ):
+            # Answered through the identity alone, as to a REQ socket: [identity, "", reply].
+            self.counters["bad_envelopes"] += 1
+            error = (
+                f"envelope of {len(envelope)} frames (limit {MAX_ENVELOPE_FRAMES}) or a frame "
+                f"over {MAX_ENVELOPE_FRAME_BYTES} bytes: send [payload] or [tag, '', payload]"
+            )
+            self._refuse("router", [frames[0], b""], error)
+            return
+        self._accept_guarded("router", envelope, payload)
 
     def _on_pdu(self, frames: list[bytes]) -> None:
         if len(frames) != 1:  # GNU Radio's push_msg_sink sends one frame per message
             self.counters["bad_envelopes"] += 1
+            self._refuse("pdu", [], f"a PDU message is one frame, got {len(frames)}")
             return
-        self._accept("pdu", [], frames[0])
+        self._accept_guarded("pdu", [], frames[0])
+
+    def _refuse(self, origin: str, envelope: list, error: str, kind: str = INVALID) -> None:
+        self._answer(
+            origin, envelope, encode_reply(DecodeReply.failure(None, error, kind, "broker"))
+        )
+
+    def _accept_guarded(self, origin: str, envelope: list, payload: bytes) -> None:
+        try:
+            self._accept(origin, envelope, payload)
+        except Exception as exc:  # one guard per message: an answer, a count, and on
+            self.counters["internal_errors"] += 1
+            log.exception("broker: request could not be handled (answered 'internal')")
+            self._refuse(
+                origin, envelope, f"broker failed on this request: {type(exc).__name__}", INTERNAL
+            )
 
     def _accept(self, origin: str, envelope: list, payload: bytes) -> None:
         self.counters["requests"] += 1
@@ -367,7 +509,7 @@ class Broker:
             request = decode_request(payload, self.limits)
         except ProtocolError as exc:
             self.counters["invalid"] += 1
-            log.debug("refused request %r: %s", exc.request_id, exc)
+            log.debug("refused request: %s", exc)
             self._answer(
                 origin,
                 envelope,
@@ -387,8 +529,18 @@ class Broker:
             received=now,
         )
         if len(self._queue) >= self.queue_limit:
+            self.counters["refused_queue_full"] += 1
             self._fail(job, f"broker queue full ({self.queue_limit} requests waiting)")
             return
+        if self._held_bytes + len(payload) > self.queue_bytes:
+            self.counters["refused_queue_bytes"] += 1
+            self._fail(
+                job,
+                f"broker queue full ({self._held_bytes} of {self.queue_bytes} bytes held)",
+            )
+            return
+        job.held_bytes = len(payload)
+        self._held_bytes += job.held_bytes
         self._queue.append(job)
 
     def _answer(self, origin: str, envelope: list, payload: bytes) -> None:
@@ -404,7 +556,12 @@ class Broker:
         except zmq.Again:  # a reader that stopped reading must not stall the broker
             self.counters["replies_dropped"] += 1
 
-    def _fail(self, job: _Job, error: str) -> None:
+    def _release(self, job: _Job) -> None:
+        self._held_bytes -= job.held_bytes
+        job.held_bytes = 0
+
+    def _fail(self, job: _Job, error: str, kind: str = UNAVAILABLE) -> None:
+        self._release(job)
         self.counters["failures"] += 1
         log.info("request %r failed: %s", job.request_id, error)
         reply = DecodeReply(
@@ -412,7 +569,7 @@ class Broker:
             job.image_id,
             ok=False,
             error=error,
-            error_kind=UNAVAILABLE,
+            error_kind=kind,
             served_by="broker",
         )
         self._answer(job.origin, job.envelope, encode_reply(reply))
@@ -426,16 +583,22 @@ class Broker:
         worker = self._workers.get(identity)
         if command == READY:
             try:
-                info = json.loads(frames[2]) if len(frames) > 2 else {}
-                capacity = int(info.get("capacity", 1))
+                info = parse_link_json(frames[2]) if len(frames) > 2 else {}
+                capacity = info.get("capacity", 1)
+                if isinstance(capacity, bool) or not isinstance(capacity, int):
+                    raise ValueError("'capacity' is not an integer")
+                if not 1 <= capacity <= MAX_WORKER_CAPACITY:
+                    raise ValueError(f"'capacity' {capacity} outside 1..{MAX_WORKER_CAPACITY}")
                 if not isinstance(info.get("info", {}), dict):  # merged into status()
-                    raise TypeError("'info' is not an object")
-            except (ValueError, TypeError, AttributeError):
-                log.warning("worker %r sent an unreadable READY", identity)
+                    raise ValueError("'info' is not an object")
+                info = bounded_value(info)
+            except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+                self.counters["bad_worker_messages"] += 1
+                log.warning("worker %r sent an unreadable READY: %s", identity[:64], exc)
                 return
             if worker is not None:  # a restarted session: what it held is lost
                 self._drop_worker(worker, "re-registered")
-            self._workers[identity] = _Worker(identity, max(1, capacity), now, info=info)
+            self._workers[identity] = _Worker(identity, capacity, now, info=info)
             log.info("worker %s joined (capacity %d)", identity.decode(errors="replace"), capacity)
             return
         if worker is None:
@@ -446,13 +609,11 @@ class Broker:
             return
         worker.last_seen = now
         if command == HEARTBEAT:
-            if len(frames) > 2 and len(frames[2]) < 65536:
+            if len(frames) > 2:
                 try:
-                    status = json.loads(frames[2])
-                except ValueError:
-                    status = None
-                if isinstance(status, dict):  # merged into status(): anything else is dropped
-                    worker.status = status
+                    worker.status = bounded_value(parse_link_json(frames[2]))
+                except (ValueError, RecursionError):
+                    self.counters["bad_worker_messages"] += 1  # the last good status stays
         elif command == REPLY and len(frames) == 4:
             ticket, payload = frames[2], frames[3]
             job = self._inflight.get(ticket)
@@ -462,10 +623,21 @@ class Broker:
             del self._inflight[ticket]
             worker.inflight.discard(ticket)
             worker.served += 1
+            try:  # a worker's reply is checked like a request before it goes on
+                check_reply(payload, self.limits, job.request_id)
+            except ProtocolError as exc:
+                self.counters["bad_worker_replies"] += 1
+                name = bounded_text(identity.decode(errors="replace"), 64)
+                log.warning("worker %s sent a bad reply: %s", name, exc)
+                self._fail(job, f"worker {name} sent an unusable reply: {exc}", INTERNAL)
+                return
+            self._release(job)
             self._latency_ms.append((now - job.received) * 1e3)
             self._answer(job.origin, job.envelope, payload)
         elif command == BYE:
             self._drop_worker(worker, "left")
+        else:
+            self.counters["bad_worker_messages"] += 1
 
     def _drop_worker(self, worker: _Worker, why: str) -> None:
         self._workers.pop(worker.identity, None)
@@ -522,9 +694,12 @@ class Broker:
             worker.inflight.add(job.ticket)
             worker.last_dispatch = now
             self._inflight[job.ticket] = job
-            self.backend.send_multipart(
-                [worker.identity, REQUEST, job.ticket, job.payload], copy=False
-            )
+            try:
+                self.backend.send_multipart(
+                    [worker.identity, REQUEST, job.ticket, job.payload], zmq.NOBLOCK, copy=False
+                )
+            except zmq.Again:  # its queue is full: the heartbeat check will judge the worker
+                self.counters["dropped_sends"] += 1
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict:
@@ -534,6 +709,9 @@ class Broker:
                 "queue_depth": len(self._queue),
                 "inflight": len(self._inflight),
                 "workers": len(self._workers),
+                "queue_bytes": self._held_bytes,
+                # Built by the broker's serving thread itself: while it answers, it lives.
+                "threads_alive": {"broker": True},
                 "latency_ms": percentiles(self._latency_ms),
                 **{k: int(v) for k, v in sorted(self.counters.items())},
             },
@@ -544,7 +722,7 @@ class Broker:
                     "inflight": len(w.inflight),
                     "served_via_broker": w.served,
                     "heartbeat_age_s": round(time.monotonic() - w.last_seen, 2),
-                    **w.info.get("info", {}),
+                    **(w.info.get("info") if isinstance(w.info.get("info"), dict) else {}),
                     **w.status,
                 }
                 for w in self._workers.values()
@@ -580,12 +758,51 @@ def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--max-message-mb", type=float, default=32.0, help="larger requests get an error reply"
     )
-    group.add_argument("--queue-limit", type=int, default=1000)
+    group.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_LIMITS.max_image_pixels,
+        help="largest image (H*W) a request may ask for (default %(default)s: 2048x2048)",
+    )
+    group.add_argument(
+        "--max-user-kb",
+        type=float,
+        default=DEFAULT_LIMITS.max_user_bytes / 1024,
+        help="largest 'user' metadata dict per request, serialised (default %(default)s)",
+    )
+    group.add_argument(
+        "--max-steps",
+        type=int,
+        default=DEFAULT_LIMITS.max_steps,
+        help="most refiner sampling steps a request may ask for (default %(default)s)",
+    )
+    group.add_argument("--queue-limit", type=int, default=1000, help="requests waiting, at most")
+    group.add_argument(
+        "--queue-mb",
+        type=float,
+        default=256.0,
+        help="bytes of requests the broker holds (waiting or in flight), at most",
+    )
     group.add_argument(
         "--queue-timeout", type=float, default=30.0, help="seconds a request may wait for a worker"
     )
     group.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats")
     group.add_argument("--max-attempts", type=int, default=2, help="workers tried per request")
+
+
+def limits_from_args(args) -> Limits:
+    check_positive(
+        max_message_mb=args.max_message_mb,
+        max_pixels=args.max_pixels,
+        max_user_kb=args.max_user_kb,
+        max_steps=args.max_steps,
+    )
+    return Limits(
+        max_message_bytes=int(args.max_message_mb * (1 << 20)),
+        max_image_pixels=int(args.max_pixels),
+        max_user_bytes=int(args.max_user_kb * 1024),
+        max_steps=int(args.max_steps),
+    )
 
 
 def broker_from_args(args, backend: str, context: zmq.Context | None = None) -> Broker:
@@ -609,10 +826,11 @@ def broker_from_args(args, backend: str, context: zmq.Context | None = None) -> 
         backend,
         args.pdu_pull,
         args.pdu_push,
-        limits=Limits(max_message_bytes=int(args.max_message_mb * (1 << 20))),
+        limits=limits_from_args(args),
         heartbeat_s=args.heartbeat,
         max_attempts=args.max_attempts,
         queue_limit=args.queue_limit,
+        queue_bytes=int(args.queue_mb * (1 << 20)) if args.queue_mb > 0 else 0,
         queue_timeout_s=args.queue_timeout,
         allow_remote=args.allow_remote,
         curve=curve,
@@ -654,4 +872,8 @@ def main(argv: list[str] | None = None) -> int:
         broker.run()
     except KeyboardInterrupt:
         pass
+    except WorkerError:
+        raise  # a setting or address that does not work: the CLI's one-line error
+    except Exception:  # logged by the broker; a supervisor restarts a non-zero exit
+        return 1
     return 0

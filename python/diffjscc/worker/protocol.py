@@ -69,6 +69,32 @@ INTERNAL = "internal"  # the worker failed on a valid request: retry or fall bac
 
 IMAGE_FORMATS = ("raw", "png")
 
+# Every text written on the wire fits the reader's symbol limit (pmt_wire.ReadLimits,
+# 256 bytes), so the project's own client reads every reply the service writes.
+MAX_TEXT_BYTES = 240
+TRUNCATED = "…[truncated]"
+
+
+def bounded_text(text: str, max_bytes: int = MAX_TEXT_BYTES) -> str:
+    """``text`` cut to ``max_bytes`` of UTF-8, ending in a marker when cut."""
+    if not isinstance(text, str):
+        text = str(text)
+    raw = text.encode("utf-8", "replace")
+    if len(raw) <= max_bytes:
+        return text
+    keep = max_bytes - len(TRUNCATED.encode())
+    return raw[:keep].decode("utf-8", "ignore") + TRUNCATED
+
+
+def show(value: Any, max_chars: int = 48) -> str:
+    """A short repr of a value from the wire, for refusal messages."""
+    if isinstance(value, np.ndarray):
+        return f"a {value.dtype} vector of {value.size} items"
+    if isinstance(value, list | tuple | dict) and len(value) > 8:
+        return f"a {_kind(value)} of {len(value)} items"
+    text = repr(value)
+    return text if len(text) <= max_chars else text[:max_chars] + TRUNCATED
+
 
 class WorkerError(DiffJSCCError):
     """A worker, broker or client setting or state that does not work."""
@@ -90,8 +116,11 @@ class Limits:
 
     max_message_bytes: int = 32 << 20  # refused with an error reply above this
     max_image_side: int = 8192
-    max_image_pixels: int = 4096 * 4096
-    max_steps: int = 1000
+    # One 4096x4096 image took 29 s and 5.6 GB to decode on a CPU (issue 10): 4 Mpx
+    # (2048x2048) bounds one request to about a quarter of that. Kodak images are 0.4 Mpx.
+    max_image_pixels: int = 2048 * 2048
+    max_steps: int = 250  # refiner sampling steps (its default is 100)
+    max_user_bytes: int = 64 << 10  # the serialised 'user' dict, echoed in the reply
 
     @property
     def zmq_max_message_bytes(self) -> int:
@@ -206,44 +235,114 @@ def _image_bytes(image: np.ndarray, image_format: str) -> bytes:
     return np.ascontiguousarray(image, dtype=np.uint8).tobytes()
 
 
-def encode_reply(reply: DecodeReply, image_format: str = "raw") -> bytes:
-    """A reply as the bytes of a serialised PDU (image in the PDU's u8vector)."""
+def _wire_id(value: Any) -> int | str | None:
+    """An id as it may be echoed: a 64-bit integer or a short symbol, else #nil."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | np.integer) and -(2**63) <= int(value) < 2**64:
+        return int(value)
+    if isinstance(value, str) and len(value.encode("utf-8", "replace")) <= MAX_TEXT_BYTES:
+        return value
+    return None
+
+
+class _Budget:
+    """Values left to write: keeps a reply within the reader's total-item limit."""
+
+    def __init__(self, items: int):
+        self.items = items
+
+
+def bounded_value(value: Any, depth: int = 0, budget: _Budget | None = None) -> Any:
+    """A copy of plain values that the PMT writer can write and the project's reader
+    can read back: texts cut to :data:`MAX_TEXT_BYTES`, containers to 128 entries and
+    depth 6, integers beyond 64 bits and unknown types written as short texts."""
+    budget = budget or _Budget(2048)
+    budget.items -= 1
+    if value is None or isinstance(value, bool | np.bool_):
+        return None if value is None else bool(value)
+    if isinstance(value, int | np.integer):
+        value = int(value)
+        return value if -(2**63) <= value < 2**64 else bounded_text(f"{value:.3e}")
+    if isinstance(value, float | np.floating):
+        return float(value)
+    if isinstance(value, complex | np.complexfloating):
+        return complex(value)
+    if isinstance(value, str):
+        return bounded_text(value)
+    if isinstance(value, dict | list | tuple):
+        if depth >= 6 or budget.items <= 0:
+            return TRUNCATED
+        entries = list(value.items() if isinstance(value, dict) else enumerate(value))[:128]
+        out = []
+        for key, item in entries:
+            if budget.items <= 0:
+                break
+            out.append((key, bounded_value(item, depth + 1, budget)))
+        if isinstance(value, dict):
+            return {bounded_text(str(k), 64): v for k, v in out}
+        items = [v for _, v in out]
+        return tuple(items) if isinstance(value, tuple) else items
+    return bounded_text(f"<{type(value).__name__}>")
+
+
+def _reply_meta(reply: DecodeReply) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "type": "status_reply" if reply.status is not None else "decode_reply",
-        "request_id": reply.request_id,
-        "image_id": reply.image_id,
+        "request_id": _wire_id(reply.request_id),
+        "image_id": _wire_id(reply.image_id),
         "ok": bool(reply.ok),
-        "error": reply.error,
-        "error_kind": reply.error_kind,
-        "metrics": reply.metrics,
-        "timing": reply.timing,
-        "served_by": reply.served_by,
+        "error": bounded_text(reply.error or ""),
+        "error_kind": bounded_text(reply.error_kind or "", 32),
+        "metrics": bounded_value(dict(reply.metrics or {})),
+        "timing": bounded_value(dict(reply.timing or {})),
+        "served_by": bounded_text(reply.served_by or "", 128),
     }
     if reply.status is not None:
-        meta["status"] = reply.status
+        meta["status"] = bounded_value(reply.status, budget=_Budget(3000))
     if reply.user is not None:
-        meta["user"] = reply.user
-    payload = b""
-    if reply.image is not None:
-        meta["image_shape"] = tuple(int(v) for v in reply.image.shape[:2])
-        meta["image_format"] = image_format
-        payload = _image_bytes(reply.image, image_format)
-        if reply.refined is not None:
-            meta["refined"] = _image_bytes(reply.refined, image_format)
-    return _pdu(meta, payload)
+        meta["user"] = reply.user  # as the reader accepted it (size-checked there)
+    return meta
+
+
+def encode_reply(reply: DecodeReply, image_format: str = "raw") -> bytes:
+    """A reply as the bytes of a serialised PDU (image in the PDU's u8vector).
+
+    It cannot fail: every text is bounded, and a reply that still cannot be
+    written (an unwritable ``user`` value, an image PIL refuses) becomes an
+    "internal" failure reply carrying only what can be written.
+    """
+    try:
+        meta = _reply_meta(reply)
+        payload = b""
+        if reply.image is not None:
+            meta["image_shape"] = tuple(int(v) for v in reply.image.shape[:2])
+            meta["image_format"] = image_format
+            payload = _image_bytes(reply.image, image_format)
+            if reply.refined is not None:
+                meta["refined"] = _image_bytes(reply.refined, image_format)
+        return _pdu(meta, payload)
+    except Exception as exc:
+        error = bounded_text(f"reply not writable: {type(exc).__name__}: {exc}")
+        meta = {
+            "type": "decode_reply",
+            "request_id": _wire_id(getattr(reply, "request_id", None)),
+            "image_id": _wire_id(getattr(reply, "image_id", None)),
+            "ok": False,
+            "error": error,
+            "error_kind": INTERNAL,
+            "metrics": {},
+            "timing": {},
+            "served_by": bounded_text(str(getattr(reply, "served_by", "") or ""), 128),
+        }
+        return _pdu(meta, b"")
 
 
 def encode_status_reply(request: StatusRequest, status: dict, served_by: str) -> bytes:
-    """The reply to a status request; an explicit failure when a value cannot be written
-    (a worker's heartbeat may carry any JSON, e.g. an integer beyond 64 bits)."""
-    try:
-        return encode_reply(
-            DecodeReply(request.request_id, None, ok=True, served_by=served_by, status=status)
-        )
-    except (TypeError, ValueError) as exc:
-        return encode_reply(
-            DecodeReply.failure(request, f"status not writable: {exc}", INTERNAL, served_by)
-        )
+    """The reply to a status request (bounded like every reply)."""
+    return encode_reply(
+        DecodeReply(request.request_id, None, ok=True, served_by=served_by, status=status)
+    )
 
 
 # ---------------------------------------------------------------- reading (no pmt)
@@ -297,7 +396,7 @@ def _image_shape(shape: Any, limits: Limits, ids=(None, None), whose: str = "") 
         or not all(isinstance(v, int) and not isinstance(v, bool) for v in shape)
     ):
         raise ProtocolError(
-            f"{whose}'image_shape' must be two integers (H, W), got {shape!r}"[:200], *ids
+            f"{whose}'image_shape' must be two integers (H, W), got {show(shape)}", *ids
         )
     height, width = shape
     if not (0 < height <= limits.max_image_side and 0 < width <= limits.max_image_side):
@@ -312,6 +411,22 @@ def _image_shape(shape: Any, limits: Limits, ids=(None, None), whose: str = "") 
     return height, width
 
 
+MAX_USER_VALUES = 1024  # so the echoed dict and the reply's own keys fit the reader's limits
+
+
+def _count_values(value: Any, budget: int = MAX_USER_VALUES + 1) -> int:
+    """Values in a container (stops counting past ``budget``)."""
+    count, stack = 0, [value]
+    while stack and count <= budget:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple | Pair):
+            stack.extend(item)
+    return count
+
+
 def decode_request(data: bytes, limits: Limits = DEFAULT_LIMITS) -> DecodeRequest | StatusRequest:
     """Read and check a request; raises ProtocolError with a reason meant for the sender."""
     meta, vector = _read_pdu(data, limits)
@@ -321,20 +436,23 @@ def decode_request(data: bytes, limits: Limits = DEFAULT_LIMITS) -> DecodeReques
         request_id if isinstance(request_id, int | str) else None,
         image_id if isinstance(image_id, int) else None,
     )
-    unknown = sorted(str(k) for k in meta if k not in REQUEST_KEYS)
+    unknown = sorted(bounded_text(str(k), 32) for k in meta if k not in REQUEST_KEYS)
     if unknown:
+        more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
         raise ProtocolError(
-            f"unknown metadata key(s) {', '.join(unknown)}; known: {', '.join(REQUEST_KEYS)}", *ids
+            f"unknown metadata key(s) {', '.join(unknown[:3])}{more}; see docs/worker.md", *ids
         )
     if isinstance(request_id, bool) or not isinstance(request_id, int | str):
         raise ProtocolError(f"'request_id' must be an integer or a symbol, got {_kind(request_id)}")
-    if isinstance(request_id, str) and len(request_id) > 128:
-        raise ProtocolError("'request_id' longer than 128 characters")
+    if isinstance(request_id, str) and len(request_id.encode()) > 128:
+        raise ProtocolError("'request_id' longer than 128 bytes")
     kind = meta.get("type", "decode")
+    if not isinstance(kind, str):  # before any comparison: a numpy array compares elementwise
+        raise ProtocolError(f"'type' must be a symbol, got {show(kind)}", *ids)
     if kind == "status":
         return StatusRequest(request_id=request_id)
     if kind != "decode":
-        raise ProtocolError(f'\'type\' must be "decode" or "status", got {kind!r}', *ids)
+        raise ProtocolError(f'\'type\' must be "decode" or "status", got {show(kind)}', *ids)
     image_id = _get_int(meta, "image_id", 0, -(2**63), 2**64 - 1, ids)
 
     if "model" not in meta and "cbr" not in meta:
@@ -378,13 +496,21 @@ def decode_request(data: bytes, limits: Limits = DEFAULT_LIMITS) -> DecodeReques
     steps = _get_int(meta, "steps", None, 1, limits.max_steps, ids)
     seed = _get_int(meta, "seed", None, 0, 2**63 - 1, ids)
     image_format = meta.get("image_format", "raw")
-    if image_format not in IMAGE_FORMATS:
+    if not isinstance(image_format, str) or image_format not in IMAGE_FORMATS:
         raise ProtocolError(
-            f"'image_format' must be one of {IMAGE_FORMATS}, got {image_format!r}", *ids
+            f"'image_format' must be one of {IMAGE_FORMATS}, got {show(image_format)}", *ids
         )
     user = meta.get("user")
-    if user is not None and not isinstance(user, dict):
-        raise ProtocolError(f"'user' must be a dict, got {_kind(user)}", *ids)
+    if user is not None:
+        if not isinstance(user, dict):
+            raise ProtocolError(f"'user' must be a dict, got {_kind(user)}", *ids)
+        size = len(dumps(user))
+        if size > limits.max_user_bytes:
+            raise ProtocolError(
+                f"'user' of {size} bytes exceeds the limit of {limits.max_user_bytes} bytes", *ids
+            )
+        if _count_values(user) > MAX_USER_VALUES:
+            raise ProtocolError(f"'user' holds more than {MAX_USER_VALUES} values", *ids)
 
     if not isinstance(vector, np.ndarray) or vector.dtype != np.complex64:
         raise ProtocolError(
@@ -424,12 +550,35 @@ def peek_ids(data: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[Any, Any]:
     return meta.get("request_id"), meta.get("image_id")
 
 
-def _decode_image(raw: Any, shape: tuple[int, int], image_format: str) -> np.ndarray:
+def png_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR chunk, or None when it is not a PNG."""
+    if len(data) < 24 or data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def _check_image(raw: Any, shape: tuple[int, int], image_format: Any) -> None:
+    """The reply's image vector fits its declared shape (a PNG by its header: no decoding)."""
     if not isinstance(raw, np.ndarray) or raw.dtype != np.uint8:
         raise ProtocolError(f"reply image must be a u8vector, got a PMT {_kind(raw)}")
     height, width = shape
+    if not isinstance(image_format, str) or image_format not in IMAGE_FORMATS:
+        raise ProtocolError(f"reply 'image_format' must be one of {IMAGE_FORMATS}")
     if image_format == "png":
-        from PIL import Image, UnidentifiedImageError
+        size = png_size(raw[:24].tobytes())
+        if size is None:
+            raise ProtocolError("reply PNG cannot be read: no PNG header")
+        if size != (width, height):
+            raise ProtocolError(f"reply PNG is {size[0]}x{size[1]}, expected {width}x{height}")
+    elif raw.size != height * width * 3:
+        raise ProtocolError(f"reply image of {raw.size} bytes does not fit {height}x{width}x3")
+
+
+def _decode_image(raw: Any, shape: tuple[int, int], image_format: str) -> np.ndarray:
+    _check_image(raw, shape, image_format)
+    height, width = shape
+    if image_format == "png":
+        from PIL import Image
 
         try:
             with Image.open(io.BytesIO(raw.tobytes())) as img:
@@ -437,13 +586,16 @@ def _decode_image(raw: Any, shape: tuple[int, int], image_format: str) -> np.nda
                     raise ProtocolError(
                         f"reply PNG is {img.size[0]}x{img.size[1]}, expected {width}x{height}"
                     )
-                return np.asarray(img.convert("RGB"))
-        except (UnidentifiedImageError, OSError, SyntaxError) as exc:  # PIL's "broken image" errors
-            raise ProtocolError(f"reply PNG cannot be read: {exc}") from None
-    if image_format != "raw":
-        raise ProtocolError(f"reply 'image_format' must be one of {IMAGE_FORMATS}")
-    if raw.size != height * width * 3:
-        raise ProtocolError(f"reply image of {raw.size} bytes does not fit {height}x{width}x3")
+                image = np.asarray(img.convert("RGB"))
+        except ProtocolError:
+            raise
+        except Exception as exc:  # PIL's "broken image" errors are of many kinds
+            raise ProtocolError(
+                bounded_text(f"reply PNG cannot be read: {type(exc).__name__}: {exc}")
+            ) from None
+        if image.shape != (height, width, 3):
+            raise ProtocolError("reply PNG does not decode to its declared shape")
+        return image
     return raw.reshape(height, width, 3)
 
 
@@ -456,31 +608,72 @@ def _reply_dict(meta: dict, key: str) -> dict:
     return dict(value)
 
 
-def decode_reply(data: bytes, limits: Limits = DEFAULT_LIMITS) -> DecodeReply:
-    """Read a reply written by :func:`encode_reply`; anything malformed is a ProtocolError."""
-    meta, vector = _read_pdu(data, Limits(max_message_bytes=limits.max_reply_bytes))
-    if meta.get("type") not in ("decode_reply", "status_reply"):
-        raise ProtocolError(f"not a worker reply (type {meta.get('type')!r})")
+def _reply_text(meta: dict, key: str) -> str:
+    value = meta.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ProtocolError(f"reply {key!r} must be a symbol, got a PMT {_kind(value)}")
+    return value
+
+
+def _read_reply(meta: dict, vector: Any, limits: Limits, decode_images: bool) -> DecodeReply:
+    kind = meta.get("type")
+    if not isinstance(kind, str) or kind not in ("decode_reply", "status_reply"):
+        raise ProtocolError(f"not a worker reply (type {show(kind)})")
+    ok = meta.get("ok", False)
+    if not isinstance(ok, bool):
+        raise ProtocolError(f"reply 'ok' must be #t or #f, got a PMT {_kind(ok)}")
+    request_id, image_id = meta.get("request_id"), meta.get("image_id")
+    if isinstance(request_id, bool) or not isinstance(request_id, int | str | None):
+        raise ProtocolError(
+            f"reply 'request_id' must be an integer or a symbol, got {_kind(request_id)}"
+        )
+    if isinstance(image_id, bool) or not isinstance(image_id, int | None):
+        raise ProtocolError(f"reply 'image_id' must be an integer, got {_kind(image_id)}")
+    status, user = meta.get("status"), meta.get("user")
+    if status is not None and not isinstance(status, dict):
+        raise ProtocolError(f"reply 'status' must be a dict, got a PMT {_kind(status)}")
+    if user is not None and not isinstance(user, dict):
+        raise ProtocolError(f"reply 'user' must be a dict, got a PMT {_kind(user)}")
     image = refined = None
-    ok = bool(meta.get("ok", False))
-    if ok and meta.get("type") == "decode_reply":
+    if ok and kind == "decode_reply":
         # Checked before a PNG is decoded: a small PNG may claim an enormous image.
         shape = _image_shape(meta.get("image_shape"), limits, whose="reply ")
         fmt = meta.get("image_format", "raw")
-        image = _decode_image(vector, shape, fmt)
+        read = _decode_image if decode_images else _check_image
+        image = read(vector, shape, fmt)
         if "refined" in meta:
-            refined = _decode_image(meta["refined"], shape, fmt)
+            refined = read(meta["refined"], shape, fmt)
     return DecodeReply(
-        request_id=meta.get("request_id"),
-        image_id=meta.get("image_id"),
+        request_id=request_id,
+        image_id=image_id,
         ok=ok,
-        error=str(meta.get("error") or ""),
-        error_kind=str(meta.get("error_kind") or ""),
+        error=_reply_text(meta, "error"),
+        error_kind=_reply_text(meta, "error_kind"),
         image=image,
         refined=refined,
         metrics=_reply_dict(meta, "metrics"),
         timing=_reply_dict(meta, "timing"),
-        served_by=str(meta.get("served_by") or ""),
-        status=meta.get("status"),
-        user=meta.get("user"),
+        served_by=_reply_text(meta, "served_by"),
+        status=status,
+        user=user,
     )
+
+
+def decode_reply(data: bytes, limits: Limits = DEFAULT_LIMITS) -> DecodeReply:
+    """Read a reply written by :func:`encode_reply`; anything malformed is a ProtocolError."""
+    meta, vector = _read_pdu(data, Limits(max_message_bytes=limits.max_reply_bytes))
+    return _read_reply(meta, vector, limits, decode_images=True)
+
+
+def check_reply(data: bytes, limits: Limits = DEFAULT_LIMITS, request_id: Any = None) -> None:
+    """What the broker checks before passing a worker's reply on: everything
+    :func:`decode_reply` checks except decoding a PNG (its header must match),
+    and that it answers ``request_id``. Raises ProtocolError."""
+    meta, vector = _read_pdu(data, Limits(max_message_bytes=limits.max_reply_bytes))
+    reply = _read_reply(meta, vector, limits, decode_images=False)
+    if reply.request_id != request_id:
+        raise ProtocolError(
+            f"reply for request {show(reply.request_id)} where {show(request_id)} was asked"
+        )

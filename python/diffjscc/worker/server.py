@@ -46,6 +46,7 @@ from diffjscc.worker.broker import (
     add_broker_arguments,
     broker_from_args,
     check_positive,
+    limits_from_args,
     percentiles,
     stop_on_sigterm,
 )
@@ -53,6 +54,7 @@ from diffjscc.worker.keys import CurveClient, given_together
 from diffjscc.worker.protocol import (
     DEFAULT_LIMITS,
     INTERNAL,
+    UNAVAILABLE,
     DecodeReply,
     DecodeRequest,
     Limits,
@@ -62,6 +64,7 @@ from diffjscc.worker.protocol import (
     decode_request,
     encode_reply,
     encode_status_reply,
+    peek_ids,
 )
 
 log = logging.getLogger(__name__)
@@ -80,6 +83,21 @@ def memory_kib() -> dict:
     except OSError:
         pass
     return out
+
+
+def supervise(threads: dict[str, threading.Thread], stop: threading.Event, poll_s=0.2) -> int:
+    """Wait while every serving thread lives: 0 once ``stop`` is set, 1 as soon as one
+    has died (a supervisor then restarts the process instead of it idling, half alive)."""
+    while True:
+        if stop.is_set():
+            return 0
+        dead = [name for name, thread in threads.items() if not thread.is_alive()]
+        if dead:
+            if stop.is_set():
+                return 0
+            log.error("serving thread(s) %s stopped: exiting so that a supervisor restarts", dead)
+            return 1
+        stop.wait(poll_s)
 
 
 @dataclass
@@ -123,6 +141,8 @@ class WorkerServer:
         # Room for the batch being decoded and the next one, so the engine never waits on the broker.
         self.capacity = capacity or 2 * max_batch
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        if len(self.name) > 64:
+            raise WorkerError(f"worker name of {len(self.name)} characters: at most 64, please")
         self._identity = f"{self.name}:{uuid.uuid4().hex[:6]}".encode()
         self.heartbeat_s = heartbeat_s
         self.liveness = liveness
@@ -166,13 +186,16 @@ class WorkerServer:
             self.context.term()
         return True
 
-    def run(self) -> None:
+    def run(self) -> int:
+        """Serve until stopped; 1 when a serving thread died (see :func:`supervise`)."""
         self.start()
         try:
-            while any(t.is_alive() for t in self._threads):
-                time.sleep(0.2)
+            return supervise(self.threads(), self._stop)
         finally:
             self.stop()
+
+    def threads(self) -> dict[str, threading.Thread]:
+        return dict(zip(("io", "engine"), self._threads, strict=False))
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict:
@@ -182,6 +205,7 @@ class WorkerServer:
             "queue_depth": self._jobs.qsize() + self._busy,
             "max_batch": self.max_batch,
             "max_wait_ms": self.max_wait_s * 1e3,
+            "threads_alive": {name: t.is_alive() for name, t in self.threads().items()},
             "latency_ms": percentiles(self._latency_ms),
             "batch_sizes": {str(k): v for k, v in sorted(self._batch_sizes.items())},
             **{k: int(v) for k, v in sorted(self.counters.items())},
@@ -229,7 +253,7 @@ class WorkerServer:
                         except zmq.Again:
                             break
                         last_heard = now
-                        self._on_broker(dealer, frames, now)
+                        self._on_broker_guarded(dealer, frames, now)
                 if pair in events:
                     while True:
                         try:
@@ -256,9 +280,8 @@ class WorkerServer:
                 dealer.send_multipart([BYE], zmq.NOBLOCK)
             except zmq.Again:
                 pass
-        except Exception:
+        except Exception:  # the guards failed: the thread ends, supervise() exits non-zero
             log.exception("worker I/O thread failed")
-            self._stop.set()
         finally:
             dealer.close(linger=100)
             pair.close(linger=0)
@@ -269,6 +292,20 @@ class WorkerServer:
             dealer.send_multipart(frames, zmq.NOBLOCK, copy=False)
         except zmq.Again:
             self.counters["dropped_sends"] += 1
+
+    def _on_broker_guarded(self, dealer: zmq.Socket, frames: list[bytes], now: float) -> None:
+        try:
+            self._on_broker(dealer, frames, now)
+        except Exception as exc:  # one guard per message: count it, answer it, keep serving
+            self.counters["internal_errors"] += 1
+            log.exception("worker: a message from the broker could not be handled")
+            if len(frames) == 3 and frames[0] == REQUEST:
+                error = f"worker failed on this request: {type(exc).__name__}"
+                request_id, image_id = peek_ids(frames[2], self.limits)
+                reply = DecodeReply(
+                    request_id, image_id, False, error, INTERNAL, served_by=self.name
+                )
+                self._send(dealer, [REPLY, frames[1], encode_reply(reply)])
 
     def _on_broker(self, dealer: zmq.Socket, frames: list[bytes], now: float) -> None:
         command = frames[0] if frames else b""
@@ -290,6 +327,11 @@ class WorkerServer:
             self._send(
                 dealer, [REPLY, ticket, encode_status_reply(request, self.status(), self.name)]
             )
+            return
+        if self._jobs.qsize() >= 2 * self.capacity:  # more than the broker may send: refuse
+            self.counters["refused_busy"] += 1
+            reply = DecodeReply.failure(request, "worker busy", UNAVAILABLE, self.name)
+            self._send(dealer, [REPLY, ticket, encode_reply(reply)])
             return
         self._jobs.put(_Job(ticket, request, now))
 
@@ -318,8 +360,18 @@ class WorkerServer:
         try:
             while not self._stop.is_set():
                 batch = self._next_batch()
-                if batch:
+                if not batch:
+                    continue
+                try:
                     self._run_batch(batch, pair)
+                except Exception as exc:  # one guard per batch: answer each, keep serving
+                    self.counters["internal_errors"] += 1
+                    log.exception("worker: a batch of %d could not be served", len(batch))
+                    self._busy = 0
+                    for job in batch:
+                        error = f"worker failed on this batch: {type(exc).__name__}"
+                        reply = DecodeReply.failure(job.request, error, INTERNAL, self.name)
+                        pair.send_multipart([job.ticket, encode_reply(reply)], copy=False)
         finally:
             pair.close()
 
@@ -359,15 +411,7 @@ class WorkerServer:
                 len(batch),
                 "" if reply.ok else f": {reply.error}",
             )
-            try:
-                payload = encode_reply(reply, job.request.image_format)
-            except Exception as exc:  # e.g. an engine returning an unwritable metric
-                log.exception("could not write the reply to %r", job.request.request_id)
-                payload = encode_reply(
-                    DecodeReply.failure(
-                        job.request, f"reply not writable: {exc}", INTERNAL, self.name
-                    )
-                )
+            payload = encode_reply(reply, job.request.image_format)  # cannot fail
             pair.send_multipart([job.ticket, payload], copy=False)
         self._busy = 0
 
@@ -526,6 +570,7 @@ def serve(args: argparse.Namespace, engine=None) -> int:
         max_wait_s=args.max_wait_ms / 1e3,
         name=args.name,
         heartbeat_s=args.heartbeat,
+        limits=limits_from_args(args),
         curve=curve,
         context=context,
     )
@@ -536,8 +581,13 @@ def serve(args: argparse.Namespace, engine=None) -> int:
     if broker is not None and broker.bound.get("pdu_pull"):
         extra = f", PDUs in {broker.bound['pdu_pull']} out {broker.bound.get('pdu_push', '-')}"
     print(f"diffjscc worker {worker.name}: {where}{extra}; engine {engine.info()}", flush=True)
+    status = 0
     try:
-        worker.run()
+        worker.start()
+        threads = worker.threads()
+        if broker is not None:
+            threads["broker"] = broker._thread
+        status = supervise(threads, worker._stop)
     except KeyboardInterrupt:
         pass
     finally:
@@ -546,4 +596,4 @@ def serve(args: argparse.Namespace, engine=None) -> int:
             broker.stop()
         if stopped:  # a thread stuck in a long decode keeps its socket: exit without term()
             context.term()
-    return 0
+    return status
