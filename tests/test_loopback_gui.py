@@ -1,4 +1,11 @@
-"""The Qt GUI loopback flowgraph runs and shows a received image (Qt's offscreen platform)."""
+"""The Qt GUI loopback flowgraph as GRC generates it: shows images, follows the SNR slider, closes.
+
+It runs in a child process on Qt's offscreen platform (no display needed), through the
+generated script's own ``main()``, with the stand-in codec (no weights). The child moves
+the SNR slider's counter as a user would, waits for the caption to show the new estimate,
+then closes the window; the process must end by itself with status 0. How fast that all
+happens is measured by ``benchmarks/live_gui.py``, not asserted here.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +27,10 @@ from PIL import Image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE_SOURCE = ROOT / "gr-diffjscc" / "python"
+NEW_SNR_DB = 18.0
 
-
-# Run in a child process: Qt and GNU Radio's Qt sinks tear down at interpreter exit in an
-# order that can crash, and that must not take the test session with it.
 SCRIPT = r"""
-import importlib.util, json, sys, time, types
-from pathlib import Path
+import importlib.util, json, re, sys, time, types
 import gnuradio
 gnuradio.__path__.insert(0, sys.argv[1])
 from gnuradio.diffjscc._fakes import BlockMeanCodec
@@ -38,28 +43,56 @@ sys.modules["diffjscc.onnx_codec"] = onnx_codec
 diffjscc.worker.client.LocalDecoder = lambda *a, **k: codec
 
 from PyQt5 import Qt
-app = Qt.QApplication([])
 spec = importlib.util.spec_from_file_location("loopback_sim", sys.argv[2])
 generated = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(generated)
-tb = generated.loopback_sim(image=sys.argv[3], output_dir=sys.argv[4])
-tb.start()
-tb.show()
-widget = tb.diffjscc_image_display_0.qwidget()
-deadline = time.monotonic() + 30
-while "estimated SNR" not in widget.status.text() and time.monotonic() < deadline:
-    app.processEvents()
-    time.sleep(0.02)
-tb.stop()
-tb.wait()
-print(json.dumps({"status": widget.status.text(),
-                  "pixmap": not widget.panels["path"].pixmap().isNull()}))
-sys.stdout.flush()
+NEW_SNR = float(sys.argv[3])
+
+
+def emit(**kw):
+    print(json.dumps(kw), flush=True)
+
+
+class Driven(generated.loopback_sim):
+    # Drives the window from Qt's own event loop, as a user would.
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self._phase = "first"
+        self._t0 = time.monotonic()
+        self._timer = Qt.QTimer()
+        self._timer.timeout.connect(self._tick)
+        self._timer.start(50)
+
+    def _tick(self):
+        caption = self.diffjscc_image_display_0.qwidget().status.text()
+        found = re.search(r"estimated SNR (-?[0-9.]+) dB", caption)
+        if time.monotonic() - self._t0 > 60 and self._phase != "closing":
+            emit(error=f"gave up in phase {self._phase}", caption=caption)
+            self._close()
+        elif self._phase == "first" and found:
+            pixmap = self.diffjscc_image_display_0.qwidget().panels["path"].pixmap()
+            emit(first=caption, pixmap=bool(pixmap and not pixmap.isNull()))
+            self._snr_db_win.d_widget.counter.setValue(NEW_SNR)  # typed into the slider's box
+            self._phase = "moved"
+        elif self._phase == "moved" and found and abs(float(found.group(1)) - NEW_SNR) < 2:
+            emit(followed=caption, design_snr=self.design_snr, snr_db=self.snr_db)
+            self._close()
+
+    def _close(self):
+        self._phase = "closing"
+        self._timer.stop()
+        emit(closing_at=time.time())
+        self.close()  # closeEvent stops the flowgraph; the last window closed ends Qt's loop
+
+
+options = generated.argument_parser().parse_args(sys.argv[4:])
+generated.main(top_block_cls=Driven, options=options)
+emit(main_returned_at=time.time())
 """
 
 
 @pytest.mark.skipif(shutil.which("grcc") is None, reason="grcc not installed")
-def test_gui_loopback_shows_the_received_image(tmp_path):
+def test_gui_loopback_follows_the_snr_slider_and_closes_cleanly(tmp_path):
     env = dict(os.environ, GRC_BLOCKS_PATH=str(ROOT / "gr-diffjscc" / "grc"))
     subprocess.run(
         ["grcc", "-o", str(tmp_path), str(ROOT / "grc" / "loopback_sim.grc")],
@@ -72,6 +105,7 @@ def test_gui_loopback_shows_the_received_image(tmp_path):
     image = tmp_path / "test.png"
     Image.fromarray(np.stack([xx * 2, yy * 3, 255 - xx], axis=2).astype(np.uint8)).save(image)
     env["QT_QPA_PLATFORM"] = "offscreen"
+    env.pop("DISPLAY", None)
     proc = subprocess.run(
         [
             sys.executable,
@@ -79,17 +113,32 @@ def test_gui_loopback_shows_the_received_image(tmp_path):
             SCRIPT,
             str(MODULE_SOURCE),
             str(tmp_path / "loopback_sim.py"),
+            str(NEW_SNR_DB),
+            "--image",
             str(image),
+            "--output-dir",
             str(tmp_path / "received"),
+            "--seed",
+            "3",
         ],
         env=env,
         capture_output=True,
         text=True,
         timeout=120,
     )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert lines, f"no result (exit {proc.returncode}): {proc.stderr[-2000:]}"
-    shown = json.loads(lines[-1])
-    assert "estimated SNR" in shown["status"]
-    assert "PSNR" in shown["status"]  # tx_info reaches the sink in this repeating flowgraph
-    assert shown["pixmap"]
+    exited_at = time.time()
+    events = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("{"):
+            events.update(json.loads(line))
+    assert "error" not in events, events
+    assert "first" in events, f"no image shown (exit {proc.returncode}): {proc.stderr[-2000:]}"
+    assert "PSNR" in events["first"]  # tx_info reaches the sink in this endless flowgraph
+    assert events["pixmap"]
+    # The caption followed the slider, and the encoder was told the new SNR as well.
+    assert "followed" in events, events
+    assert events["design_snr"] == events["snr_db"] == NEW_SNR_DB
+    # Closing the window ended the process by itself, with status 0 (no abort, no hang).
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "main_returned_at" in events
+    assert exited_at - events["closing_at"] < 30
