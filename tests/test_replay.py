@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import shutil
+import subprocess
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +20,8 @@ from diffjscc.symbols import EncodedImage
 
 pytest.importorskip("sigmf")
 
-RECORDINGS = Path(__file__).resolve().parents[1] / "examples" / "recordings"
+ROOT = Path(__file__).resolve().parents[1]
+RECORDINGS = ROOT / "examples" / "recordings"
 SHIPPED = sorted(RECORDINGS.glob("*.sigmf-meta"))
 
 
@@ -229,3 +235,40 @@ def test_bad_options(capsys, tmp_path, recording):
     (tmp_path / "file").write_text("")
     status, _, err = _replay(capsys, recording, "--out", tmp_path / "file", "--no-decode")
     assert status == 2 and "not a folder" in err
+
+
+# -- the flowgraph --------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("grcc") is None, reason="grcc not installed")
+def test_replay_flowgraph_decodes_a_recording_with_the_meta_settings(tmp_path):
+    """grc/replay_no_gui.grc takes the rate and samples per symbol (here 4) from the meta."""
+    gnuradio = pytest.importorskip("gnuradio")
+    source = str(ROOT / "gr-diffjscc" / "python")
+    if source not in gnuradio.__path__:
+        gnuradio.__path__.insert(0, source)
+    env = dict(os.environ, GRC_BLOCKS_PATH=str(ROOT / "gr-diffjscc" / "grc"))
+    subprocess.run(
+        ["grcc", "-o", str(tmp_path), str(ROOT / "grc" / "replay_no_gui.grc")],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    spec = importlib.util.spec_from_file_location("replay", tmp_path / "replay_no_gui.py")
+    generated = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generated)
+    meta = RECORDINGS / "cbr96_sps4_10db.sigmf-meta"
+    rec = open_recording(meta)
+    tb = generated.replay_no_gui(recording=str(meta), speed=0, output_dir=str(tmp_path / "out"))
+    assert (tb.sps, tb.samp_rate) == (rec.sps, rec.sample_rate) == (4, 2e6)
+    tb.start()
+    done = threading.Event()
+    threading.Thread(target=lambda: (tb.wait(), done.set()), daemon=True).start()
+    if not done.wait(120):
+        tb.stop()
+        pytest.fail("replay flowgraph did not finish")
+    assert tb.diffjscc_jscc_receiver_0.stats()["frames_ok"] == len(rec.annotations)
+    (result,) = tb.diffjscc_image_sink_0.results()
+    assert not result["partial"] and Path(result["path"]).is_file()
+    assert result["snr_db"] == pytest.approx(rec.annotations[0].snr_db, abs=0.05)

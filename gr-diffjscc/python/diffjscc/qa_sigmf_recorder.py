@@ -96,6 +96,16 @@ class qa_sigmf_recorder(gr_unittest.TestCase):
         self.assertEqual(stats["bad_messages"] + stats["annotations_bad"], 3)
         self.assertEqual(stats["annotations"], 0)
 
+    def test_004_empty_path_records_nothing(self):
+        tb = gr.top_block()
+        src = blocks.vector_source_c([1j] * 5000)
+        rec = sigmf_recorder("", sample_rate=1e6)
+        tb.connect(src, rec)
+        tb.run()
+        self.assertEqual(rec.stats()["samples_dropped"], 5000)
+        self.assertIsNone(rec.meta_path)
+        self.assertEqual(list(self.tmp.iterdir()), [])
+
 
 if __name__ == "__main__":
     gr_unittest.run(qa_sigmf_recorder)

@@ -41,6 +41,9 @@ class sigmf_recorder(gr.sync_block):
     At most ``max_megabytes`` of samples and ``max_annotations`` annotations
     are kept; what does not fit is dropped and counted (``stats()`` and the
     meta). Bad messages are counted, never fatal.
+
+    An empty ``path`` records nothing (the samples are counted as dropped),
+    so a flowgraph can carry the block and record only when asked to.
     """
 
     def __init__(
@@ -66,8 +69,18 @@ class sigmf_recorder(gr.sync_block):
 
         if not float(max_megabytes) > 0:
             raise ConfigError(f"max_megabytes must be > 0, got {max_megabytes!r}")
+        self._recorder = None
+        self.meta_path = None
+        self._dropped = 0  # samples, while not recording
+        self._bad_messages = 0
+        self.message_port_register_in(IN_FRAMES)
+        self.set_msg_handler(IN_FRAMES, self._on_frame)
+        self.message_port_register_in(IN_TX_INFO)
+        self.set_msg_handler(IN_TX_INFO, self._on_tx_info)
+        if not str(path or "").strip():
+            return
         self._recorder = SigMFRecorder(
-            path,
+            str(path),
             sample_rate=sample_rate,
             center_freq=center_freq,
             hw=hw,
@@ -77,19 +90,19 @@ class sigmf_recorder(gr.sync_block):
             max_annotations=int(max_annotations),
         )
         self.meta_path = self._recorder.meta_path
-        self._bad_messages = 0
-        self.message_port_register_in(IN_FRAMES)
-        self.set_msg_handler(IN_FRAMES, self._on_frame)
-        self.message_port_register_in(IN_TX_INFO)
-        self.set_msg_handler(IN_TX_INFO, self._on_tx_info)
 
     def stats(self) -> dict:
         """samples_written, samples_dropped, annotations, annotations_dropped, ..."""
-        counters = self._recorder.stats()
+        if self._recorder is None:
+            counters = {"samples_written": 0, "samples_dropped": self._dropped, "annotations": 0}
+        else:
+            counters = self._recorder.stats()
         counters["bad_messages"] = self._bad_messages
         return counters
 
     def start(self) -> bool:
+        if self._recorder is None:
+            return super().start()
         try:
             self._recorder.open()
         except DiffJSCCError as exc:
@@ -98,6 +111,8 @@ class sigmf_recorder(gr.sync_block):
         return super().start()
 
     def stop(self) -> bool:
+        if self._recorder is None:
+            return super().stop()
         try:
             path = self._recorder.close()
             if path is not None:
@@ -110,10 +125,15 @@ class sigmf_recorder(gr.sync_block):
         return super().stop()
 
     def work(self, input_items, output_items):
-        self._recorder.write(input_items[0])
+        if self._recorder is None:
+            self._dropped += len(input_items[0])
+        else:
+            self._recorder.write(input_items[0])
         return len(input_items[0])
 
     def _on_frame(self, msg) -> None:
+        if self._recorder is None:
+            return
         try:
             if pmt.is_dict(msg):
                 meta = pmt.to_python(msg)
@@ -125,6 +145,8 @@ class sigmf_recorder(gr.sync_block):
             self._bad_messages += 1
 
     def _on_tx_info(self, msg) -> None:
+        if self._recorder is None:
+            return
         try:
             info = pmt.to_python(msg)
             if not isinstance(info, dict) or "image_id" not in info or "path" not in info:

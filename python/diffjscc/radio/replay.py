@@ -7,7 +7,7 @@ The samples go through the same numpy receiver as the ``jscc_receiver`` block
 (``diffjscc.radio.BurstReceiver``), in chunks as a flowgraph would deliver
 them; frames are gathered into images (``ImageAssembler``) and decoded by the
 local decoder (``--device``) or a worker (``--worker``). No GNU Radio is needed,
-so a machine with a GPU and no radio can run it; ``grc/replay.grc`` is the
+so a machine with a GPU and no radio can run it; ``grc/replay_no_gui.grc`` is the
 same with GNU Radio blocks.
 
 Prints one JSON line per image (``"kind": "image"``: image_id, frames, SNR
