@@ -83,7 +83,9 @@ def ours(args, encoder):
     from gnuradio import blocks, diffjscc, gr
 
     tb = gr.top_block()
-    src = diffjscc.image_source(str(args.image), repeat=True, encoder=encoder, sps=args.sps)
+    src = diffjscc.image_source(
+        str(args.image), repeat=0, interval_s=0, encoder=encoder, sps=args.sps
+    )
     head = blocks.head(gr.sizeof_gr_complex, args.samples)
     chan = channel(args, src.cfg)
     rx = diffjscc.jscc_receiver(sps=args.sps)

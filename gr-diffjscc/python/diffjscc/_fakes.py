@@ -12,14 +12,44 @@ channel. Not installed with the module; only the tests use it.
 
 from __future__ import annotations
 
+import concurrent.futures
+
 import numpy as np
 
 from diffjscc.registry import get_model_spec, padded_shape
 from diffjscc.symbols import EncodedImage, latent_to_symbols, symbols_to_latent
 
 
-class BlockMeanCodec:
-    """``encode`` like OnnxJSCCEncoder, ``decode(request)`` like LocalDecoder."""
+class SyncDecoder:
+    """The decoder interface of ``diffjscc.worker.client`` over ``self.decode(request)``.
+
+    ``submit`` decodes at once, in the caller's thread, and returns the resolved
+    future; a decode that raises gives a failure reply, as the real decoders do.
+    """
+
+    budget_s = 10.0
+
+    def submit(self, request):
+        from diffjscc.worker.protocol import INTERNAL, DecodeReply
+
+        future = concurrent.futures.Future()
+        future.set_running_or_notify_cancel()
+        try:
+            reply = self.decode(request)
+        except Exception as exc:
+            reply = DecodeReply.failure(request, f"{type(exc).__name__}: {exc}", INTERNAL, "fake")
+        future.set_result(reply)
+        return future
+
+    def cancel(self, future) -> bool:
+        return False  # resolved when submitted
+
+    def close(self, timeout_s: float = 2.0) -> None:
+        pass
+
+
+class BlockMeanCodec(SyncDecoder):
+    """``encode`` like OnnxJSCCEncoder, ``decode(request)`` and ``submit`` like LocalDecoder."""
 
     def __init__(self, model="jscc-awgn-cbr1_384"):
         self.spec = get_model_spec(model)

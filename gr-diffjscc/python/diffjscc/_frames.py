@@ -9,6 +9,9 @@ and friends: ``pmt.cons(metadata dict, c32vector of equalised symbols)``.
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import numpy as np
 import pmt
 
@@ -17,6 +20,16 @@ from diffjscc.errors import DiffJSCCError
 
 class BadPDU(DiffJSCCError, ValueError):
     """A message that is not a well-formed received-frame PDU."""
+
+
+# A frame PDU is refused before it is converted when it is larger than any frame can be:
+# the payload limit of the frame header, and a metadata dict of a few dozen fields.
+MAX_PDU_SYMBOLS = 65535
+MAX_META_FIELDS = 64
+# Reported SNRs outside this range are not estimates (and overflow 10 ** (snr / 10)).
+SNR_RANGE_DB = (-100.0, 100.0)
+# |h| beyond this is not a channel gain of a unit-power source.
+MAX_GAIN = 1e6
 
 
 def frame_config(sps=2, rolloff=0.35, pilot_spacing=0, max_payload_symbols=0):
@@ -65,11 +78,46 @@ def pdu_parts(pdu) -> tuple[dict, np.ndarray]:
         raise BadPDU("PDU metadata is not a dictionary")
     if not pmt.is_c32vector(vector):
         raise BadPDU("PDU payload is not a c32vector")
-    meta = pmt.to_python(meta_pmt)
+    if pmt.length(vector) > MAX_PDU_SYMBOLS:
+        raise BadPDU(f"PDU of {pmt.length(vector)} symbols; a frame has at most {MAX_PDU_SYMBOLS}")
+    if pmt.length(meta_pmt) > MAX_META_FIELDS:
+        raise BadPDU(f"PDU metadata of {pmt.length(meta_pmt)} fields (at most {MAX_META_FIELDS})")
+    try:
+        meta = pmt.to_python(meta_pmt)
+    except (RecursionError, ValueError, TypeError, OverflowError) as exc:
+        raise BadPDU(f"PDU metadata unreadable: {type(exc).__name__}") from None
     if not isinstance(meta, dict):
         raise BadPDU("PDU metadata is not a dictionary")
     symbols = np.asarray(pmt.c32vector_elements(vector), dtype=np.complex64)
     return meta, symbols
+
+
+def _number(meta: dict, key: str, default=None):
+    value = meta.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, numbers.Number):
+        raise BadPDU(f"frame field {key!r} is not a number: {str(value)[:40]!r}")
+    return value
+
+
+def check_frame_meta(meta: dict) -> None:
+    """BadPDU unless the numbers a sink computes with are finite and in range.
+
+    The assembler checks how the fields fit together; this keeps values that are
+    well-typed but absurd (an SNR of 5000 dB, an infinite gain) out of it.
+    """
+    snr_db = float(_number(meta, "snr_db"))
+    if not (math.isfinite(snr_db) and SNR_RANGE_DB[0] <= snr_db <= SNR_RANGE_DB[1]):
+        raise BadPDU(f"frame SNR estimate {snr_db!r} dB is outside {SNR_RANGE_DB}")
+    design = float(_number(meta, "design_snr_db", float("nan")))
+    if math.isinf(design) or abs(design) > 1e3:
+        raise BadPDU(f"frame design SNR {design!r} dB is not a number of dB")
+    h = complex(_number(meta, "h", 1.0))
+    if not (math.isfinite(h.real) and math.isfinite(h.imag) and abs(h) <= MAX_GAIN):
+        raise BadPDU(f"frame gain h {h!r} is not a channel gain")
+    for key in ("image_id", "frame_index", "frame_count", "rate_code"):
+        value = _number(meta, key)
+        if not isinstance(value, numbers.Integral):
+            raise BadPDU(f"frame field {key!r} is not an integer: {value!r}")
 
 
 def pdu_to_frame(pdu):

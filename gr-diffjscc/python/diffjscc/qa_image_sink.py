@@ -14,11 +14,12 @@ import numpy as np
 import pmt
 from gnuradio import blocks, gr, gr_unittest
 from gnuradio.diffjscc import image_sink
-from gnuradio.diffjscc._fakes import BlockMeanCodec, noise
+from gnuradio.diffjscc._fakes import BlockMeanCodec, SyncDecoder, noise
 from gnuradio.diffjscc._frames import frame_to_pdu, meta_to_pmt
 from PIL import Image
 
 from diffjscc.radio import BurstReceiver, FrameConfig, build_bursts
+from diffjscc.worker.protocol import DecodeReply
 
 CFG = FrameConfig(max_payload_symbols=40)
 
@@ -34,7 +35,7 @@ def _received_frames(codec, image, image_id, snr_db=10.0, seed=0):
     return frames
 
 
-class _FailingDecoder:
+class _FailingDecoder(SyncDecoder):
     def __init__(self, codec):
         self.codec = codec
         self.calls = 0
@@ -46,20 +47,73 @@ class _FailingDecoder:
         return self.codec.decode(request)
 
 
-class _AsyncDecoder:
-    """A WorkerClient look-alike: submit() returns a future resolved by another thread."""
+class _GateDecoder:
+    """The decoder interface with decodes that stay in flight until ``release`` is set."""
 
-    def __init__(self, codec, delay_s=0.05):
+    budget_s = 60.0
+
+    def __init__(self, codec):
         self.codec = codec
-        self.pool = concurrent.futures.ThreadPoolExecutor(1)
-        self.delay_s = delay_s
+        self.release = threading.Event()
+        self.lock = threading.Lock()
+        self.running = 0
+        self.most_running = 0
+        self.submitted = []  # image ids, in order
+        self.cancelled = 0
+        self.closed = False
 
     def submit(self, request):
-        def work():
-            time.sleep(self.delay_s)
-            return self.codec.decode(request)
+        future = concurrent.futures.Future()
+        future.set_running_or_notify_cancel()
+        with self.lock:
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+            self.submitted.append(request.image_id)
 
-        return self.pool.submit(work)
+        def work():
+            self.release.wait(60)
+            with self.lock:
+                self.running -= 1
+            try:
+                future.set_result(self.codec.decode(request))
+            except concurrent.futures.InvalidStateError:
+                pass  # cancelled meanwhile
+
+        threading.Thread(target=work, daemon=True).start()
+        return future
+
+    def cancel(self, future):
+        try:
+            future.set_result(DecodeReply.failure(None, "cancelled by the sender", "cancelled"))
+        except concurrent.futures.InvalidStateError:
+            return False
+        self.cancelled += 1
+        return True
+
+    def close(self, timeout_s=2.0):
+        self.closed = True
+
+
+class _Feeder(gr.sync_block):
+    """Posts its messages, then ends: the end of a finite stream for the sink downstream."""
+
+    def __init__(self, messages):
+        gr.sync_block.__init__(self, name="feeder", in_sig=None, out_sig=[np.uint8])
+        self.messages = list(messages)
+        self.message_port_register_out(pmt.intern("out"))
+
+    def work(self, input_items, output_items):
+        for msg in self.messages:
+            self.message_port_pub(pmt.intern("out"), msg)
+        self.messages = []
+        return -1
+
+
+def _until(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return predicate()
 
 
 class qa_image_sink(gr_unittest.TestCase):
@@ -81,6 +135,7 @@ class qa_image_sink(gr_unittest.TestCase):
     def _run(self, messages, decoder=None, settle=None, **kwargs):
         """Post messages to a running sink; returns (sink, messages it sent)."""
         tb = gr.top_block()
+        kwargs.setdefault("print_stats", False)
         sink = image_sink(output_dir=str(self.dir / "out"), decoder=decoder or self.codec, **kwargs)
         dbg = blocks.message_debug()
         tb.msg_connect(sink, "images", dbg, "store")
@@ -92,7 +147,7 @@ class qa_image_sink(gr_unittest.TestCase):
                 # thread take the original before the frames that refer to it arrive.
                 deadline = time.monotonic() + 10
                 while time.monotonic() < deadline and not (
-                    sink.stats()["messages_in"] >= posted and sink._queue.empty()
+                    sink.stats()["messages_in"] >= posted and sink.stats()["frames_queued"] == 0
                 ):
                     time.sleep(0.01)
         if settle is not None:
@@ -140,15 +195,22 @@ class qa_image_sink(gr_unittest.TestCase):
         self.assertTrue(Path(result["path"]).exists())
         self.assertEqual(sink.stats()["images_partial"], 1)
 
-    def test_003_pending_image_is_decoded_at_stop(self):
+    def test_003_at_the_end_of_a_stream_the_pending_image_is_decoded(self):
         frames = _received_frames(self.codec, self.image, image_id=5)
-        sink, _ = self._run(
-            [("pdus", frame_to_pdu(frames[0]))],
-            settle=lambda s: s.stats()["frames_in"] >= 1,
+        tb = gr.top_block()
+        feeder = _Feeder([frame_to_pdu(frames[0])])
+        sink = image_sink(
+            output_dir=str(self.dir / "out"),
+            decoder=self.codec,
             assembly_timeout_s=60.0,
+            print_stats=False,
         )
+        tb.connect(feeder, blocks.null_sink(gr.sizeof_char))
+        tb.msg_connect(feeder, "out", sink, "pdus")
+        tb.run()  # ends by itself: the feeder ends, then the sink drains
         (result,) = sink.results()
         self.assertTrue(result["partial"])
+        self.assertTrue(Path(result["path"]).exists())
 
     def test_004_bad_input_is_counted_never_fatal(self):
         frames = _received_frames(self.codec, self.image, image_id=6)
@@ -181,7 +243,9 @@ class qa_image_sink(gr_unittest.TestCase):
                 ("pdus", frame_to_pdu(f))
                 for f in _received_frames(self.codec, self.image, image_id)
             ]
-        sink, sent = self._run(msgs, decoder=decoder, settle=lambda s: len(s.results()) >= 2)
+        sink, sent = self._run(
+            msgs, decoder=decoder, policy="all", settle=lambda s: len(s.results()) >= 2
+        )
         first, second = sink.results()
         self.assertIn("model exploded", first["error"])
         self.assertIsNone(first["path"])
@@ -191,51 +255,243 @@ class qa_image_sink(gr_unittest.TestCase):
 
     def test_006_asynchronous_decoder_and_refined_output(self):
         frames = _received_frames(self.codec, self.image, image_id=9)
+        decoder = _GateDecoder(self.codec)
+        decoder.release.set()
         sink, _ = self._run(
             [("pdus", frame_to_pdu(f)) for f in frames],
-            decoder=_AsyncDecoder(self.codec),
+            decoder=decoder,
             refine=True,
             settle=lambda s: s.results(),
         )
         (result,) = sink.results()
         self.assertTrue(result["refined_path"].endswith("_refined.png"))
         self.assertTrue(Path(result["refined_path"]).exists())
+        self.assertFalse(decoder.closed)  # a decoder handed in belongs to the caller
 
-    def test_007_message_handler_never_waits_for_decoding(self):
-        release = threading.Event()
+    def _post_images(self, sink, image_ids):
+        for image_id in image_ids:
+            for f in _received_frames(self.codec, self.image, image_id):
+                sink.to_basic_block()._post(pmt.intern("pdus"), frame_to_pdu(f))
 
-        class Slow:
-            def decode(self, request):
-                release.wait(10)
-                return BlockMeanCodec().decode(request)
-
-        frames = _received_frames(self.codec, self.image, image_id=10)
+    def _started(self, decoder, **kwargs):
         tb = gr.top_block()
-        sink = image_sink(output_dir=str(self.dir / "out"), decoder=Slow(), drain_timeout_s=10)
+        kwargs.setdefault("print_stats", False)
+        sink = image_sink(output_dir=str(self.dir / "out"), decoder=decoder, **kwargs)
         tb.msg_connect(sink, "images", blocks.message_debug(), "store")
         tb.start()
+        return tb, sink
+
+    def test_007_latest_policy_decodes_the_newest_and_counts_the_stale(self):
+        decoder = _GateDecoder(self.codec)
+        tb, sink = self._started(decoder)  # policy "latest" is the default
+        try:
+            self._post_images(sink, [20])
+            self.assertTrue(_until(lambda: decoder.submitted == [20]))
+            # While 20 is being decoded, 21, 22 and 23 arrive: only 23 is worth showing.
+            self._post_images(sink, [21, 22, 23])
+            self.assertTrue(_until(lambda: sink.stats()["images_complete"] == 4))
+            self.assertEqual(sink.stats()["images_dropped_stale"], 2)
+            self.assertEqual(sink.stats()["waiting"], 1)
+            decoder.release.set()
+            self.assertTrue(_until(lambda: len(sink.results()) == 2))
+        finally:
+            decoder.release.set()
+            tb.stop()
+            tb.wait()
+        self.assertEqual([r["image_id"] for r in sink.results()], [20, 23])
+        self.assertEqual(decoder.submitted, [20, 23])
+        self.assertEqual(decoder.most_running, 1)  # max_in_flight defaults to 1
+
+    def test_008_all_policy_queues_within_its_bound_and_counts_the_rest(self):
+        decoder = _GateDecoder(self.codec)
+        tb, sink = self._started(decoder, policy="all", queue_size=2)
+        try:
+            self._post_images(sink, [30])
+            self.assertTrue(_until(lambda: decoder.submitted == [30]))
+            self._post_images(sink, [31, 32, 33])
+            self.assertTrue(_until(lambda: sink.stats()["images_complete"] == 4))
+            self.assertEqual(sink.stats()["images_dropped_queue_full"], 1)
+            decoder.release.set()
+            self.assertTrue(_until(lambda: len(sink.results()) == 3))
+        finally:
+            decoder.release.set()
+            tb.stop()
+            tb.wait()
+        self.assertEqual([r["image_id"] for r in sink.results()], [30, 31, 32])
+        self.assertEqual(sink.stats()["images_dropped_stale"], 0)
+
+    def test_009_at_most_max_in_flight_decodes(self):
+        decoder = _GateDecoder(self.codec)
+        tb, sink = self._started(decoder, policy="all", max_in_flight=2)
+        try:
+            self._post_images(sink, [40, 41, 42])
+            self.assertTrue(_until(lambda: sink.stats()["images_complete"] == 3))
+            self.assertTrue(_until(lambda: sink.stats()["in_flight"] == 2))
+            self.assertEqual(len(decoder.submitted), 2)
+            self.assertEqual(sink.stats()["waiting"], 1)
+            decoder.release.set()
+            self.assertTrue(_until(lambda: len(sink.results()) == 3))
+        finally:
+            decoder.release.set()
+            tb.stop()
+            tb.wait()
+        self.assertEqual(decoder.most_running, 2)
+
+    def test_010_stop_cancels_what_is_queued_and_in_flight(self):
+        decoder = _GateDecoder(self.codec)  # never released: decodes that would hang a stop
+        tb, sink = self._started(decoder, policy="all", queue_size=8, max_in_flight=2)
+        self._post_images(sink, [50, 51, 52, 53])
+        self.assertTrue(_until(lambda: sink.stats()["images_complete"] == 4))
         t0 = time.monotonic()
-        for _ in range(3):
-            for f in frames:
-                sink.to_basic_block()._post(pmt.intern("pdus"), frame_to_pdu(f))
-        deadline = time.monotonic() + 5
-        while sink.stats()["messages_in"] < 6 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        # Frames keep being taken while the first decode is stuck.
-        self.assertEqual(sink.stats()["messages_in"], 6)
-        self.assertLess(time.monotonic() - t0, 5)
-        release.set()
         tb.stop()
         tb.wait()
-        self.assertEqual(len(sink.results()), 3)
+        # Not a speed test: the bound only tells "returned" from "waited for the decodes".
+        self.assertLess(time.monotonic() - t0, 10.0)
+        stats = sink.stats()
+        self.assertEqual(stats["images_cancelled"], 4)
+        self.assertEqual(decoder.cancelled, 2)  # the two in flight, abandoned at the decoder
+        self.assertFalse(stats["serving"])
+        self.assertEqual(sink.results(), [])
+        decoder.release.set()
 
-    def test_008_bad_timeouts_are_refused_at_construction(self):
+    def test_011_d7_an_absurd_snr_costs_one_frame_not_the_sink(self):
+        """Issue 10 D7: snr_db 5000 on frame 0 of 2 killed the thread at the assembly timeout."""
+        frames = _received_frames(self.codec, self.image, image_id=60)
+        meta = pmt.car(frame_to_pdu(frames[0]))
+        hostile = pmt.cons(
+            pmt.dict_add(meta, pmt.intern("snr_db"), pmt.from_double(5000.0)),
+            pmt.cdr(frame_to_pdu(frames[0])),
+        )
+        msgs = [("pdus", hostile)]
+        for image_id in (61, 62, 63):
+            msgs += [
+                ("pdus", frame_to_pdu(f))
+                for f in _received_frames(self.codec, self.image, image_id)
+            ]
+        sink, _ = self._run(
+            msgs,
+            assembly_timeout_s=0.05,
+            policy="all",
+            settle=lambda s: len(s.results()) >= 3,
+        )
+        self.assertEqual([r["image_id"] for r in sink.results()], [61, 62, 63])
+        self.assertEqual(sink.stats()["frames_malformed"], 1)
+        self.assertEqual(sink.stats()["internal_errors"], 0)
+
+    def test_012_hostile_pdus_are_dropped_and_counted_and_the_sink_serves_on(self):
+        """Fault test: PDUs a receiver never sends, then a good image."""
+        frames = _received_frames(self.codec, self.image, image_id=70)
+        good = frame_to_pdu(frames[0])
+        meta, vector = pmt.car(good), pmt.cdr(good)
+
+        def with_field(key, value):
+            return pmt.cons(pmt.dict_add(meta, pmt.intern(key), value), vector)
+
+        deep = pmt.PMT_NIL
+        for _ in range(3000):
+            deep = pmt.cons(deep, pmt.PMT_NIL)
+        wide = pmt.make_dict()
+        for i in range(200):
+            wide = pmt.dict_add(wide, pmt.intern(f"k{i}"), pmt.from_long(i))
+        hostile = [
+            pmt.PMT_NIL,
+            pmt.PMT_T,
+            pmt.from_double(1.0),
+            pmt.cons(pmt.PMT_NIL, pmt.PMT_NIL),
+            pmt.cons(meta, pmt.init_c32vector(70000, [0j] * 70000)),  # larger than any frame
+            pmt.cons(wide, vector),
+            pmt.cons(pmt.dict_add(meta, pmt.intern("x"), deep), vector),
+            pmt.cons(meta, pmt.init_f32vector(4, [1.0] * 4)),
+            pmt.cons(meta, pmt.init_c32vector(0, [])),
+        ]
+        for value in (
+            pmt.from_double(float("nan")),
+            pmt.from_double(float("inf")),
+            pmt.from_double(-float("inf")),
+            pmt.from_double(1e308),
+            pmt.from_double(-5000.0),
+            pmt.intern("1e10000000"),
+            pmt.PMT_T,
+            pmt.PMT_NIL,
+            pmt.init_u8vector(3, [1, 2, 3]),
+        ):
+            hostile.append(with_field("snr_db", value))
+        for key, value in (
+            ("h", pmt.from_complex(complex(float("inf"), 0.0))),
+            ("h", pmt.from_complex(1e300 + 0j)),
+            ("h", pmt.intern("nan")),
+            ("image_id", pmt.from_double(1.5)),
+            ("image_id", pmt.intern("3")),
+            ("frame_count", pmt.from_long(-1)),
+            ("frame_count", pmt.from_long(2**62)),
+            ("frame_index", pmt.from_long(99)),
+            ("rate_code", pmt.from_long(200)),
+            ("image_shape", pmt.to_pmt([2**31, 2**31])),
+            ("image_shape", pmt.to_pmt([-4, 8])),
+            ("image_shape", pmt.intern("big")),
+            ("received_ranges", pmt.to_pmt([[0, 10**12]])),
+            ("received_ranges", pmt.intern("all")),
+            ("symbol_noise_var", pmt.intern("x")),
+            ("design_snr_db", pmt.from_double(float("inf"))),
+        ):
+            hostile.append(with_field(key, value))
+        msgs = [("pdus", m) for m in hostile]
+        msgs += [
+            ("tx_info", pmt.PMT_NIL),
+            ("tx_info", wide),
+            ("tx_info", meta_to_pmt({"image_id": "x", "path": 3})),
+        ]
+        msgs += [("pdus", frame_to_pdu(f)) for f in frames]
+        sink, sent = self._run(msgs, policy="all", settle=lambda s: s.results())
+        stats = sink.stats()
+        self.assertEqual(stats["frames_in"], len(hostile) + len(frames))
+        dropped = stats["frames_malformed"] + stats["assembler_bad_frame"]
+        self.assertEqual(dropped, len(hostile))
+        self.assertEqual(stats["internal_errors"], 0)
+        (result,) = sink.results()
+        self.assertEqual(result["image_id"], 70)
+        self.assertFalse(result["partial"])
+
+    def test_013_latency_and_file_names(self):
+        frames = _received_frames(self.codec, self.image, image_id=80)
+        msgs = [("pdus", frame_to_pdu(f)) for f in frames]
+        sink, sent = self._run(msgs, name_template="{kind}.png", settle=lambda s: s.results())
+        (result,) = sink.results()
+        self.assertEqual(Path(result["path"]), self.dir / "out" / "received.png")
+        self.assertGreaterEqual(result["latency_s"], result["decode_s"])
+        self.assertEqual(sent[0]["latency_s"], result["latency_s"])
+        stats = sink.stats()
+        self.assertEqual(stats["latency_p50_s"], result["latency_s"])
+        self.assertIn("1 images decoded", sink.stats_line())
+
+    def test_014_statistics_line_on_stdout(self):
+        import contextlib
+        import io
+
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            sink, _ = self._run(
+                [],
+                print_stats=True,
+                stats_interval_s=0.05,
+                settle=lambda s: False if time.sleep(0.2) else True,
+            )
+        self.assertIn("images decoded", out.getvalue())
+        self.assertIn("latency", out.getvalue())
+
+    def test_015_bad_settings_are_refused_at_construction(self):
         from diffjscc.errors import ConfigError
 
         for kwargs in (
             {"assembly_timeout_s": 0},
             {"decode_timeout_s": -1},
             {"drain_timeout_s": float("nan")},
+            {"policy": "newest"},
+            {"max_in_flight": 0},
+            {"queue_size": 0},
+            {"name_template": "../{seq}.png"},
+            {"name_template": "{seq}.png"},  # received and refined would collide
+            {"name_template": "{nonsense}{kind}.png"},
         ):
             with self.assertRaises(ConfigError):
                 image_sink(output_dir=str(self.dir / "out"), decoder=self.codec, **kwargs)

@@ -91,7 +91,7 @@ class qa_image_source(gr_unittest.TestCase):
         (self.dir / "broken.png").write_bytes(b"not a png")
         (self.dir / "notes.txt").write_text("not an image")
         codec = BlockMeanCodec()
-        src = image_source(str(self.dir), gap_samples=10, encoder=codec)
+        src = image_source(str(self.dir), gap_samples=10, interval_s=0, encoder=codec)
         _, _, info = self._run(src)
         paths = [
             Path(pmt.to_python(info.get_message(i))["path"]).name
@@ -112,7 +112,7 @@ class qa_image_source(gr_unittest.TestCase):
     def test_005_repeat_reuses_the_bursts(self):
         path = _write_image(self.dir / "a.png", 32, 32)
         codec = BlockMeanCodec()
-        src = image_source(str(path), repeat=True, gap_samples=10, encoder=codec)
+        src = image_source(str(path), repeat=0, interval_s=0, gap_samples=10, encoder=codec)
         head = blocks.head(gr.sizeof_gr_complex, 20000)
         snk = blocks.null_sink(gr.sizeof_gr_complex)
         info = blocks.message_debug()
@@ -135,7 +135,7 @@ class qa_image_source(gr_unittest.TestCase):
                     raise RuntimeError("onnxruntime says no")
                 return codec.encode(image, snr_db)
 
-        src = image_source(str(self.dir), gap_samples=10, encoder=Picky())
+        src = image_source(str(self.dir), gap_samples=10, interval_s=0, encoder=Picky())
         _, _, info = self._run(src)
         self.assertEqual(info.num_messages(), 1)
         self.assertEqual(Path(pmt.to_python(info.get_message(0))["path"]).name, "b.png")
