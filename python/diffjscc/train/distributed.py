@@ -50,15 +50,12 @@ class BatchPlan:
         """Samples one process computes per forward pass."""
         return self.global_batch // (self.processes * self.accumulation)
 
-    def sample_indices(self, step: int, micro_step: int, rank: int, first: int = 0) -> range:
-        """Global indices of one micro-batch: step after step, micro-step after micro-step,
-        process after process, so that P processes x 1 micro-step see the same micro-batches
-        as 1 process x P micro-steps. ``first``: samples consumed before this sitting's plan."""
-        start = (
-            first
-            + step * self.global_batch
-            + (micro_step * self.processes + rank) * self.micro_batch
-        )
+    def sample_indices(self, first: int, micro_step: int, rank: int) -> range:
+        """Global indices of one micro-batch of the step whose first sample is ``first``
+        (the samples consumed before it): micro-step after micro-step, process after
+        process, so that P processes x 1 micro-step see the same micro-batches as 1 process
+        x P micro-steps."""
+        start = first + (micro_step * self.processes + rank) * self.micro_batch
         return range(start, start + self.micro_batch)
 
 
