@@ -491,9 +491,16 @@ class Recording:
         component, per_sample, scale = READ_DATATYPES[self.datatype]
         sample_bytes = component.itemsize * per_sample
         left = self.num_samples
-        with open(self.data_path, "rb") as f:
+        try:
+            f = open(self.data_path, "rb")  # noqa: SIM115  (closed below, also on error)
+        except OSError as exc:
+            raise RecordingError(f"{self.data_path}: cannot read: {exc.strerror}") from None
+        with f:
             while left > 0:
-                raw = f.read(min(chunk, left) * sample_bytes)
+                try:
+                    raw = f.read(min(chunk, left) * sample_bytes)
+                except OSError as exc:
+                    raise RecordingError(f"{self.data_path}: cannot read: {exc.strerror}") from None
                 if len(raw) < sample_bytes:
                     raise RecordingError(f"{self.data_path}: file shrank while being read")
                 values = np.frombuffer(raw[: len(raw) // sample_bytes * sample_bytes], component)

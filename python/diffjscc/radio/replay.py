@@ -243,7 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     if out is not None:
         from diffjscc.io import atomic_write_text
 
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+        try:
+            atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+        except OSError as exc:
+            raise DiffJSCCError(f"cannot write into {out}: {exc.strerror}") from None
     print(json.dumps(summary), flush=True)
     if rec.annotations and matched < len(rec.annotations):
         print(
