@@ -543,3 +543,33 @@ def test_pmt_reader_limits_match_the_bounds_of_what_is_written():
     assert len(value.car["error"].encode()) <= SYMBOL_LIMIT
     assert len(value.car["served_by"].encode()) <= SYMBOL_LIMIT
     io.BytesIO()  # keep the import list honest for png_claiming's users
+
+
+# ---------------------------------------------------------------- batches
+
+
+class PickyCodec:
+    """Fails any batch holding a symbol equal to 7 (a request the decoder chokes on)."""
+
+    def decode_batch(self, symbols, shapes, snrs, hs):
+        if any(np.any(s == 7) for s in symbols):
+            raise OverflowError("cannot convert float infinity to integer")
+        return [np.full((*shape, 3), 1, np.uint8) for shape in shapes]
+
+
+def test_one_request_that_fails_the_decoder_does_not_sink_its_batch():
+    from diffjscc.worker.engine import CodecEngine
+
+    engine = CodecEngine(device="cpu", codec_loader=lambda name: PickyCodec(), half=False)
+    bad = make_request("bad")
+    bad.symbols = np.full(N_SYMBOLS, 7, np.complex64)
+    replies = engine.decode_batch([make_request("a"), bad, make_request("b")])
+    assert [r.ok for r in replies] == [True, False, True]
+    assert replies[1].error_kind == INTERNAL
+
+
+def test_symbols_of_absurd_magnitude_are_refused():
+    with service() as (broker, _):
+        huge = np.full(N_SYMBOLS, 1e30, np.complex64)  # finite, but its energy overflows
+        assert_readable_refusal(ask(broker.frontend_address, pdu(valid_meta(), huge)))
+        assert_still_serving(broker)

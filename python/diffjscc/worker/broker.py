@@ -603,9 +603,8 @@ class Broker:
             return
         if worker is None:
             # Unknown (e.g. this broker restarted, or it was declared dead): ask it to register.
-            self.backend.send_multipart([identity, RESYNC])
-            if command == REPLY:
-                self.counters["late_replies"] += 1
+            self.backend.send_multipart([identity, RESYNC], zmq.NOBLOCK)
+            self.counters["late_replies" if command == REPLY else "unknown_worker_messages"] += 1
             return
         worker.last_seen = now
         if command == HEARTBEAT:

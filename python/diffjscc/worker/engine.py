@@ -14,6 +14,7 @@ measuring the transport alone.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -68,7 +69,8 @@ class SyntheticEngine:
         replies = []
         for req in requests:
             height, width = req.image_shape
-            level = int(min(255, round(float(np.mean(np.abs(req.symbols) ** 2)) * 100)))
+            power = float(np.mean(np.abs(req.symbols.astype(np.complex128)) ** 2))
+            level = int(min(255.0, round(power * 100))) if np.isfinite(power) else 255
             replies.append(
                 DecodeReply(
                     request_id=req.request_id,
@@ -166,6 +168,11 @@ class CodecEngine:
                 )
             except Exception as exc:  # one bad group must not sink the others
                 log.exception("decoding a batch of %d for %s failed", len(group), model)
+                if len(indices) > 1:  # nor one bad request the others of its group
+                    for i in indices:  # refined below, once
+                        alone = dataclasses.replace(requests[i], refine=False)
+                        replies[i] = self.decode_batch([alone])[0]
+                    continue
                 for i in indices:
                     replies[i] = DecodeReply.failure(
                         requests[i], f"decoder failed: {type(exc).__name__}: {exc}", INTERNAL

@@ -9,6 +9,8 @@
 on a free 127.0.0.1 port and returns once the worker's broker answers a status
 request with a worker joined; it raises :class:`WorkerError` with the tail of
 the process's output when the process exits or stays silent instead. With
+``program`` replaces ``python -m diffjscc worker`` (e.g. ``... worker broker`` with
+``name=None, wait_for_worker=False`` for a broker alone). With
 ``--connect`` among ``extra_args`` the process joins a broker elsewhere and has
 no address of its own: ``start`` then only checks it did not exit at once, and
 the broker's status tells when it has joined.
@@ -42,12 +44,13 @@ class LocalWorker:
         self,
         extra_args: Sequence[str] = (),
         bind: str | None = None,
-        name: str = "local",
+        name: str | None = "local",
         ready_timeout_s: float = 60.0,
         env: dict | None = None,
         log_path: str | os.PathLike | None = None,
         *,
         program: Sequence[str] | None = None,
+        wait_for_worker: bool = True,
     ):
         self.extra_args = [str(a) for a in extra_args]
         self.connects = "--connect" in self.extra_args
@@ -58,6 +61,8 @@ class LocalWorker:
         self.log_path = Path(log_path) if log_path else None
         # The command before the options; a benchmark may run its own script with serve().
         self.program = list(program or [sys.executable, "-m", "diffjscc", "worker"])
+        # False for a broker alone: ready once it answers, before any worker joined.
+        self.wait_for_worker = wait_for_worker
         self.process: subprocess.Popen | None = None
         self._log = None
 
@@ -68,7 +73,8 @@ class LocalWorker:
     @property
     def command(self) -> list[str]:
         bind = [] if self.connects else ["--bind", self.address]
-        return [*self.program, *bind, "--name", self.name, *self.extra_args]
+        name = [] if self.name is None else ["--name", self.name]
+        return [*self.program, *bind, *name, *self.extra_args]
 
     def start(self) -> LocalWorker:
         if self.process is not None:
@@ -119,7 +125,7 @@ class LocalWorker:
                     raise self._failed(f"exited with status {self.process.returncode}")
                 try:
                     status = client.status(timeout_s=5)
-                    if status.get("broker", {}).get("workers", 0) >= 1:
+                    if not self.wait_for_worker or status.get("broker", {}).get("workers", 0) >= 1:
                         return
                     last = "broker up, no worker joined yet"
                 except WorkerError as exc:

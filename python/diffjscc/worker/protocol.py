@@ -411,6 +411,7 @@ def _image_shape(shape: Any, limits: Limits, ids=(None, None), whose: str = "") 
     return height, width
 
 
+MAX_SYMBOL_MAGNITUDE = 1e6
 MAX_USER_VALUES = 1024  # so the echoed dict and the reply's own keys fit the reader's limits
 
 
@@ -525,6 +526,12 @@ def decode_request(data: bytes, limits: Limits = DEFAULT_LIMITS) -> DecodeReques
     bad = int(np.count_nonzero(~np.isfinite(vector)))
     if bad:
         raise ProtocolError(f"{bad} of {vector.size} symbols are NaN or infinite", *ids)
+    # Symbols have unit average energy; beyond this their energy overflows float32 and
+    # the decoder computes garbage (or fails the whole batch the request shares).
+    if vector.size and float(np.max(np.abs(vector))) > MAX_SYMBOL_MAGNITUDE:
+        raise ProtocolError(
+            f"symbol magnitudes beyond {MAX_SYMBOL_MAGNITUDE:g} are not received symbols", *ids
+        )
     return DecodeRequest(
         request_id=request_id,
         image_id=image_id,

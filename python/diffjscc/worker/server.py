@@ -313,7 +313,9 @@ class WorkerServer:
             self._register(dealer)
             return
         if command != REQUEST or len(frames) != 3:
-            return  # HEARTBEAT, or noise: hearing anything is enough
+            if command != HEARTBEAT:
+                self.counters["ignored_messages"] += 1  # noise: hearing anything is enough
+            return
         ticket, payload = frames[1], frames[2]
         try:
             request = decode_request(payload, self.limits)
