@@ -70,6 +70,12 @@ def setup_args() -> argparse.ArgumentParser:
     refine.add_argument("--refine-seed", type=int, default=0, help="seed of image i: this + i")
     refine.add_argument("--caption", default=None, help="fixed caption (default: the refiner's)")
     refine.add_argument("--device", default="auto", help="refiner device: auto, cpu, cuda")
+    refine.add_argument(
+        "--reproduce-official",
+        action="store_true",
+        help="refine as official inference does: x_hat upsized to a short side of 512, zero "
+        "padding to 64, uint8 truncation, Lanczos back to the image size (docs/refiner.md)",
+    )
     p.add_argument("--json", help="write the results here (JSON)")
     p.add_argument("--plot", help="write PSNR vs SNR here (.png, .svg or .pdf)")
     p.add_argument("--no-progress", action="store_true")

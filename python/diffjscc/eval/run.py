@@ -266,21 +266,29 @@ def load_refiner(args):
 def refine_for_image(refiner, image: np.ndarray, image_index: int, jscc_rows: dict, args) -> dict:
     """{snr: {"psnr", "ms_ssim", "lpips", "caption", "seed"}} of the refined first draw."""
     from diffjscc.refiner.metrics import lpips_alex
+    from diffjscc.refiner.preprocess import get_preprocessing, resize_to, upsize_short_side
 
+    # --reproduce-official: x_hat prepared and the result scored as official inference does
+    prep = get_preprocessing(
+        "official" if getattr(args, "reproduce_official", False) else "default"
+    )
     out = {}
     for snr, row in jscc_rows.items():
         result = refiner.refine(
-            row.pop("first_decoded"),
+            upsize_short_side(row.pop("first_decoded"), prep.resize_short_side),
             snr,
             caption=args.caption,
             steps=args.refine_steps,
             sampler=args.refine_sampler,
             seed=args.refine_seed + image_index,
+            padding=prep.padding,
+            quantize=prep.quantize,
         )
+        refined = resize_to(result.image, *image.shape[:2])
         out[snr] = {
-            "psnr": min(psnr(image, result.image), PSNR_CAP),
-            "ms_ssim": float(ms_ssim_batch(image, [result.image])[0]),
-            "lpips": lpips_alex(image, result.image),
+            "psnr": min(psnr(image, refined), PSNR_CAP),
+            "ms_ssim": float(ms_ssim_batch(image, [refined])[0]),
+            "lpips": lpips_alex(image, refined),
             "caption": result.caption,
             "seed": result.seed,
         }

@@ -136,6 +136,12 @@ class Guidance:
     def active(self, t: int) -> bool:
         return self.scale != 0.0 and self.t_stop < t + 1 < self.t_start
 
+    def draw_noise(self, shape, generator, device) -> torch.Tensor:
+        """Standard normal noise of one posterior draw of the target (override to replay draws)."""
+        where = device if generator is None else generator.device
+        draw = torch.randn(shape, generator=generator, device=where, dtype=torch.float32)
+        return draw.to(device)
+
     def correction(self, x0: torch.Tensor, target) -> torch.Tensor:
         """The summed x0 correction of ``repeat`` updates; ``target()`` gives each repeat's target."""
         _, c, h, w = x0.shape
@@ -569,12 +575,7 @@ class DiffJSCCRefiner:
             if guidance.target == "mode":
                 return cond.float()
             # a fresh draw of the posterior at every repeat, as the official sampler re-encodes
-            draw = torch.randn(
-                posterior.mean.shape,
-                generator=step_generator,
-                device=device if step_generator is None else step_generator.device,
-                dtype=torch.float32,
-            ).to(device)
+            draw = guidance.draw_noise(posterior.mean.shape, step_generator, device)
             return (posterior.mean.float() + posterior.std.float() * draw) * self.latent_scale
 
         alphas_cumprod = sampler.alphas_cumprod
