@@ -99,7 +99,9 @@ def test_noise_offset_and_multipath_within_the_prefix(snr, taps, cfo):
     enc = _enc(rng, (256, 384))
     x, sigma = _channel(build_bursts(enc, 4, cfg), cfg, snr, rng, taps, delay=91.7, cfo=cfo)
     (frame,), rx = _receive(x, cfg)
-    assert abs(frame.timing - (500 + 91.7)) <= 2
+    # At the first path, or a little later where multipath puts the sync's energy;
+    # the FFT windows start cp_length / 4 early, which covers that.
+    assert -2 <= frame.timing - (500 + 91.7) <= 4
     assert frame.cfo == pytest.approx(cfo, abs=5e-5)
     true = _mse_snr_db(frame, enc.symbols)
     genie = GenieChannel(tuple(taps), (500 + 91.7,), cfo, sigma)

@@ -32,6 +32,8 @@ import numpy as np
 
 from diffjscc.errors import ConfigError
 
+_FADING_LEAD = 4  # taps before the first path in selective_fading_model's filter
+
 
 @dataclass(frozen=True)
 class ChannelPreset:
@@ -192,10 +194,12 @@ def gnuradio_channel(
     if doppler and doppler > 0:
         if taps is not None:
             raise ConfigError("give static taps or a Doppler (fading) channel, not both")
-        delays = p.delays_samples(sample_rate)
+        # The model sinc-interpolates fractional delays within its filter only: the
+        # profile starts a few taps in, so that the sinc's leading half is not cut off.
+        delays = p.delays_samples(sample_rate) + _FADING_LEAD
         mags = np.sqrt(10.0 ** (np.asarray(p.powers_db) / 10.0))
         mags = mags / np.linalg.norm(mags)
-        ntaps = int(math.ceil(delays.max())) + 8
+        ntaps = int(math.ceil(delays.max())) + 2 * _FADING_LEAD
         blocks.append(
             channels.selective_fading_model(
                 8,
