@@ -125,6 +125,23 @@ def test_realtime_replay_paces_and_reports_latency(capsys, recording):
     assert lines[0]["kind"] == "image" and "latency_s" in lines[0]
 
 
+def test_each_copy_of_a_repeated_image_is_its_own(capsys, tmp_path, rng):
+    """A repeating source sends the same image id again: each copy is an image with the
+    SNR the recording's receiver estimated for that copy."""
+    cfg = FrameConfig(max_payload_symbols=40)
+    first, second = (_samples(cfg, np.random.default_rng(7), snr_db=s) for s in (16.0, 6.0))
+    assert _record(tmp_path / "rep", np.concatenate([first, second]), cfg) == 4
+    status, lines, err = _replay(capsys, tmp_path / "rep", "--no-decode")
+    assert status == 0, err
+    *images, summary = lines
+    assert summary["annotations_matched"] == 4 and summary["images_complete"] == 2
+    assert [line["image_id"] for line in images] == [2, 2]
+    assert images[0]["stream_time_s"] < images[1]["stream_time_s"]
+    assert images[0]["snr_db"] > images[1]["snr_db"] + 6
+    for line in images:
+        assert line["recorded_snr_db"] == pytest.approx(line["snr_db"], abs=0.01)
+
+
 # -- bad input: one line, status 2, nothing written -----------------------------------------
 
 

@@ -29,6 +29,7 @@ frames that the annotations mark are found (or no frame at all).
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import math
 import sys
@@ -149,16 +150,23 @@ def main(argv: list[str] | None = None) -> int:
     asm = ImageAssembler(timeout_s=args.assembly_timeout, clock=clock)
     decoder = _make_decoder(args)
     originals: dict[int, np.ndarray | None] = {}
-    first_seen: dict[int, tuple[float, float]] = {}  # image id -> (stream s, monotonic s)
+    # image id -> (stream s, monotonic s, sample) at the image's first frame
+    first_seen: dict[int, tuple[float, float, float]] = {}
+    recorded = _RecordedSNR(rec.annotations)
+    tolerance = 4.0 * cfg.sps  # samples between a frame found now and its annotation
     frames_found: list[tuple[int, int, float]] = []  # (image id, frame index, sample)
     tally = _Tally()
     seq = 0
+    received = 0  # samples read so far
     wall_start = time.monotonic()
 
     def handle(image) -> None:
         nonlocal seq
         arrival = first_seen.pop(image.image_id, None)
-        line = _image_line(image, seq, rec)
+        snr = None
+        if arrival is not None:
+            snr = recorded.between(image.image_id, arrival[2] - tolerance, received + tolerance)
+        line = _image_line(image, seq, snr)
         if arrival is not None:
             line["stream_time_s"] = round(arrival[0], 6)
         seq += 1
@@ -176,17 +184,19 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(line), flush=True)
 
     def take(frames, now) -> None:
-        done = []
         for frame in frames:
             frames_found.append((frame.image_id, frame.frame_index, frame.timing))
-            first_seen.setdefault(frame.image_id, (stream_clock[0], time.monotonic()))
-            done += asm.add(frame, now)
-        done += asm.poll(now)
-        for image in done:
+            arrival = (stream_clock[0], time.monotonic(), frame.timing)
+            first_seen.setdefault(frame.image_id, arrival)
+            for image in asm.add(frame, now):
+                handle(image)
+            # A frame that closed the previous copy of its image (a repeat) starts the next.
+            if frame.image_id in asm.pending_ids and frame.image_id not in first_seen:
+                first_seen[frame.image_id] = arrival
+        for image in asm.poll(now):
             handle(image)
 
     try:
-        received = 0
         for chunk in rec.iter_samples(CHUNK):
             received += chunk.size
             stream_clock[0] = received / rec.sample_rate
@@ -202,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         if decoder is not None and hasattr(decoder, "close"):
             decoder.close()
 
-    matched = _matched(rec.annotations, frames_found, tolerance=4.0 * cfg.sps)
+    matched = _matched(rec.annotations, frames_found, tolerance)
     hint = (
         f"the samples are not what {rec.meta_path.name} says (recorded at another sample rate "
         f"or samples per symbol than its {rec.sample_rate:g} samples/s, sps {cfg.sps}?)"
@@ -257,10 +267,28 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if tally.decode_errors else 0
 
 
-def _image_line(image, seq: int, rec) -> dict:
-    snrs = [
-        a.snr_db for a in rec.annotations if a.image_id == image.image_id and a.snr_db is not None
-    ]
+class _RecordedSNR:
+    """The SNR the recording's receiver estimated for an image: the mean (linear, as the
+    assembler's) over the annotations of its id between its first frame and now, so that
+    the copies of a repeated image each get their own."""
+
+    def __init__(self, annotations):
+        self._by_id: dict[int, tuple[list[int], list[float]]] = {}
+        for a in sorted(annotations, key=lambda a: a.sample_start):
+            if a.snr_db is not None:
+                starts, snrs = self._by_id.setdefault(a.image_id, ([], []))
+                starts.append(a.sample_start)
+                snrs.append(a.snr_db)
+
+    def between(self, image_id: int, first: float, last: float) -> float | None:
+        starts, snrs = self._by_id.get(image_id, ([], []))
+        lo, hi = bisect.bisect_left(starts, first), bisect.bisect_right(starts, last)
+        if lo >= hi:
+            return None
+        return 10.0 * math.log10(float(np.mean(10.0 ** (np.asarray(snrs[lo:hi]) / 10.0))))
+
+
+def _image_line(image, seq: int, recorded_snr_db: float | None) -> dict:
     line = {
         "kind": "image",
         "seq": seq,
@@ -272,7 +300,7 @@ def _image_line(image, seq: int, rec) -> dict:
         "frame_count": int(image.frame_count),
         "partial": bool(image.partial),
         "snr_db": round(float(image.snr_db), 3),
-        "recorded_snr_db": round(float(np.mean(snrs)), 3) if snrs else None,
+        "recorded_snr_db": None if recorded_snr_db is None else round(recorded_snr_db, 3),
         "design_snr_db": (
             round(float(image.design_snr_db), 3) if math.isfinite(image.design_snr_db) else None
         ),
