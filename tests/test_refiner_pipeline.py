@@ -479,3 +479,28 @@ def test_stable_diffusion_loads_from_a_local_folder_and_from_the_offline_cache(r
     assert cached.config.source == "acme/tiny-sd"
     with pytest.raises(WeightsNotFoundError):
         DiffJSCCRefiner.from_stable_diffusion("acme/other-sd", cache_dir=tmp_path / "hub")
+
+
+def test_official_preprocessing_rules():
+    """Short side under 512 upsized (sides rounded up), zeros to a multiple of 64, Lanczos back."""
+    from diffjscc.refiner.preprocess import (
+        get_preprocessing,
+        resize_to,
+        upsize_short_side,
+        zero_pad,
+    )
+
+    small = _image(100, 150)
+    up = upsize_short_side(small, 512)
+    assert up.shape == (512, 768, 3)  # 150 * 5.12 = 768
+    odd = upsize_short_side(_image(300, 301), 512)
+    assert odd.shape == (512, 514, 3)  # ceil(301 * 512 / 300) = ceil(513.7)
+    big = _image(520, 600)
+    assert upsize_short_side(big, 512) is big  # never downsized
+    padded = zero_pad(up[:500, :700], 64)
+    assert padded.shape == (512, 704, 3) and not padded[500:].any() and not padded[:, 700:].any()
+    assert resize_to(up, 100, 150).shape == (100, 150, 3)
+    official = get_preprocessing("official")
+    assert (official.padding, official.quantize, official.pad_multiple) == ("zero", "truncate", 64)
+    with pytest.raises(ConfigError):
+        get_preprocessing("paper")
