@@ -207,6 +207,7 @@ class SigMFRecorder:
         self._file = None
         self._state = "new"  # -> "open" -> "closed"
         self._datetime = None
+        self._sha512 = None
         self._annotations: list[dict] = []
         self._originals: dict[int, dict] = {}
         self._stats = dict.fromkeys(
@@ -242,6 +243,7 @@ class SigMFRecorder:
             except OSError as exc:
                 raise RecordingError(f"cannot write {self.part_path}: {exc.strerror}") from exc
             self._datetime = _utc_now()
+            self._sha512 = hashlib.sha512()
             self._state = "open"
 
     def write(self, samples) -> int:
@@ -254,14 +256,17 @@ class SigMFRecorder:
             kept = samples[: max(room, 0)]
             self._stats["samples_dropped"] += samples.size - kept.size
             if kept.size:
+                raw = kept.astype("<c8", copy=False).tobytes()
                 try:
-                    self._file.write(kept.astype("<c8", copy=False).tobytes())
+                    self._file.write(raw)
                 except OSError:
                     # A full disk: stop recording samples; close() trims to what is whole.
                     self._stats["write_errors"] += 1
                     self._stats["samples_dropped"] += kept.size
                     self.max_samples = self._stats["samples_written"]
                     return 0
+                # Hashed as written, so that stopping does not read the whole file again.
+                self._sha512.update(raw)
                 self._stats["samples_written"] += kept.size
             return int(kept.size)
 
@@ -311,10 +316,11 @@ class SigMFRecorder:
                 return None
             self._state = "closed"
             written = self._stats["samples_written"]
+            # No fsync: on a slow disk it could hold stop() for seconds; a file that did not
+            # reach the disk whole is caught by the reader's core:sha512 check.
             try:
                 self._file.flush()
                 self._file.truncate(written * 8)
-                os.fsync(self._file.fileno())
             except OSError:
                 self._stats["write_errors"] += 1
             finally:
@@ -328,11 +334,11 @@ class SigMFRecorder:
                     self._stats["annotations_dropped"] += 1
             self._stats["annotations"] = len(kept)
             metadata = self._metadata(kept)
+            metadata["global"]["core:sha512"] = self._sha512.hexdigest()
         # Never a meta beside data it does not describe: the old meta goes first.
         try:
             self.meta_path.unlink(missing_ok=True)
             os.replace(self.part_path, self.data_path)
-            metadata["global"]["core:sha512"] = _sha512_file(self.data_path)
             _validate_schema(metadata, str(self.meta_path))
             from diffjscc.io import atomic_write_text
 
