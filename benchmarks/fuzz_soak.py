@@ -523,6 +523,17 @@ def main(argv: list[str] | None = None) -> int:
             target=probe_loop, args=(front, stop, args.probe_interval, probes), daemon=True
         )
         prober.start()
+        memory: dict[str, list[int]] = collections.defaultdict(list)
+
+        def sample_memory():
+            while not stop.wait(0.5):
+                for name, service in services.items():
+                    value = rss_kib(service.process.pid)
+                    if value is not None:
+                        memory[name].append(value)
+
+        sampler = threading.Thread(target=sample_memory, daemon=True)
+        sampler.start()
         start = time.monotonic()
         outcome = {}
         attacks = [
@@ -607,7 +618,14 @@ def main(argv: list[str] | None = None) -> int:
                 "latency_ms": percentiles(probes["latency_ms"], (50, 90, 99)),
                 "after_run_ok": bool(final_reply.ok) and after is not None,
             },
-            "rss_kib": {"start": rss_start, "end": rss_end},
+            "rss_kib": {
+                "start": rss_start,
+                "end": rss_end,
+                # A leak shows as a second half that peaks higher than the first.
+                "peak_first_half": {n: max(v[: max(1, len(v) // 2)]) for n, v in memory.items()},
+                "peak_second_half": {n: max(v[len(v) // 2 :]) for n, v in memory.items()},
+                "samples": {n: len(v) for n, v in memory.items()},
+            },
         }
     finally:
         stop.set()

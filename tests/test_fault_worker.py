@@ -151,6 +151,16 @@ def test_every_refusal_is_a_short_readable_reply_and_serving_goes_on(case):
         assert_still_serving(broker)
 
 
+@pytest.mark.parametrize("vector", [np.frombuffer(b"status", np.uint8), np.zeros(0, np.uint8)])
+def test_a_vector_as_type_is_refused_by_its_type_never_compared(vector):
+    """D3: numpy compares a vector with a text elementwise (numpy 1.26: ValueError; an
+    empty vector compared equal to nothing and was taken as a decode request)."""
+    from diffjscc.worker.protocol import ProtocolError, decode_request
+
+    with pytest.raises(ProtocolError, match="'type' must be a symbol"):
+        decode_request(pdu(valid_meta(type=vector)))
+
+
 def test_refusals_through_the_pdu_sockets_too():
     with service() as (broker, _):
         context = zmq.Context.instance()
