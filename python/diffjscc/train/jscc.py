@@ -231,8 +231,8 @@ def load_init(model: DeepJSCC, path: str) -> None:
     two h columns keep this model's random initialisation (zeros would be a saddle: by
     the phase symmetry of h, their gradient vanishes on average)."""
     init = DeepJSCC.from_pretrained(path)
-    mine, theirs = model.config.to_dict(), init.config.to_dict()
-    mine.pop("channel_type"), theirs.pop("channel_type")
+    mine = {**model.config.to_dict(), "channel_type": None}
+    theirs = {**init.config.to_dict(), "channel_type": None}
     if mine != theirs:
         raise ConfigError(f"--init {path} has config {init.config}, this run needs {model.config}")
     state = model.state_dict()
