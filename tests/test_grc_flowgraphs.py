@@ -183,14 +183,18 @@ def test_usrp_flowgraphs_have_the_over_the_air_controls(kind, gui):
     # A peak meter on each radio stream, and live statistics.
     assert len(by_id.get("diffjscc_peak_meter", [])) == tx + rx, name
     (stats,) = by_id["diffjscc_link_stats"]
-    interval = stats["parameters"]["print_interval_s"]
+    interval = stats["parameters"]["interval_s"]
+    if rx:  # a SigMF recording of what was received, when a path is given
+        (recorder,) = by_id["diffjscc_sigmf_recorder"]
+        assert recorder["parameters"]["path"] == "record" and "record" in params, name
     if gui:
-        assert "qtgui_freq_sink_x" in by_id and "variable_qtgui_label" in by_id, name
+        assert {"qtgui_freq_sink_x", "qtgui_edit_box_msg"} <= by_id.keys(), name
         assert len(by_id.get("qtgui_number_sink", [])) == tx + rx, f"{name}: peak display"
         if rx:
             assert {"qtgui_const_sink_x", "diffjscc_image_display"} <= by_id.keys(), name
     else:
         assert interval == "stats_interval" and float(blocks[interval]["parameters"]["value"]) > 0
+        assert stats["parameters"]["print_lines"] == "True", name
         assert not [i for i in by_id if i.startswith(("qtgui", "variable_qtgui"))], name
 
 

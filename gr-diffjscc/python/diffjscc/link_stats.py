@@ -5,8 +5,8 @@
 
 A headless over-the-air run must never be silent: this block counts what the image
 source sent (``tx_info``), what the receiver detected (``pdus``) and what the image
-sink decoded (``images``), and prints one line every few seconds. GUI flowgraphs show
-the same line with a ``variable_function_probe`` on ``text()`` and a Qt label.
+sink decoded (``images``), and prints one line every few seconds. It also sends the line
+as a message (``text``), which a Qt ``Message Edit Box`` shows in GUI flowgraphs.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from gnuradio import gr
 IN_TX_INFO = pmt.intern("tx_info")
 IN_PDUS = pmt.intern("pdus")
 IN_IMAGES = pmt.intern("images")
+OUT_TEXT = pmt.intern("text")
 
 
 def _finite(value) -> bool:
@@ -107,20 +108,22 @@ class LinkStats:
 
 
 class link_stats(gr.basic_block):
-    """Counts a link's messages and prints a statistics line every ``print_interval_s``.
+    """Counts a link's messages; every ``interval_s`` sends (and prints) a statistics line.
 
     Message inputs (each optional): ``tx_info`` from an image source, ``pdus`` from a
-    JSCC receiver, ``images`` from an image sink. ``stats()`` gives the counters and
-    latest values, ``text()`` the line. With ``print_interval_s`` 0 nothing is printed.
+    JSCC receiver, ``images`` from an image sink. Message output ``text``: the line, as a
+    string, every ``interval_s``; with ``print_lines`` it also goes to stderr. ``stats()``
+    gives the counters and latest values, ``text()`` the line. ``interval_s`` 0: neither.
     The printing thread starts in ``start()`` and is gone within a second of ``stop()``,
     which prints the last line.
     """
 
-    def __init__(self, print_interval_s=5.0, label=""):
+    def __init__(self, interval_s=5.0, print_lines=True, label=""):
         gr.basic_block.__init__(self, name="diffjscc_link_stats", in_sig=None, out_sig=None)
-        self.print_interval_s = float(print_interval_s)
-        if not self.print_interval_s >= 0:
-            raise ValueError(f"print_interval_s must be >= 0, got {print_interval_s!r}")
+        self.interval_s = float(interval_s)
+        if not self.interval_s >= 0:
+            raise ValueError(f"interval_s must be >= 0, got {interval_s!r}")
+        self.print_lines = bool(print_lines)
         self.label = str(label)
         self.core = LinkStats()
         self._stop = threading.Event()
@@ -132,6 +135,7 @@ class link_stats(gr.basic_block):
         ):
             self.message_port_register_in(port)
             self.set_msg_handler(port, handler)
+        self.message_port_register_out(OUT_TEXT)
 
     def stats(self) -> dict:
         return self.core.snapshot()
@@ -142,7 +146,7 @@ class link_stats(gr.basic_block):
 
     def start(self) -> bool:
         self._stop.clear()
-        if self.print_interval_s > 0:
+        if self.interval_s > 0:
             self._thread = threading.Thread(
                 target=self._print_loop, name=f"{self.alias()}-print", daemon=True
             )
@@ -154,16 +158,20 @@ class link_stats(gr.basic_block):
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(timeout=1.0)
-            self._print()  # the totals of a run that ended between two lines
+            if self.print_lines:
+                self._print(self.text())  # the totals of a run that ended between two lines
         return True
 
     def _print_loop(self) -> None:
-        while not self._stop.wait(self.print_interval_s):
-            self._print()
+        while not self._stop.wait(self.interval_s):
+            line = self.text()
+            self.message_port_pub(OUT_TEXT, pmt.intern(line))
+            if self.print_lines:
+                self._print(line)
 
-    def _print(self) -> None:
+    def _print(self, line: str) -> None:
         try:
-            print(self.text(), file=sys.stderr, flush=True)
+            print(line, file=sys.stderr, flush=True)
         except Exception as exc:  # a closed stderr must not end the flowgraph
             self.logger.debug(f"cannot print statistics: {exc}")
 

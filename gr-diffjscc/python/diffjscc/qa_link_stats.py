@@ -52,10 +52,12 @@ class qa_link_stats(gr_unittest.TestCase):
         self.assertEqual(core.snapshot()["frames_per_s"], 0.0)
 
     def test_002_block_counts_messages_and_prints(self):
-        stats = link_stats(print_interval_s=0.1, label="rx")
+        stats = link_stats(interval_s=0.1, label="rx")
         tb = gr.top_block()
         strobe = blocks.message_strobe(_pdu({"image_id": 5, "snr_db": 3.0}), 20)
+        lines = blocks.message_debug()
         tb.msg_connect(strobe, "strobe", stats, "pdus")
+        tb.msg_connect(stats, "text", lines, "store")
         err = io.StringIO()
         with contextlib.redirect_stderr(err):
             tb.start()
@@ -67,6 +69,8 @@ class qa_link_stats(gr_unittest.TestCase):
         self.assertGreater(stats.stats()["frames_received"], 3)
         self.assertIn("[rx]", err.getvalue())
         self.assertIn("SNR est 3.0 dB", err.getvalue())
+        self.assertGreater(lines.num_messages(), 1)
+        self.assertIn("[rx] ", pmt.symbol_to_string(lines.get_message(0)))
         stats._on_pdu(pmt.intern("junk"))
         stats._on_image(pmt.intern("junk"))
         self.assertEqual(stats.stats()["bad_messages"], 2)
@@ -74,8 +78,8 @@ class qa_link_stats(gr_unittest.TestCase):
 
     def test_003_bad_interval(self):
         with self.assertRaises(ValueError):
-            link_stats(print_interval_s=-1)
-        np.testing.assert_equal(link_stats(print_interval_s=0).print_interval_s, 0.0)
+            link_stats(interval_s=-1)
+        np.testing.assert_equal(link_stats(interval_s=0).interval_s, 0.0)
 
 
 if __name__ == "__main__":
