@@ -142,6 +142,26 @@ def test_each_copy_of_a_repeated_image_is_its_own(capsys, tmp_path, rng):
         assert line["recorded_snr_db"] == pytest.approx(line["snr_db"], abs=0.01)
 
 
+def test_replay_decodes_at_a_worker(capsys, tmp_path):
+    from diffjscc.worker.local import LocalWorker
+
+    with LocalWorker(["--engine", "synthetic"], name="t-replay") as worker:
+        status, lines, err = _replay(capsys, RECORDINGS / "awgn_7db", "--worker", worker.address)
+    assert status == 0, err
+    *images, summary = lines
+    assert summary["images"] == 3 and summary["decode_errors"] == 0
+    assert all(line["decoded"] and line["served_by"] == "t-replay" for line in images)
+
+
+def test_replay_refuses_a_worker_that_does_not_answer(capsys, tmp_path, recording):
+    from diffjscc.worker.local import free_tcp_address
+
+    status, lines, err = _replay(
+        capsys, recording, "--worker", free_tcp_address(), "--worker-timeout", "0.5"
+    )
+    assert (status, lines) == (2, []) and "no answer within" in err
+
+
 # -- bad input: one line, status 2, nothing written -----------------------------------------
 
 

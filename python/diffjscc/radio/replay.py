@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import concurrent.futures
 import json
 import math
 import sys
@@ -71,6 +72,12 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--worker", default="", help="decode at this worker (tcp://host:port)")
     p.add_argument("--refine", action="store_true", help="ask the worker to refine as well")
     p.add_argument(
+        "--worker-timeout",
+        type=float,
+        default=30.0,
+        help="seconds a worker may take per attempt (two attempts; default 30)",
+    )
+    p.add_argument(
         "--assembly-timeout",
         type=float,
         default=2.0,
@@ -95,6 +102,8 @@ class _Tally:
 def _check_args(args) -> None:
     if not (math.isfinite(args.speed) and args.speed > 0):
         raise DiffJSCCError(f"--speed must be a positive number, got {args.speed}")
+    if not (math.isfinite(args.worker_timeout) and args.worker_timeout > 0):
+        raise DiffJSCCError(f"--worker-timeout must be positive, got {args.worker_timeout}")
     if not (math.isfinite(args.assembly_timeout) and args.assembly_timeout > 0):
         raise DiffJSCCError(f"--assembly-timeout must be positive, got {args.assembly_timeout}")
     if args.sample_rate is not None and not (
@@ -104,12 +113,31 @@ def _check_args(args) -> None:
 
 
 def _make_decoder(args):
+    """The local decoder or a worker client, checked before any sample is read."""
     if args.no_decode:
         return None
     if args.worker:
         from diffjscc.worker.client import WorkerClient
 
-        return WorkerClient(args.worker, timeout_s=60.0, retries=1)
+        client = WorkerClient(args.worker, timeout_s=args.worker_timeout, retries=1)
+        wait_s = min(10.0, args.worker_timeout)
+        try:
+            client.status(timeout_s=wait_s)
+        except (concurrent.futures.TimeoutError, TimeoutError):
+            client.close()
+            raise DiffJSCCError(f"--worker {args.worker}: no answer within {wait_s:g} s") from None
+        except BaseException:  # a WorkerError says why itself (exit 2)
+            client.close()
+            raise
+        return client
+    if args.device != "cpu":
+        import torch
+
+        try:
+            torch.empty(1, device=args.device)
+        except (RuntimeError, AssertionError) as exc:
+            message = " ".join(str(exc).split())[:200]
+            raise DiffJSCCError(f"--device {args.device}: not usable here ({message})") from None
     from diffjscc.worker.client import LocalDecoder
 
     return LocalDecoder(device=args.device)
@@ -326,6 +354,7 @@ def _decode(decoder, image, line: dict, args, out, rec, originals: dict, tally: 
     decode_s = time.perf_counter() - start
     tally.decode_s += decode_s
     line["decode_s"] = round(decode_s, 4)
+    line["served_by"] = str(reply.served_by)[:100]
     line["decoded"] = bool(reply.ok and reply.image is not None)
     if not line["decoded"]:
         tally.decode_errors += 1
