@@ -100,6 +100,7 @@ def check_positive(**settings) -> None:
 MAX_LINK_JSON_BYTES = 64 << 10  # READY / HEARTBEAT bodies on the worker link
 MAX_LINK_JSON_DEPTH = 8
 MAX_WORKER_CAPACITY = 1024
+MAX_WORKERS = 256  # registered at once: the broker's table of workers is bounded too
 MAX_ENVELOPE_FRAMES = 10  # before the payload, the ROUTER's identity included
 MAX_ENVELOPE_FRAME_BYTES = 256
 
@@ -595,6 +596,9 @@ class Broker:
             except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
                 self.counters["bad_worker_messages"] += 1
                 log.warning("worker %r sent an unreadable READY: %s", identity[:64], exc)
+                return
+            if worker is None and len(self._workers) >= MAX_WORKERS:
+                self.counters["refused_workers"] += 1
                 return
             if worker is not None:  # a restarted session: what it held is lost
                 self._drop_worker(worker, "re-registered")

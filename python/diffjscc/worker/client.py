@@ -22,6 +22,7 @@ so it never blocks on the network.
 
 from __future__ import annotations
 
+import atexit
 import collections
 import concurrent.futures
 import itertools
@@ -30,6 +31,7 @@ import os
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -56,6 +58,23 @@ log = logging.getLogger(__name__)
 
 
 CANCELLED = "cancelled"  # error_kind of a reply to a request its sender abandoned
+
+# A daemon thread that is inside torch when the interpreter finalises is torn down with
+# C++ frames on its stack: "terminate called without an active exception", exit 134. So
+# the exit closes the local decoders still open and waits for decodes still running (a
+# decode cannot be interrupted; it ends on its own).
+_OPEN_DECODERS: weakref.WeakSet = weakref.WeakSet()
+_BUSY_AFTER_CLOSE: set[threading.Thread] = set()
+EXIT_WAIT_S = 60.0
+
+
+@atexit.register
+def _wait_for_busy_decodes() -> None:
+    deadline = time.monotonic() + EXIT_WAIT_S
+    for decoder in list(_OPEN_DECODERS):
+        decoder.close(timeout_s=max(0.0, deadline - time.monotonic()))
+    for thread in list(_BUSY_AFTER_CLOSE):
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def cancelled_reply(request, served_by: str = "") -> DecodeReply:
@@ -136,6 +155,7 @@ class LocalDecoder:
                 ]
                 for thread in self._running:
                     thread.start()
+                _OPEN_DECODERS.add(self)
         return self
 
     def submit(self, request: DecodeRequest) -> concurrent.futures.Future:
@@ -179,6 +199,7 @@ class LocalDecoder:
             self._waiting.clear()
             self._state.notify_all()
             threads, self._running = self._running, []
+        _OPEN_DECODERS.discard(self)
         for future, (_, request) in pending:
             _resolve_future(
                 future, DecodeReply.failure(request, "local decoder closed", UNAVAILABLE, "local")
@@ -187,7 +208,8 @@ class LocalDecoder:
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():  # a decode cannot be interrupted; it ends on its own
-                log.warning("local decoder thread %s still busy after close", thread.name)
+                _BUSY_AFTER_CLOSE.add(thread)
+                log.info("local decoder thread %s still busy after close", thread.name)
 
     def _decode_loop(self) -> None:
         while True:
@@ -362,6 +384,11 @@ class WorkerClient:
         if len(payload) > self.limits.max_message_bytes:
             error = f"request of {len(payload)} bytes exceeds the limit of {self.limits.max_message_bytes}"
             future.set_result(DecodeReply.failure(request, error, INVALID))
+            return future
+        if len(self._by_future) >= self.max_pending:  # bounded before the inbox, too
+            self.stats["refused_busy"] += 1
+            error = "busy: client has too many requests pending"
+            future.set_result(DecodeReply.failure(request, error, UNAVAILABLE))
             return future
         item = _Pending(request, payload, future, time.monotonic())
         if not self._thread.is_alive():  # should not happen; if it does, the fallback serves
