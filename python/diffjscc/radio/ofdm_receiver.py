@@ -149,45 +149,79 @@ def _local_linear(m: int, half: int) -> np.ndarray:
     return s
 
 
-def _select_smoother(hp: np.ndarray) -> tuple[str, np.ndarray]:
-    """The candidate with the smallest leave-one-out prediction error."""
+def _select_smoother(hp: np.ndarray, noise_var: float) -> tuple[str, np.ndarray, float]:
+    """The candidate with the smallest leave-one-out prediction error, and the part of
+    that error the noise does not explain: the channel's own change that the smoother
+    cannot follow (Doppler), counted as estimation error."""
     cands = time_smoothers(hp.shape[0])
     if len(cands) == 1:
-        return cands[0]
-    best, best_score = cands[0], math.inf
+        return cands[0][0], cands[0][1], 0.0
+    best, best_score, best_excess = cands[0], math.inf, 0.0
     for name, s in cands:
         diag = np.diag(s)
-        resid = (hp - s @ hp) / np.maximum(1.0 - diag, 1e-3)[:, None]
+        keep = np.maximum(1.0 - diag, 1e-3)
+        resid = (hp - s @ hp) / keep[:, None]
         score = float(np.mean(resid.real**2 + resid.imag**2))
         if score < best_score:
-            best, best_score = (name, s), score
-    return best
+            # Noise in a leave-one-out residual: the left-out pilot's own, plus that of
+            # the prediction from the others.
+            others = (np.sum(s * s, axis=1) - diag**2) / keep**2
+            expected = noise_var * (1.0 + float(np.mean(others)))
+            # Less twice the score's own scatter, so that noise alone adds nothing.
+            excess = max(0.0, score - expected * (1.0 + 2.0 / math.sqrt(hp.size)))
+            best, best_score, best_excess = (name, s), score, excess
+    return best[0], best[1], best_excess
 
 
-@functools.lru_cache(maxsize=16)
-def _correlations(cfg: OfdmConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Frequency correlations of a uniform power delay profile over the prefix:
-    R(dk) = mean over delays 0..L-1 of exp(-2 pi j dk l / N); (pilot-pilot, data-pilot)."""
+def _correlations(cfg: OfdmConfig, delays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Frequency correlations of a power delay profile spread evenly over ``delays``
+    (samples): R(dk) = mean over the delays of exp(-2 pi j dk d / N); returns the
+    (pilot-pilot, data-pilot) matrices."""
     lay = cfg.layout
     n = cfg.fft_size
-    span = max(cfg.cp_length, 1)
-    delays = np.arange(span)
-
-    def corr(a, b):
-        dk = a[:, None] - b[None, :]
-        return np.mean(np.exp(-2j * np.pi * dk[..., None] * delays / n), axis=-1)
-
-    rpp = corr(lay.pilot_freqs, lay.pilot_freqs)
-    rdp = corr(lay.data_freqs, lay.pilot_freqs)
-    rpp.flags.writeable = False
-    rdp.flags.writeable = False
-    return rpp, rdp
+    ep = np.exp(-2j * np.pi * np.outer(lay.pilot_freqs, delays) / n)
+    ed = np.exp(-2j * np.pi * np.outer(lay.data_freqs, delays) / n)
+    scale = 1.0 / max(delays.size, 1)
+    return (ep @ ep.conj().T) * scale, (ed @ ep.conj().T) * scale
 
 
-def wiener_interpolator(cfg: OfdmConfig, rho: float) -> tuple[np.ndarray, np.ndarray]:
+def channel_delays(cfg: OfdmConfig, hs: np.ndarray, nu: float) -> np.ndarray:
+    """Delays (samples, relative to the FFT window) where the channel has energy, from
+    the smoothed pilot estimates ``hs`` [symbols, pilots] of noise variance ``nu``.
+
+    The pilot comb resolves delays on a grid of fft_size / used_carriers samples over
+    fft_size / pilot_spacing samples (circularly; the last eighth counts as early
+    paths). Grid points whose mean power stands out of the noise are kept with their
+    neighbours, and the delay prior spreads evenly over every sample they cover; the
+    whole cyclic prefix when none stands out."""
+    p = hs.shape[1]
+    step = cfg.fft_size // (cfg.pilot_spacing * p)  # samples per grid point
+    span = cfg.fft_size // cfg.pilot_spacing
+    grid = np.fft.ifft(hs, axis=1)  # [m, q]: g at delay step * q, times a phase
+    pdp = np.mean(grid.real**2 + grid.imag**2, axis=0)
+    floor = nu / p
+    # Out of the noise, and within 20 dB of the strongest: a path between grid points
+    # leaks into every grid point (the comb sees a finite band), weaker and weaker.
+    keep = pdp > max(8.0 * floor, 0.01 * float(pdp.max()))
+    if not keep.any() or floor <= 0:
+        return np.arange(max(cfg.cp_length, 1), dtype=np.float64)
+    keep |= np.roll(keep, 1) | np.roll(keep, -1)
+    q = np.flatnonzero(keep)
+    centre = q * step
+    centre = np.where(centre >= span - span // 8, centre - span, centre)
+    fine = (centre[:, None] + np.arange(-(step // 2), step - step // 2)[None, :]).reshape(-1)
+    return np.unique(fine).astype(np.float64)
+
+
+def wiener_interpolator(
+    cfg: OfdmConfig, rho: float, delays: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """[data, pilots] Wiener interpolation weights for pilot noise ``rho`` (relative to the
-    channel's power), and each data subcarrier's relative error variance."""
-    rpp, rdp = _correlations(cfg)
+    channel's power) and a delay prior over ``delays`` (default: the cyclic prefix),
+    and each data subcarrier's relative error variance."""
+    if delays is None:
+        delays = np.arange(max(cfg.cp_length, 1), dtype=np.float64)
+    rpp, rdp = _correlations(cfg, np.asarray(delays, dtype=np.float64))
     a = rpp + max(float(rho), 1e-9) * np.eye(rpp.shape[0])
     w = np.linalg.solve(a.T, rdp.T).T  # rdp a^-1
     mse = np.clip(1.0 - np.einsum("kp,kp->k", w, np.conj(rdp)).real, 0.0, 1.0)
@@ -208,19 +242,31 @@ def estimate_channel_grid(y: np.ndarray, cfg: OfdmConfig) -> ChannelGrid:
     if m > 1:
         z = np.vdot(hp[:-1], hp[1:])
         step = cmath.phase(z) if z != 0 else 0.0  # radians per OFDM symbol
+        if m > 2:
+            # Refined by a line through every symbol's common phase against the frame's
+            # mean channel: half the error of the symbol-to-symbol differences.
+            t = np.arange(m, dtype=np.float64)
+            derot = hp * np.exp(-1j * step * t)[:, None]
+            common = derot @ np.conj(np.mean(derot, axis=0))
+            phase = np.unwrap(np.angle(common))
+            weight = np.abs(common)
+            tc = t - np.sum(weight * t) / max(np.sum(weight), 1e-30)
+            step += float(np.sum(weight * tc * phase) / max(np.sum(weight * tc * tc), 1e-30))
         cfo_res = step / (2.0 * math.pi * cfg.symbol_length)
         rot = np.exp(-1j * step * np.arange(m))[:, None]
         y *= rot
         hp = hp * rot
-    name, s = _select_smoother(hp)
+    name, s, drift = _select_smoother(hp, noise_var)
     hs = s @ hp
     nu = noise_var * np.sum(s * s, axis=1)  # pilot estimate noise per symbol
     power = float(np.mean(hs.real**2 + hs.imag**2)) - float(np.mean(nu))
     power = max(power, 0.1 * float(np.mean(np.abs(hs) ** 2)), 1e-12)
     nu_mean = float(np.mean(nu))
-    w, mse = wiener_interpolator(cfg, nu_mean / power)
+    w, mse = wiener_interpolator(cfg, nu_mean / power, channel_delays(cfg, hs, nu_mean))
     h = hs @ w.T
-    err = power * mse[None, :] * (nu / max(nu_mean, 1e-30))[:, None]
+    # What the smoother misses of the channel's change over time is about half its
+    # leave-one-out excess (a fit that sees the symbol itself misses less).
+    err = power * mse[None, :] * (nu / max(nu_mean, 1e-30))[:, None] + 0.5 * drift
     return ChannelGrid(h, err, noise_var, cfo_res, name)
 
 
