@@ -4,12 +4,14 @@
     python examples/loopback.py                       # astronaut sample, 7 dB, CBR 1/384
     python examples/loopback.py --image kodim23.png --snr 3 --cfo 0.01 --fading
 
-The chain is the one of grc/loopback_sim_no_gui.grc: image source (ONNX JSCC
-encoder, pilot-aided bursts) -> delay -> channel model (noise, frequency
-offset, sample-rate offset, optional Rayleigh block fading) -> JSCC receiver
-(pilot-based CSI) -> image sink (decoding through a worker). Unless --worker
-names one, a local decoding worker process (`diffjscc worker`) is started
-for the run; if it does not come up, decoding runs in this process.
+The flowgraph (``Loopback``, a gr.top_block) is the chain of
+grc/loopback_sim_no_gui.grc: image source (ONNX JSCC encoder, pilot-aided
+bursts) -> delay -> channel model (noise, frequency offset, sample-rate
+offset, optional Rayleigh block fading) -> JSCC receiver (pilot-based CSI)
+-> image sink (decoding through a worker), which writes received.png itself.
+Unless --worker names one, a local decoding worker process (`diffjscc
+worker`, started by diffjscc.worker.local.LocalWorker) comes up meanwhile;
+if it does not, decoding runs in this process.
 
 Writes original.png, received.png, refined.png (with --refine, when a refiner
 is available) and comparison.png to the output folder, and prints one line of
@@ -26,15 +28,13 @@ import argparse  # noqa: E402
 import concurrent.futures  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
-import os  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 from diffjscc.errors import DiffJSCCError  # noqa: E402
+from gnuradio import gr  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,85 +107,111 @@ def setup_args() -> argparse.ArgumentParser:
     return p
 
 
-# -- the local worker ----------------------------------------------------------------------
-
-
-def _free_tcp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LocalWorker:
-    """A `diffjscc worker` subprocess for the duration of the run."""
-
-    def __init__(self, model: str, log_path: Path, refiner: str | None = None):
-        self.address = f"tcp://127.0.0.1:{_free_tcp_port()}"
-        self.log_path = log_path
-        self._log = open(log_path, "wb")  # noqa: SIM115  (closed in stop())
-        cmd = [sys.executable, "-m", "diffjscc", "worker", "--bind", self.address, "--model", model]
-        if refiner:
-            cmd += ["--refiner", str(refiner)]
-        self.proc = subprocess.Popen(
-            cmd,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self, timeout: float = 5.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=timeout)
-        self._log.close()
+# -- decoding: the local worker, or this process -------------------------------------------
 
 
 class WorkerOrLocal:
-    """Decodes through the local worker; in this process as soon as that worker has died.
+    """The decoder interface over a local worker that starts meanwhile; in this process
+    as soon as that worker has died (or never came up).
 
     The worker takes a few seconds to start (torch, model), which overlaps the
-    encoding and the radio chain; requests wait for it in ZMQ's queue. Should it
-    exit instead (no weights, no memory), waiting out the client's timeout
-    would be pointless, so its death switches to in-process decoding at once.
+    encoding and the radio chain: ``LocalWorker.start`` runs on a thread and
+    requests wait in ZMQ's queue. Should the worker exit instead (no weights, no
+    memory), waiting out the client's timeout would be pointless, so its death
+    sends what is pending to the in-process decoder at once.
     """
 
-    def __init__(self, worker: LocalWorker, timeout_s: float):
+    def __init__(self, worker, timeout_s: float):
         from diffjscc.worker.client import LocalDecoder, WorkerClient
 
         self.worker = worker
-        self.local = LocalDecoder()
+        self.local = LocalDecoder(timeout_s=timeout_s)
         self.client = WorkerClient(
             worker.address, timeout_s=timeout_s, retries=0, fallback=self.local
         )
+        self.start_error: str | None = None
+        self._lock = threading.Lock()
+        self._routes: dict = {}  # our future -> (request, the client's or the local future)
+        self._closed = threading.Event()
+        self._starter = threading.Thread(target=self._start_worker, name="loopback-worker")
+        self._starter.start()
+        self._watcher = threading.Thread(target=self._watch, name="loopback-decode")
+        self._watcher.start()
+
+    @property
+    def budget_s(self) -> float:
+        return self.client.budget_s + self.local.budget_s
+
+    def _start_worker(self) -> None:
+        try:
+            self.worker.start()
+        except Exception as exc:  # WorkerError with the worker's output; decoding goes on here
+            self.start_error = str(exc).splitlines()[0]
 
     def submit(self, request) -> concurrent.futures.Future:
-        result: concurrent.futures.Future = concurrent.futures.Future()
+        outer: concurrent.futures.Future = concurrent.futures.Future()
+        outer.set_running_or_notify_cancel()
+        local = self._dead()
+        inner = (self.local if local else self.client).submit(request)
+        with self._lock:
+            self._routes[outer] = (request, inner, local)
+        return outer
 
-        def wait_for_reply():
-            pending = self.client.submit(request)
-            while True:
-                try:
-                    reply = pending.result(timeout=0.2)
-                    break
-                except concurrent.futures.TimeoutError:
-                    if not self.worker.alive():
-                        reply = self.local.decode(request)
-                        reply.metrics["fallback"] = "the local worker exited"
-                        break
-            result.set_result(reply)
+    def cancel(self, future) -> bool:
+        from diffjscc.worker.client import cancelled_reply
 
-        threading.Thread(target=wait_for_reply, name="loopback-decode", daemon=True).start()
-        return result
+        with self._lock:
+            route = self._routes.pop(future, None)
+        if route is None:
+            return False
+        request, inner, local = route
+        (self.local if local else self.client).cancel(inner)
+        future.set_result(cancelled_reply(request, "loopback"))
+        return True
 
-    def close(self) -> None:
-        self.client.close()
+    def _dead(self) -> bool:
+        return self.start_error is not None or (
+            self.worker.process is not None and not self.worker.alive
+        )
+
+    def _watch(self) -> None:
+        while not self._closed.wait(0.05):
+            with self._lock:
+                routes = list(self._routes.items())
+            dead = self._dead()
+            for outer, (request, inner, local) in routes:
+                if not inner.done():
+                    if dead and not local:
+                        self.client.cancel(inner)  # resolves it; a late reply is ignored
+                        rerouted = (request, self.local.submit(request), True)
+                        with self._lock:
+                            if outer in self._routes:
+                                self._routes[outer] = rerouted
+                    continue
+                with self._lock:
+                    if self._routes.pop(outer, None) is None:
+                        continue  # cancelled meanwhile
+                reply = inner.result()
+                if local and reply.ok:
+                    reply.metrics["fallback"] = "the local worker exited"
+                outer.set_result(reply)
+
+    def close(self, timeout_s: float = 2.0) -> None:
+        """Resolve what is pending, close both decoders, stop the worker (started or not)."""
+        self._closed.set()
+        self._watcher.join(timeout_s)
+        self.client.close(timeout_s)
+        self.local.close(timeout_s)
+        self.worker.stop(timeout_s)
+        self._starter.join()  # returns: the worker it waits for is gone
+        self.worker.stop(timeout_s)  # in case it was started while we stopped it
+        with self._lock:
+            routes, self._routes = list(self._routes.items()), {}
+        from diffjscc.worker.client import cancelled_reply
+
+        for outer, (request, _, _) in routes:
+            if not outer.done():
+                outer.set_result(cancelled_reply(request, "loopback"))
 
 
 # -- the flowgraph -------------------------------------------------------------------------
@@ -206,54 +232,68 @@ class TimedEncoder:
             self.seconds += time.monotonic() - t
 
 
-def build_flowgraph(args, image_path, encoder, decoder, worker_address, output_dir):
-    from diffjscc.radio.config import noise_voltage
-    from gnuradio import blocks, channels, diffjscc, filter, gr
+class Loopback(gr.top_block):
+    """Image source -> (fractional) delay -> channel model -> JSCC receiver -> image sink.
 
-    rng = np.random.default_rng(args.seed)
-    delay = float(rng.uniform(0, 64)) if args.timing_offset is None else float(args.timing_offset)
-    h = complex(*rng.standard_normal(2)) / math.sqrt(2) if args.fading else 1.0 + 0j
-    tb = gr.top_block("deep-JSCC loopback")
-    source = diffjscc.image_source(
-        str(image_path),
-        model=args.cbr,
-        design_snr_db=args.snr if args.design_snr is None else args.design_snr,
-        sps=args.sps,
-        tx_opt_steps=args.tx_opt_steps,
-        encoder=encoder,
-    )
-    whole = int(math.floor(delay))
-    stages = [source]
-    if whole:
-        stages.append(blocks.delay(gr.sizeof_gr_complex, whole))
-    if delay - whole > 1e-6:
-        # mmse resampler at ratio 1 with a phase shift: a fractional delay.
-        stages.append(filter.mmse_resampler_cc(delay - whole, 1.0))
-    channel = channels.channel_model(
-        noise_voltage=noise_voltage(args.snr, source.cfg),
-        frequency_offset=args.cfo / args.sps,
-        epsilon=args.epsilon,
-        taps=[h],
-        noise_seed=int(rng.integers(1, 2**31 - 1)),
-        block_tags=False,
-    )
-    receiver = diffjscc.jscc_receiver(sps=args.sps)
-    sink = diffjscc.image_sink(
-        output_dir=str(output_dir / "frames"),
-        worker_address=worker_address,
-        refine=args.refine,
-        decoder=decoder,
-        drain_timeout_s=args.timeout,
-        decode_timeout_s=args.timeout,
-    )
-    stages += [channel, receiver]
-    tb.connect(*stages)
-    tb.msg_connect(receiver, "pdus", sink, "pdus")
-    # No tx_info -> sink: in a run that ends by itself GNU Radio would end the sink when the
-    # source ends, before the last frames arrive. PSNR is computed here instead.
-    tb.source, tb.receiver, tb.sink = source, receiver, sink
-    tb.channel_info = {"delay_samples": delay, "h": h}
-    return tb
+    The sink writes ``received.png`` (and ``refined.png``) into ``output_dir`` itself.
+    The source sends the image once; the run ends when the sink has decoded what it
+    received (its drain at the end of the stream, within ``args.timeout``).
+    """
+
+    def __init__(self, args, image_path, encoder, decoder, worker_address, output_dir):
+        from diffjscc.radio.config import noise_voltage
+        from gnuradio import blocks, channels, diffjscc, filter
+
+        gr.top_block.__init__(self, "deep-JSCC loopback", catch_exceptions=True)
+        rng = np.random.default_rng(args.seed)
+        delay = float(rng.uniform(0, 64)) if args.timing_offset is None else args.timing_offset
+        h = complex(*rng.standard_normal(2)) / math.sqrt(2) if args.fading else 1.0 + 0j
+        self.source = diffjscc.image_source(
+            str(image_path),
+            model=args.cbr,
+            design_snr_db=args.snr if args.design_snr is None else args.design_snr,
+            sps=args.sps,
+            tx_opt_steps=args.tx_opt_steps,
+            repeat=1,
+            interval_s=0,
+            encoder=encoder,
+        )
+        whole = int(math.floor(delay))
+        stages = [self.source]
+        if whole:
+            stages.append(blocks.delay(gr.sizeof_gr_complex, whole))
+        if delay - whole > 1e-6:
+            # mmse resampler at ratio 1 with a phase shift: a fractional delay.
+            stages.append(filter.mmse_resampler_cc(delay - whole, 1.0))
+        self.channel = channels.channel_model(
+            noise_voltage=noise_voltage(args.snr, self.source.cfg),
+            frequency_offset=args.cfo / args.sps,
+            epsilon=args.epsilon,
+            taps=[h],
+            noise_seed=int(rng.integers(1, 2**31 - 1)),
+            block_tags=False,
+        )
+        self.receiver = diffjscc.jscc_receiver(sps=args.sps)
+        self.sink = diffjscc.image_sink(
+            output_dir=str(output_dir),
+            worker_address=worker_address,
+            refine=args.refine,
+            decoder=decoder,
+            policy="all",
+            print_stats=False,
+            name_template="{kind}.png",
+            drain_timeout_s=args.timeout,
+            decode_timeout_s=args.timeout,
+        )
+        self.connect(*stages, self.channel, self.receiver)
+        self.msg_connect(self.receiver, "pdus", self.sink, "pdus")
+        # No tx_info -> sink: in a run that ends by itself GNU Radio would end the sink when
+        # the source ends, before the last frames arrive. PSNR is computed here instead.
+        self.channel_info = {"delay_samples": delay, "h": h}
+
+
+def build_flowgraph(args, image_path, encoder, decoder, worker_address, output_dir):
+    return Loopback(args, image_path, encoder, decoder, worker_address, output_dir)
 
 
 class Progress:
@@ -380,14 +420,17 @@ def run(args, encoder=None, decoder=None, log=print) -> dict:
         image_path = default_image_path()
     original = load_image(image_path)  # a clear error now rather than inside the flowgraph
 
-    worker = None
+    for stale in ("received.png", "refined.png", "comparison.png"):
+        (output_dir / stale).unlink(missing_ok=True)  # never a false image from an earlier run
     worker_address = args.worker  # the sink makes its own client for a given address
     if decoder is None and not worker_address and not args.no_worker:
-        try:
-            worker = LocalWorker(spec.name, output_dir / "worker.log", refiner=args.refiner)
-            decoder = WorkerOrLocal(worker, timeout_s=args.timeout)
-        except OSError as exc:
-            log(f"loopback: cannot start a local worker ({exc}); decoding in this process")
+        from diffjscc.worker.local import LocalWorker
+
+        options = ["--model", spec.name] + (
+            ["--refiner", str(args.refiner)] if args.refiner else []
+        )
+        worker = LocalWorker(options, name="loopback-worker", log_path=output_dir / "worker.log")
+        decoder = WorkerOrLocal(worker, timeout_s=args.timeout)
     try:
         if encoder is None:
             from diffjscc.zoo import load_transmitter
@@ -401,16 +444,24 @@ def run(args, encoder=None, decoder=None, log=print) -> dict:
             finished = threading.Event()
             waiter = threading.Thread(target=lambda: (tb.wait(), finished.set()), daemon=True)
             waiter.start()
-            if not finished.wait(args.timeout):
-                tb.stop()
+            try:
+                if not finished.wait(args.timeout):
+                    tb.stop()
+                    tb.wait()
+                    raise DiffJSCCError(f"loopback did not finish within {args.timeout:.0f} s")
+            except KeyboardInterrupt:
+                tb.stop()  # no GNU Radio thread may outlive the interpreter
                 tb.wait()
-                raise DiffJSCCError(f"loopback did not finish within {args.timeout:.0f} s")
+                raise
         t_done = time.monotonic()
     finally:
         if isinstance(decoder, WorkerOrLocal):
             decoder.close()
-        if worker is not None:
-            worker.stop()
+            if decoder.start_error and decoder.worker.log_path:
+                log(
+                    f"loopback: the local worker did not start; decoded in this process "
+                    f"(see {decoder.worker.log_path})"
+                )
 
     results = tb.sink.results()
     rx_stats = tb.receiver.stats()
@@ -459,13 +510,11 @@ def run(args, encoder=None, decoder=None, log=print) -> dict:
             served_by=decoded.get("served_by"),
             psnr=psnr(original, received),
         )
-        os.replace(decoded["path"], output_dir / "received.png")
-        summary["outputs"]["received"] = str(output_dir / "received.png")
+        summary["outputs"]["received"] = decoded["path"]
         panels = [("original", original), (f"JSCC, est. SNR {decoded['snr_db']:.1f} dB", received)]
         if decoded.get("refined_path"):
             refined = load_image(decoded["refined_path"])
-            os.replace(decoded["refined_path"], output_dir / "refined.png")
-            summary["outputs"]["refined"] = str(output_dir / "refined.png")
+            summary["outputs"]["refined"] = decoded["refined_path"]
             summary["psnr_refined"] = psnr(original, refined)
             panels.append(("refined", refined))
         side_by_side(panels, output_dir / "comparison.png")
@@ -473,10 +522,6 @@ def run(args, encoder=None, decoder=None, log=print) -> dict:
         summary["ms_ssim"] = ms_ssim(original, received)
         if len(panels) == 3:
             summary["ms_ssim_refined"] = ms_ssim(original, panels[2][1])
-    try:
-        (output_dir / "frames").rmdir()  # the sink's folder, empty once its files are moved
-    except OSError:
-        pass
     decode_s = decoded["decode_s"] if decoded else None
     radio_s = None
     if decoded is not None:

@@ -149,39 +149,16 @@ def test_example_with_impairments_writes_outputs_and_summary(loopback, tmp_path,
 
 def test_example_through_a_worker_process(loopback, tmp_path, image_path):
     """The sink's WorkerClient path, against a real worker process (synthetic engine)."""
-    sys_port = loopback._free_tcp_port()
-    address = f"tcp://127.0.0.1:{sys_port}"
-    log = tmp_path / "worker.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "diffjscc",
-                "worker",
-                "--bind",
-                address,
-                "--engine",
-                "synthetic",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        from diffjscc.worker.client import WorkerClient
+    from diffjscc.worker.local import LocalWorker
 
-        with WorkerClient(address, timeout_s=30, retries=0) as client:
-            try:
-                client.status(timeout_s=60)  # ready before the run, however loaded the machine
-            except Exception as exc:
-                pytest.fail(f"worker did not come up ({exc}): {log.read_text()[-2000:]}")
-        args = _args(loopback, tmp_path, image_path, "--worker", address, "--timeout", "30")
+    worker = LocalWorker(
+        ["--engine", "synthetic"], name="loopback-test", log_path=tmp_path / "w.log"
+    )
+    with worker:
+        args = _args(loopback, tmp_path, image_path, "--worker", worker.address, "--timeout", "30")
         summary = loopback.run(args, encoder=BlockMeanCodec())
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
     assert summary["images_decoded"] == 1
-    assert summary["served_by"] not in (None, "local")  # answered by the worker
+    assert summary["served_by"] == "loopback-test"  # answered by the worker, not locally
 
 
 def test_example_reports_bad_input_clearly(loopback, tmp_path, capsys):

@@ -5,6 +5,8 @@
 """QA of the image source: bursts, their tags, folders, bad files, the end of a run."""
 
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -177,6 +179,161 @@ class qa_image_source(gr_unittest.TestCase):
         for steps in (-1, 2.5, "3", True):
             with self.subTest(tx_opt_steps=steps), self.assertRaises(ConfigError):
                 image_source(str(path), tx_opt_steps=steps, encoder=BlockMeanCodec())
+
+    def _started(self, src):
+        """A running flowgraph with the source; returns the tx_info store."""
+        info = blocks.message_debug()
+        self.tb.connect(src, blocks.null_sink(gr.sizeof_gr_complex))
+        self.tb.msg_connect(src, "tx_info", info, "store")
+        self.tb.start()
+        return info
+
+    def _stop(self):
+        done = threading.Event()
+
+        def stop():
+            self.tb.stop()
+            self.tb.wait()
+            done.set()
+
+        threading.Thread(target=stop, daemon=True).start()
+        self.assertTrue(done.wait(10), "the flowgraph did not stop")
+
+    def test_010_pacing_waits_for_the_interval_and_next_sends_at_once(self):
+        _write_image(self.dir / "a.png", 32, 32, seed=1)
+        _write_image(self.dir / "b.png", 32, 48, seed=2)
+        _write_image(self.dir / "c.png", 48, 32, seed=3)
+        src = image_source(str(self.dir), interval_s=3600, gap_samples=10, encoder=BlockMeanCodec())
+        info = self._started(src)
+        try:
+            self.assertTrue(_until(lambda: src.stats()["samples_sent"] > 0))
+            # The first image goes at once; the second is an hour away.
+            self.assertTrue(_until(lambda: src.stats()["bursts_sent"] == 1))
+            self.assertEqual(src.stats()["images_sent"], 1)
+            # After the burst: silence so that a receiver completes it, then nothing.
+            (burst,) = build_bursts(BlockMeanCodec().encode(np.zeros((32, 32, 3), np.uint8)), 0)
+            silence = 2 * burst.size + END_SILENCE
+            self.assertTrue(
+                _until(lambda: src.stats()["samples_sent"] == 10 + burst.size + 10 + silence)
+            )
+            for expected in (2, 3):
+                src.to_basic_block()._post(pmt.intern("next"), pmt.PMT_T)
+                self.assertTrue(_until(lambda n=expected: src.stats()["images_sent"] == n))
+        finally:
+            self._stop()
+        self.assertEqual(src.stats()["next_received"], 2)
+        names = [Path(pmt.to_python(info.get_message(i))["path"]).name for i in range(3)]
+        self.assertEqual(names, ["a.png", "b.png", "c.png"])
+
+    def test_011_on_demand_sends_only_on_next(self):
+        path = _write_image(self.dir / "a.png", 32, 32)
+        src = image_source(
+            str(path),
+            repeat=0,
+            interval_s=0,
+            on_demand=True,
+            gap_samples=10,
+            encoder=BlockMeanCodec(),
+        )
+        self._started(src)
+        try:
+            time.sleep(0.2)  # not a timing test: nothing may go out, however long one waits
+            self.assertEqual(src.stats()["images_sent"], 0)
+            for _ in range(3):
+                src.to_basic_block()._post(pmt.intern("next"), pmt.PMT_T)
+            self.assertTrue(_until(lambda: src.stats()["images_sent"] == 3))
+            time.sleep(0.2)
+            self.assertEqual(src.stats()["images_sent"], 3)
+        finally:
+            self._stop()
+
+    def test_012_repeat_count_then_the_run_ends(self):
+        path = _write_image(self.dir / "a.png", 32, 32)
+        codec = BlockMeanCodec()
+        src = image_source(str(path), repeat=3, interval_s=0, gap_samples=10, encoder=codec)
+        _, _, info = self._run(src)  # ends by itself after three passes
+        self.assertEqual(src.stats()["images_sent"], 3)
+        self.assertEqual(src.stats()["passes"], 3)
+        self.assertEqual(codec.encoded, 1)  # the repeats reuse the encoding
+        self.assertEqual(info.num_messages(), 3)
+
+    def test_013_repeat_and_interval_values(self):
+        from gnuradio.diffjscc.image_source import _repeat_count
+
+        path = _write_image(self.dir / "a.png", 16, 16)
+        self.assertEqual((_repeat_count(True), _repeat_count(False), _repeat_count(4.0)), (0, 1, 4))
+        for bad in (
+            {"repeat": -1},
+            {"repeat": 1.5},
+            {"repeat": "2"},
+            {"interval_s": -1},
+            {"interval_s": float("nan")},
+            {"design_snr_db": float("inf")},
+        ):
+            with (
+                self.subTest(**{k: str(v) for k, v in bad.items()}),
+                self.assertRaises(ConfigError),
+            ):
+                image_source(str(path), encoder=BlockMeanCodec(), **bad)
+        src = image_source(str(path), encoder=BlockMeanCodec())
+        for setter, bad in (
+            (src.set_interval_s, -2),
+            (src.set_design_snr_db, 5000),
+            (src.set_repeat, -3),
+            (src.set_snr_db, float("nan")),
+        ):
+            with self.subTest(setter=setter.__name__), self.assertRaises(ConfigError):
+                setter(bad)
+
+    def test_014_setters_act_on_the_next_image_and_sample(self):
+        path = _write_image(self.dir / "a.png", 32, 32)
+        codec = BlockMeanCodec()
+        snrs = []
+
+        class Recording:
+            def encode(self, image, snr_db):
+                snrs.append(snr_db)
+                return codec.encode(image, snr_db)
+
+        src = image_source(
+            str(path), repeat=0, interval_s=3600, gap_samples=10, encoder=Recording()
+        )
+        info = self._started(src)
+        try:
+            self.assertTrue(_until(lambda: src.stats()["images_sent"] == 1))
+            src.set_design_snr_db(13.0)
+            src.set_amplitude(0.5)
+            src.set_interval_s(0.0)  # the next image is due now
+            self.assertTrue(_until(lambda: src.stats()["images_sent"] >= 3))
+        finally:
+            self._stop()
+        # Encoded again at the new SNR (once: the repeats reuse it), and told so in tx_info.
+        self.assertEqual(snrs, [7.0, 13.0])
+        self.assertEqual(pmt.to_python(info.get_message(1))["design_snr_db"], 13.0)
+        self.assertEqual(src.amplitude, np.float32(0.5))
+
+    def test_015_amplitude_scales_the_samples(self):
+        path = _write_image(self.dir / "a.png", 32, 32)
+        whole, _, _ = self._run(image_source(str(path), gap_samples=10, encoder=BlockMeanCodec()))
+        self.tb = gr.top_block()
+        half, _, _ = self._run(
+            image_source(str(path), gap_samples=10, amplitude=0.5, encoder=BlockMeanCodec())
+        )
+        np.testing.assert_allclose(half, whole * 0.5, atol=1e-6)
+
+    def test_016_stop_while_waiting_for_the_next_image(self):
+        path = _write_image(self.dir / "a.png", 32, 32)
+        src = image_source(str(path), repeat=0, interval_s=3600, encoder=BlockMeanCodec())
+        self._started(src)
+        self.assertTrue(_until(lambda: src.stats()["images_sent"] == 1))
+        self._stop()  # fails if the idle source held the flowgraph
+
+
+def _until(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return predicate()
 
 
 if __name__ == "__main__":
