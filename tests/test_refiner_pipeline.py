@@ -218,6 +218,9 @@ def test_paper_guidance_is_stable_at_its_scale(refiner):
     again = refiner.refine(image, 1.0, caption="", steps=3, seed=0, guidance=Guidance.paper())
     assert guided.image.shape == plain.shape and not np.array_equal(plain, guided.image)
     np.testing.assert_array_equal(guided.image, again.image)  # the posterior draws follow the seed
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    out = refiner.sample(x, 1.0, refiner.encode_text([""]), steps=3, guidance=Guidance.paper())
+    assert torch.isfinite(out).all()
 
 
 def test_official_quantisation_and_zero_padding(refiner, monkeypatch):

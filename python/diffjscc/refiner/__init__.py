@@ -17,6 +17,8 @@ _EXPORTS = {
     "wavelet_color_fix": "diffjscc.refiner.colorfix",
     "make_captioner": "diffjscc.refiner.captioner",
     "make_scheduler": "diffjscc.refiner.schedulers",
+    "make_sampler": "diffjscc.refiner.schedulers",
+    "Sampler": "diffjscc.refiner.schedulers",
     "SAMPLERS": "diffjscc.refiner.schedulers",
 }
 
