@@ -583,3 +583,23 @@ def test_symbols_of_absurd_magnitude_are_refused():
         huge = np.full(N_SYMBOLS, 1e30, np.complex64)  # finite, but its energy overflows
         assert_readable_refusal(ask(broker.frontend_address, pdu(valid_meta(), huge)))
         assert_still_serving(broker)
+
+
+def test_a_status_of_many_workers_stays_readable():
+    """The reader refuses PMTs of more than 4,096 values: a status of 100 workers is cut."""
+    from diffjscc.worker.protocol import StatusRequest, encode_status_reply
+
+    workers = [{f"key{j}": j for j in range(40)} for _ in range(100)]
+    data = encode_status_reply(
+        StatusRequest(1), {"broker": {"workers": 100}, "workers": workers}, "b"
+    )
+    reply = decode_reply(data)
+    assert reply.ok and reply.status["broker"]["workers"] == 100
+    assert 10 < len(reply.status["workers"]) < 100
+
+
+def test_a_reply_echoing_the_largest_user_dict_stays_readable():
+    user = {f"g{g}": {f"k{i}": i for i in range(200)} for g in range(5)}  # ~1,000 values
+    reply = DecodeReply(1, 2, False, "e", metrics={f"m{i}": i for i in range(2000)}, user=user)
+    back = decode_reply(encode_reply(reply))
+    assert back.user == user and 0 < len(back.metrics) < 2000

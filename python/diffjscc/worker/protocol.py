@@ -247,18 +247,36 @@ def _wire_id(value: Any) -> int | str | None:
 
 
 class _Budget:
-    """Values left to write: keeps a reply within the reader's total-item limit."""
+    """What is left of the reader's total-item limit (``ReadLimits.max_total_items``), in
+    its units: a dict entry costs 3 (its DICT tag and its pair), a vector item 1."""
 
     def __init__(self, items: int):
         self.items = items
 
 
+def _reader_cost(value: Any) -> int:
+    """What reading ``value`` costs against the reader's total-item limit."""
+    cost, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            cost += 3 * len(item)
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple) and not isinstance(item, Pair):
+            cost += len(item)
+            stack.extend(item)
+        elif isinstance(item, Pair):
+            cost += 2
+            stack.extend(item)
+    return cost
+
+
 def bounded_value(value: Any, depth: int = 0, budget: _Budget | None = None) -> Any:
     """A copy of plain values that the PMT writer can write and the project's reader
     can read back: texts cut to :data:`MAX_TEXT_BYTES`, containers to 128 entries and
-    depth 6, integers beyond 64 bits and unknown types written as short texts."""
-    budget = budget or _Budget(2048)
-    budget.items -= 1
+    depth 6, integers beyond 64 bits and unknown types written as short texts; with a
+    ``budget``, entries beyond it are left out (the reader's total-item limit)."""
+    budget = budget or _Budget(3000)
     if value is None or isinstance(value, bool | np.bool_):
         return None if value is None else bool(value)
     if isinstance(value, int | np.integer):
@@ -271,15 +289,17 @@ def bounded_value(value: Any, depth: int = 0, budget: _Budget | None = None) -> 
     if isinstance(value, str):
         return bounded_text(value)
     if isinstance(value, dict | list | tuple):
-        if depth >= 6 or budget.items <= 0:
+        if depth >= 6:
             return TRUNCATED
-        entries = list(value.items() if isinstance(value, dict) else enumerate(value))[:128]
+        is_dict = isinstance(value, dict)
+        entries = list(value.items() if is_dict else enumerate(value))[:128]
         out = []
         for key, item in entries:
-            if budget.items <= 0:
+            budget.items -= 3 if is_dict else 1
+            if budget.items < 0:
                 break
             out.append((key, bounded_value(item, depth + 1, budget)))
-        if isinstance(value, dict):
+        if is_dict:
             return {bounded_text(str(k), 64): v for k, v in out}
         items = [v for _, v in out]
         return tuple(items) if isinstance(value, tuple) else items
@@ -287,6 +307,10 @@ def bounded_value(value: Any, depth: int = 0, budget: _Budget | None = None) -> 
 
 
 def _reply_meta(reply: DecodeReply) -> dict[str, Any]:
+    # One budget for the whole reply: the reader refuses a PMT of more than its
+    # max_total_items values, so metrics, timing and status share what the user dict
+    # (bounded when its request was read) and the reply's own keys leave.
+    budget = _Budget(ReadLimits().max_total_items - 96 - _reader_cost(reply.user))
     meta: dict[str, Any] = {
         "type": "status_reply" if reply.status is not None else "decode_reply",
         "request_id": _wire_id(reply.request_id),
@@ -294,12 +318,12 @@ def _reply_meta(reply: DecodeReply) -> dict[str, Any]:
         "ok": bool(reply.ok),
         "error": bounded_text(reply.error or ""),
         "error_kind": bounded_text(reply.error_kind or "", 32),
-        "metrics": bounded_value(dict(reply.metrics or {})),
-        "timing": bounded_value(dict(reply.timing or {})),
+        "metrics": bounded_value(dict(reply.metrics or {}), budget=budget),
+        "timing": bounded_value(dict(reply.timing or {}), budget=budget),
         "served_by": bounded_text(reply.served_by or "", 128),
     }
     if reply.status is not None:
-        meta["status"] = bounded_value(reply.status, budget=_Budget(3000))
+        meta["status"] = bounded_value(reply.status, budget=budget)
     if reply.user is not None:
         meta["user"] = reply.user  # as the reader accepted it (size-checked there)
     return meta
