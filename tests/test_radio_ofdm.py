@@ -1,5 +1,7 @@
 """The OFDM waveform: transmitter, receiver, interleaver, PAPR and channel presets."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from diffjscc import channels
@@ -208,3 +210,43 @@ def test_channel_uses_of_the_default_image():
     cfg = OfdmConfig()
     uses = channel_uses(3072, cfg) / 3072  # 768x512 at CBR 1/384
     assert 1.0 < uses < 1.6
+
+
+def test_gnuradio_blocks_with_the_ofdm_waveform_over_epa(tmp_path):
+    """image source -> GNU Radio EPA channel with a frequency offset -> receiver block."""
+    import gnuradio
+
+    module = str(Path(__file__).resolve().parents[1] / "gr-diffjscc" / "python")
+    if module not in gnuradio.__path__:
+        gnuradio.__path__.insert(0, module)
+    import pmt
+    from diffjscc.radio.channel_presets import gnuradio_channel
+    from gnuradio import blocks, gr
+    from gnuradio.diffjscc import image_source, jscc_receiver
+    from gnuradio.diffjscc._fakes import BlockMeanCodec
+    from PIL import Image
+
+    path = tmp_path / "img.png"
+    rng = np.random.default_rng(6)
+    Image.fromarray(rng.integers(0, 256, (256, 384, 3), dtype=np.uint8)).save(path)
+    src = image_source(
+        str(path), gap_samples=500, encoder=BlockMeanCodec(), waveform="ofdm", interval_s=0
+    )
+    assert isinstance(src.waveform, OfdmWaveform)
+    rx = jscc_receiver(waveform="ofdm")
+    taps = draw_taps("epa", rng=3)  # a realisation with a deep notch in the band
+    chain = gnuradio_channel("epa", src.waveform.noise_voltage(12.0), 0.004, taps=taps)
+    dbg = blocks.message_debug()
+    tb = gr.top_block()
+    tb.connect(src, *chain, rx)
+    tb.msg_connect(rx, "pdus", dbg, "store")
+    tb.run()
+    assert src.stats()["bursts_sent"] == 1 and dbg.num_messages() == 1
+    meta = pmt.to_python(pmt.car(dbg.get_message(0)))
+    assert meta["waveform"] == "ofdm" and len(meta["symbol_noise_var"]) == meta["num_symbols"]
+    # The effective SNR of this channel (MMSE: the AWGN SNR of the same mean error).
+    cfg = src.waveform.cfg
+    gain = np.abs(np.fft.fft(taps, cfg.fft_size)[cfg.layout.data]) ** 2
+    snr = 10 ** 1.2
+    expected = 10 * np.log10(1 / np.mean(1 / (1 + snr * gain)) - 1)
+    assert meta["snr_db"] == pytest.approx(expected, abs=1.0)

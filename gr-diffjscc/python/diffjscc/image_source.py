@@ -176,6 +176,8 @@ class image_source(gr.sync_block):
         interval_s=DEFAULT_INTERVAL_S,
         on_demand=False,
         encoder=None,
+        waveform="sc",
+        **waveform_settings,
     ):
         gr.sync_block.__init__(
             self, name="diffjscc_image_source", in_sig=None, out_sig=[np.complex64]
@@ -197,6 +199,21 @@ class image_source(gr.sync_block):
         self.interval_s = _seconds("interval_s", interval_s)
         self.on_demand = bool(on_demand)
         self.cfg = frame_config(sps, rolloff, pilot_spacing, max_payload_symbols)
+        # The waveform ("sc", "ofdm": diffjscc.radio.waveform) takes the settings it knows;
+        # waveform_settings are other waveforms' (OFDM's fft_size, cp_length, ...).
+        from diffjscc.radio.waveform import SingleCarrier, waveform_from_block_params
+
+        if waveform == "sc" and not waveform_settings:
+            self.waveform = SingleCarrier(self.cfg)
+        else:
+            self.waveform = waveform_from_block_params(
+                waveform,
+                sps=sps,
+                rolloff=rolloff,
+                pilot_spacing=pilot_spacing,
+                max_payload_symbols=max_payload_symbols,
+                **waveform_settings,
+            )
         self.gap_samples = int(gap_samples)
         self.burst_tags = burst_tags
         self.len_tag_key = pmt.intern(str(len_tag_key))
@@ -372,7 +389,6 @@ class image_source(gr.sync_block):
         assembler takes a repeated frame as the start of a new copy of the image).
         """
         from diffjscc.image import load_image
-        from diffjscc.radio import build_bursts
 
         snr_db = self.design_snr_db
         try:
@@ -397,7 +413,7 @@ class image_source(gr.sync_block):
                 encoded = self.encoder.encode(image, snr_db=snr_db)
             bursts = [
                 np.asarray(b, dtype=np.complex64)
-                for b in build_bursts(encoded, image_id=image_id, cfg=self.cfg)
+                for b in self.waveform.build_bursts(encoded, image_id)
             ]
         except (DiffJSCCError, ValueError, RuntimeError) as exc:
             # One image the encoder or the frame cannot take (too large for the header,
