@@ -381,6 +381,7 @@ class RogueBroker:
         self.sock.bind(self.address)
         self.identity = None
         self.status: dict = {}
+        self.unreadable = 0
 
     def wait_ready(self, timeout_s: float = 60) -> None:
         deadline = time.monotonic() + timeout_s
@@ -393,13 +394,19 @@ class RogueBroker:
         raise SystemExit("the worker did not join the rogue broker")
 
     def _take(self, frames) -> bool:
-        """True for a REPLY; a HEARTBEAT's status is kept."""
+        """True for a REPLY (counted when unreadable); a HEARTBEAT's status is kept."""
         if len(frames) >= 3 and frames[1] == HEARTBEAT:
             try:
                 self.status = json.loads(frames[2])
             except ValueError:
                 pass
-        return len(frames) == 4 and frames[1] == REPLY
+        if len(frames) == 4 and frames[1] == REPLY:
+            try:
+                decode_reply(frames[3])
+            except Exception:
+                self.unreadable += 1
+            return True
+        return False
 
     def attack(self, count: int, seed: int) -> dict:
         payloads = Payloads(seed)
@@ -431,6 +438,7 @@ class RogueBroker:
             "requests": requests,
             "answered": answered,
             "unanswered": requests - answered,
+            "unreadable_replies": self.unreadable,
             "noise": noise,
             "kinds": dict(payloads.kinds),
         }
