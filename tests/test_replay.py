@@ -162,6 +162,39 @@ def test_replay_refuses_a_worker_that_does_not_answer(capsys, tmp_path, recordin
     assert (status, lines) == (2, []) and "no answer within" in err
 
 
+def test_ofdm_recording_replays_with_its_waveform(capsys, tmp_path, rng):
+    from diffjscc.radio.waveform import get_waveform
+
+    wave = get_waveform("ofdm", max_payload_symbols=40)
+    n = 2 * 4 * 8
+    sym = ((rng.standard_normal(n) + 1j * rng.standard_normal(n)) / np.sqrt(2)).astype(np.complex64)
+    bursts = wave.build_bursts(
+        EncodedImage(sym, (64, 128), (2, 4, 8), "jscc-awgn-cbr1_384", 7.0), image_id=3
+    )
+    gap = np.zeros(800, np.complex64)
+    x = np.concatenate([gap] + [np.concatenate([b, gap]) for b in bursts] + [np.zeros(30000)])
+    x = (x + 0.05 * (rng.standard_normal(x.size) + 1j * rng.standard_normal(x.size))).astype(
+        np.complex64
+    )
+    rx = wave.make_receiver()
+    frames = rx.feed(x) + rx.flush()
+    assert len(frames) == len(bursts) == 2
+    with SigMFRecorder(tmp_path / "ofdm", 5e6, waveform=wave) as rec:
+        rec.write(x)
+        for frame in frames:
+            rec.annotate_frame(frame.meta())
+    recording = open_recording(tmp_path / "ofdm")
+    assert recording.waveform_name == "ofdm" and recording.sps is None
+    assert [a.sample_count for a in recording.annotations] == [b.size for b in bursts]
+    status, lines, err = _replay(capsys, tmp_path / "ofdm", "--no-decode")
+    assert status == 0, err
+    summary = lines[-1]
+    assert summary["waveform"] == "ofdm" and summary["annotations_matched"] == 2
+    assert summary["images_complete"] == 1
+    status, _, err = _replay(capsys, tmp_path / "ofdm", "--waveform", "sc", "--no-decode")
+    assert status == 2 and "recorded with the ofdm waveform" in err
+
+
 # -- bad input: one line, status 2, nothing written -----------------------------------------
 
 
@@ -256,9 +289,15 @@ def test_samples_of_another_rate_than_the_meta_says(capsys, tmp_path, rng):
     def claim_half_rate(meta):
         meta["global"]["core:sample_rate"] = 1e6
         meta["global"]["diffjscc:sps"] = 2
+        meta["global"]["diffjscc:waveform_settings"]["sps"] = 2
 
     _edit_meta(tmp_path / "rec", claim_half_rate)
     _refused(capsys, tmp_path, tmp_path / "rec", match="none of the 1 frames")
+
+
+def test_meta_that_contradicts_itself(capsys, tmp_path, recording):
+    _edit_meta(recording, lambda m: m["global"].update({"diffjscc:sps": 3}))
+    _refused(capsys, tmp_path, recording, match="diffjscc:sps (3) contradicts")
 
 
 def test_recording_without_frames(capsys, tmp_path, rng):

@@ -38,6 +38,11 @@ class sigmf_recorder(gr.sync_block):
     original image of each id is named in the meta with its SHA-256, so
     ``diffjscc replay`` can compute the PSNR.
 
+    ``waveform`` and its settings (``sps``, ``rolloff``, ``pilot_spacing``, and
+    for other waveforms their own keywords) are the transmitter's, as the
+    receiver block takes them: they give the annotations' lengths and go
+    into the meta for a replay.
+
     At most ``max_megabytes`` of samples and ``max_annotations`` annotations
     are kept; what does not fit is dropped and counted (``stats()`` and the
     meta). Bad messages are counted, never fatal.
@@ -58,14 +63,15 @@ class sigmf_recorder(gr.sync_block):
         pilot_spacing=0,
         max_megabytes=1024,
         max_annotations=100000,
+        waveform="sc",
+        **settings,
     ):
         gr.sync_block.__init__(
             self, name="diffjscc_sigmf_recorder", in_sig=[np.complex64], out_sig=None
         )
         from diffjscc.errors import ConfigError
         from diffjscc.radio.recording import SigMFRecorder
-
-        from ._frames import frame_config
+        from diffjscc.radio.waveform import waveform_from_block_params
 
         if not float(max_megabytes) > 0:
             raise ConfigError(f"max_megabytes must be > 0, got {max_megabytes!r}")
@@ -77,6 +83,11 @@ class sigmf_recorder(gr.sync_block):
         self.set_msg_handler(IN_FRAMES, self._on_frame)
         self.message_port_register_in(IN_TX_INFO)
         self.set_msg_handler(IN_TX_INFO, self._on_tx_info)
+        # The transmitter's waveform, as the receiver block takes it: burst lengths, and
+        # the settings a replay receives with.
+        wave = waveform_from_block_params(
+            waveform, sps=sps, rolloff=rolloff, pilot_spacing=pilot_spacing, **settings
+        )
         if not str(path or "").strip():
             return
         self._recorder = SigMFRecorder(
@@ -85,7 +96,7 @@ class sigmf_recorder(gr.sync_block):
             center_freq=center_freq,
             hw=hw,
             description=description,
-            cfg=frame_config(sps, rolloff, pilot_spacing),
+            waveform=wave,
             max_samples=max(1, int(float(max_megabytes) * (1 << 20)) // 8),
             max_annotations=int(max_annotations),
         )

@@ -51,7 +51,6 @@ import numpy as np
 
 from diffjscc.errors import ConfigError, DiffJSCCError
 from diffjscc.radio.config import FrameConfig
-from diffjscc.radio.frame import frame_length
 
 META_EXT = ".sigmf-meta"
 DATA_EXT = ".sigmf-data"
@@ -109,14 +108,20 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def frame_sample_count(num_symbols: int, cfg: FrameConfig) -> int:
-    """Samples of the burst that carries a frame of ``num_symbols`` payload symbols."""
-    return (frame_length(int(num_symbols), cfg) - 1) * cfg.sps + cfg.num_taps
+def _half_band(waveform, sample_rate: float) -> float | None:
+    """Half the occupied bandwidth in Hz, for the waveforms whose shape says it."""
+    cfg = getattr(waveform, "cfg", None)
+    if hasattr(cfg, "rolloff") and hasattr(cfg, "sps"):  # single carrier, RRC shaped
+        return (1.0 + cfg.rolloff) / (2.0 * cfg.sps) * sample_rate
+    if hasattr(cfg, "used_carriers") and hasattr(cfg, "fft_size"):  # OFDM
+        return cfg.used_carriers / (2.0 * cfg.fft_size) * sample_rate
+    return None
 
 
-def frame_annotation(meta: dict, cfg: FrameConfig, sample_rate: float) -> dict:
+def frame_annotation(meta: dict, waveform, sample_rate: float) -> dict:
     """A SigMF annotation (sample start and count, label, comment, band, ``diffjscc:``
-    fields) for one received frame given as ``ReceivedFrame.meta()``.
+    fields) for one received frame given as ``ReceivedFrame.meta()``; ``waveform`` is
+    the ``diffjscc.radio.waveform.Waveform`` it was sent with (the burst's length).
 
     Raises ValueError / KeyError / TypeError when the fields are missing or unusable.
     """
@@ -130,18 +135,16 @@ def frame_annotation(meta: dict, cfg: FrameConfig, sample_rate: float) -> dict:
     num_symbols = int(meta["num_symbols"])
     if num_symbols < 0 or not 0 <= index < count:
         raise ValueError(f"frame {index} of {count} with {num_symbols} symbols")
-    half_band = (1.0 + cfg.rolloff) / (2.0 * cfg.sps) * sample_rate
+    half_band = _half_band(waveform, sample_rate)
     snr_text = f"{snr_db:.1f} dB" if math.isfinite(snr_db) else "unknown"
     annotation = {
         "core:sample_start": int(round(timing)),
-        "core:sample_count": frame_sample_count(num_symbols, cfg),
+        "core:sample_count": int(waveform.frame_samples(num_symbols)),
         "core:label": f"img{image_id} {index + 1}/{count}"[:20],
         "core:comment": (
             f"image {image_id} frame {index + 1} of {count}: SNR {snr_text}, "
             f"CFO {cfo * sample_rate:+.1f} Hz ({cfo:+.3e} cycles/sample)"
         ),
-        "core:freq_lower_edge": cfo * sample_rate - half_band,
-        "core:freq_upper_edge": cfo * sample_rate + half_band,
         "diffjscc:image_id": image_id,
         "diffjscc:frame_index": index,
         "diffjscc:frame_count": count,
@@ -150,6 +153,9 @@ def frame_annotation(meta: dict, cfg: FrameConfig, sample_rate: float) -> dict:
         "diffjscc:num_symbols": num_symbols,
         "diffjscc:image_shape": shape,
     }
+    if half_band is not None:
+        annotation["core:freq_lower_edge"] = cfo * sample_rate - half_band
+        annotation["core:freq_upper_edge"] = cfo * sample_rate + half_band
     if "model" in meta:
         annotation["diffjscc:model"] = _text(meta["model"])
     design = float(meta.get("design_snr_db", float("nan")))
@@ -178,6 +184,7 @@ class SigMFRecorder:
         hw: str = "",
         description: str = "",
         cfg: FrameConfig | None = None,
+        waveform=None,
         max_samples: int = DEFAULT_MAX_SAMPLES,
         max_annotations: int = DEFAULT_MAX_ANNOTATIONS,
         author: str = "",
@@ -196,7 +203,12 @@ class SigMFRecorder:
                 f"max_samples must be >= 1 and max_annotations >= 0, got {max_samples}, "
                 f"{max_annotations}"
             )
-        self.cfg = FrameConfig() if cfg is None else cfg
+        from diffjscc.radio.waveform import SingleCarrier
+
+        if cfg is not None and waveform is not None:
+            raise ConfigError("give a FrameConfig or a waveform, not both")
+        self.waveform = waveform if waveform is not None else SingleCarrier(cfg or FrameConfig())
+        self.cfg = getattr(self.waveform, "cfg", None)
         self.hw = _text(hw)
         self.description = _text(description)
         self.author = _text(author)
@@ -273,7 +285,7 @@ class SigMFRecorder:
     def annotate_frame(self, meta: dict) -> bool:
         """Add one received frame (``ReceivedFrame.meta()``); False when it is not kept."""
         try:
-            annotation = frame_annotation(meta, self.cfg, self.sample_rate)
+            annotation = frame_annotation(meta, self.waveform, self.sample_rate)
         except (KeyError, TypeError, ValueError, OverflowError):
             with self._lock:
                 self._stats["annotations_bad"] += 1
@@ -357,10 +369,8 @@ class SigMFRecorder:
             "core:num_channels": 1,
             "core:recorder": "gr-diffjscc SigMFRecorder",
             "core:extensions": [dict(EXTENSION)],
-            "diffjscc:sps": self.cfg.sps,
-            "diffjscc:rolloff": float(self.cfg.rolloff),
-            "diffjscc:pilot_spacing": self.cfg.pilot_spacing,
-            "diffjscc:filter_span": self.cfg.filter_span,
+            "diffjscc:waveform": self.waveform.name,
+            "diffjscc:waveform_settings": dict(self.waveform.settings()),
             "diffjscc:samples_dropped": stats["samples_dropped"],
             "diffjscc:annotations_dropped": stats["annotations_dropped"],
         }
@@ -371,6 +381,11 @@ class SigMFRecorder:
         ):
             if value:
                 glob[key] = value
+        if isinstance(self.cfg, FrameConfig):  # single carrier: what grc/replay_no_gui reads
+            glob["diffjscc:sps"] = self.cfg.sps
+            glob["diffjscc:rolloff"] = float(self.cfg.rolloff)
+            glob["diffjscc:pilot_spacing"] = self.cfg.pilot_spacing
+            glob["diffjscc:filter_span"] = self.cfg.filter_span
         if self._originals:
             glob["diffjscc:originals"] = [self._originals[k] for k in sorted(self._originals)]
         for key, value in self.extra_global.items():
@@ -469,6 +484,8 @@ class Recording:
     rolloff: float | None = None
     pilot_spacing: int | None = None
     filter_span: int | None = None
+    waveform_name: str = "sc"  # diffjscc:waveform (single carrier when the meta does not say)
+    waveform_settings: dict = field(default_factory=dict)  # diffjscc:waveform_settings
     annotations: list[FrameAnnotation] = field(default_factory=list)
     originals: list[dict] = field(default_factory=list)
     global_info: dict = field(default_factory=dict)
@@ -491,6 +508,26 @@ class Recording:
             return FrameConfig(**kwargs)
         except ConfigError as exc:
             raise RecordingError(f"{self.meta_path}: frame settings unusable: {exc}") from None
+
+    def waveform(self, sps: int | None = None, name: str | None = None):
+        """The ``diffjscc.radio.waveform.Waveform`` to receive with: the meta's, or
+        ``name`` with its defaults; ``sps`` replaces a single carrier's samples per symbol."""
+        from diffjscc.radio.waveform import get_waveform
+
+        name = name or self.waveform_name
+        settings = dict(self.waveform_settings) if name == self.waveform_name else {}
+        if name == "sc":
+            for key in ("sps", "rolloff", "pilot_spacing", "filter_span"):
+                if getattr(self, key) is not None:
+                    settings.setdefault(key, getattr(self, key))
+            if sps is not None:
+                settings["sps"] = int(sps)
+        elif sps is not None:
+            raise RecordingError(f"--sps is a single-carrier setting; {name} has none")
+        try:
+            return get_waveform(name, **settings)
+        except (ConfigError, TypeError) as exc:
+            raise RecordingError(f"{self.meta_path}: waveform {name!r} unusable: {exc}") from None
 
     def iter_samples(self, chunk: int = 1 << 16) -> Iterator[np.ndarray]:
         """The samples as complex64, ``chunk`` at a time (the last chunk may be shorter)."""
@@ -644,6 +681,24 @@ def open_recording(
             f"{data_path}: does not match the core:sha512 of {meta_path.name} "
             "(changed or cut after recording)"
         )
+    waveform_name = glob.get("diffjscc:waveform", "sc")
+    waveform_settings = glob.get("diffjscc:waveform_settings", {})
+    if not isinstance(waveform_name, str) or not isinstance(waveform_settings, dict):
+        raise RecordingError(
+            f"{meta_path}: diffjscc:waveform must be a name and diffjscc:waveform_settings "
+            "an object"
+        )
+    for key in ("sps", "rolloff", "pilot_spacing", "filter_span"):
+        if (
+            waveform_name == "sc"
+            and key in waveform_settings
+            and f"diffjscc:{key}" in glob
+            and waveform_settings[key] != glob[f"diffjscc:{key}"]
+        ):
+            raise RecordingError(
+                f"{meta_path}: diffjscc:{key} ({glob[f'diffjscc:{key}']!r}) contradicts "
+                f"diffjscc:waveform_settings ({waveform_settings[key]!r})"
+            )
     originals = glob.get("diffjscc:originals") or []
     return Recording(
         meta_path=meta_path,
@@ -658,6 +713,8 @@ def open_recording(
         rolloff=_number(glob.get("diffjscc:rolloff")),
         pilot_spacing=_integer(glob.get("diffjscc:pilot_spacing")),
         filter_span=_integer(glob.get("diffjscc:filter_span")),
+        waveform_name=waveform_name[:40],
+        waveform_settings=waveform_settings,
         annotations=annotations,
         originals=[o for o in originals if isinstance(o, dict)]
         if isinstance(originals, list)

@@ -62,6 +62,7 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument(
         "--sps", type=int, default=None, help="samples per symbol (default: the meta's, else 2)"
     )
+    p.add_argument("--waveform", default=None, help="sc or ofdm (default: the meta's, else sc)")
     p.add_argument(
         "--sample-rate",
         type=float,
@@ -165,23 +166,35 @@ def main(argv: list[str] | None = None) -> int:
             f"{rec.meta_path}: recorded at {rec.sps} samples per symbol (diffjscc:sps), "
             f"--sps asks for {args.sps}"
         )
-    cfg = rec.frame_config(args.sps)
+    if (
+        args.waveform
+        and args.waveform != rec.waveform_name
+        and ("diffjscc:waveform" in rec.global_info)
+    ):
+        raise RecordingError(
+            f"{rec.meta_path}: recorded with the {rec.waveform_name} waveform, "
+            f"--waveform asks for {args.waveform}"
+        )
+    waveform = rec.waveform(args.sps, args.waveform)
+    cfg = getattr(waveform, "cfg", None)
+    sps = getattr(cfg, "sps", None)
     out = Path(args.out).expanduser() if args.out else None
     if out is not None and out.exists() and not out.is_dir():
         raise DiffJSCCError(f"--out {out}: exists and is not a folder")
 
-    from diffjscc.radio import BurstReceiver, ImageAssembler
+    from diffjscc.radio import ImageAssembler
 
     stream_clock = [0.0]  # seconds of recording received so far
     clock = time.monotonic if args.realtime else (lambda: stream_clock[0])
-    rx = BurstReceiver(cfg)
+    rx = waveform.make_receiver()
     asm = ImageAssembler(timeout_s=args.assembly_timeout, clock=clock)
     decoder = _make_decoder(args)
     originals: dict[int, np.ndarray | None] = {}
     # image id -> (stream s, monotonic s, sample) at the image's first frame
     first_seen: dict[int, tuple[float, float, float]] = {}
     recorded = _RecordedSNR(rec.annotations)
-    tolerance = 4.0 * cfg.sps  # samples between a frame found now and its annotation
+    # samples between a frame found now and its annotation
+    tolerance = max(16.0, 4.0 * (sps or 0))
     frames_found: list[tuple[int, int, float]] = []  # (image id, frame index, sample)
     tally = _Tally()
     seq = 0
@@ -243,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     matched = _matched(rec.annotations, frames_found, tolerance)
     hint = (
         f"the samples are not what {rec.meta_path.name} says (recorded at another sample rate "
-        f"or samples per symbol than its {rec.sample_rate:g} samples/s, sps {cfg.sps}?)"
+        f"or samples per symbol than its {rec.sample_rate:g} samples/s, "
+        f"{f'sps {sps}' if sps else waveform.name}?)"
     )
     if rec.annotations and matched == 0:
         raise RecordingError(
@@ -260,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         "samples": rec.num_samples,
         "duration_s": round(rec.duration_s, 6),
         "sample_rate": rec.sample_rate,
-        "sps": cfg.sps,
+        "waveform": waveform.name,
+        "sps": sps,
         "frames_found": len(frames_found),
         "annotations": len(rec.annotations),
         "annotations_matched": matched,
