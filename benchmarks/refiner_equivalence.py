@@ -135,7 +135,8 @@ def install_stubs(context_dim: int, context_tokens: int = 77) -> list[str]:
         if "." in name:
             parent, _, child = name.rpartition(".")
             setattr(sys.modules[parent], child, sys.modules[name])
-        installed.append(top) if top not in installed else None
+        if top not in installed:
+            installed.append(top)
 
     class FixedContext(nn.Module):
         """The text tower's stand-in: one fixed random context for every caption."""

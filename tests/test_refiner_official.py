@@ -433,6 +433,24 @@ def test_refine_reproduces_official_preprocessing_on_a_converted_folder(source, 
     assert summary["preprocess"] == "official" and summary["guidance"]["scale"] == 100.0
 
 
+def test_jscc_weights_that_contradict_preprocess_config_stop_the_conversion(
+    official_folder, tmp_path
+):
+    import shutil
+
+    root, folder, _ = official_folder
+    bad = tmp_path / "official"
+    shutil.copytree(folder, bad)
+    config = yaml.safe_load((bad / "config.yaml").read_text())
+    config["params"]["preprocess_config"]["params"]["n_blocks_D"] = 4
+    (bad / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError, match="n_blocks_D=4 but the weights give 3"):
+        official.convert_official(
+            bad, tmp_path / "out", tokenizer_source=str(root / "sd21"), text_heads=TEXT_HEADS
+        )
+    assert not (tmp_path / "out").exists()
+
+
 def test_converter_refuses_code_in_the_pickle_and_says_so(official_folder, tmp_path, capsys):
     import os
     import shutil
