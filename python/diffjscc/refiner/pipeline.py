@@ -514,10 +514,12 @@ class DiffJSCCRefiner:
     ) -> torch.Tensor:
         """Refine a batch: x_hat NCHW in [0, 1], sides a multiple of ``size_multiple``; returns float NCHW in [0, 1].
 
-        ``noise`` is z_T; ``step_noise`` (DDPM only: a sequence with one latent-shaped
-        tensor per step, or a callable ``(step_index, t) -> tensor``) replaces the
-        ancestral noise, so a run can replay the exact noise of another
-        implementation, e.g. the official sampler's ``torch.randn_like`` draws.
+        ``sampler`` is a name in ``SAMPLERS`` or a :class:`Sampler` (its own timesteps;
+        ``steps`` is then ignored). ``noise`` is z_T; ``step_noise`` (stochastic samplers:
+        a sequence with one latent-shaped tensor per step, or a callable
+        ``(step_index, t) -> tensor``) replaces the ancestral noise, so a run can replay
+        the exact noise of another implementation, e.g. the official sampler's
+        ``torch.randn_like`` draws.
         """
         steps = self.config.steps if steps is None else int(steps)
         sampler = self.config.sampler if sampler is None else sampler
