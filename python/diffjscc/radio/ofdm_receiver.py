@@ -40,7 +40,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.signal
+import scipy.fft
 from scipy import ndimage
 
 from diffjscc.errors import ConfigError
@@ -65,6 +65,7 @@ log = logging.getLogger(__name__)
 
 EQUALISERS = ("mmse", "zf")
 _PASS_SAMPLES = 8192  # samples gathered before a pass (a pass has a fixed cost)
+_CORR_FFT = 4096  # overlap-save block of the sync correlation
 _LAGS = 8  # neighbouring lags of the sync metric summed (multipath energy)
 
 
@@ -160,7 +161,7 @@ def _select_smoother(hp: np.ndarray, noise_var: float) -> tuple[str, np.ndarray,
     for name, s in cands:
         diag = np.diag(s)
         keep = np.maximum(1.0 - diag, 1e-3)
-        resid = (hp - s @ hp) / keep[:, None]
+        resid = (hp - np.einsum("ij,jp->ip", s, hp)) / keep[:, None]
         score = float(np.mean(resid.real**2 + resid.imag**2))
         if score < best_score:
             # Noise in a leave-one-out residual: the left-out pilot's own, plus that of
@@ -182,7 +183,9 @@ def _correlations(cfg: OfdmConfig, delays: np.ndarray) -> tuple[np.ndarray, np.n
     ep = np.exp(-2j * np.pi * np.outer(lay.pilot_freqs, delays) / n)
     ed = np.exp(-2j * np.pi * np.outer(lay.data_freqs, delays) / n)
     scale = 1.0 / max(delays.size, 1)
-    return (ep @ ep.conj().T) * scale, (ed @ ep.conj().T) * scale
+    # einsum, not a BLAS product: OpenBLAS's thread pool would spin on every core.
+    rpp = np.einsum("pd,qd->pq", ep, ep.conj()) * scale
+    return rpp, np.einsum("kd,qd->kq", ed, ep.conj()) * scale
 
 
 def channel_delays(cfg: OfdmConfig, hs: np.ndarray, nu: float) -> np.ndarray:
@@ -218,13 +221,25 @@ def wiener_interpolator(
 ) -> tuple[np.ndarray, np.ndarray]:
     """[data, pilots] Wiener interpolation weights for pilot noise ``rho`` (relative to the
     channel's power) and a delay prior over ``delays`` (default: the cyclic prefix),
-    and each data subcarrier's relative error variance."""
+    and each data subcarrier's relative error variance.
+
+    Cached: the delays are whole samples and rho is rounded to 0.25 dB, so frames of a
+    steady link reuse one solution (a solve costs more than the rest of a frame)."""
     if delays is None:
-        delays = np.arange(max(cfg.cp_length, 1), dtype=np.float64)
+        delays = np.arange(max(cfg.cp_length, 1))
+    key = tuple(int(round(float(d))) for d in np.asarray(delays).reshape(-1))
+    rho_q = round(4.0 * 10.0 * math.log10(max(float(rho), 1e-9))) / 40.0
+    return _wiener_cached(cfg, key, rho_q)
+
+
+@functools.lru_cache(maxsize=512)
+def _wiener_cached(cfg: OfdmConfig, delays: tuple, rho_db10: float):
     rpp, rdp = _correlations(cfg, np.asarray(delays, dtype=np.float64))
-    a = rpp + max(float(rho), 1e-9) * np.eye(rpp.shape[0])
+    a = rpp + 10.0**rho_db10 * np.eye(rpp.shape[0])
     w = np.linalg.solve(a.T, rdp.T).T  # rdp a^-1
     mse = np.clip(1.0 - np.einsum("kp,kp->k", w, np.conj(rdp)).real, 0.0, 1.0)
+    w.flags.writeable = False
+    mse.flags.writeable = False
     return w, mse
 
 
@@ -257,13 +272,13 @@ def estimate_channel_grid(y: np.ndarray, cfg: OfdmConfig) -> ChannelGrid:
         y *= rot
         hp = hp * rot
     name, s, drift = _select_smoother(hp, noise_var)
-    hs = s @ hp
+    hs = np.einsum("ij,jp->ip", s, hp)
     nu = noise_var * np.sum(s * s, axis=1)  # pilot estimate noise per symbol
     power = float(np.mean(hs.real**2 + hs.imag**2)) - float(np.mean(nu))
     power = max(power, 0.1 * float(np.mean(np.abs(hs) ** 2)), 1e-12)
     nu_mean = float(np.mean(nu))
     w, mse = wiener_interpolator(cfg, nu_mean / power, channel_delays(cfg, hs, nu_mean))
-    h = hs @ w.T
+    h = np.einsum("mp,kp->mk", hs, w)
     # What the smoother misses of the channel's change over time is about half its
     # leave-one-out excess (a fit that sees the symbol itself misses less).
     err = power * mse[None, :] * (nu / max(nu_mean, 1e-30))[:, None] + 0.5 * drift
@@ -348,6 +363,9 @@ class OfdmReceiver:
             )
         block = sync_block(cfg.fft_size, cfg.used_carriers).astype(np.complex128)
         self._template = np.conj(block[::-1])
+        kernel = np.zeros(_CORR_FFT, dtype=np.complex64)
+        kernel[:SYNC_PERIOD] = self._template
+        self._template_fft = scipy.fft.fft(kernel).astype(np.complex64)
         self._block_energy = float(np.sum(np.abs(block) ** 2))
         # The lag sum's gain and offset for a single path: the block's periodic
         # autocorrelation |R(l)|^2 summed over _LAGS lags, at its best placement.
@@ -483,7 +501,7 @@ class OfdmReceiver:
     def _metric(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
         """Normalised sync metric and angle for burst starts lo..hi-1 (absolute)."""
         x = self._samples(lo, hi + SYNC_LENGTH + _LAGS)
-        corr = scipy.signal.oaconvolve(x, self._template, mode="valid")  # [n] = sum conj(t) x[n+i]
+        corr = self._correlate(x)  # [n] = sum_i conj(t[i]) x[n + i]
         count = hi - lo
         p = SYNC_PERIOD
         prod = np.conj(corr[: corr.size - p]) * corr[p:]
@@ -504,17 +522,39 @@ class OfdmReceiver:
         norm = (SYNC_BLOCKS - 1) * self._block_energy**2 * self._lag_gain
         return np.abs(acc) / (norm * np.maximum(energy, 1e-30)), np.angle(acc)
 
+    def _correlate(self, x: np.ndarray) -> np.ndarray:
+        """Correlation with the sync block, by overlap-save with the template's FFT made
+        once (scipy's oaconvolve makes it, and picks block sizes, on every call)."""
+        taps = SYNC_PERIOD
+        valid = x.size - taps + 1
+        step = _CORR_FFT - taps + 1
+        blocks = -(-valid // step)
+        padded = np.zeros(blocks * step + taps - 1, dtype=np.complex64)
+        padded[: x.size] = x
+        windows = np.lib.stride_tricks.as_strided(
+            padded, (blocks, _CORR_FFT), (step * padded.itemsize, padded.itemsize)
+        )
+        spec = scipy.fft.fft(windows, axis=1) * self._template_fft
+        out = scipy.fft.ifft(spec, axis=1)[:, taps - 1 :]
+        return out.reshape(-1)[:valid]
+
     def _fft_symbols(self, p: _Candidate, first: int, count: int) -> np.ndarray:
         cfg = self.cfg
         n = cfg.fft_size
         w0 = p.start + SYNC_LENGTH + cfg.cp_length - self._backoff
         starts = w0 + (first + np.arange(count)) * cfg.symbol_length
         seg = self._samples(int(starts[0]), int(starts[-1]) + n)
-        idx = (starts - starts[0])[:, None] + np.arange(n)[None, :]
-        win = seg[idx].astype(np.complex128)
+        win = np.lib.stride_tricks.as_strided(
+            seg, (count, n), (cfg.symbol_length * seg.itemsize, seg.itemsize)
+        )
         if p.cfo:
-            win *= np.exp(-2j * np.pi * p.cfo * (starts[:, None] + np.arange(n)[None, :]))
-        return np.fft.fft(win, axis=1) * (math.sqrt(cfg.used_carriers) / n)
+            # One phasor per symbol start (float64: absolute sample counts are large)
+            # times one shared ramp within the window.
+            ramp = np.exp(-2j * np.pi * p.cfo * np.arange(n)).astype(np.complex64)
+            lead = np.exp(-2j * np.pi * p.cfo * starts.astype(np.float64)).astype(np.complex64)
+            win = win * ramp[None, :] * lead[:, None]
+        y = scipy.fft.fft(win, axis=1)
+        return y.astype(np.complex128) * (math.sqrt(cfg.used_carriers) / n)
 
     def _grid(self, p: _Candidate, y: np.ndarray) -> ChannelGrid:
         if self.genie is not None:
