@@ -192,6 +192,12 @@ def run_scenario(name: str, args, interval: float | None, workdir: Path) -> dict
     stop_s = time.monotonic() - t_signal
     log.close()
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    # The child's own figure: tb.stop() + tb.wait(); the rest of stop_s is the exit (which
+    # waits for a decode still running: a decode cannot be interrupted).
+    flowgraph_stop_s = None
+    for line in (out / "log.txt").read_text(errors="replace").splitlines():
+        if line.startswith("soak: signal") and "stopped in" in line:
+            flowgraph_stop_s = float(line.split("stopped in")[1].split()[0])
     rows = [r for r in summary.get("rows", []) if r[0] is not None]
     # The first image also waits for torch and the model to load: reported apart.
     first_latency = rows[0][0] if rows else None
@@ -236,6 +242,7 @@ def run_scenario(name: str, args, interval: float | None, workdir: Path) -> dict
         "rss_first_minute_mb": statistics.mean(early) if early else None,
         "rss_last_minute_mb": statistics.mean(late) if late else None,
         "stop_s": stop_s,
+        "flowgraph_stop_s": flowgraph_stop_s,
         "exit_status": status,
     }
     if early and late:
@@ -263,6 +270,7 @@ def main(argv=None) -> int:
         "--images", type=Path, default=None, help="image folder (default: Kodak 768x512)"
     )
     p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--keep", type=Path, help="keep the logs and PNGs in this folder")
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--output", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--summary", type=Path, help=argparse.SUPPRESS)
@@ -278,12 +286,13 @@ def main(argv=None) -> int:
         raise SystemExit(f"--scenarios: default and/or fast, not {args.scenarios!r}")
     results = []
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
+        workdir = args.keep or Path(tmp)
         decode_s = None
         for name in scenarios:
             interval = None
             if name == "fast":
                 interval = (decode_s or 1.0) / 10
-            result = run_scenario(name, args, interval, Path(tmp))
+            result = run_scenario(name, args, interval, workdir)
             decode_s = decode_s or result["decode_s_median"]
             results.append(result)
     report = {

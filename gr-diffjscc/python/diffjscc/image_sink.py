@@ -351,6 +351,8 @@ class image_sink(gr.basic_block):
                     return
             except Exception:  # one guard per pass: a bug costs a pass, never the sink
                 self._internal_error("serving loop")
+                if self._stop_mode == "abort":
+                    return  # stopping: no second try at what just failed
                 time.sleep(TICK_S)
 
     def _internal_error(self, where: str) -> None:
