@@ -2,8 +2,9 @@
 
 A recording is the pair SigMF defines: ``NAME.sigmf-data`` holds the complex
 samples (``cf32_le``, what GNU Radio streams) and ``NAME.sigmf-meta`` the JSON
-description: sample rate, centre frequency, hardware, the frame settings in
-the ``diffjscc:`` namespace, and one annotation per frame the receiver found,
+description: sample rate, centre frequency, hardware, the transmitter's
+waveform and its settings in the ``diffjscc:`` namespace (``diffjscc.radio.
+waveform`` names), and one annotation per frame the receiver found,
 with its SNR estimate and frequency offset. ``SigMFRecorder`` writes it while
 the samples arrive; ``open_recording`` reads one back and checks it before
 anything is done with it.
@@ -192,8 +193,13 @@ class SigMFRecorder:
     ):
         self.meta_path, self.data_path = recording_paths(path)
         self.part_path = self.data_path.with_name(self.data_path.name + PART_SUFFIX)
-        self.sample_rate = float(sample_rate)
-        self.center_freq = float(center_freq)
+        try:
+            self.sample_rate = float(sample_rate)
+            self.center_freq = float(center_freq)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"sample_rate and center_freq must be numbers, got {sample_rate!r}, {center_freq!r}"
+            ) from None
         if not (math.isfinite(self.sample_rate) and self.sample_rate > 0):
             raise ConfigError(f"sample_rate must be a positive number, got {sample_rate!r}")
         if not math.isfinite(self.center_freq):
