@@ -474,3 +474,33 @@ def test_converter_refuses_code_in_the_pickle_and_says_so(official_folder, tmp_p
     assert code == 2 and "system" in capsys.readouterr().err
     assert diffjscc(["convert-official", str(bad), "--out", str(tmp_path / "j.safetensors")]) == 2
     assert not (tmp_path / "o").exists()
+
+
+def test_eval_reproduce_official_refines_as_official_inference(tmp_path, monkeypatch):
+    """eval --reproduce-official: x_hat upsized to 512 and zero-padded, scored at the image size."""
+    from diffjscc.eval.command import main as eval_main
+    from diffjscc.refiner.tiny import tiny_refiner
+    from PIL import Image
+
+    tiny_refiner(steps=1).save_pretrained(tmp_path / "refiner")
+    (tmp_path / "data").mkdir()
+    image = (np.random.default_rng(0).random((32, 48, 3)) * 255).astype(np.uint8)
+    Image.fromarray(image).save(tmp_path / "data" / "a.png")
+    seen = []
+    original = DiffJSCCRefiner.refine
+
+    def spy(self, x_hat, *args, **kwargs):
+        seen.append((x_hat.shape, kwargs["padding"], kwargs["quantize"]))
+        return original(self, x_hat, *args, **kwargs)
+
+    monkeypatch.setattr(DiffJSCCRefiner, "refine", spy)
+    out = tmp_path / "eval.json"
+    argv = ["--data", str(tmp_path / "data"), "--cbr", "1/384", "--snr", "4", "--methods", "jscc"]
+    argv += ["--noise-draws", "1", "--refiner", str(tmp_path / "refiner"), "--refine-steps", "1"]
+    argv += ["--reproduce-official", "--device", "cpu", "--no-progress", "--json", str(out)]
+    assert eval_main(argv) == 0
+    assert seen == [((512, 768, 3), "zero", "truncate")]
+    import json
+
+    result = json.loads(out.read_text())
+    assert result["settings"]["refine_preprocess"] == "official"

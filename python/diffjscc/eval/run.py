@@ -420,6 +420,9 @@ def evaluate(args, argv: Sequence[str]) -> dict:
             refine_steps=args.refine_steps,
             refine_sampler=args.refine_sampler,
             refine_seed=args.refine_seed if args.refiner else None,
+            refine_preprocess=("official" if args.reproduce_official else "default")
+            if args.refiner
+            else None,
         ),
         conventions=dict(
             CONVENTIONS,
