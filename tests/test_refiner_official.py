@@ -406,6 +406,14 @@ def test_official_folder_converts_with_its_jscc_and_refines_through_the_worker(
     expected = ref.refine(reply.image, 5.0, steps=2, seed=5).image  # the source model itself
     np.testing.assert_array_equal(reply.refined, expected)
 
+    # `diffjscc worker --refiner OUT` loads the folder as it is
+    from diffjscc.worker.server import build_engine, build_parser
+
+    args = build_parser().parse_args(["--refiner", str(out), "--device", "cpu"])
+    served = build_engine(args).refiner
+    again = served.refine(reply.image, 5.0, steps=2, seed=5).image
+    np.testing.assert_array_equal(again, expected)
+
 
 def test_refine_reproduces_official_preprocessing_on_a_converted_folder(source, official_folder):
     """--simulate --preprocess official: upsized to 512, zero-padded to 64, back to the input size."""
