@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""Throughput of the OFDM chain beside the single carrier and a stock chain, one core.
+
+    python benchmarks/ofdm_throughput.py --samples 10000000 --repeats 3 --core 0 --json /tmp/ofdm_tp.json
+
+In one process pinned to one CPU core (GNU Radio's threads inherit it), one after
+the other, ``--repeats`` times each:
+
+- ofdm:  diffjscc.image_source(waveform="ofdm", repeating one image) -> head ->
+         channels.channel_model (AWGN at 10 dB, frequency offset 0.005 cycles/sample)
+         -> diffjscc.jscc_receiver(waveform="ofdm") (every frame a PDU);
+- sc:    the same with the single carrier;
+- stock: blocks.vector_source_c (the same OFDM bursts, repeating) -> head ->
+         channels.channel_model -> digital.corr_est_cc (GNU Radio's burst detector,
+         correlating with the OFDM sync) -> null sink;
+- numpy: the OFDM receiver core alone on a recorded stream (CPU time of this
+         process), chunks of 8192 samples.
+
+The image is the astronaut sample encoded once by the QA tests' stand-in codec
+(768x512 after resizing: 3072 JSCC symbols, one frame), so the encoder hardly counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _module():
+    import gnuradio
+
+    source = str(ROOT / "gr-diffjscc" / "python")
+    if source not in gnuradio.__path__:
+        gnuradio.__path__.insert(0, source)
+
+
+def _image(tmp: Path) -> Path:
+    import skimage.data
+    from PIL import Image
+
+    path = tmp / "astronaut_768x512.png"
+    Image.fromarray(skimage.data.astronaut()).resize((768, 512)).save(path)
+    return path
+
+
+def _channel(noise_voltage: float):
+    from gnuradio import channels
+
+    return channels.channel_model(
+        noise_voltage=noise_voltage, frequency_offset=0.005, epsilon=1.0, taps=[1.0], noise_seed=1
+    )
+
+
+def chain(kind, args, encoder, image):
+    from gnuradio import blocks, diffjscc, gr
+
+    tb = gr.top_block()
+    src = diffjscc.image_source(
+        str(image), repeat=0, interval_s=0, encoder=encoder, waveform=kind, gap_samples=1000
+    )
+    head = blocks.head(gr.sizeof_gr_complex, args.samples)
+    chan = _channel(src.waveform.noise_voltage(10.0))
+    rx = diffjscc.jscc_receiver(waveform=kind)
+    for b in (src, head, chan):
+        b.set_min_output_buffer(1 << 15)
+    tb.connect(src, head, chan, rx)
+    tb.keep = (src, rx)
+    return tb
+
+
+def stock(args, bursts):
+    from diffjscc.radio.ofdm import OfdmConfig, noise_voltage, sync_preamble
+    from gnuradio import blocks, digital, gr
+
+    cfg = OfdmConfig()
+    gap = np.zeros(1000, np.complex64)
+    samples = np.concatenate([np.concatenate([b, gap]) for b in bursts])
+    template = sync_preamble(cfg.fft_size, cfg.used_carriers)
+    tb = gr.top_block()
+    src = blocks.vector_source_c(samples.tolist(), repeat=True)
+    head = blocks.head(gr.sizeof_gr_complex, args.samples)
+    chan = _channel(noise_voltage(10.0, cfg))
+    corr = digital.corr_est_cc(template.tolist(), 1, 0, 0.9, digital.THRESHOLD_ABSOLUTE)
+    sink = blocks.null_sink(gr.sizeof_gr_complex)
+    for b in (src, head, chan, corr):
+        b.set_min_output_buffer(1 << 15)
+    tb.connect(src, head, chan, corr, sink)
+    return tb
+
+
+def numpy_rx(bursts, seconds=3.0) -> float:
+    """Samples per CPU second of the numpy OFDM receiver on a noisy stream."""
+    from diffjscc.radio.ofdm import OfdmConfig, noise_voltage
+    from diffjscc.radio.ofdm_receiver import OfdmReceiver
+    from diffjscc.radio.sim import frequency_offset
+
+    cfg = OfdmConfig()
+    rng = np.random.default_rng(0)
+    gap = np.zeros(1000, np.complex64)
+    x = np.concatenate([np.concatenate([b, gap]) for b in bursts] * 40)
+    x = frequency_offset(x, 0.005)
+    sigma = noise_voltage(10.0, cfg)
+    x = (
+        x + sigma / np.sqrt(2) * (rng.standard_normal(x.size) + 1j * rng.standard_normal(x.size))
+    ).astype(np.complex64)
+    best = 0.0
+    t_end = time.monotonic() + seconds
+    while time.monotonic() < t_end or best == 0.0:
+        rx = OfdmReceiver(cfg)
+        t = time.process_time()
+        for i in range(0, x.size, 8192):
+            rx.feed(x[i : i + 8192])
+        rx.flush()
+        best = max(best, x.size / (time.process_time() - t))
+        assert rx.stats["frames_ok"] == 40 * len(bursts), rx.stats
+    return best
+
+
+def main(argv=None) -> int:
+    import tempfile
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--samples", type=int, default=10_000_000)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--core", type=int, default=0, help="CPU core to pin to")
+    p.add_argument("--json", type=Path)
+    args = p.parse_args(argv)
+    _module()
+    os.sched_setaffinity(0, {args.core})
+    from diffjscc.image import load_image
+    from diffjscc.radio.ofdm import build_bursts
+    from gnuradio.diffjscc._fakes import BlockMeanCodec
+
+    encoder = BlockMeanCodec()
+    runs = {"ofdm": [], "sc": [], "stock": []}
+    frames = {"ofdm": [], "sc": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        image = _image(Path(tmp))
+        bursts = build_bursts(encoder.encode(load_image(image), snr_db=10.0), 0)
+        for _ in range(args.repeats):
+            for kind in ("ofdm", "sc"):
+                tb = chain(kind, args, encoder, image)
+                t = time.perf_counter()
+                tb.run()
+                runs[kind].append(time.perf_counter() - t)
+                frames[kind].append(tb.keep[1].stats()["frames_ok"])
+            tb = stock(args, bursts)
+            t = time.perf_counter()
+            tb.run()
+            runs["stock"].append(time.perf_counter() - t)
+    msps = {k: args.samples / statistics.median(v) / 1e6 for k, v in runs.items()}
+    result = {
+        "machine": f"{platform.node()} {platform.processor() or platform.machine()}, 1 core (#{args.core})",
+        "load_average": os.getloadavg(),
+        "samples": args.samples,
+        "msps": msps,
+        "ratio_ofdm_to_stock": msps["ofdm"] / msps["stock"],
+        "ratio_sc_to_stock": msps["sc"] / msps["stock"],
+        "frames_ok": frames,
+        "numpy_ofdm_rx_msps_cpu": numpy_rx(bursts) / 1e6,
+        "seconds": runs,
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        from diffjscc.io import atomic_write_text
+
+        atomic_write_text(args.json, text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
