@@ -62,25 +62,233 @@ def equalise_frame(
     freq_halfwidth: float = 0.0,
     known: KnownSymbols | None = None,
     tuning: ReceiverTuning | None = None,
+    usable: np.ndarray | None = None,
 ) -> tuple[np.ndarray, ChannelEstimate]:
     """Channel estimate from every known symbol of a frame, and the equalised payload.
 
     ``y``: matched-filter outputs of the whole frame (preamble first), already
     corrected for the coarse frequency offset. The residual frequency offset is
     searched within ``freq_center +- freq_halfwidth`` cycles per symbol.
+    ``usable`` (bool per symbol of ``y``) restricts the estimate to the known
+    symbols it marks: those of a damaged frame's undamaged stretches.
     """
     k = frame_known(header, payload_len, cfg) if known is None else known
     track_window = (ReceiverTuning() if tuning is None else tuning).phase_track_window
-    est = estimate_channel(y[k.times], k.values, k.times, freq_center, freq_halfwidth)
+    times, values = k.times, k.values
+    pilot_times, pilot_values = k.pilot_times, k.pilot_values
+    if usable is not None:
+        keep = usable[times]
+        times, values = times[keep], values[keep]
+        keep = usable[pilot_times]
+        pilot_times, pilot_values = pilot_times[keep], pilot_values[keep]
+    est = estimate_channel(y[times], values, times, freq_center, freq_halfwidth)
     gain = est.gain_at_symbols(0, y.size)[k.payload_times]
     if track_window > 1:
         window = max(track_window, int(math.ceil(0.5 / (_TRACKER_NOISE * max(est.snr, 1e-3)))))
-        if 2 * window <= k.pilot_times.size:
+        if 2 * window <= pilot_times.size:
             phase = track_phase(
-                y[k.pilot_times], k.pilot_values, k.pilot_times, est, window, k.payload_times
+                y[pilot_times], pilot_values, pilot_times, est, window, k.payload_times
             )
             gain = gain * cis(phase).astype(np.complex64)
     return (y[k.payload_times] / gain).astype(np.complex64), est
+
+
+# Damage along a frame (a burst cut short, another burst over it) is found in two
+# steps: change points of the received energy locate where something changed, to a
+# few symbols at high SNR; the known symbols of each stretch between change points
+# then tell whether it still carries this burst as cleanly as its best stretch.
+_SPLIT_GAIN = 24.0  # log-likelihood a change point must gain (exponential model)
+_MIN_STRETCH = 64  # symbols between change points at least (3 pilots or more)
+_MAX_STRETCHES = 8
+_GUARD = 8  # symbols given up on each side of a damaged stretch (matched filter's reach)
+_MAX_GUARD = 160  # and at most this many, for the least sharp change points
+
+
+@dataclass(frozen=True)
+class Damage:
+    """Which symbols of a frame (preamble first) are still usable, and why the others are not."""
+
+    usable: np.ndarray  # bool per frame symbol
+    truncated: bool  # this burst's signal is missing somewhere (cut short)
+    collided: bool  # another signal lies over part of it
+    noise_var: float  # payload-weighted noise of the usable stretches (units of |y|^2)
+    collision_start: int | None = None  # first symbol of the first stretch with another signal
+
+
+def _scale_loglik(csum: np.ndarray, floor: float):
+    """Exponential log-likelihood (up to constants, negated) of stretches, from the
+    cumulative sum of a positive sequence."""
+
+    def loglik(lo, hi) -> np.ndarray:
+        count = np.asarray(hi - lo, dtype=np.float64)
+        total = csum[hi] - csum[lo]
+        return count * np.log(np.maximum(total / np.maximum(count, 1.0), floor))
+
+    return loglik
+
+
+def energy_stretches(
+    power: np.ndarray,
+    forced: tuple[int, ...] = (),
+    residual: np.ndarray | None = None,
+    residual_times: np.ndarray | None = None,
+) -> list[tuple[int, int]]:
+    """[start, stop) stretches of constant statistics, by binary segmentation.
+
+    Each split is where the exponential log-likelihood of the two halves beats
+    that of the whole by ``_SPLIT_GAIN`` at least (a change in scale) of the
+    power of every symbol plus, when given, of the residuals of the known
+    symbols at ``residual_times`` (sorted): the power tells a cut sharply, the
+    residuals another signal even where it hardly adds power.
+    ``forced``: change points known already.
+    """
+    n = power.size
+    csum = np.empty(n + 1)
+    csum[0] = 0.0
+    np.cumsum(power, out=csum[1:])
+    energy = _scale_loglik(csum, max(1e-12 * csum[-1] / max(n, 1), 1e-300))
+    noise = None
+    if residual is not None and residual.size:
+        rsum = np.empty(residual.size + 1)
+        rsum[0] = 0.0
+        np.cumsum(residual, out=rsum[1:])
+        noise = _scale_loglik(rsum, max(1e-12 * rsum[-1] / residual.size, 1e-300))
+
+    def gains(a: int, b: int, c: np.ndarray) -> np.ndarray:
+        g = energy(a, b) - energy(a, c) - energy(c, b)
+        if noise is not None:
+            ra, rb = np.searchsorted(residual_times, [a, b])
+            rc = np.searchsorted(residual_times, c)
+            g += noise(ra, rb) - noise(ra, rc) - noise(rc, rb)
+        return g
+
+    cuts = sorted({int(c) for c in forced if 0 < c < n})
+    todo = list(zip([0, *cuts], [*cuts, n], strict=True))
+    done: list[tuple[int, int]] = []
+    while todo:
+        a, b = todo.pop()
+        if b - a < 2 * _MIN_STRETCH or len(done) + len(todo) + 1 >= _MAX_STRETCHES:
+            done.append((a, b))
+            continue
+        c = np.arange(a + _MIN_STRETCH, b - _MIN_STRETCH + 1)
+        gain = gains(a, b, c)
+        i = int(np.argmax(gain))
+        if gain[i] > _SPLIT_GAIN:
+            todo += [(a, int(c[i])), (int(c[i]), b)]
+        else:
+            done.append((a, b))
+    return sorted(done)
+
+
+def find_damage(
+    y: np.ndarray,
+    k: KnownSymbols,
+    est: ChannelEstimate,
+    forced: tuple[int, ...] = (),
+    bad_after: int | None = None,
+) -> Damage | None:
+    """The frame's undamaged symbols, or None when the whole frame is fine.
+
+    ``y``: matched-filter outputs of the frame (preamble first), ``est`` the
+    estimate from all its known symbols (its frequency is used to derotate).
+    ``bad_after``: a symbol from which another burst is known to lie over this one.
+    A stretch is damaged when its known symbols show a gain well below the best
+    stretch's (the signal is gone: truncation) or more noise than it
+    (something else is there: a collision).
+    """
+    power = np.square(y.view(np.float32)).reshape(-1, 2).sum(axis=1)
+    order = np.argsort(k.times, kind="stable")
+    times = k.times[order]
+    z = y[times].astype(np.complex128) * np.conj(k.values[order])
+    z *= cis(-2 * np.pi * est.freq * (times - est.t_ref))
+    residual = np.abs(z - est.h) ** 2
+    stretches = energy_stretches(power, tuple(forced), residual, times)
+    if bad_after is not None:
+        # The stretch where the other burst begins is damaged from its start when
+        # the energy shows where that is; a long stretch is cut short of it instead.
+        split = []
+        for a, b in stretches:
+            if a < bad_after - 4 * _MIN_STRETCH and b > bad_after - _MIN_STRETCH:
+                split += [(a, bad_after - _MIN_STRETCH), (bad_after - _MIN_STRETCH, b)]
+            else:
+                split.append((a, b))
+        stretches = split
+    elif len(stretches) == 1:
+        return None
+    bounds = np.searchsorted(times, [a for a, _ in stretches] + [y.size])
+    count = np.diff(bounds).astype(np.float64)
+    gain = np.zeros(len(stretches), dtype=np.complex128)
+    noise = np.full(len(stretches), np.inf)
+    for i in range(len(stretches)):
+        zs = z[bounds[i] : bounds[i + 1]]
+        if zs.size >= 3:
+            gain[i] = zs.mean()
+            noise[i] = float(np.sum(np.abs(zs - gain[i]) ** 2)) / (zs.size - 1)
+    signal = np.maximum(np.abs(gain) ** 2 - noise / np.maximum(count, 1.0), 0.0)
+    snr = signal / np.maximum(noise, 1e-300)
+    lower = snr * (1.0 - 2.5 / np.sqrt(np.maximum(count, 1.0)))
+    late = [bad_after is not None and b > bad_after for _, b in stretches]
+    lower[late] = -np.inf
+    ref = int(np.argmax(lower))
+    if not np.isfinite(noise[ref]) or signal[ref] <= 0:
+        return Damage(np.zeros(y.size, bool), True, False, float("inf"))
+    usable = np.zeros(y.size, dtype=bool)
+    truncated = collided = False
+    collision_start = None
+    mean_power = [float(power[a:b].mean()) for a, b in stretches]
+    for i, (a, b) in enumerate(stretches):
+        spread = math.sqrt(1.0 / max(count[i], 1.0) + 1.0 / count[ref])
+        # Noise this much above the best stretch's is something else on the air
+        # (4.5 standard deviations of the ratio, and 10 % for phase wander).
+        # Stretches 30 dB above their noise are quiet whatever the best one's: that
+        # close to noiseless, the residuals are the receiver's own (interpolation,
+        # rounding), which follow the payload's power from stretch to stretch.
+        quiet = noise[i] <= max(noise[ref] * (1.1 + 4.5 * spread), 1e-3 * abs(gain[ref]) ** 2)
+        # A gain this far below means the burst is not there any more.
+        weak_by = abs(gain[ref]) - abs(gain[i])
+        present = abs(gain[i]) ** 2 >= 0.5 * abs(gain[ref]) ** 2 or weak_by**2 <= 9.0 * noise[
+            ref
+        ] * (1.0 / max(count[i], 1.0) + 1.0 / count[ref])
+        if quiet and present and not late[i]:
+            usable[a:b] = True
+        elif not present or mean_power[i] < 0.75 * mean_power[ref]:
+            truncated = True
+        else:
+            collided = True
+            if collision_start is None:
+                collision_start = a
+    if usable.all():
+        return None
+    # Give up symbols next to each damaged stretch: the matched filter spreads the
+    # damage over its span, and a change point is only as sharp as the change in
+    # power: about 1 / KL symbols off, KL = ln r + 1/r - 1 nats per symbol for a
+    # power ratio r (a collision doubling the power: 5 symbols; a cut at 30 dB: 0.2).
+    bad_stretch = [not usable[a] for a, _ in stretches]
+    for i in range(1, len(stretches)):
+        if bad_stretch[i] == bad_stretch[i - 1]:
+            continue
+        edge = stretches[i][0]
+        r = max(mean_power[i], 1e-300) / max(mean_power[i - 1], 1e-300)
+        kl = abs(math.log(r)) + 1.0 / r - 1.0 if r >= 1 else -math.log(r) + r - 1.0
+        kl = max(kl, 1e-3)
+        guard = min(_GUARD + int(math.ceil(6.0 / kl)), _MAX_GUARD)
+        if bad_stretch[i]:
+            usable[max(edge - guard, 0) : edge] = False
+        else:
+            usable[edge : edge + guard] = False
+    # The noise of what is delivered: each stretch's, from its usable known
+    # symbols, weighted by its usable symbols (the known ones crowd the header,
+    # and one stretch may be noisier than another).
+    keep = usable[times]
+    total = weighted = 0.0
+    for i, (a, b) in enumerate(stretches):
+        n_usable = int(np.count_nonzero(usable[a:b]))
+        zs = z[bounds[i] : bounds[i + 1]][keep[bounds[i] : bounds[i + 1]]]
+        if n_usable and zs.size >= 3:
+            total += n_usable
+            weighted += n_usable * float(np.sum(np.abs(zs - zs.mean()) ** 2)) / (zs.size - 1)
+    noise_var = weighted / total if total else float("inf")
+    return Damage(usable, truncated, collided, float(noise_var), collision_start)
 
 
 # Blocks of a frame whose timing is measured to follow a clock offset.

@@ -32,6 +32,7 @@ headers, NaN samples are counted in ``stats`` and dropped.
 from __future__ import annotations
 
 import cmath
+import dataclasses
 import functools
 import logging
 import math
@@ -49,6 +50,7 @@ from diffjscc.radio.equalise import (  # noqa: F401  (re-exported: the names' ol
     KnownSymbols,
     equalise_frame,
     estimate_drift,
+    find_damage,
     frame_known,
     matched_filter_drifting,
 )
@@ -112,18 +114,36 @@ _METRIC_PIECE = 1 << 18  # lags of detection metric computed at a time
 _MIN_BATCH = 4096  # new samples worth a pass of the receiver
 
 
+# Every detected burst ends in exactly one of frames_ok, frames_partial,
+# frames_unusable, header_crc_fail, header_invalid, estimate_failed (or an internal
+# error); frames_truncated and frames_collided say why a frame was partial or unusable.
 STAT_KEYS = (
     "samples_in",
     "bursts_detected",
     "header_crc_fail",
     "header_invalid",
     "frames_truncated",
+    "frames_collided",
+    "frames_partial",
+    "frames_unusable",
     "estimate_failed",
     "frames_ok",
     "nonfinite_samples",
     "invalid_input",
     "internal_errors",
+    "rescaled",
 )
+
+# Fewer usable payload symbols than this and a damaged frame is not delivered.
+_MIN_USABLE = 64
+# Symbols before a collision found by its energy where the search for the other
+# burst's preamble starts again (the change point may lie well inside it).
+_RESUME_BACK = 256
+# Symbols of undamaged frame start needed to measure a clock offset in a damaged frame.
+_MIN_DRIFT_SPAN = 1024
+# The samples are kept (scaled by a power of two) with their peak within
+# 2 ** +-_LEVEL_RANGE, where float32 products neither overflow nor lose precision.
+_LEVEL_RANGE = 24
 
 
 class _Growable:
@@ -227,6 +247,8 @@ class BurstReceiver:
         self._metric_start = self._buf_start  # absolute lag of _metric[0]
         self._search = 0  # absolute lag where the search for preambles continues
         self._pending: _Candidate | None = None
+        self._scale = 1.0  # buffered samples = samples fed * _scale (a power of two)
+        self._resume: int | None = None  # where a damaged frame wants the search to go on
 
     # ------------------------------------------------------------------ public
 
@@ -249,6 +271,7 @@ class BurstReceiver:
                 self.stats["nonfinite_samples"] += int(bad.sum())
                 x = np.where(bad, 0, x).astype(np.complex64)
         self.stats["samples_in"] += x.size
+        x = self._level(x)
         self._samples_store.append(x)
         # Tiny chunks are gathered first: every pass has a fixed cost, and
         # waiting for _MIN_BATCH samples delays nothing by more than that.
@@ -289,6 +312,28 @@ class BurstReceiver:
         return frames
 
     # --------------------------------------------------------------- internals
+
+    def _level(self, x: np.ndarray) -> np.ndarray:
+        """``x`` at the buffer's scale, which follows the signal's level by powers of
+        two (exact) so that a burst at 1e18 or 1e-20 is received like one at 1."""
+        if x.size == 0:
+            return x
+        v = x.view(np.float32)
+        peak = max(float(v.max()), -float(v.min())) * self._scale
+        lo, hi = 2.0**-_LEVEL_RANGE, 2.0**_LEVEL_RANGE
+        if peak > hi or 0.0 < peak < lo:
+            if peak < lo:  # louder samples still buffered must not overflow
+                buffered = self._buf.view(np.float32)
+                if buffered.size:
+                    peak = max(peak, float(buffered.max()), -float(buffered.min()))
+            factor = 2.0 ** -round(math.log2(peak))
+            if factor != 1.0 and (peak > hi or peak * factor <= hi):
+                self._samples_store.view[...] *= np.float32(factor)
+                self._scale *= factor
+                self.stats["rescaled"] += 1
+        if self._scale != 1.0:
+            x = x * np.float32(self._scale)
+        return x
 
     @property
     def _buf(self) -> np.ndarray:
@@ -349,10 +394,17 @@ class BurstReceiver:
         energy = ndimage.uniform_filter1d(power, reach, mode="constant")[reach // 2 :][:n]
         energy *= reach
         # The FFT leaves rounding noise where the input is silent; without a
-        # floor relative to the loudest part of the chunk, silence next to a
-        # burst would look like a perfect match.
-        floor = max(1e-7 * float(energy.max(initial=0.0)), 1e-30)
-        np.maximum(energy, floor, out=energy)
+        # floor relative to the loud samples nearby, silence next to a burst
+        # would look like a perfect match. Rounding noise reaches no further than
+        # one FFT block (plus the metric's reach): a quiet burst beyond that from
+        # a loud one keeps its own level (a floor over the whole chunk hid it).
+        top = float(energy.max(initial=0.0))
+        if 1e-7 * top > float(energy.min(initial=top)):
+            near = 2 * (t.template_fft.size + reach) + 1
+            floor = ndimage.maximum_filter1d(energy, near, mode="nearest")
+            floor *= 1e-7
+            np.maximum(energy, floor, out=energy)
+        np.maximum(energy, 1e-30, out=energy)
         energy *= (K - 1) * t.template_energy * (D / reach)
         metric = np.abs(dsum)
         metric /= energy
@@ -431,19 +483,27 @@ class BurstReceiver:
         inside = self._metric_at(int(p.start) + t.preamble_samples, body_end_lag)
         bar = max(self._threshold, 0.5 * p.peak_metric)
         hits = np.flatnonzero(inside > bar)
+        other = None
         if hits.size:
-            self.stats["frames_truncated"] += 1
+            # Decoded up to where the other burst begins; the search resumes there.
+            other = (t.preamble_samples + int(hits[0])) / cfg.sps
             self._search = int(p.start) + t.preamble_samples + int(hits[0])
-            self._pending = None
-            return True, None
-        frame = self._decode_payload(p)
-        self._search = body_end_lag
+        else:
+            self._search = body_end_lag
+        self._resume = None
+        frame = self._decode_payload(p, other)
+        if self._resume is not None:
+            # Another burst lies over this one without a preamble seen inside:
+            # search again from where it began.
+            self._search = min(self._search, self._resume)
         self._pending = None
+        if frame is None:
+            return True, None
         if not (np.all(np.isfinite(frame.symbols)) and math.isfinite(frame.snr_db)):
             # Only a degenerate channel estimate (h = 0) gets here; never deliver NaN.
             self.stats["estimate_failed"] += 1
             return True, None
-        self.stats["frames_ok"] += 1
+        self.stats["frames_ok" if frame.complete else "frames_partial"] += 1
         return True, frame
 
     def _samples(
@@ -552,7 +612,10 @@ class BurstReceiver:
         """Samples a clock offset within the configured limit can move a frame's end."""
         return min(_DRIFT_EXTRA_MAX, int(math.ceil(count * self.cfg.sps * self._max_sro)) + 1)
 
-    def _decode_payload(self, p: _Candidate) -> ReceivedFrame:
+    def _decode_payload(self, p: _Candidate, other: float | None = None) -> ReceivedFrame | None:
+        """The frame of a candidate whose samples have all arrived; None (counted)
+        when too little of it is usable. ``other``: symbol (from the burst start)
+        where another burst's preamble was found inside this one."""
         cfg = self.cfg
         header = p.header
         count = PREAMBLE_LENGTH + p.body_len
@@ -572,14 +635,63 @@ class BurstReceiver:
         symbols, est = equalise_frame(
             y, header, p.payload_len, cfg, p.header_est.freq, halfwidth, known, self.tuning
         )
+        mask = None
+        bad_after = None if other is None else max(int(other), 1)
+        damage = find_damage(y, known, est, bad_after=bad_after)
+        if damage is not None and drift:
+            # The clock offset was measured over noise or another burst as well:
+            # measured again over the undamaged start of the frame (or left alone),
+            # and the damage looked for again in the symbols taken with it.
+            prefix = int(np.argmin(damage.usable))
+            y = matched_filter(seg, start, count, cfg)
+            drift = 0.0
+            if prefix >= _MIN_DRIFT_SPAN:
+                drift = estimate_drift(seg, start, y[:prefix], cfg, self._max_sro, p.header_est.snr)
+            if drift:
+                y = matched_filter_drifting(seg, start, count, drift, cfg)
+            symbols, est = equalise_frame(
+                y, header, p.payload_len, cfg, p.header_est.freq, halfwidth, known, self.tuning
+            )
+            damage = find_damage(y, known, est, bad_after=bad_after)
+        if damage is not None:
+            if damage.collision_start is not None and other is None:
+                back = (damage.collision_start - _RESUME_BACK) * cfg.sps
+                self._resume = int(p.start) + max(back, self._tables.preamble_samples)
+            self.stats["frames_truncated"] += int(damage.truncated)
+            self.stats["frames_collided"] += int(damage.collided or other is not None)
+            mask = damage.usable[known.payload_times]
+            if np.count_nonzero(mask) < min(_MIN_USABLE, mask.size):
+                self.stats["frames_unusable"] += 1
+                return None
+            symbols, est = equalise_frame(
+                y,
+                header,
+                p.payload_len,
+                cfg,
+                p.header_est.freq,
+                halfwidth,
+                known,
+                self.tuning,
+                usable=damage.usable,
+            )
+            symbols[~mask] = 0
+            if math.isfinite(damage.noise_var) and damage.noise_var > 0:
+                # The usable stretches' own noise, weighted by their symbols: the
+                # known symbols crowd the header, and a stretch may be noisier.
+                signal = est.snr * est.noise_var
+                est = dataclasses.replace(
+                    est, noise_var=damage.noise_var, snr=signal / damage.noise_var
+                )
         # h for the payload's middle symbol, in the training convention: without the
         # matched filter's gain (sqrt(sps) for a unit channel: the transmit pulse has
         # energy sps, the matched filter 1), and with the phase that the coarse frequency
         # correction took away at that symbol's sample, so that it is the phase of the
         # samples as received there rather than one relative to where this buffer began.
+        # The receiver's own scaling of the samples (``_LEVEL_RANGE``) is taken out.
         centre = 0.5 * float(known.payload_times[0] + known.payload_times[-1])
         at = start + (cfg.filter_span + centre * (1.0 + drift)) * cfg.sps
         h = complex(est.gain(np.array([centre]))[0]) * cmath.exp(2j * math.pi * p.cfo * at)
+        scale = self._scale
         return ReceivedFrame(
             image_id=header.image_id,
             frame_index=header.frame_index,
@@ -589,13 +701,14 @@ class BurstReceiver:
             design_snr_db=header.design_snr_db,
             symbols=symbols,
             snr_db=est.snr_db,
-            h=h / math.sqrt(cfg.sps),
+            h=h / math.sqrt(cfg.sps) / scale,
             cfo=p.cfo + est.freq / cfg.sps,
             timing=float(p.start),
-            noise_var=est.noise_var / cfg.sps,
+            noise_var=est.noise_var / cfg.sps / scale**2,
             num_known=est.num_known,
             sample_rate_offset=drift,
             h_sample=origin + at,
+            received_mask=None if mask is None or mask.all() else mask,
         )
 
     def _trim(self) -> None:
