@@ -68,6 +68,38 @@ _BUSY_AFTER_CLOSE: set[threading.Thread] = set()
 EXIT_WAIT_S = 60.0
 
 
+class DecodeInterrupted(BaseException):
+    """Raised inside an abandoned local decode. A BaseException, as asyncio's
+    CancelledError, so that the engine's per-batch ``except Exception`` lets it by."""
+
+
+# What the decode thread of a LocalDecoder is doing: ``abandoned()`` says whether the
+# request it decodes has been given up (cancelled, timed out, decoder closed).
+_decode_state = threading.local()
+_INTERRUPTION_HOOK = None
+
+
+def _interruption_point(module, args) -> None:
+    abandoned = getattr(_decode_state, "abandoned", None)
+    if abandoned is not None and abandoned():
+        raise DecodeInterrupted()
+
+
+def _install_interruption_point() -> None:
+    """Before every torch module's forward: a decode given up stops there, within
+    milliseconds, instead of holding the CPU (and the interpreter's exit) for a whole
+    decode. Other threads' forwards only read an unset thread-local."""
+    global _INTERRUPTION_HOOK
+    if _INTERRUPTION_HOOK is None:
+        try:
+            import torch
+        except ImportError:  # a codec_loader without torch: nothing to interrupt
+            return
+        _INTERRUPTION_HOOK = torch.nn.modules.module.register_module_forward_pre_hook(
+            _interruption_point
+        )
+
+
 @atexit.register
 def _wait_for_busy_decodes() -> None:
     deadline = time.monotonic() + EXIT_WAIT_S
@@ -221,11 +253,18 @@ class LocalDecoder:
                 request, future = self._waiting.popleft()
                 if future not in self._pending:  # cancelled or expired while waiting
                     continue
+            # Abandoned (cancelled, timed out, closed): the decode stops at its next layer.
+            _decode_state.abandoned = lambda f=future: self._closed or f not in self._pending
             try:
                 reply = self.decode(request)
+            except DecodeInterrupted:
+                self.stats["interrupted"] += 1  # its future is resolved already
+                continue
             except Exception as exc:  # decode() answers; this guard keeps the thread serving
                 log.exception("local decode of %r failed", getattr(request, "request_id", None))
                 reply = DecodeReply.failure(request, f"internal: {type(exc).__name__}", INTERNAL)
+            finally:
+                _decode_state.abandoned = None
             with self._state:
                 self._pending.pop(future, None)
             if not _resolve_future(future, reply):
@@ -262,6 +301,7 @@ class LocalDecoder:
             self._engine = CodecEngine(
                 device=self.device, codec_loader=self._codec_loader, half=False
             )
+            _install_interruption_point()
         return self._engine
 
     def decode(self, request: DecodeRequest) -> DecodeReply:
