@@ -73,7 +73,7 @@ def test_clean_round_trip_through_the_registry():
     assert power == pytest.approx(1.0, abs=0.05)
     rx = wf.make_receiver()
     assert isinstance(rx, Receiver)
-    x, _ = _channel(bursts, wf.cfg, 40.0, rng)
+    x, _ = _channel(bursts, wf.cfg, 90.0, rng)  # nearly noiseless, after silence
     frames = rx.feed(x) + rx.flush()
     assert [(f.image_id, f.frame_index, f.frame_count, f.waveform) for f in frames] == [
         (9, 0, 2, "ofdm"),

@@ -66,6 +66,7 @@ log = logging.getLogger(__name__)
 EQUALISERS = ("mmse", "zf")
 _PASS_SAMPLES = 8192  # samples gathered before a pass (a pass has a fixed cost)
 _CORR_FFT = 4096  # overlap-save block of the sync correlation
+_MIN_RHO = 1e-4  # smallest pilot noise (relative to the channel) the Wiener filter assumes
 _LAGS = 8  # neighbouring lags of the sync metric summed (multipath energy)
 
 
@@ -228,7 +229,9 @@ def wiener_interpolator(
     if delays is None:
         delays = np.arange(max(cfg.cp_length, 1))
     key = tuple(int(round(float(d))) for d in np.asarray(delays).reshape(-1))
-    rho_q = round(4.0 * 10.0 * math.log10(max(float(rho), 1e-9))) / 40.0
+    # At least -40 dB: a narrow delay prior leaves the pilot correlations nearly
+    # singular, and a smaller load would amplify what noise there is without bound.
+    rho_q = round(4.0 * 10.0 * math.log10(max(float(rho), _MIN_RHO))) / 40.0
     return _wiener_cached(cfg, key, rho_q)
 
 
@@ -513,10 +516,13 @@ class OfdmReceiver:
         # over neighbouring lags gathers a multipath channel's energy coherently.
         total = np.concatenate([[0.0], np.cumsum(acc)])
         acc = total[_LAGS : _LAGS + count] - total[:count]
+        # Mean power over every sample the sums used (a quiet stretch before a burst
+        # would otherwise divide the burst's first products by the silence's power).
+        span = SYNC_LENGTH + _LAGS
         energy = ndimage.uniform_filter1d(
             (x.real.astype(np.float64) ** 2 + x.imag.astype(np.float64) ** 2),
-            SYNC_LENGTH,
-            origin=-(SYNC_LENGTH // 2),
+            span,
+            origin=-(span // 2),
         )[:count]
         # |acc| = 7 |g|^2 E_b^2 gain for a clean burst; energy (mean) = |g|^2 + noise.
         norm = (SYNC_BLOCKS - 1) * self._block_energy**2 * self._lag_gain
