@@ -231,6 +231,13 @@ def test_qt_loopback_controls(tmp_path_factory):
     assert blocks["design_snr"]["parameters"]["value"] == "snr_db if enc_follows else enc_snr_db"
     for sink in ("qtgui_freq_sink_x_0", "qtgui_time_sink_x_0", "qtgui_const_sink_x_0"):
         assert sink in blocks
+    # A moved control sends the next image at once (not at the next interval).
+    flowgraph = _load(ROOT / "grc" / "loopback_sim.grc")
+    assert ["diffjscc_on_change_0", "out", "diffjscc_image_source_0", "next"] in flowgraph[
+        "connections"
+    ]
+    watched = blocks["diffjscc_on_change_0"]["parameters"]["value"]
+    assert all(v in watched for v in ("design_snr", "noise_voltage", "cfo", "epsilon", "h"))
     time_sink = blocks["qtgui_time_sink_x_0"]["parameters"]
     assert (time_sink["label1"], time_sink["label2"]) == ("I", "Q")
     if GRCC is not None:

@@ -14,6 +14,7 @@ from .image_sink import image_sink
 from .image_source import image_source
 from .jscc_receiver import jscc_receiver
 from .link_stats import link_stats
+from .on_change import on_change
 from .peak_meter import peak_meter
 from .sigmf_recorder import sigmf_recorder
 
@@ -23,6 +24,7 @@ __all__ = [
     "image_sink",
     "image_display",
     "link_stats",
+    "on_change",
     "peak_meter",
     "sigmf_recorder",
 ]
