@@ -180,6 +180,25 @@ def energy_stretches(
     return sorted(done)
 
 
+_LOCAL_WINDOW = 16  # known symbols averaged for a stretch's local gain
+
+
+def _local_gain_noise(z: np.ndarray) -> tuple[float, float]:
+    """|gain| and noise variance of derotated known symbols z_k = h_k + n_k whose
+    gain may turn slowly (a frequency error left by an estimate that damage
+    spoilt): from a moving mean over ``_LOCAL_WINDOW`` of them rather than one
+    mean over the whole stretch."""
+    w = min(_LOCAL_WINDOW, z.size)
+    kernel = np.ones(w)
+    norm = np.convolve(np.ones(z.size), kernel, mode="same")
+    local = (np.convolve(z, kernel, mode="same") - z) / np.maximum(norm - 1.0, 1.0)
+    # Each residual against the mean of its neighbours (itself left out): E|z - m|^2
+    # = sigma^2 (1 + 1/(w-1)); the mean's own noise biases |m|^2 by sigma^2/(w-1).
+    noise = float(np.mean(np.abs(z - local) ** 2)) * (w - 1.0) / w
+    power = float(np.mean(np.abs(local) ** 2)) - noise / max(w - 1.0, 1.0)
+    return math.sqrt(max(power, 0.0)), noise
+
+
 def find_damage(
     y: np.ndarray,
     k: KnownSymbols,
@@ -217,19 +236,19 @@ def find_damage(
         return None
     bounds = np.searchsorted(times, [a for a, _ in stretches] + [y.size])
     count = np.diff(bounds).astype(np.float64)
-    gain = np.zeros(len(stretches), dtype=np.complex128)
+    gain = np.zeros(len(stretches))
     noise = np.full(len(stretches), np.inf)
     for i in range(len(stretches)):
         zs = z[bounds[i] : bounds[i + 1]]
         if zs.size >= 3:
-            gain[i] = zs.mean()
-            noise[i] = float(np.sum(np.abs(zs - gain[i]) ** 2)) / (zs.size - 1)
+            gain[i], noise[i] = _local_gain_noise(zs)
     signal = np.maximum(np.abs(gain) ** 2 - noise / np.maximum(count, 1.0), 0.0)
     snr = signal / np.maximum(noise, 1e-300)
     lower = snr * (1.0 - 2.5 / np.sqrt(np.maximum(count, 1.0)))
     late = [bad_after is not None and b > bad_after for _, b in stretches]
     lower[late] = -np.inf
     ref = int(np.argmax(lower))
+
     if not np.isfinite(noise[ref]) or signal[ref] <= 0:
         return Damage(np.zeros(y.size, bool), True, False, float("inf"))
     usable = np.zeros(y.size, dtype=bool)
@@ -239,11 +258,12 @@ def find_damage(
     for i, (a, b) in enumerate(stretches):
         spread = math.sqrt(1.0 / max(count[i], 1.0) + 1.0 / count[ref])
         # Noise this much above the best stretch's is something else on the air
-        # (4.5 standard deviations of the ratio, and 10 % for phase wander).
+        # (4.5 standard deviations of the ratio, and 10 % for the receiver's own
+        # residuals; 3 standard deviations took clean stretches for damaged).
         # Stretches 30 dB above their noise are quiet whatever the best one's: that
         # close to noiseless, the residuals are the receiver's own (interpolation,
         # rounding), which follow the payload's power from stretch to stretch.
-        quiet = noise[i] <= max(noise[ref] * (1.1 + 4.5 * spread), 1e-3 * abs(gain[ref]) ** 2)
+        quiet = noise[i] <= max(noise[ref] * (1.1 + 4.5 * spread), 1e-3 * gain[ref] ** 2)
         # A gain this far below means the burst is not there any more.
         weak_by = abs(gain[ref]) - abs(gain[i])
         present = abs(gain[i]) ** 2 >= 0.5 * abs(gain[ref]) ** 2 or weak_by**2 <= 9.0 * noise[
@@ -286,7 +306,7 @@ def find_damage(
         zs = z[bounds[i] : bounds[i + 1]][keep[bounds[i] : bounds[i + 1]]]
         if n_usable and zs.size >= 3:
             total += n_usable
-            weighted += n_usable * float(np.sum(np.abs(zs - zs.mean()) ** 2)) / (zs.size - 1)
+            weighted += n_usable * _local_gain_noise(zs)[1]
     noise_var = weighted / total if total else float("inf")
     return Damage(usable, truncated, collided, float(noise_var), collision_start)
 
