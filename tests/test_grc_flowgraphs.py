@@ -518,3 +518,36 @@ def test_no_block_is_drawn_over_another():
             for b, (bx0, by0, bx1, by1) in items[i + 1 :]:
                 overlap = ax0 < bx1 and bx0 < ax1 and ay0 < by1 and by0 < ay1
                 assert not overlap, f"{Path(path).name}: {a} and {b} overlap"
+
+
+# -- CMake: install to a prefix, import from it, uninstall leaves nothing importable --------
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not installed")
+def test_cmake_install_to_a_prefix_and_uninstall(tmp_path):
+    build, prefix = tmp_path / "build", tmp_path / "prefix"
+    run = dict(capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        ["cmake", "-S", str(ROOT), "-B", str(build), f"-DCMAKE_INSTALL_PREFIX={prefix}"], **run
+    )
+    if proc.returncode != 0 and "Gnuradio" in proc.stderr:
+        pytest.skip("GNU Radio's CMake package (gnuradio-dev) not installed")
+    assert proc.returncode == 0, proc.stderr
+    assert "QA tests run with" in proc.stdout
+    for args in (["--build", str(build)], ["--install", str(build)]):
+        proc = subprocess.run(["cmake", *args], **run)
+        assert proc.returncode == 0, proc.stderr
+    (site,) = prefix.glob("lib/python3*/*-packages")
+    assert (prefix / "share/gnuradio/grc/blocks/diffjscc_image_sink.block.yml").exists()
+    code = "from gnuradio import diffjscc; print(diffjscc.__file__)"
+    env = dict(os.environ, PYTHONPATH=str(site))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, **run)
+    assert proc.returncode == 0 and str(site) in proc.stdout, proc.stderr  # PYTHONPATH is enough
+    proc = subprocess.run(["cmake", "--build", str(build), "--target", "uninstall"], **run)
+    assert proc.returncode == 0, proc.stderr
+    assert not (site / "gnuradio" / "diffjscc").exists(), "an empty package folder is left"
+    assert not list(prefix.rglob("*diffjscc*"))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, **run)
+    # Nothing of the prefix imports any more (a copy installed elsewhere may, that is fine).
+    assert str(prefix) not in proc.stdout, proc.stdout
+    assert proc.returncode != 0 or "diffjscc" in proc.stdout
