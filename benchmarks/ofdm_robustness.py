@@ -15,7 +15,7 @@ With Rayleigh taps the SNR of a frame is that of its fade: a second pass of the
 same fading without noise measures each burst's received SNR over its sync and
 header symbols, and the frames received there at 3 dB or more are counted apart (a frame in a 10 dB fade of a 3 dB
 channel is at -7 dB, where nothing decodes).
-Also the SNR estimate against what the delivered symbols show (MMSE effective
+Also the SNR estimate against what the delivered symbols show (effective
 SNR against the sent symbols), and the channel uses per JSCC symbol.
 """
 
@@ -98,7 +98,7 @@ def run(snr_db, frames, seed=0, doppler=1e-4, cfo=0.005, preset="epa") -> dict:
         if 0 <= f.image_id < frames and f.frame_index == 0 and f.image_shape == shape:
             ok.add(f.image_id)
             mse = float(np.mean(np.abs(f.symbols - sent[f.image_id]) ** 2))
-            gaps.append(f.snr_db - 10 * np.log10(max(1 / mse - 1, 1e-6)))
+            gaps.append(f.snr_db - 10 * np.log10(1 / max(mse, 1e-12)))
     above = received_snr >= 3.0
     return {
         "snr_db": snr_db,

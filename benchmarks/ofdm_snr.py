@@ -9,7 +9,7 @@ unit energy), a random fractional delay, a frequency offset of 1 % of the
 single carrier's symbol rate (0.005 cycles per sample) and AWGN. For each
 frame the receiver's estimate is compared with the effective SNR computed by
 the genie receiver from the true channel and noise (the definition: the SNR of
-an AWGN channel giving the same mean squared error after MMSE equalisation,
+an AWGN channel giving the same mean squared error after equalisation,
 ``ofdm_receiver.effective_snr``), and with what the delivered symbols show.
 Target: |bias| <= 0.5 dB. Also reports the estimated receiver's loss against
 the genie (effective SNR of the symbols, both measured against the sent ones).
@@ -33,7 +33,7 @@ def _receive(rx, x):
 
 def measured_snr_db(symbols, sent) -> float:
     mse = float(np.mean(np.abs(symbols - sent) ** 2))
-    return 10 * np.log10(max(1 / mse - 1, 1e-6))
+    return 10 * np.log10(1 / max(mse, 1e-12))
 
 
 def run(profiles, snrs, draws, seed=0, log=print) -> list[dict]:

@@ -20,12 +20,14 @@
    a Wiener filter whose prior is a uniform power delay profile over the cyclic
    prefix. The header is decoded first from the estimate over its own symbols
    (CRC checked, fields validated), then the whole frame is estimated.
-4. **Equalisation**: MMSE (default) or zero forcing per subcarrier, the payload
-   de-interleaved. Each JSCC symbol gets its error variance (noise plus channel
-   estimation error over |H|^2), and the frame's SNR is the **effective SNR**:
-   the SNR of an AWGN channel that gives the same mean squared error with the
-   same equaliser: 1 / mean(MSE) - 1 for MMSE, 1 / mean(MSE) for zero forcing.
-   On a flat channel both are the per-subcarrier SNR, the training convention.
+4. **Equalisation**: MMSE weights per subcarrier scaled to keep the symbols'
+   mean gain (default; zero forcing on a flat channel, faded subcarriers shrunk
+   towards erasures), or zero forcing; the payload de-interleaved. Each JSCC
+   symbol gets its error variance against the sent one (noise and channel
+   estimation error; the shrinking's bias), and the frame's SNR is the
+   **effective SNR**: the SNR of an AWGN channel that gives the same mean
+   squared error, 1 / mean(error variance), the training convention
+   (x_hat = x + n, SNR = 1 / var(n)). On a flat channel it is the SNR.
 
 A genie mode (``GenieChannel``, for benchmarks) replaces synchronisation and
 estimation by the true burst start, frequency offset, channel and noise.
@@ -303,25 +305,30 @@ def genie_channel_grid(genie: GenieChannel, start: float, m: int, cfg: OfdmConfi
 
 
 def equalise(y: np.ndarray, grid: ChannelGrid, kind: str = "mmse"):
-    """Equalised symbols and the variance of their error against the sent ones."""
+    """Equalised symbols and the variance of their error against the sent ones.
+
+    ``mmse``: the per-subcarrier MMSE weights conj(H) / (|H|^2 + N), divided by their
+    mean gain over the frame, so that on average the symbols keep their scale (the
+    decoder was trained on x + n, unbiased): a flat channel gives exactly zero forcing,
+    a faded subcarrier is shrunk towards zero (nearly an erasure) instead of having its
+    noise amplified. ``zf``: y / H. N includes the channel estimate's error."""
     h = grid.h
     p = h.real**2 + h.imag**2
     noise = grid.noise_var + grid.error_var
     if kind == "zf":
         x = y / np.where(p > 0, h, 1.0)
-        var = noise / np.maximum(p, 1e-30)
-    else:
-        x = y * np.conj(h) / (p + noise)
-        var = noise / (p + noise)
+        return x, noise / np.maximum(p, 1e-30)
+    shrink = p / (p + noise)
+    gain = shrink / max(float(np.mean(shrink)), 1e-12)
+    x = y * np.conj(h) / (p + noise) * (gain / np.maximum(shrink, 1e-30))
+    var = (gain - 1.0) ** 2 + gain**2 * noise / np.maximum(p, 1e-30)
     return x, var
 
 
-def effective_snr(var: np.ndarray, kind: str = "mmse") -> float:
-    """The AWGN SNR that gives the same mean squared error with the same equaliser."""
-    mse = float(np.mean(var))
-    if kind == "zf":
-        return 1.0 / max(mse, 1e-12)
-    return max(1.0 / max(mse, 1e-12) - 1.0, 1e-6)
+def effective_snr(var: np.ndarray) -> float:
+    """The SNR of an AWGN channel with the same mean squared error, 1 / mean(var): what
+    the decoder's training assumed (x_hat = x + n, SNR = 1 / var(n))."""
+    return 1.0 / max(float(np.mean(var)), 1e-12)
 
 
 # -- the streaming receiver ---------------------------------------------------------------
@@ -609,7 +616,7 @@ class OfdmReceiver:
         slots = hdr.HEADER_SYMBOLS + interleaver(p.payload_len)
         symbols = flat_x[slots].astype(np.complex64)
         sym_var = flat_var[slots].astype(np.float32)
-        snr = effective_snr(sym_var, kind)
+        snr = effective_snr(sym_var)
         hflat = grid.h.reshape(-1)[slots]
         h_rms = math.sqrt(float(np.mean(np.abs(hflat) ** 2)))
         h = cmath.rect(h_rms, cmath.phase(complex(np.mean(hflat))))
