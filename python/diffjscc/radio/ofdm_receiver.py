@@ -60,7 +60,7 @@ from diffjscc.radio.ofdm import (
     pilot_values,
     sync_block,
 )
-from diffjscc.radio.sequences import BARKER_7
+from diffjscc.radio.sequences import BARKER_7, COVER_SIGNS
 from diffjscc.radio.waveform import RECEIVER_STAT_KEYS
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ EQUALISERS = ("mmse", "zf")
 _PASS_SAMPLES = 8192  # samples gathered before a pass (a pass has a fixed cost)
 _CORR_FFT = 4096  # overlap-save block of the sync correlation
 _MIN_RHO = 1e-4  # smallest pilot noise (relative to the channel) the Wiener filter assumes
-_LAGS = 8  # neighbouring lags of the sync metric summed (multipath energy)
+_LAGS = 16  # neighbouring lags of the sync metric summed (multipath energy)
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ class OfdmTuning:
 
     # On the normalised sync metric (about s / (1 + s) at a per-sample SNR s; a
     # per-subcarrier SNR of 0 dB is s = 0.5 with the default half-band occupancy).
-    # Pure noise stays below 0.12 over 4e6 samples; 0 dB gives about 0.3, -3 dB 0.19.
+    # Pure noise stays below 0.14 over 4e6 samples; 0 dB gives about 0.3, -3 dB 0.19.
     detection_threshold: float = 0.16
     equaliser: str = "mmse"
     timing_backoff: int = -1  # samples the FFT window starts early; -1: cp_length // 4
@@ -372,18 +372,18 @@ class OfdmReceiver:
                 f"timing_backoff {self._backoff} is longer than the cyclic prefix {cfg.cp_length}"
             )
         block = sync_block(cfg.fft_size, cfg.used_carriers).astype(np.complex128)
+        self._block = block
         self._template = np.conj(block[::-1])
         kernel = np.zeros(_CORR_FFT, dtype=np.complex64)
         kernel[:SYNC_PERIOD] = self._template
         self._template_fft = scipy.fft.fft(kernel).astype(np.complex64)
         self._block_energy = float(np.sum(np.abs(block) ** 2))
-        # The lag sum's gain and offset for a single path: the block's periodic
-        # autocorrelation |R(l)|^2 summed over _LAGS lags, at its best placement.
+        # The lag sum's gain for a single path: the block's periodic autocorrelation
+        # |R(l)|^2 summed over _LAGS lags, at its best placement.
         auto = np.fft.ifft(np.abs(np.fft.fft(block)) ** 2)
         r2 = np.abs(np.concatenate([auto[-_LAGS:], auto[:_LAGS]])) ** 2 / self._block_energy**2
         sums = np.array([r2[i : i + _LAGS].sum() for i in range(_LAGS + 1)])
         self._lag_gain = float(sums.max())
-        self._lag_offset = int(np.argmax(sums)) - _LAGS  # window start minus the path
         self._header_syms = header_symbol_count(cfg)
         self.stats = {k: 0 for k in RECEIVER_STAT_KEYS}
         self.stats["header_crc_fail"] = 0
@@ -487,7 +487,7 @@ class OfdmReceiver:
         valid_end = self._end - SYNC_LENGTH - _LAGS  # last metric index + 1 computable
         if valid_end - lo < SYNC_LENGTH:
             return False
-        metric, angle = self._metric(lo, valid_end)
+        metric, angle, single = self._metric(lo, valid_end)
         above = np.flatnonzero(metric > self.tuning.detection_threshold)
         if above.size == 0:
             self._search = valid_end
@@ -497,8 +497,14 @@ class OfdmReceiver:
             self._search = lo + first  # wait for the whole peak window
             return False
         peak = first + int(np.argmax(metric[first : first + SYNC_LENGTH]))
-        start = lo + peak - self._lag_offset
+        # The burst starts at the first path: the first lag of the summed window (and
+        # a few before it) whose own sum reaches 30 % of the strongest.
+        early = max(0, peak - _LAGS // 4)
+        lags = single[early : peak + _LAGS]
+        start = lo + early + int(np.argmax(lags >= 0.3 * float(lags.max())))
+        strongest = lo + early + int(np.argmax(lags))
         cfo = float(angle[peak]) / (2.0 * math.pi * SYNC_PERIOD)
+        cfo += self._sync_residual(strongest, cfo)
         if self.genie is not None:
             true = min(self.genie.burst_starts, key=lambda t: abs(t - start))
             if abs(true - start) <= self.cfg.cp_length:
@@ -508,8 +514,28 @@ class OfdmReceiver:
         self._search = start + SYNC_LENGTH
         return True
 
-    def _metric(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-        """Normalised sync metric and angle for burst starts lo..hi-1 (absolute)."""
+    def _sync_residual(self, at: int, cfo: float) -> float:
+        """What the coarse frequency offset (from products one block apart) misses: a line
+        through the phases of the eight block correlations at the strongest path, after
+        the coarse correction (several times finer; at -3 dB the coarse error reaches
+        half a subcarrier, more than the pilots' estimate can take)."""
+        x = self._samples(at, at + SYNC_LENGTH)
+        if x is None:
+            return 0.0
+        n = np.arange(SYNC_LENGTH)
+        x = x * np.exp(-2j * np.pi * cfo * n)
+        blocks = x.reshape(SYNC_BLOCKS, SYNC_PERIOD) * COVER_SIGNS[:, None]
+        c = np.einsum("bn,n->b", blocks, np.conj(self._block))  # one correlation per block
+        phase = np.unwrap(np.angle(c))
+        w = np.abs(c) ** 2
+        t = np.arange(SYNC_BLOCKS, dtype=np.float64)
+        tc = t - np.sum(w * t) / max(float(np.sum(w)), 1e-30)
+        slope = float(np.sum(w * tc * phase) / max(float(np.sum(w * tc * tc)), 1e-30))
+        return slope / (2.0 * math.pi * SYNC_PERIOD)
+
+    def _metric(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Normalised sync metric and angle for burst starts lo..hi-1 (absolute), and
+        the magnitude of the single-lag sums (lo..hi-1+_LAGS) it adds up."""
         x = self._samples(lo, hi + SYNC_LENGTH + _LAGS)
         corr = self._correlate(x)  # [n] = sum_i conj(t[i]) x[n + i]
         count = hi - lo
@@ -521,6 +547,7 @@ class OfdmReceiver:
             acc += seg if b > 0 else -seg
         # Every path's products have the same angle (the frequency offset's), so a sum
         # over neighbouring lags gathers a multipath channel's energy coherently.
+        single = np.abs(acc)
         total = np.concatenate([[0.0], np.cumsum(acc)])
         acc = total[_LAGS : _LAGS + count] - total[:count]
         # Mean power over every sample the sums used (a quiet stretch before a burst
@@ -533,7 +560,7 @@ class OfdmReceiver:
         )[:count]
         # |acc| = 7 |g|^2 E_b^2 gain for a clean burst; energy (mean) = |g|^2 + noise.
         norm = (SYNC_BLOCKS - 1) * self._block_energy**2 * self._lag_gain
-        return np.abs(acc) / (norm * np.maximum(energy, 1e-30)), np.angle(acc)
+        return np.abs(acc) / (norm * np.maximum(energy, 1e-30)), np.angle(acc), single
 
     def _correlate(self, x: np.ndarray) -> np.ndarray:
         """Correlation with the sync block, by overlap-save with the template's FFT made
@@ -602,6 +629,9 @@ class OfdmReceiver:
             self._pending = None
             return
         p.header = header
+        # The header's symbols measured the residual offset; the payload's FFTs use it
+        # (less leakage between subcarriers than a per-symbol phase correction leaves).
+        p.cfo += grid.cfo_residual
         p.payload_len = stop - start
         p.symbols = ofdm_symbol_count(p.payload_len, cfg)
 
