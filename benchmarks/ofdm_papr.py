@@ -125,7 +125,12 @@ def main(argv=None) -> int:
     p.add_argument("--json")
     args = p.parse_args(argv)
     report = run(
-        args.clips, args.ibo, args.snr_sat, args.draws, log=lambda m: print(m, file=sys.stderr)
+        args.clips,
+        args.ibo,
+        args.snr_sat,
+        args.draws,
+        smoothness=args.smoothness,
+        log=lambda m: print(m, file=sys.stderr),
     )
     if args.json:
         from diffjscc.io import atomic_write_text
