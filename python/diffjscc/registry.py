@@ -83,6 +83,16 @@ MODELS: dict[str, ModelSpec] = {
 DEFAULT_MODEL = "jscc-awgn-cbr1_384"
 
 
+def _check_rate_codes() -> None:
+    # The frame header carries the rate code in 4 bits; the codes in use start at 1.
+    codes = [spec.rate_code for spec in MODELS.values()]
+    if len(set(codes)) != len(codes) or not all(1 <= c <= 15 for c in codes):
+        raise ConfigError(f"registry: rate codes must be distinct and in 1..15, got {codes}")
+
+
+_check_rate_codes()
+
+
 def get_model_spec(key: str | int | Fraction | ModelSpec) -> ModelSpec:
     """Look a model up by name, rate code, or CBR ("1/384", Fraction(1, 384))."""
     if isinstance(key, ModelSpec):
