@@ -69,6 +69,7 @@ from diffjscc.radio.pulse import (
     rx_taps_table,
     shape,
 )
+from diffjscc.radio.pulse import _windows as pulse_windows
 from diffjscc.radio.sequences import (
     BARKER_7,
     PREAMBLE_LENGTH,
@@ -523,7 +524,6 @@ class BurstReceiver:
         """Fractional burst start that maximises the preamble's matched-filter energy."""
         cfg = self.cfg
         seg, origin = self._samples(p.start - 2.0, PREAMBLE_LENGTH + 4 * cfg.sps, p.cfo)
-        item = seg.strides[0]
         width = (SEGMENT_LENGTH - 1) * cfg.sps + cfg.num_taps
         reach = (SEGMENTS - 1) * self._tables.segment_period + width
         table = self._segment_filters
@@ -543,9 +543,7 @@ class BurstReceiver:
             for j in range(3):
                 k = int(bases[j]) - lo
                 filters[j, k : k + width] = table[round(float(pos[j] - bases[j]) * FRACTION_STEPS)]
-            windows = np.lib.stride_tricks.as_strided(
-                seg[lo:], (SEGMENTS, span), (self._tables.segment_period * item, item)
-            )
+            windows = pulse_windows(seg, lo, SEGMENTS, span, self._tables.segment_period)
             v = np.einsum("ij,kj->ki", windows, filters)
             e = np.einsum("ki,ki->k", v.real, v.real) + np.einsum("ki,ki->k", v.imag, v.imag)
             return float(e[0]), float(e[1]), float(e[2])
