@@ -87,7 +87,7 @@ def main(argv=None) -> int:
                     "frames": [s["frames_sent"], s["frames_decoded"]],
                 }
                 if channel == args.preset:
-                    taps = np.array([complex(*t) for t in s["taps"]])
+                    taps = np.array([complex(t) for t in s["taps"]])
             row["genie"] = genie(taps, args.snr, seed, codec, image, enc)
             row["epa_minus_genie_db"] = row[args.preset]["psnr"] - row["genie"]["psnr"]
             row["epa_minus_flat_db"] = row[args.preset]["psnr"] - row["awgn"]["psnr"]
