@@ -253,3 +253,27 @@ def test_gnuradio_blocks_with_the_ofdm_waveform_over_epa(tmp_path):
     gain = shrink / shrink.mean()
     expected = -10 * np.log10(np.mean((gain - 1) ** 2 + gain**2 * noise / power))
     assert meta["snr_db"] == pytest.approx(expected, abs=1.0)
+
+
+def test_gnuradio_fading_and_impairment_blocks():
+    """The Doppler path (selective_fading_model) keeps unit mean power; impairments chain."""
+    from diffjscc.radio.channel_presets import gnuradio_channel
+    from gnuradio import blocks, gr
+
+    rng = np.random.default_rng(8)
+    x = ((rng.standard_normal(60000) + 1j * rng.standard_normal(60000)) / np.sqrt(2)).astype(
+        np.complex64
+    )
+    chain = gnuradio_channel(
+        "eva", doppler=1e-3, seed=4, impairments={"phase_noise_mag": 0.01, "magbal": 0.1}
+    )
+    assert [type(b).__name__ for b in chain][0] == "selective_fading_model"
+    tb = gr.top_block()
+    sink = blocks.vector_sink_c()
+    tb.connect(blocks.vector_source_c(x.tolist()), *chain, sink)
+    tb.run()
+    y = np.asarray(sink.data())
+    assert x.size - 64 <= y.size <= x.size  # the fading filter keeps its history
+    assert 0.5 < np.mean(np.abs(y) ** 2) < 2.0  # Rayleigh fading over many coherence times
+    with pytest.raises(ConfigError, match="not both"):
+        gnuradio_channel("epa", taps=[1.0], doppler=1e-4)
