@@ -295,7 +295,6 @@ def find_damage(
     late = [bad_after is not None and b > bad_after for _, b in stretches]
     lower[late] = -np.inf
     ref = int(np.argmax(lower))
-
     if not np.isfinite(noise[ref]) or signal[ref] <= 0:
         return Damage(np.zeros(y.size, bool), True, False, float("inf"))
     usable = np.zeros(y.size, dtype=bool)
@@ -312,10 +311,9 @@ def find_damage(
         # rounding), which follow the payload's power from stretch to stretch.
         quiet = noise[i] <= max(noise[ref] * (1.1 + 4.5 * spread), 1e-3 * gain[ref] ** 2)
         # A gain this far below means the burst is not there any more.
-        weak_by = abs(gain[ref]) - abs(gain[i])
-        present = abs(gain[i]) ** 2 >= 0.5 * abs(gain[ref]) ** 2 or weak_by**2 <= 9.0 * noise[
-            ref
-        ] * (1.0 / max(count[i], 1.0) + 1.0 / count[ref])
+        weak_by = gain[ref] - gain[i]
+        gain_var = noise[ref] * (1.0 / max(count[i], 1.0) + 1.0 / count[ref])
+        present = gain[i] ** 2 >= 0.5 * gain[ref] ** 2 or weak_by**2 <= 9.0 * gain_var
         if quiet and present and not late[i]:
             usable[a:b] = True
         elif not present or mean_power[i] < 0.75 * mean_power[ref]:
@@ -336,8 +334,7 @@ def find_damage(
             continue
         edge = stretches[i][0]
         r = max(mean_power[i], 1e-300) / max(mean_power[i - 1], 1e-300)
-        kl = abs(math.log(r)) + 1.0 / r - 1.0 if r >= 1 else -math.log(r) + r - 1.0
-        kl = max(kl, 1e-3)
+        kl = max(abs(math.log(r)) + min(r, 1.0 / r) - 1.0, 1e-3)
         guard = min(_GUARD + int(math.ceil(6.0 / kl)), _MAX_GUARD)
         if bad_stretch[i]:
             usable[max(edge - guard, 0) : edge] = False
