@@ -51,3 +51,14 @@ def test_unknown_waveform_and_settings_are_config_errors():
     with pytest.raises(ConfigError):
         get_waveform("sc", sps=1)
     assert get_waveform(SingleCarrier()) == SingleCarrier(FrameConfig())
+
+
+def test_block_parameters_reach_only_the_waveform_that_takes_them():
+    from diffjscc.radio.waveform import waveform_from_block_params
+
+    wf = waveform_from_block_params(
+        "sc", sps=4, rolloff=0.25, pilot_spacing=0, max_payload_symbols=0, fft_size=64
+    )
+    assert wf == SingleCarrier(FrameConfig(sps=4, rolloff=0.25))  # 0: default; fft_size: not its
+    with pytest.raises(ConfigError):
+        waveform_from_block_params("sc", sps=1)
