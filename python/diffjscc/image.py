@@ -116,13 +116,16 @@ def _wide_gray_to_u8(im: Image.Image) -> np.ndarray:
     return np.repeat(gray[:, :, None], 3, axis=2)
 
 
-def save_png(path: str | os.PathLike, image: np.ndarray) -> Path:
-    """Write uint8 HxWx3 as PNG, atomically."""
+def save_png(path: str | os.PathLike, image: np.ndarray, compress_level: int = 6) -> Path:
+    """Write uint8 HxWx3 as PNG, atomically (``compress_level`` 0-9, zlib's; 1 is about six
+    times faster than 6 for a tenth more bytes)."""
     from diffjscc.io import atomic_path
 
     path = Path(path)
     with atomic_path(path) as tmp:
-        Image.fromarray(check_image_array(image, str(path))).save(tmp, format="PNG")
+        Image.fromarray(check_image_array(image, str(path))).save(
+            tmp, format="PNG", compress_level=compress_level
+        )
     return path
 
 

@@ -35,6 +35,7 @@ DEFAULT_NAME_TEMPLATE = "{prefix}{seq:04d}_id{image_id}{suffix}.png"
 # Frames waiting for the sink's thread: it only assembles (decoding runs elsewhere), so a
 # full queue means a flood, not a slow decoder; more frames are dropped and counted.
 FRAME_QUEUE_SIZE = 1024
+MAX_IN_FLIGHT = 64
 # Messages the thread takes in one pass before it looks at decodes and timeouts again.
 BATCH = 256
 # How often the thread looks at its decodes when no frame arrives.
@@ -44,6 +45,9 @@ STOP_THREAD_S = 0.5
 STOP_DECODER_S = 1.2
 # A reply may come this long after the decoder's own budget before the image is given up.
 REPLY_MARGIN_S = 1.0
+# zlib level of the PNGs: a live sink writes one per image; level 1 takes about a sixth of
+# the default's time (0.04 s against 0.24 s for 768x512 here) for a tenth more bytes.
+PNG_LEVEL = 1
 # What the block keeps for results() and PSNR (bounded, however long it runs).
 RESULTS_KEPT = 1000
 ORIGINALS_KEPT = 1024
@@ -229,8 +233,10 @@ class image_sink(gr.basic_block):
         self.policy = policy
 
     def set_max_in_flight(self, max_in_flight) -> None:
-        if isinstance(max_in_flight, bool) or not 1 <= int(max_in_flight) <= 64:
-            raise ConfigError(f"max_in_flight must be an integer in 1..64, got {max_in_flight!r}")
+        if isinstance(max_in_flight, bool) or not 1 <= int(max_in_flight) <= MAX_IN_FLIGHT:
+            raise ConfigError(
+                f"max_in_flight must be an integer in 1..{MAX_IN_FLIGHT}, got {max_in_flight!r}"
+            )
         self.max_in_flight = int(max_in_flight)
 
     def set_queue_size(self, queue_size) -> None:
@@ -332,7 +338,8 @@ class image_sink(gr.basic_block):
     def _make_decoder(self):
         from diffjscc.worker.client import LocalDecoder, WorkerClient
 
-        local = LocalDecoder(timeout_s=self.decode_timeout_s, max_pending=self.max_in_flight)
+        # The sink bounds what it submits (max_in_flight, settable at run time up to 64).
+        local = LocalDecoder(timeout_s=self.decode_timeout_s, max_pending=MAX_IN_FLIGHT)
         if not self.worker_address:
             return local
         return WorkerClient(
@@ -608,10 +615,18 @@ class image_sink(gr.basic_block):
                     continue
                 target = self._file_name(job, kind)
                 try:
-                    result[key] = str(save_png(target, pixels))
+                    result[key] = str(save_png(target, pixels, compress_level=PNG_LEVEL))
                 except (OSError, DiffJSCCError) as exc:
                     self._count("write_errors")
                     self.logger.error(f"cannot write {target}: {exc}")
+            written = time.monotonic()
+            result["written_at"] = written
+            if result["path"] is not None:
+                self._count("images_decoded")
+                result["latency_s"] = written - job.first_frame_at
+                with self._lock:
+                    self._latencies.append(result["latency_s"])
+                    self._last_latency = result["latency_s"]
             original, reference = self._reference(int(image.image_id))
             if reference is not None:
                 for key, pixels in (("psnr", reply.image), ("psnr_refined", reply.refined)):
@@ -623,14 +638,6 @@ class image_sink(gr.basic_block):
                     ):
                         result[key] = psnr(reference, pixels)
                 result["original_path"] = original
-            written = time.monotonic()
-            result["written_at"] = written
-            if result["path"] is not None:
-                self._count("images_decoded")
-                result["latency_s"] = written - job.first_frame_at
-                with self._lock:
-                    self._latencies.append(result["latency_s"])
-                    self._last_latency = result["latency_s"]
             for key, value in dict(getattr(reply, "metrics", None) or {}).items():
                 result.setdefault(key, value)
             result["timing"] = dict(getattr(reply, "timing", None) or {})

@@ -354,6 +354,27 @@ class qa_image_sink(gr_unittest.TestCase):
         self.assertEqual(sink.results(), [])
         decoder.release.set()
 
+    def test_010b_stop_abandons_a_request_at_a_silent_worker(self):
+        """The sink's own WorkerClient: a request the worker never answers is abandoned."""
+        import zmq
+
+        context = zmq.Context()
+        silent = context.socket(zmq.ROUTER)  # takes requests, never replies
+        port = silent.bind_to_random_port("tcp://127.0.0.1")
+        try:
+            tb, sink = self._started(None, worker_address=f"tcp://127.0.0.1:{port}")
+            self._post_images(sink, [55])
+            self.assertTrue(_until(lambda: sink.stats()["in_flight"] == 1))
+            t0 = time.monotonic()
+            tb.stop()
+            tb.wait()
+            self.assertLess(time.monotonic() - t0, 10.0)  # not the 60 s the request may take
+            self.assertEqual(sink.stats()["images_cancelled"], 1)
+            self.assertFalse(sink.stats()["serving"])
+        finally:
+            silent.close(linger=0)
+            context.term()
+
     def test_011_d7_an_absurd_snr_costs_one_frame_not_the_sink(self):
         """Issue 10 D7: snr_db 5000 on frame 0 of 2 killed the thread at the assembly timeout."""
         frames = _received_frames(self.codec, self.image, image_id=60)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import atexit
 import collections
 import concurrent.futures
+import gc
 import itertools
 import logging
 import os
@@ -98,6 +99,10 @@ def _install_interruption_point() -> None:
         _INTERRUPTION_HOOK = torch.nn.modules.module.register_module_forward_pre_hook(
             _interruption_point
         )
+        # A process with torch spends most of its exit in the final garbage collections
+        # (0.7 s of 0.8 s here); its memory goes back to the system anyway. Frozen objects
+        # are not collected: the exit after a stop signal takes a fraction of that.
+        atexit.register(gc.freeze)
 
 
 @atexit.register
