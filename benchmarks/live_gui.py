@@ -93,7 +93,7 @@ class Driven(generated.loopback_sim):
     def _tick(self):
         now = time.monotonic()
         if not self._interval_set and cfg["interval"] is not None:
-            self._interval_win.d_widget.counter.setValue(cfg["interval"])
+            self._interval_s_win.d_widget.counter.setValue(cfg["interval"])
             self._interval_set = True
         display = self.diffjscc_image_display_0
         info, shown_at = display.last, display.qwidget().shown_at
