@@ -49,7 +49,9 @@ compile() {
     for grc in "$@"; do
         [ -f "$grc" ] || die "no such flowgraph: $grc"
     done
-    "$PY" "$(command -v grcc || die 'grcc not found: apt-get install gnuradio')" -o "$OUT" "$@" >&2
+    local grcc
+    grcc=$(command -v grcc) || die "grcc not found: apt-get install gnuradio"
+    "$PY" "$grcc" -o "$OUT" "$@" >&2
 }
 
 generated_name() {
