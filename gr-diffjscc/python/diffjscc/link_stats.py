@@ -90,6 +90,9 @@ class LinkStats:
         parts = [f"{s['elapsed_s']:.0f} s"]
         if s["images_sent"]:
             parts.append(f"sent {s['images_sent']} images")
+        receiving = s["frames_received"] or s["images_decoded"] or not s["images_sent"]
+        if not receiving:  # a transmitter's line: what it sent is all there is
+            return ", ".join(parts)
         parts.append(f"frames {s['frames_received']} ({s['frames_per_s']:.1f}/s)")
         if _finite(s.get("frame_snr_db")):
             parts.append(f"SNR est {s['frame_snr_db']:.1f} dB")

@@ -48,6 +48,10 @@ class qa_link_stats(gr_unittest.TestCase):
             "dropped 3",
         ):
             self.assertIn(part, text)
+        tx_only = LinkStats()
+        tx_only.tx_info({"image_id": 0})
+        self.assertNotIn("frames", tx_only.text())  # a transmitter's line
+        self.assertIn("sent 1 images", tx_only.text())
         now[0] += 20.0  # frames older than 10 s no longer count for the rate
         self.assertEqual(core.snapshot()["frames_per_s"], 0.0)
 
