@@ -267,10 +267,10 @@ def main(argv: list[str] | None = None) -> int:
     root = data_root() / "bsds500"
     train_dirs = args.data or [root / "train", root / "test"]
     val_dir = args.val or root / "val"
+    acc = make_accelerator(args.device)
+    # After the accelerator: on CPUs without OMP_NUM_THREADS it sets its own thread count.
     if args.threads:
         torch.set_num_threads(args.threads)
-
-    acc = make_accelerator(args.device)
     device = acc.device
     main_process = acc.is_main_process
     check_precision(precision, device.type)
