@@ -8,6 +8,7 @@ definitions and the module's own, and each block must appear in the output.
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import re
 import shutil
@@ -15,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -510,8 +512,6 @@ def test_no_block_is_drawn_over_another():
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    import json
-
     for path, boxes in json.loads(proc.stdout.splitlines()[-1]).items():
         items = sorted(boxes.items())
         for i, (a, (ax0, ay0, ax1, ay1)) in enumerate(items):
@@ -551,3 +551,140 @@ def test_cmake_install_to_a_prefix_and_uninstall(tmp_path):
     # Nothing of the prefix imports any more (a copy installed elsewhere may, that is fine).
     assert str(prefix) not in proc.stdout, proc.stdout
     assert proc.returncode != 0 or "diffjscc" in proc.stdout
+
+
+# -- an over-the-air flowgraph run without a radio: UHD replaced by a loop of samples --------
+
+FAKE_RADIO_RUN = r"""
+import importlib.util, json, os, queue, signal, sys, threading, time, types
+import numpy as np
+import gnuradio
+from gnuradio import gr
+gnuradio.__path__.insert(0, sys.argv[1])
+from gnuradio.diffjscc._fakes import BlockMeanCodec
+import diffjscc.worker.client
+
+codec = BlockMeanCodec()
+onnx_codec = types.ModuleType("diffjscc.onnx_codec")
+onnx_codec.OnnxJSCCEncoder = types.SimpleNamespace(from_pretrained=lambda *a, **k: codec)
+sys.modules["diffjscc.onnx_codec"] = onnx_codec
+diffjscc.worker.client.LocalDecoder = lambda *a, **k: codec
+
+AIR = queue.Queue(maxsize=512)  # what the fake TX "sends" and the fake RX "receives"
+CALLS = []
+
+
+class Settings:
+    def set_clock_source(self, source, mb): CALLS.append(["clock_source", source])
+    def set_time_source(self, source, mb): CALLS.append(["time_source", source])
+    def set_center_freq(self, tune, chan): CALLS.append(["tune", list(tune)])
+    def set_gain(self, gain, chan): CALLS.append(["gain", gain])
+    def set_samp_rate(self, rate): pass
+    def set_antenna(self, antenna, chan): pass
+    def set_bandwidth(self, bw, chan): pass
+
+
+class FakeSink(gr.sync_block, Settings):
+    def __init__(self, *args, **kw):
+        gr.sync_block.__init__(self, "fake_usrp_sink", [np.complex64], [])
+
+    def work(self, input_items, output_items):
+        try:
+            AIR.put_nowait(np.array(input_items[0]))
+        except queue.Full:
+            pass
+        return len(input_items[0])
+
+
+class FakeSource(gr.sync_block, Settings):
+    def __init__(self, *args, **kw):
+        gr.sync_block.__init__(self, "fake_usrp_source", [], [np.complex64])
+        self.rng = np.random.default_rng(0)
+        self.left = np.zeros(0, np.complex64)
+
+    def work(self, input_items, output_items):
+        out = output_items[0]
+        if not len(self.left):
+            try:
+                self.left = AIR.get(timeout=0.005)
+            except queue.Empty:
+                self.left = np.zeros(min(len(out), 2048), np.complex64)
+        n = min(len(out), len(self.left))
+        noise = 0.02 * (self.rng.standard_normal(n) + 1j * self.rng.standard_normal(n))
+        out[:n] = self.left[:n] + noise.astype(np.complex64)
+        self.left = self.left[n:]
+        return n
+
+
+uhd = types.ModuleType("gnuradio.uhd")
+uhd.usrp_sink = FakeSink
+uhd.usrp_source = FakeSource
+uhd.stream_args = lambda **kw: kw
+uhd.tune_request = lambda freq, lo_offset=0.0: (freq, lo_offset)
+sys.modules["gnuradio.uhd"] = uhd
+gnuradio.uhd = uhd
+
+spec = importlib.util.spec_from_file_location("usrp_trx_no_gui", sys.argv[2])
+generated = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(generated)
+started = []
+
+
+class Watched(generated.usrp_trx_no_gui):
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        started.append(self)
+
+
+def watch():
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline:
+        if started and started[0].diffjscc_image_sink_0.results():
+            time.sleep(1.5)  # one more statistics line
+            break
+        time.sleep(0.1)
+    sink = started[0].diffjscc_image_sink_0
+    print(json.dumps({"results": len(sink.results()), "calls": CALLS,
+                      "psnr": [r.get("psnr") for r in sink.results()]}), flush=True)
+    os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C: the script's own handler stops it
+
+
+threading.Thread(target=watch, daemon=True).start()
+generated.main(top_block_cls=Watched, options=generated.argument_parser().parse_args(sys.argv[3:]))
+"""
+
+
+@needs_grcc
+def test_usrp_trx_no_gui_runs_through_a_fake_radio(tmp_path_factory, tmp_path):
+    """The over-the-air flowgraph with UHD replaced by a sample loop: settings reach the radio,
+    images are decoded (with PSNR), statistics are printed, Ctrl-C ends it with status 0."""
+    out, proc = _compile_all(tmp_path_factory)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    from PIL import Image
+
+    image = tmp_path / "test.png"
+    yy, xx = np.mgrid[0:64, 0:96]
+    Image.fromarray(np.stack([xx * 2, yy * 3, 255 - xx], axis=2).astype(np.uint8)).save(image)
+    args = [
+        "--image", str(image), "--output-dir", str(tmp_path / "rx"),
+        "--record", str(tmp_path / "rec"), "--freq", "915e6", "--lo-offset", "2e6",
+        "--clock-source", "external", "--tx-gain", "12", "--interval-s", "0.5",
+        "--stats-interval", "1", "--amplitude", "0.2",
+    ]  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", FAKE_RADIO_RUN, str(MODULE / "python"),
+         str(out / "usrp_trx_no_gui.py"), *args],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+    assert lines, f"exit {proc.returncode}: {proc.stderr[-3000:]}"
+    report = lines[-1]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert report["results"] >= 1 and report["psnr"][0] is not None
+    calls = report["calls"]
+    assert ["tune", [915e6, 2e6]] in calls  # both radios tuned with the LO offset
+    assert calls.count(["clock_source", "external"]) == 2
+    assert ["gain", 12.0] in calls
+    assert "[trx] " in proc.stderr and "decoded" in proc.stderr  # the statistics line
+    assert list(tmp_path.glob("rec.sigmf-meta")), "no SigMF recording written"
+    assert list((tmp_path / "rx").glob("*.png"))
