@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -52,14 +53,27 @@ def _launch(launcher: str, module_args: list[str], tmp_path) -> None:
                "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
                "--dynamo_backend", "no", "--main_process_port", port]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HOME=str(tmp_path / "hf"))
-    done = subprocess.run(
+    # On a timeout, SIGTERM lets the launcher stop its workers (each in a session of its
+    # own); whatever is left of the launcher's group is then killed.
+    proc = subprocess.Popen(
         [*cmd, "-m", "diffjscc", *module_args],
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        timeout=LAUNCH_TIMEOUT_S,
+        start_new_session=True,
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    try:
+        output, _ = proc.communicate(timeout=LAUNCH_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            output, _ = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            output, _ = proc.communicate()
+        pytest.fail(f"{launcher} did not finish in {LAUNCH_TIMEOUT_S} s:\n{output[-3000:]}")
+    assert proc.returncode == 0, output[-6000:]
 
 
 @pytest.fixture()
