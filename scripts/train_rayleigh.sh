@@ -4,7 +4,9 @@
 # LIMIT seconds (cosine schedule over the sitting). Run it again to continue from
 # RUN/checkpoint.pt. COPY=1 copies the best weights (float16) into python/diffjscc/weights/
 # and exports the ONNX encoder: do that only when the Kodak comparison
-# (benchmarks/kodak_rayleigh.py) shows it beats the AWGN model on the fading channel.
+# (benchmarks/kodak_rayleigh.py) shows it beats the AWGN model on the fading channel, and
+# add jscc-rayleigh-cbr1_384 (rate code 3, weights stem jscc_rayleigh_cbr1_384) to
+# diffjscc/registry.py first. The 45-minute CPU sitting of docs/training.md did not beat it.
 #   DIFFJSCC_DATA=/path/to/data LIMIT=2700 THREADS=2 scripts/train_rayleigh.sh
 # On GPUs the same run scales out, e.g. accelerate launch --multi_gpu --num_processes 4
 # -m diffjscc train-jscc ... (docs/training.md).
