@@ -52,7 +52,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "[bootstrap] installing Python packages into $VENV"
     "$PY" -m pip install -q --disable-pip-version-check -c "$CONSTRAINTS" "$TORCH_SPEC"
     "$PY" -m pip install -q --disable-pip-version-check -c "$CONSTRAINTS" \
-        -e ".[torch,refiner,eval,dev,sigmf]"
+        -e ".[torch,refiner,eval,dev,sigmf,fast]"
     echo "$want" >"$stamp"
 fi
 "$PY" - <<'PYCHECK'

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from diffjscc.radio import _fast
+
 
 def cis(angle: np.ndarray) -> np.ndarray:
     """exp(1j * angle) for real angles, several times faster than numpy's complex exp."""
@@ -88,15 +90,23 @@ def estimate_frequency(z: np.ndarray, t: np.ndarray, center: float, halfwidth: f
     # the peak, where the periodogram is still above 80 % of it.
     step = 0.5 / span
     count = int(math.ceil(halfwidth / step))
-    freqs = center + step * np.arange(-count - 1, count + 2)
-    power = _periodogram(z, t, freqs)
+    grid = np.arange(-count - 1, count + 2)
+    power = _grid_power(z, t, center, step, grid)
     i = int(np.argmax(power[1:-1])) + 1
-    best = freqs[i] + step * _parabola_peak(power, i)
+    best = center + step * grid[i] + step * _parabola_peak(power, i)
     # A second, narrower parabola removes the bias of the first (the peak is not a parabola).
     fine = step / 4.0
-    freqs = best + fine * np.array([-1.0, 0.0, 1.0])
-    power = _periodogram(z, t, freqs)
+    power = _grid_power(z, t, best, fine, np.array([-1, 0, 1]))
     return float(best + fine * _parabola_peak(power, 1))
+
+
+def _grid_power(z: np.ndarray, t: np.ndarray, center: float, step: float, grid: np.ndarray):
+    """The periodogram at the frequencies center + step * grid (consecutive integers)."""
+    if _fast.AVAILABLE and z.dtype == np.complex128 and t.dtype == np.float64:
+        out = np.empty(grid.size)
+        _fast.periodogram_grid(z, t, center + step * float(grid[0]), step, grid.size, out)
+        return out
+    return _periodogram(z, t, center + step * grid)
 
 
 def estimate_channel(
@@ -123,12 +133,15 @@ def estimate_channel(
         freq = float(freq_center)
         free_params = 2
     t_ref = float(np.mean(t))
-    rot = cis(-2 * np.pi * freq * (t - t_ref))
-    derotated = z * rot
-    h = complex(np.mean(derotated))
-    residual = derotated - h
+    if _fast.AVAILABLE:
+        h, energy = _fast.derotated_fit(z, t, freq, t_ref)
+        h = complex(h)
+    else:
+        derotated = z * cis(-2 * np.pi * freq * (t - t_ref))
+        h = complex(np.mean(derotated))
+        energy = np.sum(np.abs(derotated - h) ** 2)
     dof = n - free_params / 2.0  # complex degrees of freedom left in the residuals
-    noise_var = float(np.sum(np.abs(residual) ** 2) / max(dof, 1.0))
+    noise_var = float(energy / max(dof, 1.0))
     # |h_hat|^2 carries sigma^2/n of noise; E[1/sigma_hat^2] = (1/sigma^2) dof/(dof-1).
     signal = max(abs(h) ** 2 - noise_var / n, 0.0)
     snr = (
@@ -156,6 +169,10 @@ def track_phase(
     if window <= 1 or np.size(y) < 2 * window:
         return np.zeros(np.size(t_out), dtype=np.float64)
     z = np.asarray(y, dtype=np.complex128) * np.conj(known) / est.gain(t)
+    if _fast.AVAILABLE:
+        phase = np.empty(z.size)
+        _fast.smoothed_phase(z, int(window), phase)
+        return np.interp(t_out, t, phase)
     kernel = np.ones(window)
     smooth = np.convolve(z, kernel, mode="same") / np.convolve(
         np.ones_like(z.real), kernel, mode="same"

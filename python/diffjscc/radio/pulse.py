@@ -8,6 +8,7 @@ import math
 import numpy as np
 from scipy import signal
 
+from diffjscc.radio import _fast
 from diffjscc.radio.config import FrameConfig
 
 
@@ -128,6 +129,27 @@ def _parts(samples: np.ndarray) -> tuple[np.ndarray, ...]:
     return (np.ascontiguousarray(samples),)
 
 
+def _fast_input(samples: np.ndarray) -> np.ndarray | None:
+    """The samples as one contiguous float32 array (complex: interleaved) when
+    the compiled filter can take them, else None."""
+    if not _fast.AVAILABLE or samples.dtype not in (np.complex64, np.float32):
+        return None
+    return np.ascontiguousarray(samples).view(np.float32)
+
+
+def _filter_fast(flat, complex_input: bool, base, count, step, taps, out) -> None:
+    if base < 0 or count < 1:
+        raise ValueError(f"matched filter needs samples from {base} (count {count})")
+    stop = base + (count - 1) * step + taps.size
+    have = flat.size // 2 if complex_input else flat.size
+    if stop > have:
+        raise ValueError(f"matched filter needs samples {base}..{stop}, has {have} (count {count})")
+    if complex_input:
+        _fast.fir_complex(flat, base, count, step, taps, out)
+    else:
+        _fast.fir_real(flat, base, count, step, taps, out)
+
+
 def _filter(parts, base: int, count: int, step: int, taps: np.ndarray, out: np.ndarray) -> None:
     # einsum, not a matrix product: BLAS would start a thread pool that spins on
     # every core, stealing the CPU that GNU Radio's other blocks need.
@@ -155,8 +177,13 @@ def matched_filter(
     count = -(-count // stride)
     out = _output(samples, count)
     stop = base + (count - 1) * cfg.sps * stride + cfg.num_taps
-    parts = _parts(samples[max(base, 0) : stop])  # only the samples used
-    _filter(parts, min(base, 0), count, cfg.sps * stride, rx_taps(cfg, start - base), out)
+    used = samples[max(base, 0) : stop]  # only the samples used
+    taps = rx_taps(cfg, start - base)
+    flat = _fast_input(used)
+    if flat is not None:
+        _filter_fast(flat, used.dtype.kind == "c", min(base, 0), count, cfg.sps * stride, taps, out)
+    else:
+        _filter(_parts(used), min(base, 0), count, cfg.sps * stride, taps, out)
     return out
 
 
@@ -170,9 +197,17 @@ def matched_filter_delays(
     positions = [start + delay for delay in delays]
     lo = math.floor(min(positions))
     stop = math.floor(max(positions)) + (count - 1) * cfg.sps + cfg.num_taps
-    parts = _parts(samples[max(lo, 0) : stop])  # only the samples used
+    used = samples[max(lo, 0) : stop]  # only the samples used
     out = _output(samples, (len(positions), count))
+    flat = _fast_input(used)
+    parts = _parts(used) if flat is None else None
     for j, pos in enumerate(positions):
         base = math.floor(pos)
-        _filter(parts, base - max(lo, 0), count, cfg.sps, rx_taps(cfg, pos - base), out[j])
+        taps = rx_taps(cfg, pos - base)
+        if flat is not None:
+            _filter_fast(
+                flat, used.dtype.kind == "c", base - max(lo, 0), count, cfg.sps, taps, out[j]
+            )
+        else:
+            _filter(parts, base - max(lo, 0), count, cfg.sps, taps, out[j])
     return out

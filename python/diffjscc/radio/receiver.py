@@ -43,6 +43,7 @@ import scipy.fft
 from scipy import ndimage
 
 from diffjscc.errors import DiffJSCCError
+from diffjscc.radio import _fast
 from diffjscc.radio import header as hdr
 from diffjscc.radio.config import MAX_PAYLOAD_SYMBOLS, FrameConfig, ReceiverTuning
 from diffjscc.radio.equalise import (  # noqa: F401  (re-exported: the names' old home)
@@ -233,6 +234,9 @@ class BurstReceiver:
         # Tables built now rather than during the first frames.
         pilot_symbols(1)
         self._segment_filters = _segment_filter_table(cfg)
+        # Cover-code differences, signs of the detection sum's terms.
+        self._signs = np.ascontiguousarray(BARKER_7[: SEGMENTS - 1], dtype=np.float32)
+        _fast.load()  # compiled kernels, where numba is installed
         self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
         self.reset()
 
@@ -373,10 +377,23 @@ class BurstReceiver:
         t = self._tables
         lo = metric_end - self._buf_start
         hi = new_end - self._buf_start
-        K, D = SEGMENTS, t.segment_period
+        D = t.segment_period
         seg = self._buf[lo : hi - 1 + self._metric_reach]
         corr = self._correlate(seg)  # corr[n] at lag lo + n
         n = hi - lo
+        reach = self._metric_reach
+        if _fast.AVAILABLE:
+            dsum = np.empty(n, dtype=np.complex64)
+            energy = np.empty(n, dtype=np.float32)
+            flat = np.ascontiguousarray(seg).view(np.float32)
+            _fast.detection_sums(corr, flat, n, D, self._signs, reach, dsum, energy)
+        else:
+            dsum, energy = self._detection_sums(seg, corr, n)
+        self._normalise_metric(dsum, energy)
+
+    def _detection_sums(self, seg: np.ndarray, corr: np.ndarray, n: int):
+        """numpy twin of ``_fast.detection_sums``."""
+        K, D = SEGMENTS, self._tables.segment_period
         # Products of correlations one segment apart, then their signed sum.
         prod = corr[D : (K - 1) * D + n] * np.conj(corr[: (K - 2) * D + n])
         dsum = prod[:n].copy()  # BARKER_7[0] == 1
@@ -394,6 +411,12 @@ class BurstReceiver:
         power = squares[0::2] + squares[1::2]
         energy = ndimage.uniform_filter1d(power, reach, mode="constant")[reach // 2 :][:n]
         energy *= reach
+        return dsum, energy
+
+    def _normalise_metric(self, dsum: np.ndarray, energy: np.ndarray) -> None:
+        """Metric = |dsum| / energy (floored), appended with dsum to the stores."""
+        t, K, D = self._tables, SEGMENTS, self._tables.segment_period
+        reach = self._metric_reach
         # The FFT leaves rounding noise where the input is silent; without a
         # floor relative to the loud samples nearby, silence next to a burst
         # would look like a perfect match. Rounding noise reaches no further than
@@ -518,6 +541,10 @@ class BurstReceiver:
         base = int(math.floor(start)) - 1 - extra
         stop = int(math.floor(start)) + 1 + (count - 1) * self.cfg.sps + self.cfg.num_taps + extra
         seg = self._buf[base - self._buf_start : stop - self._buf_start]
+        if _fast.AVAILABLE:
+            out = np.empty(seg.size, dtype=np.complex64)
+            _fast.mix(seg, -cfo, out)
+            return out, base
         return seg * phasor(-cfo, seg.size), base
 
     def _fine_timing(self, p: _Candidate) -> None:
@@ -539,6 +566,13 @@ class BurstReceiver:
             span = width + int(bases[2]) - lo
             if lo < 0 or lo + reach + span - width > seg.size:
                 raise FrameError(f"fine timing left its samples (offset {start - origin:.2f})")
+            if _fast.AVAILABLE:
+                rows = np.round((pos - bases) * FRACTION_STEPS).astype(np.int64)
+                e = np.empty(3)
+                _fast.segment_energies(
+                    seg, bases, rows, table, SEGMENTS, self._tables.segment_period, e
+                )
+                return float(e[0]), float(e[1]), float(e[2])
             filters = np.zeros((3, span), dtype=np.complex64)
             for j in range(3):
                 k = int(bases[j]) - lo

@@ -1,0 +1,272 @@
+"""Compiled inner loops of the single-carrier receiver (numba), where numpy's
+per-call cost or its temporaries limit the rate.
+
+numba is optional (the ``fast`` extra: ``pip install diffjscc[fast]``). Nothing
+here is compiled, and numba is not even imported, until ``load()`` (which
+``BurstReceiver`` calls): the transmitter and the GNU Radio blocks import as
+fast as before. Until then, without numba, or with ``DIFFJSCC_NUMBA=0`` in the
+environment, ``AVAILABLE`` is False and every caller takes its numpy path,
+which gives the same results to float32 rounding (``tests/test_radio_fast.py``)
+at about two thirds of the speed. Kernels are cached on disk (``cache=True``:
+about 10 s to compile once per installation, 0.2 s to load afterwards).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+AVAILABLE = False  # the kernels below are compiled and in use
+REASON = "not loaded yet"  # why not, when AVAILABLE is False
+_tried = False
+_lock = threading.Lock()
+
+# Products of float32 parts may be reassociated (vectorised sums) and fused; no
+# assumption about NaN or infinity (the receiver zeroes those before they get here).
+_FLAGS = {"reassoc", "contract"}
+
+# The kernels, in the order they are compiled (one calls _fir_part).
+_KERNELS = (
+    "_fir_part",
+    "fir_complex",
+    "fir_real",
+    "detection_sums",
+    "periodogram_grid",
+    "derotated_fit",
+    "mix",
+    "smoothed_phase",
+    "segment_energies",
+)
+
+
+def _detection_sums(corr, flat, n, period, signs, reach, dsum, energy):
+    """The detection metric's parts at ``n`` lags, from the preamble-segment
+    correlations ``corr`` and the samples (interleaved float32 ``flat``):
+
+    dsum[m] = sum_k signs[k] corr[m + (k+1) D] conj(corr[m + k D]), D = ``period``;
+    energy[m] = sum of |x|^2 over x[m : m + reach] (a running sum in float64).
+    """
+    terms = signs.size
+    for m in range(n):
+        sr = np.float32(0.0)
+        si = np.float32(0.0)
+        for k in range(terms):
+            a = corr[m + k * period]
+            b = corr[m + (k + 1) * period]
+            sr += signs[k] * (b.real * a.real + b.imag * a.imag)
+            si += signs[k] * (b.imag * a.real - b.real * a.imag)
+        dsum[m] = complex(sr, si)
+    size = flat.size // 2
+    total = 0.0
+    for j in range(min(reach, size)):
+        total += float(flat[2 * j]) ** 2 + float(flat[2 * j + 1]) ** 2
+    for m in range(n):
+        energy[m] = total
+        j = m + reach
+        if j < size:
+            total += float(flat[2 * j]) ** 2 + float(flat[2 * j + 1]) ** 2
+        total -= float(flat[2 * m]) ** 2 + float(flat[2 * m + 1]) ** 2
+        if total < 0.0:  # rounding after a loud stretch
+            total = 0.0
+
+
+def _fir_part(flat, offset, stride, base, count, step, taps, acc):
+    """acc[i] += sum_j taps[j] v[base + i step + j], v[k] = flat[offset + k stride],
+    in polyphase form: each tap's products run over contiguous phase arrays
+    (vectorised), rather than one short dot product per output."""
+    width = taps.size
+    span = (width + step - 1) // step
+    size = (flat.size - offset + stride - 1) // stride
+    phase = np.empty(count + span, dtype=np.float32)
+    for p in range(min(step, width)):
+        for m in range(count + span):
+            k = base + m * step + p
+            phase[m] = flat[offset + k * stride] if k < size else np.float32(0.0)
+        for q in range(span):
+            j = q * step + p
+            if j >= width:
+                break
+            t = taps[j]
+            for i in range(count):
+                acc[i] += t * phase[i + q]
+
+
+def _fir_complex(flat, base, count, step, taps, out):
+    """Complex samples (interleaved float32 ``flat``), real taps: complex64 ``out``."""
+    acc_re = np.zeros(count, dtype=np.float32)
+    acc_im = np.zeros(count, dtype=np.float32)
+    _fir_part(flat, 0, 2, base, count, step, taps, acc_re)
+    _fir_part(flat, 1, 2, base, count, step, taps, acc_im)
+    for i in range(count):
+        out[i] = complex(acc_re[i], acc_im[i])
+
+
+def _fir_real(flat, base, count, step, taps, out):
+    acc = np.zeros(count, dtype=np.float32)
+    _fir_part(flat, 0, 1, base, count, step, taps, acc)
+    out[:] = acc
+
+
+def _periodogram_grid(z, t, first, step, count, out):
+    """out[s] = |sum_k z_k exp(-2j pi (first + s step) t_k)|^2 for s < count, each
+    frequency's phasors from the previous one's by one complex product."""
+    n = z.size
+    w = np.empty(n, dtype=np.complex128)
+    turn = np.empty(n, dtype=np.complex128)
+    for k in range(n):
+        a = -2.0 * np.pi * first * t[k]
+        b = -2.0 * np.pi * step * t[k]
+        w[k] = z[k] * complex(np.cos(a), np.sin(a))
+        turn[k] = complex(np.cos(b), np.sin(b))
+    for s in range(count):
+        acc_re = 0.0
+        acc_im = 0.0
+        for k in range(n):
+            acc_re += w[k].real
+            acc_im += w[k].imag
+            w[k] = w[k] * turn[k]
+        out[s] = acc_re * acc_re + acc_im * acc_im
+
+
+def _derotated_fit(z, t, freq, t_ref):
+    """Mean of z_k exp(-2j pi freq (t_k - t_ref)) (the gain h) and the residuals'
+    energy about it."""
+    n = z.size
+    if n == 0:  # as numpy's mean of nothing: no estimate
+        return complex(np.nan, np.nan), np.nan
+    d = np.empty(n, dtype=np.complex128)
+    h = 0j
+    for k in range(n):
+        a = -2.0 * np.pi * freq * (t[k] - t_ref)
+        d[k] = z[k] * complex(np.cos(a), np.sin(a))
+        h += d[k]
+    h = h / n
+    energy = 0.0
+    for k in range(n):
+        r = d[k] - h
+        energy += r.real * r.real + r.imag * r.imag
+    return h, energy
+
+
+def _mix(x, freq, out):
+    """out[n] = x[n] exp(2j pi freq n): an exact phasor every 64 samples, and the
+    ones between from a 64-entry table (as ``estimation.phasor``)."""
+    block = 64
+    table = np.empty(block, dtype=np.complex128)
+    for j in range(block):
+        a = 2.0 * np.pi * freq * j
+        table[j] = complex(np.cos(a), np.sin(a))
+    n = x.size
+    for lo in range(0, n, block):
+        a = 2.0 * np.pi * freq * lo
+        anchor = complex(np.cos(a), np.sin(a))
+        for j in range(min(block, n - lo)):
+            out[lo + j] = x[lo + j] * np.complex64(anchor * table[j])
+
+
+def _smoothed_phase(z, window, phase):
+    """Unwrapped phase of the moving mean of ``z`` over ``window`` neighbours
+    (numpy's ``convolve(..., mode="same")`` with ones, divided by the count),
+    its steps taken within +-pi."""
+    n = z.size
+    back = window - 1 - (window - 1) // 2  # neighbours before, as mode="same" centres
+    prev = 0j
+    total = 0.0
+    for i in range(n):
+        lo = max(i - back, 0)
+        hi = min(i + (window - 1) // 2 + 1, n)
+        acc = 0j
+        for k in range(lo, hi):
+            acc += z[k]
+        acc = acc / (hi - lo)
+        if i == 0:
+            total = np.arctan2(acc.imag, acc.real)
+        else:
+            step = acc * np.conj(prev)
+            total += np.arctan2(step.imag, step.real)
+        phase[i] = total
+        prev = acc
+
+
+def _segment_energies(seg, bases, rows, table, segments, period, out):
+    """out[j] = sum_s |sum_i table[rows[j], i] seg[bases[j] + s period + i]|^2:
+    the preamble's matched-filter energy at each probed delay (fine timing)."""
+    width = table.shape[1]
+    for j in range(bases.size):
+        total = 0.0
+        for s in range(segments):
+            lo = bases[j] + s * period
+            acc = np.complex64(0.0)
+            for i in range(width):
+                acc += table[rows[j], i] * seg[lo + i]
+            total += float(acc.real) ** 2 + float(acc.imag) ** 2
+        out[j] = total
+
+
+# The compiled kernels, set by load(); None until then.
+fir_complex = fir_real = detection_sums = periodogram_grid = derotated_fit = None
+mix = smoothed_phase = segment_energies = None
+
+
+def load() -> bool:
+    """Import numba and compile (or load from its cache) every kernel, once.
+
+    Returns ``AVAILABLE``. A missing or broken numba is logged once and leaves
+    the numpy path in use.
+    """
+    global AVAILABLE, REASON, _tried
+    with _lock:
+        if _tried:
+            return AVAILABLE
+        _tried = True
+        if os.environ.get("DIFFJSCC_NUMBA", "1") == "0":
+            REASON = "DIFFJSCC_NUMBA=0"
+            return False
+        try:
+            import numba
+
+            for name in _KERNELS:
+                python = globals()["_" + name.lstrip("_")]
+                globals()[name] = numba.njit(cache=True, nogil=True, fastmath=_FLAGS)(python)
+            _warm_up()
+        except Exception as exc:  # ImportError, or a numba that cannot compile here
+            REASON = f"{type(exc).__name__}: {exc}"
+            log.warning(
+                "diffjscc.radio: compiled receiver kernels unavailable (%s); numpy path", REASON
+            )
+            return False
+        REASON = ""
+        AVAILABLE = True
+        return True
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
+
+
+def _warm_up() -> None:
+    """Call every kernel with the argument types the receiver gives it (the
+    taps and the fine-timing table are read-only), so none compiles mid-stream."""
+    x = np.zeros(512, np.float32)
+    taps = _readonly(np.zeros(8, np.float32))
+    dsum = np.zeros(4, np.complex64)
+    energy = np.zeros(4, np.float32)
+    signs = np.ones(3, np.float32)
+    detection_sums(np.zeros(64, np.complex64), x, 4, 16, signs, 32, dsum, energy)
+    fir_real(x, 0, 4, 2, taps, energy)
+    fir_complex(x, 0, 4, 2, taps, dsum)
+    z = np.ones(4, np.complex128)
+    times = np.arange(4.0)
+    periodogram_grid(z, times, 0.0, 0.01, 3, np.zeros(3))
+    derotated_fit(z, times, 0.01, 1.5)
+    mix(dsum, 0.01, np.empty_like(dsum))
+    smoothed_phase(z, 2, np.empty(4))
+    three = np.zeros(3, np.int64)
+    table = _readonly(np.zeros((2, 2), np.complex64))
+    segment_energies(dsum, three, three, table, 1, 1, np.empty(3))

@@ -1,0 +1,114 @@
+"""The compiled receiver kernels (numba) against their numpy twins: the same
+frames, the same estimates, to float32 rounding; and the numpy path alone."""
+
+import numpy as np
+import pytest
+from diffjscc import channels
+from diffjscc.radio import (
+    BurstReceiver,
+    FrameConfig,
+    ReceiverTuning,
+    _fast,
+    build_bursts,
+    image_symbol_count,
+)
+from diffjscc.radio.estimation import ChannelEstimate, estimate_channel, track_phase
+from diffjscc.radio.pulse import matched_filter, matched_filter_delays
+from diffjscc.radio.sim import impair, resample
+from diffjscc.symbols import EncodedImage
+
+CFG = FrameConfig()
+needs_numba = pytest.mark.skipif(not _fast.load(), reason=f"no compiled kernels: {_fast.REASON}")
+
+
+def _stream(seed=0, sro_ppm=0.0, snr_db=6.0):
+    rng = np.random.default_rng(seed)
+    shape = (256, 384)
+    n = image_symbol_count(2, shape)
+    z = (rng.standard_normal(n) + 1j * rng.standard_normal(n)).astype(np.complex64)
+    enc = EncodedImage(channels.normalise_power(z), shape, (0, 0, 0), "jscc-awgn-cbr1_96", 3.0)
+    bursts = build_bursts(enc, image_id=7, cfg=CFG)
+    # A burst cut short in the middle: the damage search runs too.
+    cut = bursts[0][: bursts[0].size // 2]
+    gap = np.zeros(500, np.complex64)
+    stream = np.concatenate([gap, bursts[0], gap, cut, gap, *bursts[1:], gap])
+    if sro_ppm:
+        stream = resample(stream, 1.0 + sro_ppm * 1e-6)
+    return impair(stream, snr_db, CFG, cfo=0.004, delay=11.6, rng=rng)
+
+
+def _receive(x, compiled, monkeypatch):
+    monkeypatch.setattr(_fast, "AVAILABLE", compiled)
+    rx = BurstReceiver(CFG, ReceiverTuning(max_sample_rate_offset_ppm=200.0))
+    frames = []
+    for i in range(0, x.size, 3001):
+        frames += rx.feed(x[i : i + 3001])
+    return frames + rx.flush(), dict(rx.stats)
+
+
+@needs_numba
+@pytest.mark.parametrize("sro_ppm", [0.0, 150.0])
+def test_compiled_and_numpy_receivers_agree(sro_ppm, monkeypatch):
+    x = _stream(seed=int(sro_ppm), sro_ppm=sro_ppm)
+    fast, fast_stats = _receive(x, True, monkeypatch)
+    slow, slow_stats = _receive(x, False, monkeypatch)
+    assert fast_stats == slow_stats
+    assert fast_stats["frames_partial"] + fast_stats["frames_unusable"] == 1  # the cut burst
+    assert len(fast) == len(slow) >= 2
+    for f, s in zip(fast, slow, strict=True):
+        assert (f.image_id, f.frame_index, f.complete) == (s.image_id, s.frame_index, s.complete)
+        assert f.timing == pytest.approx(s.timing, abs=1e-4)
+        assert f.snr_db == pytest.approx(s.snr_db, abs=1e-3)
+        assert f.sample_rate_offset == pytest.approx(s.sample_rate_offset, rel=1e-3, abs=1e-9)
+        assert abs(f.h - s.h) < 1e-4 * abs(s.h)
+        scale = float(np.sqrt(np.mean(np.abs(s.symbols) ** 2)))
+        assert np.max(np.abs(f.symbols - s.symbols)) < 1e-4 * scale
+        np.testing.assert_array_equal(f.mask(), s.mask())
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [np.complex64, np.float32])
+def test_compiled_matched_filter_matches_numpy(dtype, monkeypatch):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(900).astype(np.float32)
+    if dtype == np.complex64:
+        x = (x + 1j * rng.standard_normal(900)).astype(np.complex64)
+    results = {}
+    for compiled in (True, False):
+        monkeypatch.setattr(_fast, "AVAILABLE", compiled)
+        results[compiled] = (
+            matched_filter(x, 3.37, 300, CFG),
+            matched_filter(x, 0.5, 100, CFG, stride=3),
+            matched_filter_delays(x, 10.2, 200, (0.5, -0.5, 0.0), CFG),
+        )
+    for a, b in zip(results[True], results[False], strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=0, atol=2e-6 * np.max(np.abs(b)))
+    monkeypatch.setattr(_fast, "AVAILABLE", True)
+    with pytest.raises(ValueError, match="matched filter needs samples"):
+        matched_filter(x[:100], 0.0, 60, CFG)
+
+
+@needs_numba
+def test_compiled_estimates_match_numpy(monkeypatch):
+    rng = np.random.default_rng(5)
+    t = np.sort(rng.choice(2000, 400, replace=False)).astype(np.float64)
+    known = np.exp(2j * np.pi * rng.random(400)).astype(np.complex64)
+    y = 0.7 * np.exp(2j * np.pi * (0.0011 * t + 0.2)) * known
+    y = (y + 0.3 * (rng.standard_normal(400) + 1j * rng.standard_normal(400))).astype(np.complex64)
+    est, phase = {}, {}
+    for compiled in (True, False):
+        monkeypatch.setattr(_fast, "AVAILABLE", compiled)
+        est[compiled] = estimate_channel(y, known, t, 0.001, 0.004)
+        ref = ChannelEstimate(0.7, 0.0011, 0.0, 0.09, 5.0, 400)
+        phase[compiled] = track_phase(y, known, t, ref, 17, np.arange(2000.0))
+    a, b = est[True], est[False]
+    assert a.freq == pytest.approx(b.freq, abs=1e-9)
+    assert abs(a.h - b.h) < 1e-9 and a.snr == pytest.approx(b.snr, rel=1e-9)
+    np.testing.assert_allclose(phase[True], phase[False], atol=1e-9)
+
+
+def test_numpy_path_receives_without_numba(monkeypatch):
+    frames, stats = _receive(_stream(seed=2, snr_db=10.0), False, monkeypatch)
+    assert [f.frame_index for f in frames if f.complete] == list(range(len(frames) - 1))
+    assert stats["internal_errors"] == 0 and stats["header_crc_fail"] == 0
