@@ -624,13 +624,14 @@ uhd.tune_request = lambda freq, lo_offset=0.0: (freq, lo_offset)
 sys.modules["gnuradio.uhd"] = uhd
 gnuradio.uhd = uhd
 
-spec = importlib.util.spec_from_file_location("usrp_trx_no_gui", sys.argv[2])
+name = os.path.basename(sys.argv[2]).removesuffix(".py")
+spec = importlib.util.spec_from_file_location(name, sys.argv[2])
 generated = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(generated)
 started = []
 
 
-class Watched(generated.usrp_trx_no_gui):
+class Watched(getattr(generated, name)):
     def __init__(self, **kw):
         super().__init__(**kw)
         started.append(self)
@@ -644,8 +645,11 @@ def watch():
             break
         time.sleep(0.1)
     sink = started[0].diffjscc_image_sink_0
+    display = getattr(started[0], "diffjscc_image_display_0", None)
+    shown = display.last if display is not None else None
     print(json.dumps({"results": len(sink.results()), "calls": CALLS,
-                      "psnr": [r.get("psnr") for r in sink.results()]}), flush=True)
+                      "psnr": [r.get("psnr") for r in sink.results()],
+                      "displayed": None if shown is None else shown.get("image_id")}), flush=True)
     os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C: the script's own handler stops it
 
 
@@ -655,9 +659,13 @@ generated.main(top_block_cls=Watched, options=generated.argument_parser().parse_
 
 
 @needs_grcc
-def test_usrp_trx_no_gui_runs_through_a_fake_radio(tmp_path_factory, tmp_path):
+@pytest.mark.parametrize("name", ["usrp_trx_no_gui", "usrp_trx"])
+def test_usrp_trx_runs_through_a_fake_radio(tmp_path_factory, tmp_path, name):
     """The over-the-air flowgraph with UHD replaced by a sample loop: settings reach the radio,
-    images are decoded (with PSNR), statistics are printed, Ctrl-C ends it with status 0."""
+    images are decoded (with PSNR) and, in the Qt one, displayed; the no_gui one prints
+    statistics; Ctrl-C (SIGINT) ends either with status 0."""
+    if name == "usrp_trx":
+        pytest.importorskip("PyQt5")
     out, proc = _compile_all(tmp_path_factory)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     from PIL import Image
@@ -671,10 +679,15 @@ def test_usrp_trx_no_gui_runs_through_a_fake_radio(tmp_path_factory, tmp_path):
         "--clock-source", "external", "--tx-gain", "12", "--interval-s", "0.5",
         "--stats-interval", "1", "--amplitude", "0.2",
     ]  # fmt: skip
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    if name == "usrp_trx":  # these are sliders there, not options
+        sliders = {"--tx-gain", "--interval-s", "--amplitude", "--stats-interval"}
+        pairs = [args[i : i + 2] for i in range(0, len(args), 2)]
+        args = [x for pair in pairs if pair[0] not in sliders for x in pair]
     proc = subprocess.run(
         [sys.executable, "-c", FAKE_RADIO_RUN, str(MODULE / "python"),
-         str(out / "usrp_trx_no_gui.py"), *args],
-        capture_output=True, text=True, timeout=120,
+         str(out / f"{name}.py"), *args],
+        capture_output=True, text=True, timeout=120, env=env,
     )  # fmt: skip
     lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
     assert lines, f"exit {proc.returncode}: {proc.stderr[-3000:]}"
@@ -684,7 +697,10 @@ def test_usrp_trx_no_gui_runs_through_a_fake_radio(tmp_path_factory, tmp_path):
     calls = report["calls"]
     assert ["tune", [915e6, 2e6]] in calls  # both radios tuned with the LO offset
     assert calls.count(["clock_source", "external"]) == 2
-    assert ["gain", 12.0] in calls
-    assert "[trx] " in proc.stderr and "decoded" in proc.stderr  # the statistics line
+    if name == "usrp_trx":  # the slider's start value is the gain; the display got the image
+        assert report["displayed"] is not None
+    else:
+        assert ["gain", 12.0] in calls
+        assert "[trx] " in proc.stderr and "decoded" in proc.stderr  # the statistics line
     assert list(tmp_path.glob("rec.sigmf-meta")), "no SigMF recording written"
     assert list((tmp_path / "rx").glob("*.png"))
