@@ -118,10 +118,22 @@ def stock(args, encoder):
     return tb
 
 
-def timed(tb) -> float:
-    t = time.perf_counter()
+def _compiled() -> str:
+    """Whether the receiver ran its numba kernels (diffjscc.radio._fast), and why not."""
+    try:
+        from diffjscc.radio import _fast
+    except ImportError:  # a receiver from before the kernels
+        return "numpy (no diffjscc.radio._fast)"
+    return "numba" if _fast.AVAILABLE else f"numpy ({_fast.REASON})"
+
+
+def timed(tb) -> tuple[float, float]:
+    """Wall-clock and CPU seconds (this process: every thread, all on the one
+    pinned core) of one run; the CPU figure is what other jobs on a shared
+    machine distort least."""
+    t, c = time.perf_counter(), time.process_time()
     tb.run()
-    return time.perf_counter() - t
+    return time.perf_counter() - t, time.process_time() - c
 
 
 def main(argv=None) -> int:
@@ -154,10 +166,13 @@ def main(argv=None) -> int:
         encoder = BlockMeanCodec()
 
     runs = {"ours": [], "stock": []}
+    cpu = {"ours": [], "stock": []}
     frames = []
     for _ in range(args.repeats):
         tb = ours(args, encoder)
-        runs["ours"].append(timed(tb))
+        wall, used = timed(tb)
+        runs["ours"].append(wall)
+        cpu["ours"].append(used)
         src, rx = tb.blocks
         stats = rx.stats()
         # Bursts wholly inside the samples that pass head (one burst per image here):
@@ -165,7 +180,9 @@ def main(argv=None) -> int:
         period = src._longest_burst + src.gap_samples
         whole = (args.samples - src.gap_samples) // period
         frames.append((whole, stats["frames_ok"], stats["header_crc_fail"]))
-        runs["stock"].append(timed(stock(args, encoder)))
+        wall, used = timed(stock(args, encoder))
+        runs["stock"].append(wall)
+        cpu["stock"].append(used)
     result = {
         "machine": f"{platform.node()} {platform.processor() or platform.machine()}, 1 core (#{args.core})",
         "python": sys.version.split()[0],
@@ -177,8 +194,14 @@ def main(argv=None) -> int:
         "encoder": "onnx" if args.onnx else "stand-in (encoded once, cached)",
         "ours_msps": args.samples / statistics.median(runs["ours"]) / 1e6,
         "stock_msps": args.samples / statistics.median(runs["stock"]) / 1e6,
+        "ours_msps_cpu": args.samples / statistics.median(cpu["ours"]) / 1e6,
+        "stock_msps_cpu": args.samples / statistics.median(cpu["stock"]) / 1e6,
         "ours_seconds": runs["ours"],
         "stock_seconds": runs["stock"],
+        "ours_cpu_seconds": cpu["ours"],
+        "stock_cpu_seconds": cpu["stock"],
+        "compiled_kernels": _compiled(),
+        "load_average": os.getloadavg(),
         "frames_whole_received_crcfail": frames,
     }
     result["ratio_ours_to_stock"] = result["ours_msps"] / result["stock_msps"]

@@ -112,3 +112,24 @@ def test_numpy_path_receives_without_numba(monkeypatch):
     frames, stats = _receive(_stream(seed=2, snr_db=10.0), False, monkeypatch)
     assert [f.frame_index for f in frames if f.complete] == list(range(len(frames) - 1))
     assert stats["internal_errors"] == 0 and stats["header_crc_fail"] == 0
+
+
+@needs_numba
+def test_compiled_block_test_matches_numpy(monkeypatch):
+    from diffjscc.radio.equalise import _looks_clean
+
+    rng = np.random.default_rng(9)
+    times = np.sort(rng.choice(4000, 900, replace=False))
+    for trial in range(40):
+        z = 1.0 + 0.3 * (rng.standard_normal(900) + 1j * rng.standard_normal(900))
+        if trial % 3 == 1:
+            z[600:] *= 0.2  # the burst gone from there
+        if trial % 3 == 2:
+            z[300:500] += 2.0 * rng.standard_normal(200)  # something else on the air
+        residual = np.abs(z - 1.0) ** 2
+        count = 4000 if trial % 4 else 300  # short: blocks without known symbols
+        answers = set()
+        for compiled in (True, False):
+            monkeypatch.setattr(_fast, "AVAILABLE", compiled)
+            answers.add(_looks_clean(z, residual, times, count))
+        assert len(answers) == 1

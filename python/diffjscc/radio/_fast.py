@@ -37,10 +37,13 @@ _KERNELS = (
     "fir_real",
     "detection_sums",
     "periodogram_grid",
+    "_parabola_offset",
+    "frequency_search",
     "derotated_fit",
     "mix",
     "smoothed_phase",
     "segment_energies",
+    "blocks_clean",
 )
 
 
@@ -48,31 +51,44 @@ def _detection_sums(corr, flat, n, period, signs, reach, dsum, energy):
     """The detection metric's parts at ``n`` lags, from the preamble-segment
     correlations ``corr`` and the samples (interleaved float32 ``flat``):
 
-    dsum[m] = sum_k signs[k] corr[m + (k+1) D] conj(corr[m + k D]), D = ``period``;
-    energy[m] = sum of |x|^2 over x[m : m + reach] (a running sum in float64).
+    dsum[m] = sum_k signs[k] corr[m + (k+1) D] conj(corr[m + k D]), D = ``period``
+    (each product computed once, the sum term by term as numpy's twin does);
+    energy[m] = sum of |x|^2 over x[m : m + reach] (prefix sums in float64).
     """
     terms = signs.size
+    count = n + (terms - 1) * period
+    cf = corr.view(np.float32)
+    prod_re = np.empty(count, dtype=np.float32)
+    prod_im = np.empty(count, dtype=np.float32)
+    for m in range(count):
+        ar = cf[2 * m]
+        ai = cf[2 * m + 1]
+        br = cf[2 * (m + period)]
+        bi = cf[2 * (m + period) + 1]
+        prod_re[m] = br * ar + bi * ai
+        prod_im[m] = bi * ar - br * ai
+    sum_re = np.zeros(n, dtype=np.float32)
+    sum_im = np.zeros(n, dtype=np.float32)
+    for k in range(terms):
+        sign = signs[k]
+        offset = k * period
+        for m in range(n):
+            sum_re[m] += sign * prod_re[offset + m]
+            sum_im[m] += sign * prod_im[offset + m]
+    out = dsum.view(np.float32)
     for m in range(n):
-        sr = np.float32(0.0)
-        si = np.float32(0.0)
-        for k in range(terms):
-            a = corr[m + k * period]
-            b = corr[m + (k + 1) * period]
-            sr += signs[k] * (b.real * a.real + b.imag * a.imag)
-            si += signs[k] * (b.imag * a.real - b.real * a.imag)
-        dsum[m] = complex(sr, si)
+        out[2 * m] = sum_re[m]
+        out[2 * m + 1] = sum_im[m]
     size = flat.size // 2
-    total = 0.0
-    for j in range(min(reach, size)):
-        total += float(flat[2 * j]) ** 2 + float(flat[2 * j + 1]) ** 2
+    prefix = np.empty(size + 1, dtype=np.float64)
+    prefix[0] = 0.0
+    acc = 0.0
+    for j in range(size):
+        acc += float(flat[2 * j]) * flat[2 * j] + float(flat[2 * j + 1]) * flat[2 * j + 1]
+        prefix[j + 1] = acc
     for m in range(n):
-        energy[m] = total
-        j = m + reach
-        if j < size:
-            total += float(flat[2 * j]) ** 2 + float(flat[2 * j + 1]) ** 2
-        total -= float(flat[2 * m]) ** 2 + float(flat[2 * m + 1]) ** 2
-        if total < 0.0:  # rounding after a loud stretch
-            total = 0.0
+        e = prefix[min(m + reach, size)] - prefix[m]
+        energy[m] = e if e > 0.0 else 0.0  # rounding after a loud stretch
 
 
 def _fir_part(flat, offset, stride, base, count, step, taps, acc):
@@ -208,8 +224,70 @@ def _segment_energies(seg, bases, rows, table, segments, period, out):
         out[j] = total
 
 
+def _parabola_offset(values, i):
+    """As ``estimation._parabola_peak``."""
+    a = values[i - 1]
+    b = values[i]
+    c = values[i + 1]
+    denom = a - 2.0 * b + c
+    if denom >= 0.0:
+        return 0.0
+    return min(max(0.5 * (a - c) / denom, -0.5), 0.5)
+
+
+def _frequency_search(z, t, center, halfwidth):
+    """``estimation.estimate_frequency`` in one call: the grid of half-lobe steps
+    over center +- halfwidth, a parabola through the best point, and a second,
+    narrower one."""
+    span = max(t.max() - t.min(), 1.0)
+    step = 0.5 / span
+    count = int(np.ceil(halfwidth / step))
+    size = 2 * count + 3
+    power = np.empty(size)
+    periodogram_grid(z, t, center + step * float(-count - 1), step, size, power)
+    i = int(np.argmax(power[1:-1])) + 1
+    best = center + step * float(i - count - 1) + step * _parabola_offset(power, i)
+    fine = step / 4.0
+    power3 = np.empty(3)
+    periodogram_grid(z, t, best + fine * -1.0, fine, 3, power3)
+    return best + fine * _parabola_offset(power3, 1)
+
+
+def _blocks_clean(z, residual, times, count, blocks):
+    """``equalise._looks_clean`` in one call (the same test, block by block)."""
+    starts = np.empty(blocks + 1, dtype=np.int64)
+    starts[0] = 0
+    for b in range(1, blocks):
+        starts[b] = np.searchsorted(times, (b * count) // blocks)
+    starts[blocks] = residual.size
+    means = np.empty(blocks)
+    gains = np.empty(blocks)
+    for b in range(blocks):
+        size = starts[b + 1] - starts[b]
+        if size < 3:
+            return False
+        r = 0.0
+        acc = 0j
+        for k in range(starts[b], starts[b + 1]):
+            r += residual[k]
+            acc += z[k]
+        means[b] = r / size
+        g = acc / size
+        gains[b] = g.real * g.real + g.imag * g.imag
+    best = int(np.argmin(means))
+    best_size = starts[best + 1] - starts[best]
+    top = gains.max()
+    for b in range(blocks):
+        size = starts[b + 1] - starts[b]
+        bound = means[best] * (1.0 + 4.0 * np.sqrt(1.0 / size + 1.0 / best_size))
+        if means[b] > bound or gains[b] < 0.5 * top:
+            return False
+    return True
+
+
 # The compiled kernels, set by load(); None until then.
 fir_complex = fir_real = detection_sums = periodogram_grid = derotated_fit = None
+frequency_search = blocks_clean = None
 mix = smoothed_phase = segment_energies = None
 
 
@@ -265,6 +343,8 @@ def _warm_up() -> None:
     times = np.arange(4.0)
     periodogram_grid(z, times, 0.0, 0.01, 3, np.zeros(3))
     derotated_fit(z, times, 0.01, 1.5)
+    frequency_search(z, times, 0.0, 0.01)
+    blocks_clean(z, np.ones(4), np.arange(4), 4, 2)
     mix(dsum, 0.01, np.empty_like(dsum))
     smoothed_phase(z, 2, np.empty(4))
     three = np.zeros(3, np.int64)

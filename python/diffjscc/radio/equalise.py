@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from diffjscc.radio import _fast
 from diffjscc.radio import header as hdr
 from diffjscc.radio.config import FrameConfig, ReceiverTuning
 from diffjscc.radio.estimation import ChannelEstimate, cis, estimate_channel, track_phase
@@ -211,6 +212,8 @@ def _looks_clean(z: np.ndarray, residual: np.ndarray, times: np.ndarray, count: 
     test asks for 4.5 and 10 % more), nor has their mean gain less than half the
     largest block's power. Damage shows in both wherever it is: noise instead of
     the burst leaves |h|^2 + sigma^2 and no gain, another burst adds its power."""
+    if _fast.AVAILABLE:
+        return bool(_fast.blocks_clean(z, residual, times, int(count), _PRECHECK_BLOCKS))
     edges = np.searchsorted(times, (np.arange(1, _PRECHECK_BLOCKS) * count) // _PRECHECK_BLOCKS)
     starts = np.concatenate([[0], edges])
     counts = np.diff(np.concatenate([starts, [residual.size]])).astype(np.float64)

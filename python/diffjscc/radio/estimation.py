@@ -85,6 +85,8 @@ def _parabola_peak(values: np.ndarray, i: int) -> float:
 def estimate_frequency(z: np.ndarray, t: np.ndarray, center: float, halfwidth: float) -> float:
     """ML frequency (cycles/symbol) of z_k = h exp(2j pi f t_k) + noise, |f - center| <= halfwidth."""
     t = np.asarray(t, dtype=np.float64)
+    if _fast.AVAILABLE and z.dtype == np.complex128 and z.size:
+        return float(_fast.frequency_search(z, t, float(center), float(halfwidth)))
     span = max(float(t.max() - t.min()), 1.0)
     # Half the main lobe's half width: a grid point falls within 0.25/span of
     # the peak, where the periodogram is still above 80 % of it.
