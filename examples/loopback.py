@@ -3,11 +3,13 @@
 
     python examples/loopback.py                       # astronaut sample, 7 dB, CBR 1/384
     python examples/loopback.py --image kodim23.png --snr 3 --cfo 0.01 --fading
+    python examples/loopback.py --waveform ofdm --channel epa --snr 10   # OFDM over 3GPP EPA
 
 The flowgraph (``Loopback``, a gr.top_block) is the chain of
 grc/loopback_sim_no_gui.grc: image source (ONNX JSCC encoder, pilot-aided
 bursts) -> delay -> channel model (noise, frequency offset, sample-rate
-offset, optional Rayleigh block fading) -> JSCC receiver (pilot-based CSI)
+offset, optional Rayleigh block fading, multipath taps of a --channel preset or
+--taps, fading taps with --doppler) -> JSCC receiver (pilot-based CSI)
 -> image sink (decoding through a worker), which writes received.png itself.
 Unless --worker names one, a local decoding worker process (`diffjscc
 worker`, started by diffjscc.worker.local.LocalWorker) comes up meanwhile;
@@ -81,6 +83,24 @@ def setup_args() -> argparse.ArgumentParser:
     )
     p.add_argument("--epsilon", type=float, default=1.0, help="sample rate ratio (drift; 1 = none)")
     p.add_argument("--fading", action="store_true", help="Rayleigh block fading (one gain per run)")
+    p.add_argument(
+        "--waveform", choices=["sc", "ofdm"], default="sc", help="single carrier or OFDM (sc)"
+    )
+    p.add_argument(
+        "--channel",
+        default="awgn",
+        help="multipath preset: awgn, rayleigh, indoor, epa, eva (one static realisation per "
+        "run, from --seed; diffjscc.radio.channel_presets)",
+    )
+    p.add_argument(
+        "--taps", default="", help="static complex taps at the sample rate, e.g. '1, 0.3-0.2j'"
+    )
+    p.add_argument(
+        "--doppler",
+        type=float,
+        default=0.0,
+        help="fading taps of --channel with this normalised Doppler fD*Ts (0: static)",
+    )
     p.add_argument("--seed", type=int, default=None, help="seed of noise, delay and fading")
     p.add_argument("--sps", type=int, default=2, help="samples per symbol (default 2)")
     p.add_argument("--output", default="out/loopback", help="output folder (default out/loopback)")
@@ -241,7 +261,7 @@ class Loopback(gr.top_block):
     """
 
     def __init__(self, args, image_path, encoder, decoder, worker_address, output_dir):
-        from diffjscc.radio.config import noise_voltage
+        from diffjscc.radio.channel_presets import draw_taps, gnuradio_channel, parse_taps
         from gnuradio import blocks, channels, diffjscc, filter
 
         gr.top_block.__init__(self, "deep-JSCC loopback", catch_exceptions=True)
@@ -257,6 +277,7 @@ class Loopback(gr.top_block):
             repeat=1,
             interval_s=0,
             encoder=encoder,
+            waveform=args.waveform,
         )
         whole = int(math.floor(delay))
         stages = [self.source]
@@ -265,15 +286,23 @@ class Loopback(gr.top_block):
         if delay - whole > 1e-6:
             # mmse resampler at ratio 1 with a phase shift: a fractional delay.
             stages.append(filter.mmse_resampler_cc(delay - whole, 1.0))
+        noise_seed = int(rng.integers(1, 2**31 - 1))
+        # Multipath: static taps (--taps, or one realisation of --channel drawn from the
+        # seed), or with --doppler GNU Radio's fading model ahead of the channel model.
+        taps = parse_taps(args.taps) if args.taps else draw_taps(args.channel, rng=noise_seed)
+        if args.doppler:
+            fading = gnuradio_channel(args.channel, seed=noise_seed, doppler=args.doppler)[:-1]
+            stages += fading
+            taps = np.ones(1)
         self.channel = channels.channel_model(
-            noise_voltage=noise_voltage(args.snr, self.source.cfg),
+            noise_voltage=self.source.waveform.noise_voltage(args.snr),
             frequency_offset=args.cfo / args.sps,
             epsilon=args.epsilon,
-            taps=[h],
-            noise_seed=int(rng.integers(1, 2**31 - 1)),
+            taps=[complex(t) * h for t in taps],
+            noise_seed=noise_seed,
             block_tags=False,
         )
-        self.receiver = diffjscc.jscc_receiver(sps=args.sps)
+        self.receiver = diffjscc.jscc_receiver(sps=args.sps, waveform=args.waveform)
         self.sink = diffjscc.image_sink(
             output_dir=str(output_dir),
             worker_address=worker_address,
@@ -289,7 +318,7 @@ class Loopback(gr.top_block):
         self.msg_connect(self.receiver, "pdus", self.sink, "pdus")
         # No tx_info -> sink: in a run that ends by itself GNU Radio would end the sink when
         # the source ends, before the last frames arrive. PSNR is computed here instead.
-        self.channel_info = {"delay_samples": delay, "h": h}
+        self.channel_info = {"delay_samples": delay, "h": h, "taps": [complex(t) for t in taps]}
 
 
 def build_flowgraph(args, image_path, encoder, decoder, worker_address, output_dir):
@@ -395,6 +424,15 @@ def run(args, encoder=None, decoder=None, log=print) -> dict:
         raise DiffJSCCError(f"--timeout must be > 0, got {args.timeout}")
     if args.tx_opt_steps < 0:
         raise DiffJSCCError(f"--tx-opt-steps must be >= 0, got {args.tx_opt_steps}")
+    from diffjscc.radio.channel_presets import get_preset, parse_taps
+
+    get_preset(args.channel)  # ConfigError naming the presets
+    if args.taps:
+        parse_taps(args.taps)
+        if args.channel != "awgn" or args.doppler:
+            raise DiffJSCCError("--taps replaces --channel and --doppler: give one of them")
+    if not 0.0 <= args.doppler <= 0.01:
+        raise DiffJSCCError(f"--doppler must be in [0, 0.01] (fD*Ts), got {args.doppler}")
     if args.refiner:
         if not Path(args.refiner).is_dir():
             raise DiffJSCCError(f"--refiner {args.refiner}: no such folder")
@@ -485,6 +523,10 @@ def run(args, encoder=None, decoder=None, log=print) -> dict:
         "cfo": args.cfo,
         "delay_samples": tb.channel_info["delay_samples"],
         "h": [tb.channel_info["h"].real, tb.channel_info["h"].imag],
+        "waveform": args.waveform,
+        "channel": args.channel if not args.taps else "taps",
+        "doppler": args.doppler,
+        "taps": tb.channel_info["taps"],
         "served_by": None,
         "error": None,
         "receiver": rx_stats,

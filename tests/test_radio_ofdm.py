@@ -277,3 +277,38 @@ def test_gnuradio_fading_and_impairment_blocks():
     assert 0.5 < np.mean(np.abs(y) ** 2) < 2.0  # Rayleigh fading over many coherence times
     with pytest.raises(ConfigError, match="not both"):
         gnuradio_channel("epa", taps=[1.0], doppler=1e-4)
+
+
+def test_loopback_example_with_ofdm_over_epa(tmp_path):
+    """examples/loopback.py --waveform ofdm --channel epa, with the stand-in codec."""
+    import importlib.util
+
+    import gnuradio
+
+    root = Path(__file__).resolve().parents[1]
+    module = str(root / "gr-diffjscc" / "python")
+    if module not in gnuradio.__path__:
+        gnuradio.__path__.insert(0, module)
+    from gnuradio.diffjscc._fakes import BlockMeanCodec
+    from PIL import Image
+
+    spec = importlib.util.spec_from_file_location(
+        "loopback_ofdm", root / "examples" / "loopback.py"
+    )
+    loopback = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loopback)
+    path = tmp_path / "img.png"
+    yy, xx = np.mgrid[0:96, 0:160]
+    Image.fromarray(np.stack([xx, yy * 2, 255 - xx], 2).astype(np.uint8)).save(path)
+    common = ["--image", str(path), "--output", str(tmp_path / "out"), "--quiet", "--seed", "2"]
+    args = loopback.setup_args().parse_args(
+        [*common, "--waveform", "ofdm", "--channel", "epa", "--snr", "15", "--cfo", "0.01"]
+    )
+    codec = BlockMeanCodec()
+    summary = loopback.run(args, encoder=codec, decoder=codec)
+    assert summary["waveform"] == "ofdm" and summary["channel"] == "epa"
+    assert len(summary["taps"]) == 4  # EPA at 7.68 MS/s
+    assert summary["frames_decoded"] == summary["frames_sent"] >= 1
+    assert summary["images_decoded"] == 1
+    for bad in (["--channel", "mars"], ["--taps", "1, x"], ["--taps", "1", "--channel", "epa"]):
+        assert loopback.main([*common, *bad]) == 2
