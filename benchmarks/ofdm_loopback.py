@@ -59,7 +59,6 @@ def main(argv=None) -> int:
 
     from diffjscc.image import load_image
     from diffjscc.zoo import load_codec, load_transmitter
-    from gnuradio.diffjscc.image_source import default_image_path
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
@@ -71,6 +70,8 @@ def main(argv=None) -> int:
     import loopback as lb
 
     lb._use_module_from_checkout()
+    from gnuradio.diffjscc.image_source import default_image_path
+
     image = load_image(default_image_path())
     codec = load_codec("1/384", device="cpu")
     enc = load_transmitter("1/384", 0).encode(image, snr_db=args.snr)
