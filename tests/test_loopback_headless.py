@@ -198,3 +198,61 @@ def test_example_without_a_frame_says_why(loopback, tmp_path, image_path):
     assert summary["error"] and summary["psnr"] is None
     assert (tmp_path / "out" / "original.png").is_file()
     assert not (tmp_path / "out" / "received.png").exists()  # no false image
+
+
+WEIGHTS = ROOT / "python" / "diffjscc" / "weights"
+
+
+@pytest.mark.skipif(shutil.which("grcc") is None, reason="grcc not installed")
+@pytest.mark.skipif(
+    not (WEIGHTS / "jscc_awgn_cbr1_384.safetensors").exists()
+    or importlib.util.find_spec("torch") is None,
+    reason="needs torch and the default CBR 1/384 weights",
+)
+def test_sigterm_ends_a_streaming_no_gui_flowgraph_with_status_0(tmp_path):
+    """Issue 9: SIGTERM while the CPU decoder is busy; the process once aborted (exit 134)."""
+    import signal
+    import time
+
+    env = dict(os.environ, GRC_BLOCKS_PATH=str(ROOT / "gr-diffjscc" / "grc"))
+    subprocess.run(
+        ["grcc", "-o", str(tmp_path), str(ROOT / "grc" / "loopback_sim_no_gui.grc")],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    yy, xx = np.mgrid[0:512, 0:768]  # a decode of this size keeps the CPU decoder busy
+    image = np.stack([xx / 3, yy / 2, 255 - xx / 3], axis=2).clip(0, 255).astype(np.uint8)
+    Image.fromarray(image).save(tmp_path / "big.png")
+    out = tmp_path / "received"
+    run_as_script = (
+        "import sys, runpy, gnuradio; gnuradio.__path__.insert(0, sys.argv.pop(1)); "
+        "sys.argv.pop(0); runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    cmd = [sys.executable, "-c", run_as_script, str(MODULE_SOURCE)]
+    cmd += [str(tmp_path / "loopback_sim_no_gui.py"), "--image", str(tmp_path / "big.png")]
+    cmd += ["--output-dir", str(out), "--passes", "0", "--interval-s", "0.3"]
+    cmd += ["--policy", "latest", "--snr-db", "10"]
+    log = open(tmp_path / "log.txt", "w+")  # noqa: SIM115  (closed below)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if out.is_dir() and len(list(out.glob("*.png"))) >= 2:
+                break  # torch loaded, images streaming, the next decode under way
+            time.sleep(0.1)
+        assert proc.poll() is None, "the flowgraph ended by itself"
+        assert len(list(out.glob("*.png"))) >= 2, "no image decoded within 120 s"
+        proc.send_signal(signal.SIGTERM)
+        status = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log.seek(0)
+    output = log.read()
+    log.close()
+    assert status == 0, output[-3000:]
+    assert "terminate called" not in output and "Traceback" not in output, output[-3000:]
+    assert not list(out.glob("*.tmp*")), "a half-written file was left"
