@@ -32,6 +32,7 @@ from diffjscc.radio import (  # noqa: E402
     BurstReceiver,
     FrameConfig,
     ReceiverTuning,
+    _fast,  # noqa: E402
     build_bursts,
     image_symbol_count,
 )
@@ -41,10 +42,17 @@ from diffjscc.symbols import EncodedImage  # noqa: E402
 
 
 def run(
-    images: int, model: str, chunk: int, snr_db: float, sro_ppm: float, seed: int, track_ppm=200.0
+    images: int,
+    model: str,
+    chunk: int,
+    snr_db: float,
+    sro_ppm: float,
+    seed: int,
+    track_ppm=200.0,
+    header_version: int = 1,
 ) -> dict:
     rng = np.random.default_rng(seed)
-    cfg = FrameConfig()
+    cfg = FrameConfig(header_version=header_version)
     tuning = ReceiverTuning(max_sample_rate_offset_ppm=track_ppm)
     shape = (512, 768)
     spec = get_model_spec(model)
@@ -82,6 +90,9 @@ def run(
         "snr_db": snr_db,
         "sro_ppm": sro_ppm,
         "track_ppm": track_ppm,
+        "header_version": header_version,
+        "channel_uses_per_jscc_symbol": samples / cfg.sps / (images * n),
+        "compiled_kernels": _fast.AVAILABLE,
         "tx_msps": samples / (t1 - t0) / 1e6,
         "channel_msps": samples / (t2 - t1) / 1e6,
         "rx_msps": samples / (t3 - t2) / 1e6,
@@ -108,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         default=200.0,
         help="receiver's max_sample_rate_offset_ppm (0: no clock-offset tracking)",
     )
+    parser.add_argument(
+        "--header-version", type=int, default=1, choices=(1, 2), help="header code sent"
+    )
     parser.add_argument("--repeat", type=int, default=3, help="best of this many runs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="JSON report to write")
@@ -121,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             args.sro_ppm,
             args.seed + r,
             args.track_ppm,
+            args.header_version,
         )
         for r in range(args.repeat)
     ]
@@ -137,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         f"RX {best['rx_msps']:.1f} Msps, TX+channel+RX {best['chain_msps']:.1f} Msps, "
         f"TX+RX {best['tx_plus_rx_msps']:.1f} Msps (best of {args.repeat}, wall clock); "
         f"per CPU second: TX {best['tx_msps_cpu']:.1f}, RX {best['rx_msps_cpu']:.1f}, "
-        f"TX+RX {best['tx_plus_rx_msps_cpu']:.1f} Msps"
+        f"TX+RX {best['tx_plus_rx_msps_cpu']:.1f} Msps; header version {args.header_version}, "
+        f"{best['channel_uses_per_jscc_symbol']:.3f} samples/sps per JSCC symbol, "
+        f"kernels: {'numba' if best['compiled_kernels'] else 'numpy'}"
     )
     if args.json:
         atomic_write_text(args.json, json.dumps({"best": best, "runs": runs}, indent=1))

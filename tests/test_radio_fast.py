@@ -133,3 +133,19 @@ def test_compiled_block_test_matches_numpy(monkeypatch):
             monkeypatch.setattr(_fast, "AVAILABLE", compiled)
             answers.add(_looks_clean(z, residual, times, count))
         assert len(answers) == 1
+
+
+@needs_numba
+def test_compiled_viterbi_matches_numpy(monkeypatch):
+    from diffjscc.radio import header as hdr
+
+    rng = np.random.default_rng(11)
+    header = hdr.FrameHeader(77, 2, (512, 768), 1.5, 2, 3, version=2)
+    symbols = hdr.encode_symbols(header) * hdr.header_scrambler(hdr.CONV_SYMBOLS)
+    for _ in range(20):
+        soft = symbols + 1.3 * rng.standard_normal(symbols.size)  # about -2 dB: some errors
+        decoded = set()
+        for compiled in (True, False):
+            monkeypatch.setattr(_fast, "AVAILABLE", compiled)
+            decoded.add(hdr.viterbi(soft).tobytes())
+        assert len(decoded) == 1

@@ -141,3 +141,52 @@ def test_config_accepts_numpy_integers():
     assert cfg.sps == 4 and type(cfg.sps) is int and cfg.num_taps == 65
     with pytest.raises(ConfigError):
         FrameConfig(sps=2.5)
+
+
+HEADER_V2 = hdr.FrameHeader(513, 1, (500, 771), -2.5, 3, 9, version=hdr.VERSION_CONV)
+
+
+def test_version_2_header_is_shorter_and_decodes_at_0_db():
+    symbols = hdr.encode_symbols(HEADER_V2)
+    assert symbols.size == hdr.header_symbols(2) == hdr.CONV_SYMBOLS == 240
+    assert hdr.header_symbols(1) == hdr.HEADER_SYMBOLS
+    assert hdr.decode_soft_conv(symbols) == HEADER_V2
+    rng = np.random.default_rng(2)
+    # 0 dB (Es/N0 of complex symbols: real noise of variance 1/2); about 1 in 1000 fails.
+    decoded = sum(
+        hdr.decode_version(symbols + rng.standard_normal(240) * np.sqrt(0.5), 2) == HEADER_V2
+        for _ in range(50)
+    )
+    assert decoded == 50
+    # Six wrong signs in a row are corrected (free distance 12).
+    corrupt = symbols.copy()
+    corrupt[100:106] *= -1
+    assert hdr.decode_soft_conv(corrupt) == HEADER_V2
+
+
+def test_each_version_refuses_the_others_header_and_noise():
+    rng = np.random.default_rng(3)
+    v1 = hdr.encode_symbols(HEADER)
+    v2 = hdr.encode_symbols(HEADER_V2)
+    assert hdr.decode_soft_conv(v1[:240]) is None
+    assert hdr.decode_soft(np.concatenate([v2, rng.standard_normal(368)])) is None
+    assert sum(hdr.decode_soft_conv(rng.standard_normal(240)) is not None for _ in range(200)) == 0
+    assert hdr.decode_soft_conv(v2[:239]) is None  # too short: no header, no exception
+    bits = hdr.pack(HEADER_V2)
+    assert hdr.unpack(bits, 2) == HEADER_V2 and hdr.unpack(bits, 1) is None
+    with pytest.raises(ValueError, match="version"):
+        hdr.pack(hdr.FrameHeader(1, 1, (1, 1), 0.0, 0, 1, version=3))
+    with pytest.raises(ConfigError, match="header_version"):
+        FrameConfig(header_version=3)
+
+
+def test_version_2_frames_spend_at_most_1_2_channel_uses_per_jscc_symbol():
+    # 768x512 at CBR 1/384: 3072 JSCC symbols in one frame.
+    assert frame_length(3072, FrameConfig()) == 4039  # version 1: 1.31
+    uses = frame_length(3072, FrameConfig(header_version=2))
+    assert uses / 3072 <= 1.2
+    cfg = FrameConfig(header_version=2, max_payload_symbols=40)
+    layout = body_layout(hdr.header_symbols(2) + 40, cfg)
+    assert PREAMBLE_LENGTH + layout.length == frame_length(40, cfg)
+    assert header_span(cfg, 2) == int(layout.data_positions[239]) + 1
+    assert np.array_equal(header_pilot_positions(cfg, 2), layout.pilot_positions[:15])

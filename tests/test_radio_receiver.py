@@ -268,3 +268,34 @@ def test_other_waveform_settings(cfg):
     start, stop = frames[0].payload_slice
     measured_db = -10 * np.log10(np.mean(np.abs(frames[0].symbols - enc.symbols[start:stop]) ** 2))
     assert abs(measured_db - 5.0) < 0.6 and abs(frames[0].snr_db - 5.0) < 0.6
+
+
+def test_version_1_and_version_2_headers_in_one_stream():
+    """Transmitters of either header version, one receiver: every frame, its payload
+    where the header's version puts it, and the CSI estimated from the right known symbols."""
+    rng = np.random.default_rng(12)
+    enc = _encoded(shape=(512, 768), rate_code=2)
+    v1 = build_bursts(enc, image_id=1, cfg=CFG)
+    v2 = build_bursts(enc, image_id=2, cfg=FrameConfig(header_version=2))
+    short = build_bursts(enc, image_id=3, cfg=FrameConfig(header_version=2, max_payload_symbols=50))
+    assert v2[0].size < v1[0].size
+    gap = np.zeros(200, np.complex64)
+    stream = np.concatenate([gap, v1[0], gap, v2[0], v2[1], gap, *short[:3], v1[1], gap])
+    x = impair(stream, 8.0, CFG, cfo=0.003, delay=5.5, rng=rng)
+    rx = BurstReceiver(CFG)
+    frames = _feed_all(rx, x, chunk=7001)
+    assert [(f.image_id, f.frame_index) for f in frames] == [
+        (1, 0),
+        (2, 0),
+        (2, 1),
+        (3, 0),
+        (3, 1),
+        (3, 2),
+        (1, 1),
+    ]
+    assert rx.stats["header_crc_fail"] == 0 and rx.stats["frames_ok"] == len(frames)
+    for f in frames:
+        start, stop = f.payload_slice
+        mse = np.mean(np.abs(f.symbols - enc.symbols[start:stop]) ** 2)
+        assert abs(-10 * np.log10(mse) - 8.0) < 1.5
+        assert abs(f.snr_db - 8.0) < 1.5

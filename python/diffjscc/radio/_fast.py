@@ -44,6 +44,7 @@ _KERNELS = (
     "smoothed_phase",
     "segment_energies",
     "blocks_clean",
+    "viterbi",
 )
 
 
@@ -285,9 +286,37 @@ def _blocks_clean(z, residual, times, count, blocks):
     return True
 
 
+def _viterbi(soft, prev, signs, top, bits):
+    """``header._viterbi_numpy``: the terminated code's most likely input bits
+    (``top``: the bit of a state that holds its newest input bit)."""
+    states = prev.shape[0]
+    steps = bits.size
+    metric = np.full(states, -np.inf)
+    metric[0] = 0.0
+    new = np.empty(states)
+    choices = np.empty((steps, states), dtype=np.uint8)
+    for i in range(steps):
+        s0 = soft[2 * i]
+        s1 = soft[2 * i + 1]
+        for s in range(states):
+            a = metric[prev[s, 0]] + signs[0, s, 0] * s0 + signs[1, s, 0] * s1
+            b = metric[prev[s, 1]] + signs[0, s, 1] * s0 + signs[1, s, 1] * s1
+            if b > a:
+                new[s] = b
+                choices[i, s] = 1
+            else:
+                new[s] = a
+                choices[i, s] = 0
+        metric[:] = new
+    state = 0
+    for i in range(steps - 1, -1, -1):
+        bits[i] = state >> top
+        state = prev[state, choices[i, state]]
+
+
 # The compiled kernels, set by load(); None until then.
 fir_complex = fir_real = detection_sums = periodogram_grid = derotated_fit = None
-frequency_search = blocks_clean = None
+frequency_search = blocks_clean = viterbi = None
 mix = smoothed_phase = segment_energies = None
 
 
@@ -345,6 +374,8 @@ def _warm_up() -> None:
     derotated_fit(z, times, 0.01, 1.5)
     frequency_search(z, times, 0.0, 0.01)
     blocks_clean(z, np.ones(4), np.arange(4), 4, 2)
+    prev = np.zeros((4, 2), np.int64)
+    viterbi(np.zeros(8), prev, np.ones((2, 4, 2)), 1, np.empty(4, np.uint8))
     mix(dsum, 0.01, np.empty_like(dsum))
     smoothed_phase(z, 2, np.empty(4))
     three = np.zeros(3, np.int64)

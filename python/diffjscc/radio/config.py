@@ -31,6 +31,9 @@ class FrameConfig:
     filter_span: int = 8  # RRC length in symbols on each side of its peak
     pilot_spacing: int = 17  # one known pilot every this many body symbols (1/17 = 5.9 %)
     max_payload_symbols: int = 4096  # JSCC symbols per frame at most (transmitter)
+    # Frame header code the transmitter sends (``diffjscc.radio.header``): 1, RM(1,5) in
+    # 608 symbols; 2, convolutional in 240. The receiver decodes either, whatever this says.
+    header_version: int = 1
 
     def __post_init__(self) -> None:
         # numpy integers (from GRC or argparse-free code) are welcome; store plain ints.
@@ -39,6 +42,7 @@ class FrameConfig:
             "filter_span",
             "pilot_spacing",
             "max_payload_symbols",
+            "header_version",
         ):
             value = getattr(self, name)
             if isinstance(value, Integral) and not isinstance(value, bool):
@@ -61,6 +65,9 @@ class FrameConfig:
                 f"max_payload_symbols must be an integer in 1..{MAX_PAYLOAD_SYMBOLS}, "
                 f"got {self.max_payload_symbols!r}"
             )
+
+        if self.header_version not in (1, 2):
+            raise ConfigError(f"header_version must be 1 or 2, got {self.header_version!r}")
 
     @property
     def num_taps(self) -> int:

@@ -41,14 +41,14 @@ class KnownSymbols:
 
 
 @functools.lru_cache(maxsize=64)
-def _known_layout(payload_len: int, cfg: FrameConfig):
+def _known_layout(payload_len: int, cfg: FrameConfig, header_len: int):
     """The parts of ``frame_known`` that depend on the layout alone (shared, read-only)."""
-    layout = body_layout(hdr.HEADER_SYMBOLS + payload_len, cfg)
+    layout = body_layout(header_len + payload_len, cfg)
     pilots_t = PREAMBLE_LENGTH + layout.pilot_positions
-    header_t = PREAMBLE_LENGTH + layout.data_positions[: hdr.HEADER_SYMBOLS]
+    header_t = PREAMBLE_LENGTH + layout.data_positions[:header_len]
     times = np.concatenate([np.arange(PREAMBLE_LENGTH), header_t, pilots_t])
     pilots = pilot_symbols(pilots_t.size)
-    payload_t = PREAMBLE_LENGTH + layout.data_positions[hdr.HEADER_SYMBOLS :]
+    payload_t = PREAMBLE_LENGTH + layout.data_positions[header_len:]
     order = np.argsort(times, kind="stable")
     for a in (pilots_t, times, pilots, payload_t, order):
         a.flags.writeable = False
@@ -56,7 +56,8 @@ def _known_layout(payload_len: int, cfg: FrameConfig):
 
 
 def frame_known(header: hdr.FrameHeader, payload_len: int, cfg: FrameConfig) -> KnownSymbols:
-    times, pilots_t, pilots, payload_t, order = _known_layout(int(payload_len), cfg)
+    header_len = hdr.header_symbols(header.version)
+    times, pilots_t, pilots, payload_t, order = _known_layout(int(payload_len), cfg, header_len)
     return KnownSymbols(
         times=times,
         values=np.concatenate(

@@ -4,8 +4,9 @@ One frame, in symbols::
 
     preamble (128) | body: pilot, 16 data, pilot, 16 data, ..., pilot
 
-The body's data are the 608 BPSK header symbols followed by this frame's share
-of the image's JSCC symbols. A pilot opens every run of ``pilot_spacing - 1``
+The body's data are the BPSK header symbols (``header.header_symbols``: 608 for
+version 1, 240 for version 2; ``FrameConfig.header_version`` chooses what
+``build_bursts`` sends) followed by this frame's share of the image's JSCC symbols. A pilot opens every run of ``pilot_spacing - 1``
 data symbols and one more closes the body, so the phase between two pilots is
 always interpolated, never extrapolated. The payload split is fixed by the
 header alone: an image of N symbols sent in F frames puts ceil(N / F) symbols
@@ -64,19 +65,19 @@ def body_layout(num_data: int, cfg: FrameConfig) -> BodyLayout:
     return BodyLayout(length, pilots, data)
 
 
-def header_pilot_positions(cfg: FrameConfig) -> np.ndarray:
+def header_pilot_positions(cfg: FrameConfig, version: int = hdr.VERSION) -> np.ndarray:
     """Body positions of the pilots opening the runs that hold header symbols.
 
     They are where they are in every frame, whatever its payload; the pilot
     after the header is not, when the header's last run is shared with payload.
     """
-    runs = -(-hdr.HEADER_SYMBOLS // (cfg.pilot_spacing - 1))
+    runs = -(-hdr.header_symbols(version) // (cfg.pilot_spacing - 1))
     return np.arange(runs) * cfg.pilot_spacing
 
 
-def header_span(cfg: FrameConfig) -> int:
+def header_span(cfg: FrameConfig, version: int = hdr.VERSION) -> int:
     """Body symbols up to and including the last header symbol."""
-    return int(body_layout(hdr.HEADER_SYMBOLS, cfg).data_positions[-1]) + 1
+    return int(body_layout(hdr.header_symbols(version), cfg).data_positions[-1]) + 1
 
 
 def frame_symbols(header: hdr.FrameHeader, payload: np.ndarray, cfg: FrameConfig) -> np.ndarray:
@@ -91,9 +92,11 @@ def frame_symbols(header: hdr.FrameHeader, payload: np.ndarray, cfg: FrameConfig
     return np.concatenate([preamble(), body])
 
 
-def frame_length(payload_symbols: int, cfg: FrameConfig) -> int:
-    """Symbols in a frame carrying ``payload_symbols`` JSCC symbols."""
-    return PREAMBLE_LENGTH + body_layout(hdr.HEADER_SYMBOLS + payload_symbols, cfg).length
+def frame_length(payload_symbols: int, cfg: FrameConfig, version: int | None = None) -> int:
+    """Symbols in a frame carrying ``payload_symbols`` JSCC symbols, with a header
+    of ``version`` (the one ``cfg`` sends unless given)."""
+    version = cfg.header_version if version is None else version
+    return PREAMBLE_LENGTH + body_layout(hdr.header_symbols(version) + payload_symbols, cfg).length
 
 
 def build_bursts(enc, image_id: int, cfg: FrameConfig | None = None) -> list[np.ndarray]:
@@ -139,6 +142,7 @@ def build_bursts(enc, image_id: int, cfg: FrameConfig | None = None) -> list[np.
             design_snr_db=design_snr,
             frame_index=index,
             frame_count=frame_count,
+            version=cfg.header_version,
         )
         try:
             header.check_ranges()

@@ -110,6 +110,36 @@ class _Candidate:
     header_est: ChannelEstimate | None = None
     payload_len: int = 0
     body_len: int = 0
+    header_span: int = 0  # body symbols up to the header's last (of its version)
+
+
+@dataclass(frozen=True)
+class _HeaderForm:
+    """Where the symbols of one header version lie, and the known symbols before them."""
+
+    version: int
+    span: int  # body symbols up to and including its last symbol
+    known_times: np.ndarray  # preamble and the pilots among the header's symbols
+    known_values: np.ndarray
+    data_times: np.ndarray  # of the header's symbols, from the preamble's start
+
+
+def _header_form(version: int, cfg: FrameConfig) -> _HeaderForm:
+    pilots = PREAMBLE_LENGTH + header_pilot_positions(cfg, version)
+    data = body_layout(hdr.header_symbols(version), cfg).data_positions
+    return _HeaderForm(
+        version=version,
+        span=header_span(cfg, version),
+        known_times=np.concatenate([np.arange(PREAMBLE_LENGTH), pilots]),
+        known_values=np.concatenate([preamble(), pilot_symbols(pilots.size)]),
+        data_times=PREAMBLE_LENGTH + data,
+    )
+
+
+# Header versions tried, in this order: what transmitters send now (version 2),
+# then version 1 (recordings; a version-2 decode of it passes the CRC and the
+# version nibble with probability about 2^-20).
+_HEADER_VERSIONS = (hdr.VERSION_CONV, hdr.VERSION_RM)
 
 
 _METRIC_PIECE = 1 << 18  # lags of detection metric computed at a time
@@ -227,10 +257,9 @@ class BurstReceiver:
         # Samples kept before the search point, for timing adjustments and for
         # a frame's start moved by a clock offset.
         self._margin = 4 * cfg.sps + _DRIFT_EXTRA_MAX
-        self._header_span = header_span(cfg)
-        layout = body_layout(hdr.HEADER_SYMBOLS, cfg)
-        self._header_pilots = header_pilot_positions(cfg)
-        self._header_data = layout.data_positions[: hdr.HEADER_SYMBOLS]
+        self._header_forms = tuple(_header_form(v, cfg) for v in _HEADER_VERSIONS)
+        # Samples waited for before the header is decoded: enough for the longest.
+        self._header_span = max(form.span for form in self._header_forms)
         # Tables built now rather than during the first frames.
         pilot_symbols(1)
         self._segment_filters = _segment_filter_table(cfg)
@@ -601,15 +630,23 @@ class BurstReceiver:
         count = PREAMBLE_LENGTH + self._header_span
         seg, origin = self._samples(p.start, count, p.cfo)
         y = matched_filter(seg, p.start - origin, count, cfg)
-        pilots_t = PREAMBLE_LENGTH + self._header_pilots
-        known_t = np.concatenate([np.arange(PREAMBLE_LENGTH), pilots_t])
-        known = np.concatenate([preamble(), pilot_symbols(self._header_pilots.size)])
         # The coarse estimate from the preamble errs by < 0.002 cycles/symbol at -5 dB.
         halfwidth = min(0.004, self.tuning.max_cfo)
-        est = estimate_channel(y[known_t], known, known_t, 0.0, halfwidth)
-        data_t = PREAMBLE_LENGTH + self._header_data
-        soft = (y[data_t] * np.conj(est.gain(data_t))).real
-        header = hdr.decode_soft(soft)
+        header = None
+        for i, form in enumerate(self._header_forms):
+            # The estimate from the known symbols up to this version's last header
+            # symbol (a short frame of version 2 may end before version 1's); the
+            # later, longer estimates also give the earlier versions another try.
+            t = form.known_times
+            est = estimate_channel(y[t], form.known_values, t, 0.0, halfwidth)
+            for other in self._header_forms[i::-1]:
+                soft = (y[other.data_times] * np.conj(est.gain(other.data_times))).real
+                header = hdr.decode_version(soft, other.version)
+                if header is not None:
+                    p.header_span = other.span
+                    break
+            if header is not None:
+                break
         if header is None:
             self.stats["header_crc_fail"] += 1
             self._drop_pending()
@@ -633,7 +670,7 @@ class BurstReceiver:
         p.header = header
         p.header_est = est
         p.payload_len = stop - start
-        p.body_len = body_layout(hdr.HEADER_SYMBOLS + p.payload_len, cfg).length
+        p.body_len = body_layout(hdr.header_symbols(header.version) + p.payload_len, cfg).length
 
     def _drop_pending(self) -> None:
         """Give up the burst in progress; the search goes on after its preamble."""
@@ -663,7 +700,7 @@ class BurstReceiver:
                 y = matched_filter_drifting(seg, start, count, drift, cfg)
         # Stage A's frequency error (std 5e-5 cycles/symbol at -5 to 0 dB) is a small
         # fraction of its main lobe (1/span): +-0.15/span is 4 standard deviations or more.
-        halfwidth = 0.15 / (PREAMBLE_LENGTH + self._header_span)
+        halfwidth = 0.15 / (PREAMBLE_LENGTH + p.header_span)
         symbols, est = equalise_frame(
             y, header, p.payload_len, cfg, p.header_est.freq, halfwidth, known, self.tuning
         )
