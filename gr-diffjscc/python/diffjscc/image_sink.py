@@ -136,7 +136,10 @@ class image_sink(gr.basic_block):
     frames_received, frame_count, snr_db, h, decode_s, latency_s (first frame
     received -> PNG written), served_by, error, counters (``stats()``), and
     psnr / psnr_refined when the original is known (``tx_info`` from the
-    image source, same process). With ``print_stats`` a line of statistics
+    image source, same process). The decoder's CSI is the receiver's estimate:
+    for AWGN models the image's SNR, for block-Rayleigh models the link's average
+    SNR kept across images with h scaled to it (``diffjscc.radio.csi.LinkCSI``).
+    With ``print_stats`` a line of statistics
     goes to stdout every ``stats_interval_s`` seconds.
 
     Connect ``tx_info`` only in flowgraphs that run until stopped: GNU Radio
@@ -214,6 +217,7 @@ class image_sink(gr.basic_block):
         self._waiting: collections.deque[_Job] = collections.deque()  # assembled, not submitted
         self._in_flight: list[_Job] = []
         self._assembler = None
+        self._link_csi = None
         self._started_at = time.monotonic()
         self._next_stats_at = 0.0
         self._internal_logged = 0
@@ -298,10 +302,12 @@ class image_sink(gr.basic_block):
 
     def start(self) -> bool:
         from diffjscc.radio import ImageAssembler
+        from diffjscc.radio.csi import LinkCSI
 
         if self._decoder is None:
             self._decoder = self._make_decoder()
         self._assembler = ImageAssembler(timeout_s=self.assembly_timeout_s)
+        self._link_csi = LinkCSI()
         self._stop_mode = None
         self._stop_event.clear()
         self._started_at = time.monotonic()
@@ -467,19 +473,28 @@ class image_sink(gr.basic_block):
             self._submit(job)
 
     def _submit(self, job: _Job) -> None:
+        from diffjscc.registry import get_model_spec
         from diffjscc.worker.protocol import DecodeRequest
 
         image = job.image
         job.seq = next(self._seq)
         job.submitted_at = time.monotonic()
         try:
+            # The CSI in the form the model was trained with (diffjscc.radio.csi): AWGN models
+            # the image's own estimate, Rayleigh models the link's average SNR with h.
+            snr_db, h = self._link_csi.for_decoder(
+                get_model_spec(image.model).channel_type,
+                float(image.snr_db),
+                complex(image.h),
+                float(image.design_snr_db),
+            )
             request = DecodeRequest(
                 request_id=job.seq,
                 image_id=int(image.image_id),
                 model=image.model,
                 image_shape=tuple(int(v) for v in image.image_shape),
-                snr_db=float(image.snr_db),
-                h=complex(image.h),
+                snr_db=snr_db,
+                h=h,
                 symbols=np.asarray(image.symbols, dtype=np.complex64),
                 refine=self.refine,
             )
