@@ -291,23 +291,33 @@ def _viterbi(soft, prev, signs, top, bits):
     (``top``: the bit of a state that holds its newest input bit)."""
     states = prev.shape[0]
     steps = bits.size
+    # Which of the four branch metrics (+-s0 +-s1) each branch takes.
+    code = np.empty((states, 2), dtype=np.int64)
+    for s in range(states):
+        for x in range(2):
+            code[s, x] = (1 if signs[0, s, x] < 0 else 0) + (2 if signs[1, s, x] < 0 else 0)
     metric = np.full(states, -np.inf)
     metric[0] = 0.0
     new = np.empty(states)
     choices = np.empty((steps, states), dtype=np.uint8)
+    branch = np.empty(4)
     for i in range(steps):
         s0 = soft[2 * i]
         s1 = soft[2 * i + 1]
+        branch[0] = s0 + s1
+        branch[1] = -s0 + s1
+        branch[2] = s0 - s1
+        branch[3] = -s0 - s1
         for s in range(states):
-            a = metric[prev[s, 0]] + signs[0, s, 0] * s0 + signs[1, s, 0] * s1
-            b = metric[prev[s, 1]] + signs[0, s, 1] * s0 + signs[1, s, 1] * s1
+            a = metric[prev[s, 0]] + branch[code[s, 0]]
+            b = metric[prev[s, 1]] + branch[code[s, 1]]
             if b > a:
                 new[s] = b
                 choices[i, s] = 1
             else:
                 new[s] = a
                 choices[i, s] = 0
-        metric[:] = new
+        metric, new = new, metric
     state = 0
     for i in range(steps - 1, -1, -1):
         bits[i] = state >> top

@@ -136,9 +136,10 @@ def _header_form(version: int, cfg: FrameConfig) -> _HeaderForm:
     )
 
 
-# Header versions tried, in this order: what transmitters send now (version 2),
-# then version 1 (recordings; a version-2 decode of it passes the CRC and the
-# version nibble with probability about 2^-20).
+# Header versions a receiver decodes. It tries first the one that decoded last
+# (at first: its FrameConfig's), so that a stream of either costs one decoding a
+# frame. A header decoded with the wrong version's code passes the CRC and the
+# version nibble with probability about 2^-20.
 _HEADER_VERSIONS = (hdr.VERSION_CONV, hdr.VERSION_RM)
 
 
@@ -257,7 +258,9 @@ class BurstReceiver:
         # Samples kept before the search point, for timing adjustments and for
         # a frame's start moved by a clock offset.
         self._margin = 4 * cfg.sps + _DRIFT_EXTRA_MAX
-        self._header_forms = tuple(_header_form(v, cfg) for v in _HEADER_VERSIONS)
+        forms = {v: _header_form(v, cfg) for v in _HEADER_VERSIONS}
+        first = forms.pop(cfg.header_version)
+        self._header_forms = (first, *forms.values())  # the order they are tried in
         # Samples waited for before the header is decoded: enough for the longest.
         self._header_span = max(form.span for form in self._header_forms)
         # Tables built now rather than during the first frames.
@@ -633,17 +636,20 @@ class BurstReceiver:
         # The coarse estimate from the preamble errs by < 0.002 cycles/symbol at -5 dB.
         halfwidth = min(0.004, self.tuning.max_cfo)
         header = None
-        for i, form in enumerate(self._header_forms):
+        forms = self._header_forms
+        for i, form in enumerate(forms):
             # The estimate from the known symbols up to this version's last header
-            # symbol (a short frame of version 2 may end before version 1's); the
-            # later, longer estimates also give the earlier versions another try.
+            # symbol (a short frame of version 2 may end before version 1's); each
+            # estimate also gives the versions tried before another chance.
             t = form.known_times
             est = estimate_channel(y[t], form.known_values, t, 0.0, halfwidth)
-            for other in self._header_forms[i::-1]:
+            for other in (form, *forms[:i]):
                 soft = (y[other.data_times] * np.conj(est.gain(other.data_times))).real
                 header = hdr.decode_version(soft, other.version)
                 if header is not None:
                     p.header_span = other.span
+                    if other is not forms[0]:
+                        self._header_forms = (other, *(f for f in forms if f is not other))
                     break
             if header is not None:
                 break
