@@ -149,3 +149,21 @@ def test_compiled_viterbi_matches_numpy(monkeypatch):
             monkeypatch.setattr(_fast, "AVAILABLE", compiled)
             decoded.add(hdr.viterbi(soft).tobytes())
         assert len(decoded) == 1
+
+
+@needs_numba
+def test_compiled_payload_equaliser_matches_numpy():
+    rng = np.random.default_rng(13)
+    y = (rng.standard_normal(400) + 1j * rng.standard_normal(400)).astype(np.complex64)
+    # Outputs before the first knot, on knots, across gaps and after the last knot.
+    t_out = np.concatenate([np.arange(0, 30), np.arange(31, 200, 3), np.arange(200, 400)])
+    knots = np.arange(10, 380, 17).astype(np.float64)
+    phase = np.cumsum(0.3 * rng.standard_normal(knots.size))
+    h, freq, t_ref = 0.4 - 0.9j, 0.0013, 150.5
+    for k_t, k_p in ((knots, phase), (np.zeros(0), np.zeros(0))):
+        out = np.empty(t_out.size, np.complex64)
+        _fast.equalise_payload(y, t_out, h, freq, t_ref, k_t, k_p, out)
+        turn = 2 * np.pi * freq * (t_out - t_ref)
+        if k_t.size:
+            turn = turn + np.interp(t_out, k_t, k_p)
+        np.testing.assert_allclose(out, y[t_out] / (h * np.exp(1j * turn)), rtol=2e-6)

@@ -45,6 +45,7 @@ _KERNELS = (
     "segment_energies",
     "blocks_clean",
     "viterbi",
+    "equalise_payload",
 )
 
 
@@ -324,9 +325,48 @@ def _viterbi(soft, prev, signs, top, bits):
         state = prev[state, choices[i, state]]
 
 
+def _equalise_payload(y, t_out, h, freq, t_ref, knot_t, knot_phase, out):
+    """out[k] = y[t] / (h exp(2j pi freq (t - t_ref)) exp(1j phase(t))), t = t_out[k],
+    phase(t) interpolated linearly between the knots (held at the end ones, as
+    ``np.interp``; zero without knots). Between knots the angle is linear in t,
+    so consecutive symbols take one complex product each, not a sine and cosine."""
+    knots = knot_t.size
+    two_pi_f = 2.0 * np.pi * freq
+    last_interval = -3
+    last_t = 0
+    current = 1.0 + 0j
+    step = 1.0 + 0j
+    for k in range(t_out.size):
+        t = t_out[k]
+        if knots == 0:
+            interval, base, slope, origin = -2, 0.0, 0.0, 0.0
+        else:
+            interval = np.searchsorted(knot_t, t, side="right") - 1
+            if interval < 0:
+                base, slope, origin = knot_phase[0], 0.0, 0.0
+            elif interval >= knots - 1:
+                interval = knots - 1
+                base, slope, origin = knot_phase[knots - 1], 0.0, 0.0
+            else:
+                t0 = knot_t[interval]
+                base = knot_phase[interval]
+                slope = (knot_phase[interval + 1] - base) / (knot_t[interval + 1] - t0)
+                origin = t0
+        if interval == last_interval and t - last_t == 1:
+            current = current * step
+        else:
+            angle = two_pi_f * (t - t_ref) + base + slope * (t - origin)
+            current = complex(np.cos(angle), np.sin(angle))
+            w = two_pi_f + slope
+            step = complex(np.cos(w), np.sin(w))
+        last_interval = interval
+        last_t = t
+        out[k] = y[t] / (h * current)
+
+
 # The compiled kernels, set by load(); None until then.
 fir_complex = fir_real = detection_sums = periodogram_grid = derotated_fit = None
-frequency_search = blocks_clean = viterbi = None
+frequency_search = blocks_clean = viterbi = equalise_payload = None
 mix = smoothed_phase = segment_energies = None
 
 
@@ -386,6 +426,9 @@ def _warm_up() -> None:
     blocks_clean(z, np.ones(4), np.arange(4), 4, 2)
     prev = np.zeros((4, 2), np.int64)
     viterbi(np.zeros(8), prev, np.ones((2, 4, 2)), 1, np.empty(4, np.uint8))
+    times = _readonly(np.arange(4))
+    for knots in (np.zeros(0), np.arange(4.0)):
+        equalise_payload(dsum, times, 1.0 + 0j, 0.0, 0.0, knots, np.zeros(knots.size), dsum.copy())
     mix(dsum, 0.01, np.empty_like(dsum))
     smoothed_phase(z, 2, np.empty(4))
     three = np.zeros(3, np.int64)

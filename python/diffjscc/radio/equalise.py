@@ -15,7 +15,7 @@ import numpy as np
 from diffjscc.radio import _fast
 from diffjscc.radio import header as hdr
 from diffjscc.radio.config import FrameConfig, ReceiverTuning
-from diffjscc.radio.estimation import ChannelEstimate, cis, estimate_channel, track_phase
+from diffjscc.radio.estimation import ChannelEstimate, cis, estimate_channel, pilot_phase
 from diffjscc.radio.frame import body_layout
 from diffjscc.radio.pulse import matched_filter, matched_filter_delays
 from diffjscc.radio.sequences import PREAMBLE_LENGTH, pilot_symbols, preamble
@@ -99,14 +99,20 @@ def equalise_frame(
         keep = usable[pilot_times]
         pilot_times, pilot_values = pilot_times[keep], pilot_values[keep]
     est = estimate_channel(y[times], values, times, freq_center, freq_halfwidth)
-    gain = est.gain_at_symbols(0, y.size)[k.payload_times]
+    knots = np.zeros(0)
+    phase = np.zeros(0)
     if track_window > 1:
         window = max(track_window, int(math.ceil(0.5 / (_TRACKER_NOISE * max(est.snr, 1e-3)))))
         if 2 * window <= pilot_times.size:
-            phase = track_phase(
-                y[pilot_times], pilot_values, pilot_times, est, window, k.payload_times
-            )
-            gain = gain * cis(phase).astype(np.complex64)
+            knots = pilot_times.astype(np.float64)
+            phase = pilot_phase(y[pilot_times], pilot_values, pilot_times, est, window)
+    if _fast.AVAILABLE and y.dtype == np.complex64:
+        out = np.empty(k.payload_times.size, dtype=np.complex64)
+        _fast.equalise_payload(y, k.payload_times, est.h, est.freq, est.t_ref, knots, phase, out)
+        return out, est
+    gain = est.gain_at_symbols(0, y.size)[k.payload_times]
+    if knots.size:
+        gain = gain * cis(np.interp(k.payload_times, knots, phase)).astype(np.complex64)
     return (y[k.payload_times] / gain).astype(np.complex64), est
 
 

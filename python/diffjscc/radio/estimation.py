@@ -170,11 +170,18 @@ def track_phase(
     """
     if window <= 1 or np.size(y) < 2 * window:
         return np.zeros(np.size(t_out), dtype=np.float64)
+    return np.interp(t_out, t, pilot_phase(y, known, t, est, window))
+
+
+def pilot_phase(
+    y: np.ndarray, known: np.ndarray, t: np.ndarray, est: ChannelEstimate, window: int
+) -> np.ndarray:
+    """``track_phase``'s phase at the pilots themselves (radians, unwrapped)."""
     z = np.asarray(y, dtype=np.complex128) * np.conj(known) / est.gain(t)
     if _fast.AVAILABLE:
         phase = np.empty(z.size)
         _fast.smoothed_phase(z, int(window), phase)
-        return np.interp(t_out, t, phase)
+        return phase
     kernel = np.ones(window)
     smooth = np.convolve(z, kernel, mode="same") / np.convolve(
         np.ones_like(z.real), kernel, mode="same"
@@ -185,7 +192,7 @@ def track_phase(
     phase[0] = np.angle(smooth[0])
     np.cumsum(np.angle(smooth[1:] * np.conj(smooth[:-1])), out=phase[1:])
     phase[1:] += phase[0]
-    return np.interp(t_out, t, phase)
+    return phase
 
 
 def snr_crb(snr: float, num_known: int) -> float:
