@@ -20,7 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "train-jscc": ("diffjscc.train.jscc", "train the deep JSCC codec on an image folder"),
     "export-onnx": ("diffjscc.jscc.onnx_export", "export a JSCC encoder to ONNX"),
-    "convert-official": ("diffjscc.jscc.convert", "convert an official DiffJSCC checkpoint's JSCC part"),
+    "convert-official": (
+        "diffjscc.jscc.convert",
+        "convert an official DiffJSCC checkpoint's JSCC part",
+    ),
     "eval": ("diffjscc.eval", "PSNR / MS-SSIM of JSCC and separation baselines"),
     "replay": ("diffjscc.radio.replay", "receive and decode a SigMF recording, as if live"),
     "worker": ("diffjscc.worker.server", "serve decoding and refinement over ZMQ"),
