@@ -15,7 +15,7 @@ BUILD=${DIFFJSCC_BUILD:-$ROOT/build}
 
 echo "[test] ruff"
 "$VENV/bin/ruff" check .
-"$VENV/bin/ruff" format --check . >/dev/null
+"$VENV/bin/ruff" format --check .
 
 echo "[test] pytest"
 "$VENV/bin/pytest" -q "$@"
