@@ -99,13 +99,12 @@ def frame_length(payload_symbols: int, cfg: FrameConfig, version: int | None = N
     return PREAMBLE_LENGTH + body_layout(hdr.header_symbols(version) + payload_symbols, cfg).length
 
 
-def build_bursts(enc, image_id: int, cfg: FrameConfig | None = None) -> list[np.ndarray]:
-    """One pulse-shaped burst (complex64 samples, unit average power) per frame.
+def check_encoded_image(enc) -> tuple:
+    """What every waveform's ``build_bursts`` needs from an ``EncodedImage``, checked.
 
-    ``enc`` is a ``diffjscc.symbols.EncodedImage``. Bursts include the filter's
-    ramp-up and ramp-down, so they may be sent back to back.
+    Returns ``(spec, (h, w), symbols, design_snr_db, total)``; raises ``ConfigError``
+    with the reason for anything that cannot be sent.
     """
-    cfg = FrameConfig() if cfg is None else cfg
     try:
         spec = get_model_spec(enc.model)
         h, w = (int(v) for v in enc.image_shape)
@@ -132,6 +131,17 @@ def build_bursts(enc, image_id: int, cfg: FrameConfig | None = None) -> list[np.
         )
     if total > MAX_IMAGE_SYMBOLS:
         raise ConfigError(f"image of {total} symbols exceeds the limit of {MAX_IMAGE_SYMBOLS}")
+    return spec, (h, w), symbols, design_snr, total
+
+
+def build_bursts(enc, image_id: int, cfg: FrameConfig | None = None) -> list[np.ndarray]:
+    """One pulse-shaped burst (complex64 samples, unit average power) per frame.
+
+    ``enc`` is a ``diffjscc.symbols.EncodedImage``. Bursts include the filter's
+    ramp-up and ramp-down, so they may be sent back to back.
+    """
+    cfg = FrameConfig() if cfg is None else cfg
+    spec, (h, w), symbols, design_snr, total = check_encoded_image(enc)
     frame_count = math.ceil(total / cfg.max_payload_symbols)
     bursts = []
     for index in range(frame_count):

@@ -44,11 +44,10 @@ import numpy as np
 
 from diffjscc.errors import ConfigError
 from diffjscc.radio import header as hdr
-from diffjscc.radio.config import MAX_IMAGE_SYMBOLS, MAX_PAYLOAD_SYMBOLS
-from diffjscc.radio.frame import frame_slice, image_symbol_count
+from diffjscc.radio.config import MAX_PAYLOAD_SYMBOLS
+from diffjscc.radio.frame import check_encoded_image, frame_slice
 from diffjscc.radio.sequences import COVER_SIGNS, pilot_symbols
 from diffjscc.radio.waveform import Waveform
-from diffjscc.registry import get_model_spec
 
 SYNC_PERIOD = 32  # samples per sync block
 SYNC_BLOCKS = COVER_SIGNS.size  # 8
@@ -282,32 +281,7 @@ def modulate(data: np.ndarray, cfg: OfdmConfig) -> np.ndarray:
 def build_bursts(enc, image_id: int, cfg: OfdmConfig | None = None) -> list[np.ndarray]:
     """One OFDM burst (complex64, unit average power per sample) per frame."""
     cfg = OfdmConfig() if cfg is None else cfg
-    try:
-        spec = get_model_spec(enc.model)
-        h, w = (int(v) for v in enc.image_shape)
-        symbols = np.asarray(enc.symbols)
-        design_snr = float(enc.snr_db)
-    except (AttributeError, TypeError, ValueError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
-        raise ConfigError(
-            f"build_bursts needs an EncodedImage, got {type(enc).__name__}: {exc}"
-        ) from exc
-    if symbols.ndim != 1 or not np.iscomplexobj(symbols):
-        raise ConfigError(
-            f"encoded symbols must be a 1-D complex array, got {symbols.dtype} {symbols.shape}"
-        )
-    if not np.all(np.isfinite(symbols)):
-        raise ConfigError("encoded symbols contain NaN or infinity")
-    if h < 1 or w < 1:
-        raise ConfigError(f"image shape must be positive, got {(h, w)}")
-    total = image_symbol_count(spec.rate_code, (h, w))
-    if symbols.size != total:
-        raise ConfigError(
-            f"{spec.name} sends {total} symbols for a {h}x{w} image, the encoded image has {symbols.size}"
-        )
-    if total > MAX_IMAGE_SYMBOLS:
-        raise ConfigError(f"image of {total} symbols exceeds the limit of {MAX_IMAGE_SYMBOLS}")
+    spec, (h, w), symbols, design_snr, total = check_encoded_image(enc)
     frame_count = math.ceil(total / cfg.max_payload_symbols)
     sync = sync_preamble(cfg.fft_size, cfg.used_carriers)
     bursts = []
