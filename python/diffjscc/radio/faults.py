@@ -106,6 +106,29 @@ def hostile_stream(
     )
 
 
+def back_to_back(
+    images: int, snr_db: float, rng: np.random.Generator, cfg: FrameConfig | None = None
+) -> HostileStream:
+    """Clean bursts of ``images`` images (ids 0, 1, ...) as the image source sends
+    them when it runs ahead of the air: each followed by its gap of 1,000 zeros,
+    at integer sample timing, then noise at ``snr_db`` everywhere. Nothing is damaged:
+    every frame must come out complete."""
+    cfg = FrameConfig() if cfg is None else cfg
+    gap = np.zeros(1000, np.complex64)
+    parts, sent = [gap], {}
+    for i in range(images):
+        enc = _encoded(rng)
+        sent[i] = enc.symbols
+        for b in build_bursts(enc, i, cfg):
+            parts += [b, gap]
+    parts.append(np.zeros(40_000, np.complex64))
+    x = np.concatenate(parts)
+    sigma = noise_voltage(snr_db, cfg)
+    noise = rng.standard_normal((x.size, 2)).astype(np.float32) @ np.array([1, 1j], np.complex64)
+    x = x + noise * np.float32(sigma / math.sqrt(2))
+    return HostileStream("back_to_back", x.astype(np.complex64), sent, set(), snr_db)
+
+
 def delivered_snr_db(frame, sent: np.ndarray) -> float:
     """SNR of a frame's delivered (received, unmasked) symbols against what was sent,
     in the training convention: the image's average symbol energy over the mean
