@@ -50,6 +50,7 @@ def run(snr_db: float, kind: str, streams: int, seed: int) -> dict:
         for key in ("frames_unusable", "header_crc_fail", "internal_errors"):
             counts[key] += rx.stats[key]
     e = np.abs(np.asarray(errors))
+    counts["snr_within_1db"] += int(np.count_nonzero(e <= 1.0))
     return {
         "snr_db": snr_db,
         "kind": kind,
