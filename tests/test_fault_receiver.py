@@ -78,6 +78,17 @@ def test_two_equal_bursts_overlapping_by_half():
     _honest(s, frames)
 
 
+@pytest.mark.parametrize("case", [5, 10, 12, 19])
+def test_later_of_two_overlapping_bursts_at_0_db_is_partial(case):
+    # Before: at 0 dB the later burst came as complete (its start, preamble and
+    # header, under the first one's end: 3 times the noise, not told apart).
+    s = hostile_stream("overlap", 0.0, np.random.default_rng([1, case, 1000, 3]))
+    rx, frames = _receive(s, chunk=8192)
+    later = [f for f in frames if f.image_id == 1]
+    assert later and not later[0].complete, rx.stats
+    assert not later[0].mask()[0] and later[0].mask()[-1]
+
+
 @pytest.mark.parametrize("chunk", [None, 4096, 100_000])
 def test_loud_burst_does_not_hide_the_next(chunk):
     # Before: a burst 80 dB stronger hid the next one in the same processing pass.

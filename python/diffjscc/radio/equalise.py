@@ -262,12 +262,14 @@ def find_damage(
     est: ChannelEstimate,
     forced: tuple[int, ...] = (),
     bad_after: int | None = None,
+    bad_before: int | None = None,
 ) -> Damage | None:
     """The frame's undamaged symbols, or None when the whole frame is fine.
 
     ``y``: matched-filter outputs of the frame (preamble first), ``est`` the
     estimate from all its known symbols (its frequency is used to derotate).
-    ``bad_after``: a symbol from which another burst is known to lie over this one.
+    ``bad_after``: a symbol from which another burst is known to lie over this one;
+    ``bad_before``: one before which another (received already, found collided) does.
     A stretch is damaged when its known symbols show a gain well below the best
     stretch's (the signal is gone: truncation) or more noise than it
     (something else is there: a collision).
@@ -280,8 +282,11 @@ def find_damage(
     z = y[times].astype(np.complex128) * np.conj(k.values[order])
     z *= cis(-2 * np.pi * est.freq * (times - est.t_ref))
     residual = np.abs(z - est.h) ** 2
-    if bad_after is None and not forced and _looks_clean(z, residual, times, y.size):
+    hints = bad_after is not None or bad_before is not None
+    if not hints and not forced and _looks_clean(z, residual, times, y.size):
         return None
+    if bad_before is not None and 0 < bad_before < y.size:
+        forced = (*forced, bad_before)
     stretches = energy_stretches(power, tuple(forced), residual, times)
     if bad_after is not None:
         # The stretch where the other burst begins is damaged from its start when
@@ -293,7 +298,7 @@ def find_damage(
             else:
                 split.append((a, b))
         stretches = split
-    elif len(stretches) == 1:
+    elif len(stretches) == 1 and bad_before is None:
         return None
     bounds = np.searchsorted(times, [a for a, _ in stretches] + [y.size])
     count = np.diff(bounds).astype(np.float64)
@@ -306,7 +311,10 @@ def find_damage(
     signal = np.maximum(np.abs(gain) ** 2 - noise / np.maximum(count, 1.0), 0.0)
     snr = signal / np.maximum(noise, 1e-300)
     lower = snr * (1.0 - 2.5 / np.sqrt(np.maximum(count, 1.0)))
-    late = [bad_after is not None and b > bad_after for _, b in stretches]
+    late = [
+        (bad_after is not None and b > bad_after) or (bad_before is not None and a < bad_before)
+        for a, b in stretches
+    ]
     lower[late] = -np.inf
     # The reference has enough known symbols that its noise is not low by chance
     # (26 pilots once measured a third of the true noise, and the frame's other
@@ -346,6 +354,8 @@ def find_damage(
         present = gain[i] ** 2 >= 0.5 * gain[big] ** 2 or weak_by**2 <= _PRESENT_Z**2 * gain_var
         if quiet and present and not late[i]:
             usable[a:b] = True
+        elif bad_before is not None and a < bad_before:
+            collided = True  # the other burst is known: no search for it from here
         elif not present or mean_power[i] < 0.75 * mean_power[ref]:
             truncated = True
         else:

@@ -286,6 +286,9 @@ class BurstReceiver:
         self._pending: _Candidate | None = None
         self._scale = 1.0  # buffered samples = samples fed * _scale (a power of two)
         self._resume: int | None = None  # where a damaged frame wants the search to go on
+        # Last sample of the latest burst found to have another one over it: a burst
+        # starting before it has its start under that one.
+        self._collided_until: float | None = None
 
     # ------------------------------------------------------------------ public
 
@@ -712,7 +715,12 @@ class BurstReceiver:
         )
         mask = None
         bad_after = None if other is None else max(int(other), 1)
-        damage = find_damage(y, known, est, bad_after=bad_after)
+        bad_before = None
+        if self._collided_until is not None and p.start < self._collided_until:
+            # Symbol k's matched filter reaches back to the pulse of symbol k - span,
+            # which starts where this burst's sample k * sps is.
+            bad_before = min(int(math.ceil((self._collided_until - p.start) / cfg.sps)), count)
+        damage = find_damage(y, known, est, bad_after=bad_after, bad_before=bad_before)
         if damage is not None and drift:
             # The clock offset was measured over noise or another burst as well:
             # measured again over the undamaged start of the frame (or left alone),
@@ -727,7 +735,9 @@ class BurstReceiver:
             symbols, est = equalise_frame(
                 y, header, p.payload_len, cfg, p.header_est.freq, halfwidth, known, self.tuning
             )
-            damage = find_damage(y, known, est, bad_after=bad_after)
+            damage = find_damage(y, known, est, bad_after=bad_after, bad_before=bad_before)
+        if damage is not None and (damage.collided or other is not None):
+            self._collided_until = p.start + (count - 1 + 2 * cfg.filter_span) * cfg.sps
         if damage is not None:
             if damage.collision_start is not None and other is None:
                 back = (damage.collision_start - _RESUME_BACK) * cfg.sps
