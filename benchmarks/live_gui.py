@@ -292,6 +292,7 @@ def main(argv=None) -> int:
         "rss_mb_start": rss[0] if rss else None,
         "rss_mb_peak": max(rss) if rss else None,
         "rss_mb_growth_after_first_10": (rss[-1] - rss[min(10, len(rss) - 1)]) if rss else None,
+        "rss_mb_every_30_s": rss[::30],
         "close_to_exit_s": exited_at - closing if closing else None,
         "close_stop_wait_s": next((e["stop_wait_s"] for e in events if "stop_wait_s" in e), None),
         "close_to_main_return_s": (
