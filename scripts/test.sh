@@ -9,7 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-scripts/bootstrap.sh
+# With GRC's GTK, Qt and Xvfb, so that the GUI tests (F6 in GRC, the Qt loopback) run, not skip.
+DIFFJSCC_GUI=${DIFFJSCC_GUI:-1} scripts/bootstrap.sh
 VENV=${DIFFJSCC_VENV:-$ROOT/.venv}
 BUILD=${DIFFJSCC_BUILD:-$ROOT/build}
 
