@@ -97,3 +97,15 @@ def write_report(path: str, report: dict) -> None:
 
 if __name__ == "__main__":
     sys.exit(run_worker(sys.argv[1:]))
+
+
+def rss_kib(pid: int) -> int | None:
+    """Resident memory of a process in KiB (None once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None

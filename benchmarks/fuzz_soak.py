@@ -43,7 +43,7 @@ import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _worker_common import write_report  # noqa: E402
+from _worker_common import rss_kib, write_report  # noqa: E402
 from diffjscc.registry import get_model_spec  # noqa: E402
 from diffjscc.worker.broker import BYE, HEARTBEAT, READY, REPLY, REQUEST, percentiles  # noqa: E402
 from diffjscc.worker.client import WorkerClient  # noqa: E402
@@ -213,17 +213,6 @@ class Payloads:
 
 
 # ---------------------------------------------------------------- the attacks
-
-
-def rss_kib(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
 
 
 def attack_frontend(address: str, count: int, seed: int, window: int = 32) -> dict:

@@ -28,21 +28,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _worker_common import free_port, random_request, write_report  # noqa: E402
+from _worker_common import free_port, random_request, rss_kib, write_report  # noqa: E402
 from diffjscc.worker.broker import percentiles  # noqa: E402
 from diffjscc.worker.client import WorkerClient  # noqa: E402
 from diffjscc.worker.local import LocalWorker  # noqa: E402
-
-
-def rss_kib(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
 
 
 def start_worker(args, backend: str, name: str) -> LocalWorker:

@@ -134,6 +134,26 @@ def check_encoded_image(enc) -> tuple:
     return spec, (h, w), symbols, design_snr, total
 
 
+def frame_header(
+    spec, image_shape, design_snr_db: float, image_id: int, index: int, count: int, version: int = 1
+) -> hdr.FrameHeader:
+    """The header of frame ``index`` of ``count``, its ranges checked (``ConfigError``)."""
+    header = hdr.FrameHeader(
+        image_id=int(image_id),
+        rate_code=spec.rate_code,
+        image_shape=tuple(image_shape),
+        design_snr_db=design_snr_db,
+        frame_index=index,
+        frame_count=count,
+        version=version,
+    )
+    try:
+        header.check_ranges()
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    return header
+
+
 def build_bursts(enc, image_id: int, cfg: FrameConfig | None = None) -> list[np.ndarray]:
     """One pulse-shaped burst (complex64 samples, unit average power) per frame.
 
@@ -145,19 +165,9 @@ def build_bursts(enc, image_id: int, cfg: FrameConfig | None = None) -> list[np.
     frame_count = math.ceil(total / cfg.max_payload_symbols)
     bursts = []
     for index in range(frame_count):
-        header = hdr.FrameHeader(
-            image_id=int(image_id),
-            rate_code=spec.rate_code,
-            image_shape=(h, w),
-            design_snr_db=design_snr,
-            frame_index=index,
-            frame_count=frame_count,
-            version=cfg.header_version,
+        header = frame_header(
+            spec, (h, w), design_snr, image_id, index, frame_count, cfg.header_version
         )
-        try:
-            header.check_ranges()
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from exc
         start, stop = frame_slice(total, frame_count, index)
         bursts.append(shape(frame_symbols(header, symbols[start:stop], cfg), cfg))
     return bursts

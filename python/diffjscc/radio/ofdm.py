@@ -45,7 +45,7 @@ import numpy as np
 from diffjscc.errors import ConfigError
 from diffjscc.radio import header as hdr
 from diffjscc.radio.config import MAX_PAYLOAD_SYMBOLS
-from diffjscc.radio.frame import check_encoded_image, frame_slice
+from diffjscc.radio.frame import check_encoded_image, frame_header, frame_slice
 from diffjscc.radio.sequences import COVER_SIGNS, pilot_symbols
 from diffjscc.radio.waveform import Waveform
 
@@ -286,18 +286,7 @@ def build_bursts(enc, image_id: int, cfg: OfdmConfig | None = None) -> list[np.n
     sync = sync_preamble(cfg.fft_size, cfg.used_carriers)
     bursts = []
     for index in range(frame_count):
-        header = hdr.FrameHeader(
-            image_id=int(image_id),
-            rate_code=spec.rate_code,
-            image_shape=(h, w),
-            design_snr_db=design_snr,
-            frame_index=index,
-            frame_count=frame_count,
-        )
-        try:
-            header.check_ranges()
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from exc
+        header = frame_header(spec, (h, w), design_snr, image_id, index, frame_count)
         start, stop = frame_slice(total, frame_count, index)
         body = modulate(data_grid(header, symbols[start:stop].astype(np.complex64), cfg), cfg)
         bursts.append(np.concatenate([sync, body]))
