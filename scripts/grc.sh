@@ -62,8 +62,10 @@ generated_name() {
 case "${1:-}" in
 --env)
     setup_env
-    printf 'export GRC_BLOCKS_PATH=%q\nexport PYTHONPATH=%q\nexport DIFFJSCC_PYTHON=%q\n' \
-        "$GRC_BLOCKS_PATH" "$PYTHONPATH" "$PY"
+    # The venv's bin first, so that `python` and the generated scripts' own
+    # `#!/usr/bin/env python3` run under the interpreter that has diffjscc.
+    printf 'export GRC_BLOCKS_PATH=%q\nexport PYTHONPATH=%q\nexport DIFFJSCC_PYTHON=%q\nexport PATH=%q\n' \
+        "$GRC_BLOCKS_PATH" "$PYTHONPATH" "$PY" "$(dirname "$PY"):$PATH"
     ;;
 --compile)
     shift
