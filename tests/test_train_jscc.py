@@ -43,6 +43,7 @@ def test_training_logs_checkpoints_and_resumes(tmp_path, rng, capsys):
         ["--ckpt-every", "0"],
         ["--crop", "40"],
         ["--snr-min", "9", "--snr-max", "3"],
+        ["--csi-features", "zf_snr"],  # an AWGN model's CSI has no h
     ],
 )
 def test_bad_settings_stop_before_any_work(tmp_path, capsys, bad):
@@ -99,3 +100,4 @@ def test_a_rayleigh_model_starts_from_awgn_weights(tmp_path, rng):
                  *TINY]) == 0  # fmt: skip
     trained = DeepJSCC.from_pretrained(out / "last.safetensors")
     assert trained.config.channel_type == "rayleigh" and trained.config.csi_dim == 3
+    assert trained.config.csi_features == "zf_snr"  # the trainer's default for fading

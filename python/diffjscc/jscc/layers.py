@@ -117,3 +117,20 @@ class GatedResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, csi: torch.Tensor) -> torch.Tensor:
         return self.gate(self.res(x), csi)
+
+
+class ZeroForcingSNRFeatures(nn.Module):
+    """Rayleigh CSI [SNR dB, Re h, Im h] -> [SNR dB + 20 log10 |h|, SNR dB, |h|^2].
+
+    After zero forcing, block fading with a known h is AWGN at the instantaneous SNR
+    |h|^2 / sigma^2, so the first feature is what an AWGN model's gates take: a Rayleigh
+    model started from AWGN weights, with the other two gate columns at zero, is that
+    AWGN model fed the frame's SNR. The average SNR (what the encoder was given) and
+    |h|^2 are there to learn from; h's phase, which zero forcing removes, is dropped.
+    No parameters: the CSI on the wire and in the ONNX encoder's input stay as they are.
+    """
+
+    def forward(self, csi: torch.Tensor) -> torch.Tensor:
+        snr_db = csi[:, :1]
+        gain = (csi[:, 1:2] ** 2 + csi[:, 2:3] ** 2).clamp_min(1e-12)  # floor: |h| = 1e-6
+        return torch.cat([snr_db + 10.0 * torch.log10(gain), snr_db, gain], dim=1)

@@ -11,7 +11,9 @@
     latent_hat -> 3x3 conv -> decoder_blocks x (residual -> SNR gate) -> num_downsampling x
       (3x3 stride-2 transposed conv, norm, ReLU) -> 5x5 conv (reflect) -> sigmoid -> image
 
-The CSI is [SNR dB] (AWGN models) or [SNR dB, Re h, Im h] (Rayleigh models).
+The CSI is [SNR dB] (AWGN models) or [SNR dB, Re h, Im h] (Rayleigh models). A Rayleigh
+model with ``csi_features="zf_snr"`` turns it into [SNR_inst dB, SNR dB, |h|^2] inside the
+encoder and decoder before the gates see it (``layers.ZeroForcingSNRFeatures``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from torch import nn
 from diffjscc import channels as ch
 from diffjscc.errors import ConfigError, WeightsNotFoundError
 from diffjscc.io import atomic_path
-from diffjscc.jscc.layers import ConvNormAct, GatedResidualBlock
+from diffjscc.jscc.layers import ConvNormAct, GatedResidualBlock, ZeroForcingSNRFeatures
 
 
 @dataclass
@@ -45,6 +47,9 @@ class JSCCConfig:
     )
     in_channels: int = 3
     out_channels: int = 3
+    # What the SNR gates see of the CSI: "raw" the CSI itself; "zf_snr" (Rayleigh only)
+    # [SNR dB + 20 log10 |h|, SNR dB, |h|^2], the zero-forced frame's SNR first.
+    csi_features: str = "raw"
 
     def __post_init__(self):
         if self.latent_channels < 2 or self.latent_channels % 2:
@@ -53,6 +58,10 @@ class JSCCConfig:
             raise ConfigError(
                 f"channel_type must be 'awgn' or 'rayleigh', got {self.channel_type!r}"
             )
+        if self.csi_features not in ("raw", "zf_snr"):
+            raise ConfigError(f"csi_features must be 'raw' or 'zf_snr', got {self.csi_features!r}")
+        if self.csi_features == "zf_snr" and self.channel_type != "rayleigh":
+            raise ConfigError("csi_features 'zf_snr' needs channel_type 'rayleigh' (h in the CSI)")
 
     @property
     def csi_dim(self) -> int:
@@ -74,6 +83,11 @@ class JSCCConfig:
         return cls(**data)
 
 
+def csi_features(cfg: JSCCConfig) -> nn.Module:
+    """What turns the CSI into the gates' input: no module (and no weights) for "raw"."""
+    return ZeroForcingSNRFeatures() if cfg.csi_features == "zf_snr" else nn.Identity()
+
+
 class JSCCEncoder(nn.Module):
     def __init__(self, cfg: JSCCConfig):
         super().__init__()
@@ -89,8 +103,10 @@ class JSCCEncoder(nn.Module):
             for _ in range(cfg.encoder_blocks)
         )
         self.project = nn.Conv2d(width, cfg.latent_channels, 3, padding=1)
+        self.csi_features = csi_features(cfg)
 
     def forward(self, image: torch.Tensor, csi: torch.Tensor) -> torch.Tensor:
+        csi = self.csi_features(csi)
         x = self.stem(image)
         for down in self.downs:
             x = down(x)
@@ -122,8 +138,10 @@ class JSCCDecoder(nn.Module):
             for i in range(n)
         )
         self.head = nn.Conv2d(w, cfg.out_channels, 5, padding=2, padding_mode="reflect")
+        self.csi_features = csi_features(cfg)
 
     def forward(self, latent: torch.Tensor, csi: torch.Tensor) -> torch.Tensor:
+        csi = self.csi_features(csi)
         x = self.expand(latent)
         for block in self.blocks:
             x = block(x, csi)

@@ -12,7 +12,10 @@ Rayleigh models (``--channel rayleigh``) are trained as they are used: the trans
 does not know the block's gain, so the encoder's CSI is [SNR, 1, 0]; the receiver
 equalises (y / h) and the decoder's CSI is [SNR, Re h, Im h], with SNR the link's
 average 1 / sigma^2 and h ~ CN(0, 1). ``--init`` may be an AWGN model of the same
-widths: its SNR gates get two more CSI inputs.
+widths: its SNR gates get two more CSI inputs. By default a Rayleigh model's gates see
+[SNR_inst, SNR, |h|^2] (``--csi-features zf_snr``) and those two inputs start at zero, so
+that training starts from the AWGN model fed the zero-forced frame's SNR.
+``--freeze-norm`` keeps the batch norms' statistics (fine-tuning in small batches).
 """
 
 from __future__ import annotations
@@ -110,6 +113,17 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--csi-features",
+        choices=["raw", "zf_snr"],
+        default=None,
+        help="what a Rayleigh model's gates see (default zf_snr; AWGN models: raw)",
+    )
+    p.add_argument(
+        "--freeze-norm",
+        action="store_true",
+        help="batch norms use and keep their running statistics (fine-tuning)",
+    )
     p.add_argument("--no-progress", action="store_true")
     for key, value in DEFAULT_WIDTHS.items():
         p.add_argument("--" + key.replace("_", "-"), type=int, default=value)
@@ -197,7 +211,7 @@ def validate(
 ) -> dict:
     """PSNR per SNR on whole images (padded to a multiple of 16); the noise (and gain)
     of image i at an SNR is the same for every model and every run."""
-    was_training = model.training
+    modes = [(module, module.training) for module in model.modules()]
     model.eval()
     link = SimulatedLink(model)
     out = {}
@@ -221,18 +235,32 @@ def validate(
             psnrs.append(10 * math.log10(1.0 / max(mse, 1e-12)))
         out[f"psnr_{snr:g}dB"] = float(np.mean(psnrs))
     out["psnr_mean"] = float(np.mean([out[f"psnr_{s:g}dB"] for s in snrs]))
-    model.train(was_training)
+    for module, training in modes:  # as found: frozen norms stay frozen
+        module.training = training
     return out
+
+
+def train_mode(model: nn.Module, freeze_norm: bool = False) -> None:
+    """``model.train()``; with ``freeze_norm`` the batch norms normalise with, and keep,
+    their running statistics, so training sees the network that inference runs."""
+    model.train()
+    if freeze_norm:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
 
 
 def load_init(model: DeepJSCC, path: str) -> None:
     """Weights of ``path`` into ``model``. An AWGN model may start a Rayleigh one of the
-    same widths: the SNR gates' first layers keep their SNR and feature columns and the
-    two h columns keep this model's random initialisation (zeros would be a saddle: by
-    the phase symmetry of h, their gradient vanishes on average)."""
+    same widths: the SNR gates' first layers keep their SNR and feature columns. With
+    ``csi_features="zf_snr"`` the two new columns start at zero, so the model starts as
+    the AWGN one fed the zero-forced SNR; with raw CSI [SNR, Re h, Im h] the two h columns
+    keep this model's random initialisation (zeros would be a saddle: by the phase
+    symmetry of h, their gradient vanishes on average)."""
     init = DeepJSCC.from_pretrained(path)
-    mine = {**model.config.to_dict(), "channel_type": None}
-    theirs = {**init.config.to_dict(), "channel_type": None}
+    ignored = {"channel_type": None, "csi_features": None}
+    mine = {**model.config.to_dict(), **ignored}
+    theirs = {**init.config.to_dict(), **ignored}
     if mine != theirs:
         raise ConfigError(f"--init {path} has config {init.config}, this run needs {model.config}")
     state = model.state_dict()
@@ -243,6 +271,8 @@ def load_init(model: DeepJSCC, path: str) -> None:
         elif value.dim() == 2 and target.shape[0] == value.shape[0]:
             # SNRGate first Linear: in = features + CSI, the CSI columns last.
             target[:, : value.shape[1]].copy_(value)
+            if model.config.csi_features == "zf_snr":
+                target[:, value.shape[1] :].zero_()
         else:
             raise ConfigError(f"--init {path}: {key} has shape {tuple(value.shape)}")
 
@@ -264,6 +294,10 @@ def main(argv: list[str] | None = None) -> int:
         args.mixed_precision = "bf16" if args.bf16 else "no"
     precision = resolve_precision(args)
     spec = get_model_spec(args.model)
+    channel_type = args.channel or spec.channel_type
+    csi_features = args.csi_features or ("zf_snr" if channel_type == "rayleigh" else "raw")
+    if csi_features == "zf_snr" and channel_type != "rayleigh":
+        parser.error("--csi-features zf_snr is for Rayleigh models (--channel rayleigh)")
     root = data_root() / "bsds500"
     train_dirs = args.data or [root / "train", root / "test"]
     val_dir = args.val or root / "val"
@@ -289,8 +323,9 @@ def main(argv: list[str] | None = None) -> int:
 
     config = JSCCConfig(
         latent_channels=spec.channels,
-        channel_type=args.channel or spec.channel_type,
+        channel_type=channel_type,
         norm=args.norm,
+        csi_features=csi_features,
         **{k: getattr(args, k) for k in DEFAULT_WIDTHS},
     )
     torch.manual_seed(args.seed)  # the same initial weights on every process
@@ -299,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     ckpt = None
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if ckpt["config"] != config.to_dict():
+        # Through from_dict: a checkpoint from before a config field existed gets its default.
+        if JSCCConfig.from_dict(ckpt["config"]).to_dict() != config.to_dict():
             raise ConfigError(
                 f"{ckpt_path} was made for config {ckpt['config']}, not {config.to_dict()}"
             )
@@ -385,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     start = time.monotonic()
     running = None
-    model.train()
+    train_mode(model, args.freeze_norm)
     stopped_early = False
     while not args.steps or step < args.steps:
         elapsed = time.monotonic() - start
