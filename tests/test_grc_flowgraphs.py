@@ -7,6 +7,7 @@ definitions and the module's own, and each block must appear in the output.
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import json
 import os
@@ -14,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -251,6 +253,100 @@ def test_qt_loopback_controls(tmp_path_factory):
         assert "self.set_design_snr(" in setters["snr_db"]
         assert "self.set_design_snr(" in setters["enc_follows"]
         assert "set_taps" in setters["h"] and "self.set_h(" in setters["fading_draw"]
+
+
+# Blocks whose settings must be the transmitter's waveform.
+WAVEFORM_BLOCKS = ("diffjscc_image_source", "diffjscc_jscc_receiver", "diffjscc_sigmf_recorder")
+
+
+def test_the_waveform_is_one_parameter_wired_to_every_block():
+    """One `waveform` per flowgraph (an option, -w/--waveform; the replay reads it from the
+    recording's meta), and every transmitter, receiver and recorder uses it."""
+    for path in FLOWGRAPHS:
+        blocks = _blocks(path.stem)
+        users = [b for b in blocks.values() if b["id"] in WAVEFORM_BLOCKS]
+        assert users, path.name
+        for block in users:
+            assert block["parameters"]["waveform"] == "waveform", f"{path.name}: {block['name']}"
+        chosen = blocks["waveform"]
+        if path.stem == "replay_no_gui":
+            assert chosen["id"] == "variable"
+            assert "diffjscc:waveform" in chosen["parameters"]["value"]
+        else:
+            assert chosen["id"] == "parameter", path.name
+            p = chosen["parameters"]
+            assert (p["type"], p["value"], p["short_id"]) == ("str", "sc", "w"), path.name
+        ids = {b["id"] for b in users}
+        if path.stem.startswith(("loopback_sim", "usrp_trx")):  # both ends in one flowgraph
+            assert {"diffjscc_image_source", "diffjscc_jscc_receiver"} <= ids, path.name
+
+
+@needs_grcc
+def test_the_waveform_reaches_the_blocks_in_the_generated_code(tmp_path_factory):
+    for path in FLOWGRAPHS:
+        code = _generated(tmp_path_factory, path.stem)
+        for block in _blocks(path.stem).values():
+            if block["id"] in WAVEFORM_BLOCKS:
+                make = re.search(rf"self\.{block['name']} = .*", code).group(0)
+                assert "waveform=waveform" in make, f"{path.name}: {make}"
+        if path.stem != "replay_no_gui":
+            assert '"-w", "--waveform"' in code, path.name
+
+
+@pytest.mark.parametrize("name", ["loopback_sim", "loopback_sim_no_gui"])
+def test_loopback_noise_follows_the_waveforms_snr_convention(name):
+    """The channel's noise voltage is the waveform's own (``Waveform.noise_voltage``)."""
+    from diffjscc.radio.waveform import get_waveform
+
+    blocks = _blocks(name)
+    assert blocks["channels_channel_model_0"]["parameters"]["noise_voltage"] == "noise_voltage"
+    ratio_expr = blocks["band_ratio"]["parameters"]["value"]
+    noise_expr = blocks["noise_voltage"]["parameters"]["value"]
+    for waveform, settings in (("sc", dict(sps=2)), ("sc", dict(sps=4)), ("ofdm", {})):
+        sps = settings.get("sps", 2)
+        ratio = eval(ratio_expr, {}, dict(waveform=waveform, sps=sps))
+        for snr_db in (-3.0, 10.0):
+            noise = eval(noise_expr, {}, dict(band_ratio=ratio, snr_db=snr_db))
+            want = get_waveform(waveform, **settings).noise_voltage(snr_db)
+            assert noise == pytest.approx(want, rel=1e-9), (name, waveform, settings)
+
+
+@needs_grcc
+def test_replay_flowgraph_takes_the_waveform_from_the_recording(tmp_path_factory, tmp_path):
+    """An OFDM recording is received with the OFDM receiver (its meta says so)."""
+    from diffjscc.radio.recording import SigMFRecorder
+    from diffjscc.radio.waveform import get_waveform
+    from diffjscc.symbols import EncodedImage
+
+    pytest.importorskip("sigmf")
+    _import_module_from_source()
+    code_path = _compile_all(tmp_path_factory)[0] / "replay_no_gui.py"
+    rng = np.random.default_rng(5)
+    wave = get_waveform("ofdm")  # the flowgraph's receiver has the default settings
+    n = 2 * 4 * 8
+    sym = ((rng.standard_normal(n) + 1j * rng.standard_normal(n)) / np.sqrt(2)).astype(np.complex64)
+    enc = EncodedImage(sym, (64, 128), (2, 4, 8), "jscc-awgn-cbr1_384", 7.0)
+    bursts = wave.build_bursts(enc, image_id=3)
+    gap = np.zeros(800, np.complex64)
+    x = np.concatenate([gap] + [np.concatenate([b, gap]) for b in bursts] + [np.zeros(30000)])
+    noise = 0.05 * (rng.standard_normal(x.size) + 1j * rng.standard_normal(x.size))
+    with SigMFRecorder(tmp_path / "ofdm", 5e6, waveform=wave) as rec:
+        rec.write((x + noise).astype(np.complex64))
+    spec = importlib.util.spec_from_file_location("replay_ofdm", code_path)
+    generated = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generated)
+    tb = generated.replay_no_gui(
+        recording=str(tmp_path / "ofdm"), speed=0, output_dir=str(tmp_path / "out")
+    )
+    assert tb.waveform == "ofdm"
+    assert tb.diffjscc_jscc_receiver_0.waveform.name == "ofdm"
+    tb.start()
+    done = threading.Event()
+    threading.Thread(target=lambda: (tb.wait(), done.set()), daemon=True).start()
+    if not done.wait(60):
+        tb.stop()
+        pytest.fail("replay flowgraph did not finish")
+    assert tb.diffjscc_jscc_receiver_0.stats()["frames_ok"] == len(bursts)
 
 
 def test_grc_loads_every_block_of_every_flowgraph(monkeypatch):
@@ -659,8 +755,10 @@ generated.main(top_block_cls=Watched, options=generated.argument_parser().parse_
 
 
 @needs_grcc
-@pytest.mark.parametrize("name", ["usrp_trx_no_gui", "usrp_trx"])
-def test_usrp_trx_runs_through_a_fake_radio(tmp_path_factory, tmp_path, name):
+@pytest.mark.parametrize(
+    "name, waveform", [("usrp_trx_no_gui", "sc"), ("usrp_trx", "sc"), ("usrp_trx_no_gui", "ofdm")]
+)
+def test_usrp_trx_runs_through_a_fake_radio(tmp_path_factory, tmp_path, name, waveform):
     """The over-the-air flowgraph with UHD replaced by a sample loop: settings reach the radio,
     images are decoded (with PSNR) and, in the Qt one, displayed; the no_gui one prints
     statistics; Ctrl-C (SIGINT) ends either with status 0."""
@@ -677,7 +775,7 @@ def test_usrp_trx_runs_through_a_fake_radio(tmp_path_factory, tmp_path, name):
         "--image", str(image), "--output-dir", str(tmp_path / "rx"),
         "--record", str(tmp_path / "rec"), "--freq", "915e6", "--lo-offset", "2e6",
         "--clock-source", "external", "--tx-gain", "12", "--interval-s", "0.5",
-        "--stats-interval", "1", "--amplitude", "0.2",
+        "--stats-interval", "1", "--amplitude", "0.2", "--waveform", waveform,
     ]  # fmt: skip
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
     if name == "usrp_trx":  # these are sliders there, not options
@@ -702,7 +800,8 @@ def test_usrp_trx_runs_through_a_fake_radio(tmp_path_factory, tmp_path, name):
     else:
         assert ["gain", 12.0] in calls
         assert "[trx] " in proc.stderr and "decoded" in proc.stderr  # the statistics line
-    assert list(tmp_path.glob("rec.sigmf-meta")), "no SigMF recording written"
+    (meta,) = tmp_path.glob("rec.sigmf-meta")  # the recording says which waveform it holds
+    assert json.loads(meta.read_text())["global"]["diffjscc:waveform"] == waveform
     assert list((tmp_path / "rx").glob("*.png"))
 
 

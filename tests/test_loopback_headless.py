@@ -69,7 +69,8 @@ def _wait(tb, timeout):
 
 
 @pytest.mark.skipif(shutil.which("grcc") is None, reason="grcc not installed")
-def test_no_gui_flowgraph_runs_a_bounded_loopback(tmp_path, image_path, monkeypatch):
+@pytest.mark.parametrize("waveform", ["sc", "ofdm"])
+def test_no_gui_flowgraph_runs_a_bounded_loopback(tmp_path, image_path, monkeypatch, waveform):
     env = dict(os.environ, GRC_BLOCKS_PATH=str(ROOT / "gr-diffjscc" / "grc"))
     subprocess.run(
         ["grcc", "-o", str(tmp_path), str(ROOT / "grc" / "loopback_sim_no_gui.grc")],
@@ -93,14 +94,22 @@ def test_no_gui_flowgraph_runs_a_bounded_loopback(tmp_path, image_path, monkeypa
     spec.loader.exec_module(generated)
     out = tmp_path / "received"
     tb = generated.loopback_sim_no_gui(
-        image=str(image_path), output_dir=str(out), snr_db=12.0, cfo=0.005, delay=37
+        image=str(image_path),
+        output_dir=str(out),
+        snr_db=12.0,
+        cfo=0.005,
+        delay=37,
+        waveform=waveform,
     )
+    assert tb.diffjscc_jscc_receiver_0.waveform.name == waveform
+    assert tb.diffjscc_image_source_0.waveform.name == waveform
     tb.start()
     _wait(tb, 60)  # the source sends one image and ends the run
     sink = tb.diffjscc_image_sink_0
     (result,) = sink.results()
     assert not result["partial"]
     assert result.get("psnr") is None  # no tx_info in a finite run: see image_sink
+    # The channel's noise follows the waveform's SNR convention (band_ratio in the flowgraph).
     assert abs(result["snr_db"] - 12.0) < 1.5
     assert (
         tb.diffjscc_jscc_receiver_0.stats()["frames_ok"]
