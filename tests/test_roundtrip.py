@@ -50,3 +50,36 @@ def test_bad_symbol_optimisation_settings(image_file, capsys, argv, match):
     with pytest.raises(SystemExit) as exc:
         main([str(image_file), *argv])
     assert exc.value.code == 2 and match in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("waveform", ["sc", "ofdm"])
+def test_waveform_sends_the_symbols_through_the_radio(image_file, capsys, waveform):
+    """Bursts, samples, receiver, assembler: every frame back, the SNR as asked (the
+    waveform's noise convention) and the decoder given the receiver's estimate."""
+    direct = _run(capsys, image_file, "--snr", "12")
+    radio = _run(capsys, image_file, "--snr", "12", "--waveform", waveform)
+    assert direct["waveform"] is None and "frames_sent" not in direct
+    assert radio["waveform"] == waveform
+    assert radio["frames_sent"] == radio["frames_decoded"] >= 1 and radio["partial"] is False
+    assert abs(radio["snr_est_db"] - 12) < 1.5
+    assert abs(radio["psnr"] - direct["psnr"]) < 1.5
+    # Seed 1 draws a gain of -4 dB (seed 0 a fade too deep for the header).
+    faded = _run(
+        capsys, image_file, "--snr", "12", "--waveform", waveform, "--channel", "rayleigh",
+        "--seed", "1",
+    )  # fmt: skip
+    gain_db = 10 * np.log10(np.sum(np.square(faded["channel_gain"])))
+    assert abs(faded["snr_est_db"] - (12 + gain_db)) < 1.5  # the image's own SNR, |h|^2 in it
+
+
+def test_waveform_when_nothing_arrives(image_file, capsys):
+    assert main([str(image_file), "--snr", "-40", "--waveform", "sc"]) == 1
+    out, err = capsys.readouterr()
+    assert json.loads(out)["frames_decoded"] == 0
+    assert "no frame of the image was received" in err and "Traceback" not in err
+
+
+def test_unknown_waveform(image_file, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([str(image_file), "--waveform", "fm"])
+    assert exc.value.code == 2 and "invalid choice" in capsys.readouterr().err
