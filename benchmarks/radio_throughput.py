@@ -49,7 +49,7 @@ def run(
     sro_ppm: float,
     seed: int,
     track_ppm=200.0,
-    header_version: int = 1,
+    header_version: int = FrameConfig().header_version,
 ) -> dict:
     rng = np.random.default_rng(seed)
     cfg = FrameConfig(header_version=header_version)
@@ -120,7 +120,11 @@ def main(argv: list[str] | None = None) -> int:
         help="receiver's max_sample_rate_offset_ppm (0: no clock-offset tracking)",
     )
     parser.add_argument(
-        "--header-version", type=int, default=1, choices=(1, 2), help="header code sent"
+        "--header-version",
+        type=int,
+        default=FrameConfig().header_version,
+        choices=(1, 2),
+        help="header code sent (default: FrameConfig's)",
     )
     parser.add_argument("--repeat", type=int, default=3, help="best of this many runs")
     parser.add_argument("--seed", type=int, default=0)

@@ -4,8 +4,11 @@ reported SNR is that of its delivered symbols, and every burst is accounted for.
 
 import numpy as np
 import pytest
-from diffjscc.radio import BurstReceiver, ImageAssembler
+from diffjscc.radio import BurstReceiver, FrameConfig, ImageAssembler
+from diffjscc.radio import header as hdr
 from diffjscc.radio.faults import back_to_back, delivered_snr_db, hostile_stream, score
+from diffjscc.radio.frame import body_layout, frame_length
+from diffjscc.radio.sequences import PREAMBLE_LENGTH
 
 OUTCOMES = (
     "frames_ok",
@@ -31,6 +34,17 @@ def _receive(stream, chunk=None):
     return rx, frames
 
 
+def _payload_symbols_before(stream, fraction):
+    """Payload symbols of image 0's burst sent before ``fraction`` of its samples."""
+    cfg = FrameConfig()
+    payload = stream.sent[0].size
+    samples = frame_length(payload, cfg) * cfg.sps + cfg.num_taps - 1  # with the filter's ramps
+    body = fraction * samples / cfg.sps - cfg.filter_span - PREAMBLE_LENGTH
+    header_symbols = hdr.header_symbols(cfg.header_version)
+    data = body_layout(header_symbols + payload, cfg).data_positions
+    return int(np.searchsorted(data, body)) - header_symbols
+
+
 def _honest(stream, frames, tol_db=1.0):
     for f in frames:
         real = delivered_snr_db(f, stream.sent[f.image_id])
@@ -48,8 +62,8 @@ def test_burst_cut_short_comes_as_partial_with_its_true_snr(fraction):
     # The usable part is the start, up to (about) where the cut is.
     mask = frame.mask()
     last = int(np.flatnonzero(mask)[-1])
-    expect = (fraction * 8110 / 2 - 736) * 16 / 17  # payload symbols before the cut
-    assert mask[:last].all() and expect - 60 < last < expect + 5
+    assert mask[:last].all() and _payload_symbols_before(s, fraction) - 40 < last
+    assert last <= _payload_symbols_before(s, fraction)
     assert np.all(frame.symbols[~mask] == 0)
     _honest(s, frames)
     assert frame.meta()["complete"] is False
@@ -79,14 +93,19 @@ def test_two_equal_bursts_overlapping_by_half():
 
 
 @pytest.mark.parametrize("case", [5, 10, 12, 19])
-def test_later_of_two_overlapping_bursts_at_0_db_is_partial(case):
+@pytest.mark.parametrize("version", [1, 2])
+def test_later_of_two_overlapping_bursts_at_0_db_is_partial(case, version):
     # Before: at 0 dB the later burst came as complete (its start, preamble and
-    # header, under the first one's end: 3 times the noise, not told apart).
-    s = hostile_stream("overlap", 0.0, np.random.default_rng([1, case, 1000, 3]))
+    # header, under the first one's end: 3 times the noise, not told apart). The
+    # cases are version 1's streams that did; version 2's shorter header decodes
+    # less often under the other burst (about -5 dB there), and is never complete.
+    cfg = FrameConfig(header_version=version)
+    s = hostile_stream("overlap", 0.0, np.random.default_rng([1, case, 1000, 3]), cfg=cfg)
     rx, frames = _receive(s, chunk=8192)
     later = [f for f in frames if f.image_id == 1]
-    assert later and not later[0].complete, rx.stats
-    assert not later[0].mask()[0] and later[0].mask()[-1]
+    assert not any(f.complete for f in later), rx.stats
+    if version == 1 or later:
+        assert later and not later[0].mask()[0] and later[0].mask()[-1]
 
 
 @pytest.mark.parametrize("chunk", [None, 4096, 100_000])

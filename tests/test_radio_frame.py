@@ -182,9 +182,9 @@ def test_each_version_refuses_the_others_header_and_noise():
 
 def test_version_2_frames_spend_at_most_1_2_channel_uses_per_jscc_symbol():
     # 768x512 at CBR 1/384: 3072 JSCC symbols in one frame.
-    assert frame_length(3072, FrameConfig()) == 4039  # version 1: 1.31
-    uses = frame_length(3072, FrameConfig(header_version=2))
-    assert uses / 3072 <= 1.2
+    assert frame_length(3072, FrameConfig(header_version=1)) == 4039  # version 1: 1.31
+    uses = frame_length(3072, FrameConfig())  # version 2, the default
+    assert uses == frame_length(3072, FrameConfig(), version=2) and uses / 3072 <= 1.2
     cfg = FrameConfig(header_version=2, max_payload_symbols=40)
     layout = body_layout(hdr.header_symbols(2) + 40, cfg)
     assert PREAMBLE_LENGTH + layout.length == frame_length(40, cfg)

@@ -10,8 +10,8 @@ from diffjscc.radio import (
     build_bursts,
     image_symbol_count,
 )
-from diffjscc.radio.frame import body_layout
-from diffjscc.radio.header import HEADER_SYMBOLS
+from diffjscc.radio.frame import frame_length
+from diffjscc.radio.header import header_symbols
 from diffjscc.radio.sequences import PREAMBLE_LENGTH
 from diffjscc.radio.sim import add_noise, impair
 from diffjscc.symbols import EncodedImage
@@ -78,7 +78,7 @@ def test_h_is_the_channel_gain_in_the_training_convention(sps, cfo, delay):
         assert abs(f.h) == pytest.approx(abs(gain), rel=0.02)
         assert abs(np.angle(f.h / expected)) < 0.05
         # A symbol of the frame's payload, after the preamble and the header.
-        first, end = PREAMBLE_LENGTH + HEADER_SYMBOLS, _frame_length(f)
+        first, end = PREAMBLE_LENGTH + header_symbols(cfg.header_version), _frame_length(f)
         assert (cfg.filter_span + first) * sps < f.h_sample - f.timing
         assert f.h_sample - f.timing < (cfg.filter_span + end) * sps
         # Noise in the same units: |h|^2 / noise_var is the SNR estimate, and
@@ -91,7 +91,7 @@ def test_h_is_the_channel_gain_in_the_training_convention(sps, cfo, delay):
 
 def _frame_length(frame) -> int:
     """Symbols of a received frame: preamble, header, payload and pilots."""
-    return PREAMBLE_LENGTH + body_layout(HEADER_SYMBOLS + frame.symbols.size, CFG).length
+    return frame_length(frame.symbols.size, CFG)
 
 
 def test_noise_only_gives_nothing():
@@ -275,8 +275,8 @@ def test_version_1_and_version_2_headers_in_one_stream():
     where the header's version puts it, and the CSI estimated from the right known symbols."""
     rng = np.random.default_rng(12)
     enc = _encoded(shape=(512, 768), rate_code=2)
-    v1 = build_bursts(enc, image_id=1, cfg=CFG)
-    v2 = build_bursts(enc, image_id=2, cfg=FrameConfig(header_version=2))
+    v1 = build_bursts(enc, image_id=1, cfg=FrameConfig(header_version=1))
+    v2 = build_bursts(enc, image_id=2, cfg=CFG)  # version 2, the default
     short = build_bursts(enc, image_id=3, cfg=FrameConfig(header_version=2, max_payload_symbols=50))
     assert v2[0].size < v1[0].size
     gap = np.zeros(200, np.complex64)

@@ -30,7 +30,8 @@ def _received_frames(codec, image, image_id, snr_db=10.0, seed=0):
     bursts = build_bursts(codec.encode(image, snr_db), image_id=image_id, cfg=CFG)
     gap = np.zeros(800, np.complex64)
     x = np.concatenate([gap] + [np.concatenate([b, gap]) for b in bursts])
-    frames = BurstReceiver(CFG).feed(x + noise(x.size, snr_db, rng))
+    rx = BurstReceiver(CFG)
+    frames = rx.feed(x + noise(x.size, snr_db, rng)) + rx.flush()
     assert len(frames) == len(bursts), (len(frames), len(bursts))
     return frames
 

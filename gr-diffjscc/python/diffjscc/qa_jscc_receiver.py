@@ -15,7 +15,12 @@ from gnuradio.diffjscc._fakes import BlockMeanCodec, noise
 from PIL import Image
 
 from diffjscc.radio import FrameConfig, build_bursts
+from diffjscc.radio.frame import header_span
+from diffjscc.radio.sequences import PREAMBLE_LENGTH
 from diffjscc.symbols import EncodedImage
+
+# Silence closing a test stream: two of the receiver's batches (4096 new samples).
+TAIL = np.zeros(8192, np.complex64)
 
 
 def _encoded(rng, h=64, w=128):
@@ -46,7 +51,8 @@ class qa_jscc_receiver(gr_unittest.TestCase):
         self.assertEqual(len(bursts), 2)
         gap = np.zeros(700, np.complex64)
         h = 0.8 * np.exp(1j * 0.6)
-        x = np.concatenate([gap] + [np.concatenate([b, gap]) for b in bursts]) * h
+        # The receiver works in batches: silence after the last burst lets it finish.
+        x = np.concatenate([gap] + [np.concatenate([b, gap]) for b in bursts] + [TAIL]) * h
         x = x + noise(x.size, 9.0, rng)
         pdus, stats = self._receive(x)
         self.assertEqual(len(pdus), 2)
@@ -78,12 +84,16 @@ class qa_jscc_receiver(gr_unittest.TestCase):
     def test_003_truncated_and_corrupted_bursts_are_dropped(self):
         rng = np.random.default_rng(3)
         enc = _encoded(rng)
-        (good,) = build_bursts(enc, image_id=1, cfg=FrameConfig())
+        cfg = FrameConfig()
+        (good,) = build_bursts(enc, image_id=1, cfg=cfg)
         truncated = good[: good.size // 3]
         corrupted = good.copy()
-        corrupted[300:1400] = noise(1100, -20.0, rng)  # the header, drowned
+        # The header, drowned (after the filter's ramp and the preamble).
+        start = (cfg.filter_span + PREAMBLE_LENGTH) * cfg.sps
+        stop = start + header_span(cfg, cfg.header_version) * cfg.sps
+        corrupted[start:stop] = noise(stop - start, -20.0, rng)
         gap = np.zeros(800, np.complex64)
-        x = np.concatenate([gap, truncated, gap, corrupted, gap, good, gap])
+        x = np.concatenate([gap, truncated, gap, corrupted, gap, good, gap, TAIL])
         x = x + noise(x.size, 20.0, rng)
         pdus, stats = self._receive(x)
         self.assertEqual(len(pdus), 1)  # only the intact burst

@@ -33,7 +33,7 @@ class FrameConfig:
     max_payload_symbols: int = 4096  # JSCC symbols per frame at most (transmitter)
     # Frame header code the transmitter sends (``diffjscc.radio.header``): 1, RM(1,5) in
     # 608 symbols; 2, convolutional in 240. The receiver decodes either, whatever this says.
-    header_version: int = 1
+    header_version: int = 2
 
     def __post_init__(self) -> None:
         # numpy integers (from GRC or argparse-free code) are welcome; store plain ints.
