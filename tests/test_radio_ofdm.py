@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from diffjscc import channels
 from diffjscc.errors import ConfigError
+from diffjscc.radio import header as hdr
 from diffjscc.radio import image_symbol_count
 from diffjscc.radio.channel_presets import (
     PRESETS,
@@ -15,12 +16,16 @@ from diffjscc.radio.channel_presets import (
     parse_taps,
 )
 from diffjscc.radio.ofdm import (
+    SYNC_LENGTH,
     OfdmConfig,
     OfdmWaveform,
     build_bursts,
     channel_uses,
+    frame_slots,
+    header_symbol_count,
     interleaver,
     noise_voltage,
+    ofdm_symbol_count,
 )
 from diffjscc.radio.ofdm_papr import papr_db, rapp
 from diffjscc.radio.ofdm_receiver import GenieChannel, OfdmReceiver, OfdmTuning
@@ -149,7 +154,8 @@ def test_clip_ratio_is_honoured_and_filtered():
     # Filtering lets peaks grow back a little; they stay well under the unclipped ones.
     assert papr_db(clipped, None) < 4.0 + 2.0 < papr_db(plain, None)
     # Nothing leaks into the guard band, and the receiver still decodes at 15 dB.
-    spec = np.abs(np.fft.fft(clipped[256 + 32 : 256 + 32 + 512])) ** 2
+    first = SYNC_LENGTH + clipped_cfg.cp_length  # the first OFDM symbol's FFT window
+    spec = np.abs(np.fft.fft(clipped[first : first + clipped_cfg.fft_size])) ** 2
     assert np.sum(spec[clipped_cfg.layout.noise]) < 1e-6 * np.sum(spec)
     x, _ = _channel([clipped], clipped_cfg, 15.0, rng)
     (frame,), _ = _receive(x, clipped_cfg)
@@ -163,11 +169,17 @@ def test_bad_settings_give_clear_errors():
     with pytest.raises(ConfigError, match="shorter than the FFT"):
         OfdmConfig(fft_size=128, cp_length=128)
     with pytest.raises(ConfigError, match="too few pilots"):
-        OfdmConfig(pilot_spacing=32)  # resolves 16 samples < prefix 32
+        cfg = OfdmConfig()
+        # A comb that resolves half the prefix's delays.
+        OfdmConfig(cp_length=2 * cfg.fft_size * cfg.pilot_stagger // cfg.pilot_spacing)
+    with pytest.raises(ConfigError, match="pilot_stagger"):
+        OfdmConfig(pilot_stagger=3)
     with pytest.raises(ConfigError, match="power of two"):
         OfdmConfig(fft_size=500)
     with pytest.raises(ConfigError, match="used_carriers"):
-        OfdmConfig(used_carriers=510)
+        OfdmConfig(used_carriers=OfdmConfig().fft_size - 2)  # no guard band
+    with pytest.raises(ConfigError, match="header_version"):
+        OfdmConfig(header_version=3)
     with pytest.raises(ConfigError, match="clip_ratio_db"):
         OfdmConfig(clip_ratio_db=-3)
     with pytest.raises(ConfigError):
@@ -209,7 +221,39 @@ def test_presets_are_normalised():
 def test_channel_uses_of_the_default_image():
     cfg = OfdmConfig()
     uses = channel_uses(3072, cfg) / 3072  # 768x512 at CBR 1/384
-    assert 1.0 < uses < 1.6
+    assert 1.0 < uses <= 1.2  # issue 12's target
+
+
+def test_frame_slots_spread_the_header_and_cover_the_grid():
+    cfg = OfdmConfig()
+    d = cfg.data_per_symbol
+    for version in hdr.VERSIONS:
+        for n in (1, 48, 3072):
+            slots = frame_slots(n, d, version)
+            every = np.concatenate([slots.header, slots.payload, slots.padding])
+            assert np.array_equal(np.sort(every), np.arange(slots.symbols * d))
+            assert slots.symbols == ofdm_symbol_count(n, cfg, version)
+            # The header spans the band of the symbols it needs, neighbouring code
+            # bits far apart in frequency.
+            head = hdr.header_symbols(version)
+            span = header_symbol_count(cfg, version) * d
+            assert (
+                slots.header.max() < span and slots.header.max() - slots.header.min() > 0.9 * span
+            )
+            gaps = np.abs(np.diff(slots.header % d))
+            assert np.median(gaps) > d / 8
+            assert slots.header.size == head and slots.payload.size == n
+
+
+@pytest.mark.parametrize("version", hdr.VERSIONS)
+def test_either_header_version_is_received(version):
+    rng = np.random.default_rng(7)
+    tx = OfdmConfig(header_version=version)
+    enc = _enc(rng, (128, 192))
+    x, _ = _channel(build_bursts(enc, 3, tx), tx, 3.0, rng, (0.9, 0.0, 0.4j), cfo=0.005)
+    (frame,), rx = _receive(x, OfdmConfig())  # the receiver's default sends version 2
+    assert frame.image_id == 3 and rx.stats["header_crc_fail"] == 0
+    assert _mse_snr_db(frame, enc.symbols) > 0.0
 
 
 def test_gnuradio_blocks_with_the_ofdm_waveform_over_epa(tmp_path):

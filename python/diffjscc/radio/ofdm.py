@@ -12,25 +12,29 @@ One burst per frame, in samples::
   rotates the products (the angle measures it, unambiguous to +-1/64 cycle per
   sample, 3 % of the symbol rate of a single carrier at sps 2), and the Barker
   signs leave no plateau, so the peak marks the burst start.
-- **OFDM symbols**: ``used_carriers`` subcarriers around DC (DC itself unused),
-  a comb of QPSK pilots every ``pilot_spacing`` subcarriers (the same comb in
-  every symbol, values from the m-sequence of ``sequences.pilot_symbols``), the
-  other used subcarriers carry data. The rest of the FFT is guard band: the
-  receiver measures the noise there. With the defaults (512-point FFT, 256
-  used) the signal fills half the sample rate, the band of the single carrier
-  at sps 2, so both waveforms run at the same sample rate and the same
-  ``noise_voltage`` gives the same SNR.
-- **Data**: the 608 BPSK symbols of the frame header (``radio.header``, the
-  same RM(1,5) code and CRC as the single carrier) on the first data
-  subcarriers, then the frame's JSCC symbols, permuted by a fixed interleaver
-  across all data subcarriers of all OFDM symbols (a faded subcarrier becomes
-  noise scattered over the image instead of a hole in it); the last symbol's
-  unused data subcarriers carry known QPSK padding.
+- **OFDM symbols**: ``used_carriers`` subcarriers around DC (DC itself unused);
+  QPSK pilots (values from the m-sequence of ``sequences.pilot_symbols``) every
+  ``pilot_spacing`` subcarriers, the comb shifted by ``pilot_spacing /
+  pilot_stagger`` from one symbol to the next, so that two neighbouring symbols
+  together sample the channel every 16 subcarriers with pilots on only 1 in 32 of
+  each symbol's; the other used subcarriers carry data. The rest of the FFT is
+  guard band: the receiver measures the noise there. With the defaults (1024-point
+  FFT, 492 used) the signal fills 0.48 of the sample rate, about the band of the
+  single carrier at sps 2, so both waveforms run at the same sample rate.
+- **Data**: the BPSK symbols of the frame header (``radio.header``; version 2,
+  the K=9 convolutional code, 240 symbols, by default; the receiver takes version
+  1 too), spread evenly over every data subcarrier of the first OFDM symbol (the
+  whole band) in the interleaver's order; then the frame's JSCC symbols, permuted
+  by a fixed interleaver across the other data subcarriers of all OFDM symbols (a
+  faded subcarrier becomes noise scattered over the image instead of a hole in
+  it); the last symbol's unused data subcarriers carry known QPSK padding. Once
+  decoded, the header and the padding are known symbols for the channel estimate.
 
 The SNR convention (what ``noise_voltage`` gives and the receiver reports):
 the payload's per-subcarrier Es/N0 for a unit flat channel, with unit average
-power per sample; for a frequency-selective channel the receiver reports the
-effective SNR of its equalised symbols (``ofdm_receiver``).
+power per sample (fft_size / used_carriers of energy per used subcarrier); for a
+frequency-selective channel the receiver reports the effective SNR of its
+equalised symbols (``ofdm_receiver``).
 """
 
 from __future__ import annotations
@@ -64,12 +68,14 @@ class OfdmConfig:
     band (clip-and-filter); 0 turns it off.
     """
 
-    fft_size: int = 512
-    cp_length: int = 32  # cyclic prefix, samples (6.25 %)
-    used_carriers: int = 256  # subcarriers around DC that carry something
-    pilot_spacing: int = 8  # one pilot every this many used subcarriers (12.5 %)
+    fft_size: int = 1024
+    cp_length: int = 32  # cyclic prefix, samples (3.1 %)
+    used_carriers: int = 492  # subcarriers around DC that carry something (0.48 of the band)
+    pilot_spacing: int = 32  # one pilot every this many used subcarriers in a symbol (3.1 %)
+    pilot_stagger: int = 2  # comb positions the pilots step through, symbol by symbol
     max_payload_symbols: int = 4096  # JSCC symbols per frame at most (transmitter)
     clip_ratio_db: float = 0.0  # 0: no clipping
+    header_version: int = hdr.VERSION_CONV  # the header code the transmitter sends
 
     def __post_init__(self) -> None:
         for name in (
@@ -77,7 +83,9 @@ class OfdmConfig:
             "cp_length",
             "used_carriers",
             "pilot_spacing",
+            "pilot_stagger",
             "max_payload_symbols",
+            "header_version",
         ):
             value = getattr(self, name)
             if isinstance(value, Integral) and not isinstance(value, bool):
@@ -100,18 +108,26 @@ class OfdmConfig:
                 f"OFDM used_carriers must be even, at least {4 * (n // SYNC_PERIOD)} (the sync "
                 f"needs 4 tones) and leave 32 guard subcarriers of the {n}, got {u}"
             )
-        ps = self.pilot_spacing
-        if not 2 <= ps <= u // 4 or (u // 2) % ps:
+        ps, k = self.pilot_spacing, self.pilot_stagger
+        if k not in (1, 2):
+            raise ConfigError(f"OFDM pilot_stagger must be 1 or 2, got {k}")
+        if not 2 * k <= ps <= u // 8 or ps % (2 * k):
             raise ConfigError(
-                f"OFDM pilot_spacing must divide used_carriers/2 = {u // 2} and leave at least "
-                f"4 pilots, got {ps}"
+                f"OFDM pilot_spacing must be a multiple of {2 * k} (twice the stagger) and "
+                f"leave at least 8 pilots of the {u} used subcarriers, got {ps}"
             )
-        # The pilot comb samples the channel's frequency response every ps subcarriers:
-        # it resolves delays up to fft_size / ps samples, which must cover the prefix.
-        if n // ps < self.cp_length:
+        # The symbols' combs together sample the channel's frequency response every
+        # ps / stagger subcarriers: they resolve delays up to fft_size * stagger / ps
+        # samples, which must cover the prefix.
+        if n * k // ps < self.cp_length:
             raise ConfigError(
-                f"OFDM pilots every {ps} subcarriers resolve delays up to {n // ps} samples, "
-                f"less than the cyclic prefix of {self.cp_length}: too few pilots"
+                f"OFDM pilots every {ps} subcarriers (stagger {k}) resolve delays up to "
+                f"{n * k // ps} samples, less than the cyclic prefix of {self.cp_length}: "
+                "too few pilots"
+            )
+        if self.header_version not in hdr.VERSIONS:
+            raise ConfigError(
+                f"OFDM header_version must be one of {hdr.VERSIONS}, got {self.header_version}"
             )
         if not 1 <= self.max_payload_symbols <= MAX_PAYLOAD_SYMBOLS:
             raise ConfigError(
@@ -133,46 +149,85 @@ class OfdmConfig:
 
     @property
     def layout(self) -> CarrierLayout:
-        return carrier_layout(self.fft_size, self.used_carriers, self.pilot_spacing)
+        return carrier_layout(
+            self.fft_size, self.used_carriers, self.pilot_spacing, self.pilot_stagger
+        )
 
     @property
     def data_per_symbol(self) -> int:
-        return self.layout.data.size
+        return self.layout.data.shape[1]
+
+    @property
+    def pilots_per_symbol(self) -> int:
+        return self.layout.pilots.shape[1]
 
 
 @dataclass(frozen=True)
 class CarrierLayout:
-    """Subcarrier indices (FFT bins, 0..fft_size-1) of each role."""
+    """Subcarrier indices of each role. Bins are FFT bins (0..fft_size-1), freqs signed
+    subcarrier numbers (-used/2..used/2, DC unused). Symbol i has the pilots and data
+    of row ``i % stagger`` of ``pilots`` / ``data``; the rows' pilots together form an
+    even comb (``comb_freqs``, sorted), on which the receiver interpolates."""
 
-    pilots: np.ndarray
-    data: np.ndarray
+    used: np.ndarray  # [used] bins
+    used_freqs: np.ndarray  # [used] signed, ascending
+    pilots: np.ndarray  # [stagger, pilots per symbol] bins
+    data: np.ndarray  # [stagger, data per symbol] bins
+    pilot_freqs: np.ndarray  # [stagger, pilots per symbol]
+    data_freqs: np.ndarray  # [stagger, data per symbol]
+    comb_freqs: np.ndarray  # [stagger * pilots per symbol]
+    pilot_in_comb: np.ndarray  # [stagger, pilots per symbol] positions in comb_freqs
+    data_in_used: np.ndarray  # [stagger, data per symbol] positions in used_freqs
     noise: np.ndarray  # guard bins where the receiver measures the noise
-    pilot_freqs: np.ndarray  # signed subcarrier numbers (-used/2..used/2)
-    data_freqs: np.ndarray
+
+    @property
+    def stagger(self) -> int:
+        return self.pilots.shape[0]
+
+    def rows(self, count: int) -> np.ndarray:
+        """The layout row of each of ``count`` OFDM symbols."""
+        return np.arange(count) % self.stagger
 
 
 @functools.lru_cache(maxsize=16)
-def carrier_layout(fft_size: int, used: int, pilot_spacing: int) -> CarrierLayout:
+def carrier_layout(fft_size: int, used: int, pilot_spacing: int, stagger: int = 1) -> CarrierLayout:
     half = used // 2
     signed = np.concatenate([np.arange(-half, 0), np.arange(1, half + 1)])
-    # Pilots at +-(ps/2 + j ps): an even comb across DC, symmetric about it.
-    is_pilot = (np.abs(signed) - pilot_spacing // 2) % pilot_spacing == 0
-    if pilot_spacing == 1:
-        is_pilot[:] = True
-    pilot_freqs, data_freqs = signed[is_pilot], signed[~is_pilot]
+    # The comb of every symbol together: subcarriers c/2 + j c (c = spacing / stagger),
+    # even across DC and symmetric about it; row r takes every stagger-th of them.
+    comb = pilot_spacing // stagger
+    pilot_rows, data_rows = [], []
+    for r in range(stagger):
+        is_pilot = (signed - comb // 2 - r * comb) % pilot_spacing == 0
+        if comb == 1:
+            is_pilot[:] = True
+        pilot_rows.append(signed[is_pilot])
+        data_rows.append(signed[~is_pilot])
+    if len({p.size for p in pilot_rows}) != 1:
+        raise ConfigError(
+            f"OFDM pilots every {pilot_spacing} (stagger {stagger}) on {used} subcarriers give "
+            "rows of different sizes"
+        )
+    pilot_freqs, data_freqs = np.stack(pilot_rows), np.stack(data_rows)
+    comb_freqs = np.sort(pilot_freqs.reshape(-1))
     # Noise: the guard band's inner half, clear of the band edge (leakage) and of the
     # anti-alias filters that roll off towards half the sample rate on real radios.
     guard = fft_size // 2 - half
     lo, hi = half + max(4, guard // 16), half + max(5, guard // 2)
     noise_freqs = np.concatenate([np.arange(-hi, -lo), np.arange(lo, hi)])
     out = CarrierLayout(
+        used=signed % fft_size,
+        used_freqs=signed,
         pilots=pilot_freqs % fft_size,
         data=data_freqs % fft_size,
-        noise=noise_freqs % fft_size,
         pilot_freqs=pilot_freqs,
         data_freqs=data_freqs,
+        comb_freqs=comb_freqs,
+        pilot_in_comb=np.searchsorted(comb_freqs, pilot_freqs),
+        data_in_used=np.searchsorted(signed, data_freqs),
+        noise=noise_freqs % fft_size,
     )
-    for a in (out.pilots, out.data, out.noise, out.pilot_freqs, out.data_freqs):
+    for a in vars(out).values():
         a.flags.writeable = False
     return out
 
@@ -201,14 +256,17 @@ def sync_preamble(fft_size: int, used: int) -> np.ndarray:
     return out
 
 
-def ofdm_symbol_count(payload_symbols: int, cfg: OfdmConfig) -> int:
-    """OFDM symbols of a frame with ``payload_symbols`` JSCC symbols."""
-    return -(-(hdr.HEADER_SYMBOLS + int(payload_symbols)) // cfg.data_per_symbol)
+def ofdm_symbol_count(payload_symbols: int, cfg: OfdmConfig, version: int | None = None) -> int:
+    """OFDM symbols of a frame with ``payload_symbols`` JSCC symbols and a header of
+    ``version`` (default: the one the transmitter sends)."""
+    head = hdr.header_symbols(cfg.header_version if version is None else version)
+    return -(-(head + int(payload_symbols)) // cfg.data_per_symbol)
 
 
-def header_symbol_count(cfg: OfdmConfig) -> int:
+def header_symbol_count(cfg: OfdmConfig, version: int | None = None) -> int:
     """OFDM symbols that hold header symbols (always the frame's first ones)."""
-    return -(-hdr.HEADER_SYMBOLS // cfg.data_per_symbol)
+    head = hdr.header_symbols(cfg.header_version if version is None else version)
+    return -(-head // cfg.data_per_symbol)
 
 
 def frame_samples(payload_symbols: int, cfg: OfdmConfig) -> int:
@@ -235,8 +293,8 @@ def interleaver(n: int) -> np.ndarray:
 
 
 def pilot_values(num_symbols: int, cfg: OfdmConfig) -> np.ndarray:
-    """[symbols, pilots] known QPSK pilot values."""
-    p = cfg.layout.pilots.size
+    """[symbols, pilots per symbol] known QPSK pilot values."""
+    p = cfg.pilots_per_symbol
     return pilot_symbols(num_symbols * p).reshape(num_symbols, p)
 
 
@@ -246,18 +304,47 @@ def padding_values(count: int) -> np.ndarray:
     return table[table.size - count :] if count else np.zeros(0, np.complex64)
 
 
+@dataclass(frozen=True)
+class FrameSlots:
+    """Where a frame's symbols sit in its [symbols, data subcarriers] grid (flat
+    indices, row-major): header symbol j at ``header[j]``, JSCC symbol i at
+    ``payload[i]``, known padding at ``padding``."""
+
+    symbols: int  # OFDM symbols of the frame
+    header: np.ndarray
+    payload: np.ndarray
+    padding: np.ndarray
+
+
+@functools.lru_cache(maxsize=64)
+def frame_slots(payload_symbols: int, data_per_symbol: int, version: int) -> FrameSlots:
+    """The header's symbols spread evenly over every data subcarrier of the first OFDM
+    symbols (the whole band: a fade over part of it costs the code scattered symbols,
+    not a run of them, and the decoded header gives the channel estimate known symbols
+    across the band), in the interleaver's order (neighbouring code bits far apart in
+    frequency); the payload interleaved over the other slots; padding last."""
+    n, d = int(payload_symbols), int(data_per_symbol)
+    h = hdr.header_symbols(version)
+    m = -(-(h + n) // d)
+    span = -(-h // d) * d  # the header's symbols' slots
+    spread = (np.arange(h, dtype=np.int64) * span) // h  # strictly increasing: span >= h
+    free = np.ones(m * d, dtype=bool)
+    free[spread] = False
+    others = np.flatnonzero(free)
+    out = FrameSlots(m, spread[interleaver(h)], others[interleaver(n)], others[n:])
+    for a in (out.header, out.payload, out.padding):
+        a.flags.writeable = False
+    return out
+
+
 def data_grid(header: hdr.FrameHeader, payload: np.ndarray, cfg: OfdmConfig) -> np.ndarray:
     """[symbols, data subcarriers] of a frame: header, interleaved payload, padding."""
-    n = int(payload.size)
-    m = ofdm_symbol_count(n, cfg)
-    d = cfg.data_per_symbol
-    flat = np.empty(m * d, dtype=np.complex64)
-    flat[: hdr.HEADER_SYMBOLS] = hdr.encode_symbols(header)
-    slots = hdr.HEADER_SYMBOLS + interleaver(n)
-    flat[slots] = payload
-    pad = m * d - hdr.HEADER_SYMBOLS - n
-    flat[hdr.HEADER_SYMBOLS + n :] = padding_values(pad)
-    return flat.reshape(m, d)
+    slots = frame_slots(int(payload.size), cfg.data_per_symbol, header.version)
+    flat = np.empty(slots.symbols * cfg.data_per_symbol, dtype=np.complex64)
+    flat[slots.header] = hdr.encode_symbols(header)
+    flat[slots.payload] = payload
+    flat[slots.padding] = padding_values(slots.padding.size)
+    return flat.reshape(slots.symbols, cfg.data_per_symbol)
 
 
 def modulate(data: np.ndarray, cfg: OfdmConfig) -> np.ndarray:
@@ -266,8 +353,9 @@ def modulate(data: np.ndarray, cfg: OfdmConfig) -> np.ndarray:
     lay = cfg.layout
     n = cfg.fft_size
     grid = np.zeros((m, n), dtype=np.complex64)
-    grid[:, lay.data] = data
-    grid[:, lay.pilots] = pilot_values(m, cfg)
+    rows = lay.rows(m)
+    np.put_along_axis(grid, lay.data[rows], data, axis=1)
+    np.put_along_axis(grid, lay.pilots[rows], pilot_values(m, cfg), axis=1)
     # Unit-energy subcarrier symbols on used_carriers of fft_size bins: unit power per sample.
     time = np.fft.ifft(grid, axis=1) * (n / math.sqrt(cfg.used_carriers))
     if cfg.clip_ratio_db:
@@ -286,7 +374,9 @@ def build_bursts(enc, image_id: int, cfg: OfdmConfig | None = None) -> list[np.n
     sync = sync_preamble(cfg.fft_size, cfg.used_carriers)
     bursts = []
     for index in range(frame_count):
-        header = frame_header(spec, (h, w), design_snr, image_id, index, frame_count)
+        header = frame_header(
+            spec, (h, w), design_snr, image_id, index, frame_count, cfg.header_version
+        )
         start, stop = frame_slice(total, frame_count, index)
         body = modulate(data_grid(header, symbols[start:stop].astype(np.complex64), cfg), cfg)
         bursts.append(np.concatenate([sync, body]))
@@ -302,8 +392,10 @@ class OfdmWaveform(Waveform):
         "cp_length",
         "used_carriers",
         "ofdm_pilot_spacing",
+        "pilot_stagger",
         "max_payload_symbols",
         "clip_ratio_db",
+        "header_version",
     )
 
     def __init__(self, cfg: OfdmConfig | None = None, **settings):
@@ -326,8 +418,10 @@ class OfdmWaveform(Waveform):
             "cp_length": c.cp_length,
             "used_carriers": c.used_carriers,
             "ofdm_pilot_spacing": c.pilot_spacing,
+            "pilot_stagger": c.pilot_stagger,
             "max_payload_symbols": c.max_payload_symbols,
             "clip_ratio_db": c.clip_ratio_db,
+            "header_version": c.header_version,
         }
 
     def build_bursts(self, enc, image_id: int) -> list[np.ndarray]:

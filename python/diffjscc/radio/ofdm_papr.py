@@ -36,8 +36,8 @@ def clip_and_filter(time: np.ndarray, cfg, iterations: int = 2) -> np.ndarray:
     n = cfg.fft_size
     lay = cfg.layout
     keep = np.zeros(n, dtype=bool)
-    keep[lay.data] = True
-    keep[lay.pilots] = True
+    keep[lay.used] = True
+    pilots = lay.pilots[lay.rows(x.shape[0])]
     for _ in range(iterations):
         mag = np.abs(x)
         x = np.where(mag > limit, x * (limit / np.maximum(mag, 1e-30)), x)
@@ -45,7 +45,7 @@ def clip_and_filter(time: np.ndarray, cfg, iterations: int = 2) -> np.ndarray:
         spec[:, ~keep] = 0.0
         # Pilots keep their exact values: the receiver's channel estimate relies on them.
         ref = np.fft.fft(time, axis=1)
-        spec[:, lay.pilots] = ref[:, lay.pilots]
+        np.put_along_axis(spec, pilots, np.take_along_axis(ref, pilots, axis=1), axis=1)
         x = np.fft.ifft(spec, axis=1)
     return x * np.sqrt(power / max(float(np.mean(np.abs(x) ** 2)), 1e-30))
 

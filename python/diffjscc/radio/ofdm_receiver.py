@@ -6,20 +6,27 @@
    energy (about s / (1 + s) for a per-sample SNR s) is compared with the
    threshold; the burst starts at the highest metric within a preamble length of
    the first crossing, and the sum's angle is the frequency offset.
-2. **OFDM symbols**: the frequency offset is removed, and each symbol's FFT
-   window starts ``timing_backoff`` samples into its cyclic prefix, so that an
-   early path or a timing error of that much costs nothing (it is a phase slope
-   across subcarriers, which the channel estimate absorbs).
+2. **OFDM symbols**: the frequency offset is refined on the cyclic prefixes
+   (each against the end of its symbol that it copies: unambiguous to half a
+   subcarrier spacing and several times finer than the sync's estimate) and
+   removed, and each symbol's FFT window starts ``timing_backoff`` samples into
+   its cyclic prefix, so that an early path or a timing error of that much costs
+   nothing (it is a phase slope across subcarriers, which the estimate absorbs).
 3. **Channel estimate**: the noise variance is measured on the guard band
    (inner half, free of signal); the residual frequency offset from the pilots'
-   phase from one symbol to the next. The pilots' least-squares estimates are
-   smoothed along time, with the window chosen per frame by leave-one-out
-   cross-validation among local-linear fits of a few widths and constant or
-   linear fits over the frame (a static channel gets the whole frame's average,
-   a Doppler-spread one a short window); then interpolated across frequency by
-   a Wiener filter whose prior is a uniform power delay profile over the cyclic
-   prefix. The header is decoded first from the estimate over its own symbols
-   (CRC checked, fields validated), then the whole frame is estimated.
+   phase between symbols that carry the same comb. Each comb's least-squares
+   estimates are smoothed along time (and interpolated to the symbols between),
+   with the window chosen per frame by leave-one-out cross-validation among
+   local-linear fits of a few widths and constant or linear fits over the frame
+   (a static channel gets the whole frame's average, a Doppler-spread one a
+   short window); then interpolated across frequency from the combs together by
+   a Wiener filter whose prior spreads evenly over the delays where the pilots'
+   delay profile stands out of the noise. The header is decoded first from the
+   estimate over its own symbol (then, if its CRC fails, over a full comb's
+   symbols; both header versions), its fields validated; then the whole frame
+   is estimated, with the decoded header and the padding as known symbols: a
+   symbol holding them gets a Wiener estimate of every comb subcarrier from
+   them and its pilots, which joins the time smoothing, weighted by its error.
 4. **Equalisation**: MMSE weights per subcarrier scaled to keep the symbols'
    mean gain (default; zero forcing on a flat channel, faded subcarriers shrunk
    towards erasures), or zero forcing; the payload de-interleaved. Each JSCC
@@ -46,6 +53,7 @@ import scipy.fft
 from scipy import ndimage
 
 from diffjscc.errors import ConfigError
+from diffjscc.radio import _fast
 from diffjscc.radio import header as hdr
 from diffjscc.radio.config import MAX_IMAGE_SYMBOLS, MAX_PAYLOAD_SYMBOLS
 from diffjscc.radio.frame import FrameError, ReceivedFrame, header_payload_slice
@@ -54,13 +62,14 @@ from diffjscc.radio.ofdm import (
     SYNC_LENGTH,
     SYNC_PERIOD,
     OfdmConfig,
+    frame_slots,
     header_symbol_count,
-    interleaver,
     ofdm_symbol_count,
+    padding_values,
     pilot_values,
     sync_block,
 )
-from diffjscc.radio.sequences import BARKER_7, COVER_SIGNS
+from diffjscc.radio.sequences import BARKER_7, COVER_SIGNS, header_scrambler
 from diffjscc.radio.waveform import RECEIVER_STAT_KEYS
 
 log = logging.getLogger(__name__)
@@ -122,124 +131,168 @@ class ChannelGrid:
 # -- channel estimation, plain functions -------------------------------------------------
 
 
-@functools.lru_cache(maxsize=64)
-def time_smoothers(m: int) -> tuple[tuple[str, np.ndarray], ...]:
-    """Candidate [m, m] smoothing matrices along time (rows: weights of the symbols)."""
+def _shape(name: str, stagger: int) -> tuple[float, bool]:
+    """(half-width in symbols, straight line or mean) of a named time smoother."""
+    if name in ("single", "constant"):
+        return math.inf, False
+    if name == "linear":
+        return math.inf, True
+    return int(name[5:]) * stagger, True  # "local<w>": w observations either side
+
+
+@functools.lru_cache(maxsize=256)
+def time_smoothers(m: int, stagger: int = 1, row: int = 0) -> tuple[tuple[str, np.ndarray], ...]:
+    """Candidate smoothers along time for the pilots of layout row ``row``: [m, n]
+    matrices from the n symbols that carry them (row, row + stagger, ...) to every
+    one of the frame's m symbols. The candidates (names) depend on m and the stagger
+    only, so that every row offers the same ones."""
+    t_obs = np.arange(row, m, stagger)
+    n_min = m // stagger
+    names = ["single"] if t_obs.size == 1 or n_min <= 1 else ["constant"]
+    if n_min >= 3:
+        names.append("linear")
+    names += [f"local{w}" for w in (1, 2, 3, 5, 8, 13) if n_min > 1 and 2 * w + 1 < n_min]
     out = []
-    if m == 1:
-        return (("single", np.ones((1, 1))),)
-    out.append(("constant", np.full((m, m), 1.0 / m)))
-    if m >= 3:
-        out.append(("linear", _local_linear(m, m)))
-    for w in (1, 2, 3, 5, 8, 13):
-        if 2 * w + 1 < m:
-            out.append((f"local{w}", _local_linear(m, w)))
-    for _, s in out:
+    for name in names:
+        s = _local_linear(t_obs, m, *_shape(name, stagger))
         s.flags.writeable = False
+        out.append((name, s))
     return tuple(out)
 
 
-def _local_linear(m: int, half: int) -> np.ndarray:
-    s = np.zeros((m, m))
-    for i in range(m):
-        lo, hi = max(0, i - half), min(m, i + half + 1)
-        t = np.arange(lo, hi, dtype=np.float64) - i
-        n = t.size
-        if n < 3:
-            s[i, lo:hi] = 1.0 / n
-            continue
-        s1, s2 = t.sum(), (t * t).sum()
-        s[i, lo:hi] = (s2 - s1 * t) / (n * s2 - s1 * s1)
-    return s
+def _local_linear(
+    t_obs: np.ndarray, m: int, half: float, fit: bool = True, weight: np.ndarray | None = None
+) -> np.ndarray:
+    """[m, n]: at each of m symbols, a straight line (weighted least squares) through the
+    observations at times ``t_obs`` within ``half`` symbols (their weighted mean when
+    fewer than 3, or when ``fit`` is False; the nearest when none is that close)."""
+    t_obs = np.asarray(t_obs, dtype=np.float64)
+    w = np.ones(t_obs.size) if weight is None else np.asarray(weight, dtype=np.float64)
+    t = t_obs[None, :] - np.arange(m, dtype=np.float64)[:, None]  # [m, n]
+    inside = np.abs(t) <= half
+    empty = ~inside.any(axis=1)
+    if empty.any():
+        inside[np.flatnonzero(empty), np.argmin(np.abs(t[empty]), axis=1)] = True
+    wt = inside * w[None, :]
+    s0, s1, s2 = wt.sum(axis=1), (wt * t).sum(axis=1), (wt * t * t).sum(axis=1)
+    mean = wt / s0[:, None]
+    det = s0 * s2 - s1 * s1
+    line = fit & (inside.sum(axis=1) >= 3) & (det > 1e-9 * s0 * s0)
+    if not line.any():
+        return mean
+    safe = np.where(line, det, 1.0)
+    fitted = wt * (s2[:, None] - s1[:, None] * t) / safe[:, None]
+    return np.where(line[:, None], fitted, mean)
 
 
-def _select_smoother(hp: np.ndarray, noise_var: float) -> tuple[str, np.ndarray, float]:
-    """The candidate with the smallest leave-one-out prediction error, and the part of
-    that error the noise does not explain: the channel's own change that the smoother
-    cannot follow (Doppler), counted as estimation error."""
-    cands = time_smoothers(hp.shape[0])
-    if len(cands) == 1:
-        return cands[0][0], cands[0][1], 0.0
-    best, best_score, best_excess = cands[0], math.inf, 0.0
-    for name, s in cands:
-        diag = np.diag(s)
-        keep = np.maximum(1.0 - diag, 1e-3)
-        resid = (hp - np.einsum("ij,jp->ip", s, hp)) / keep[:, None]
-        score = float(np.mean(resid.real**2 + resid.imag**2))
-        if score < best_score:
+def _select_smoother(groups: list[np.ndarray], m: int, stagger: int, noise_var: float):
+    """The candidate with the smallest leave-one-out prediction error over every row's
+    pilots (``groups[r]``: [n_r, pilots] least-squares estimates of row r), and the
+    part of that error the noise does not explain: the channel's own change that the
+    smoother cannot follow (Doppler), counted as estimation error. Returns the name,
+    the row's [m, n_r] matrices and that excess."""
+    cands = [time_smoothers(m, stagger, r) for r in range(len(groups))]
+    if len(cands[0]) == 1:
+        return cands[0][0][0], [c[0][1] for c in cands], 0.0
+    best, best_score, best_excess = 0, math.inf, 0.0
+    size = sum(g.size for g in groups)
+    for k in range(len(cands[0])):
+        total, expected = 0.0, 0.0
+        for r, g in enumerate(groups):
+            s = cands[r][k][1][r::stagger]  # rows at the symbols that carry the pilots
+            diag = np.diag(s)
+            keep = np.maximum(1.0 - diag, 1e-3)
+            resid = (g - s @ g) / keep[:, None]
+            total += float(np.sum(resid.real**2 + resid.imag**2))
             # Noise in a leave-one-out residual: the left-out pilot's own, plus that of
             # the prediction from the others.
             others = (np.sum(s * s, axis=1) - diag**2) / keep**2
-            expected = noise_var * (1.0 + float(np.mean(others)))
+            expected += float(np.sum(1.0 + others)) * g.shape[1]
+        score = total / size
+        if score < best_score:
             # Less twice the score's own scatter, so that noise alone adds nothing.
-            excess = max(0.0, score - expected * (1.0 + 2.0 / math.sqrt(hp.size)))
-            best, best_score, best_excess = (name, s), score, excess
-    return best[0], best[1], best_excess
+            excess = score - noise_var * expected / size * (1.0 + 2.0 / math.sqrt(size))
+            best, best_score, best_excess = k, score, max(0.0, excess)
+    return cands[0][best][0], [c[best][1] for c in cands], best_excess
 
 
-def _correlations(cfg: OfdmConfig, delays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _correlations(
+    freqs: np.ndarray, pilot_freqs: np.ndarray, fft_size: int, delays: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Frequency correlations of a power delay profile spread evenly over ``delays``
     (samples): R(dk) = mean over the delays of exp(-2 pi j dk d / N); returns the
-    (pilot-pilot, data-pilot) matrices."""
-    lay = cfg.layout
-    n = cfg.fft_size
-    ep = np.exp(-2j * np.pi * np.outer(lay.pilot_freqs, delays) / n)
-    ed = np.exp(-2j * np.pi * np.outer(lay.data_freqs, delays) / n)
+    (pilot-pilot, freqs-pilot) matrices."""
+    ep = np.exp(-2j * np.pi * np.outer(pilot_freqs, delays) / fft_size)
+    ed = np.exp(-2j * np.pi * np.outer(freqs, delays) / fft_size)
     scale = 1.0 / max(delays.size, 1)
     # einsum, not a BLAS product: OpenBLAS's thread pool would spin on every core.
     rpp = np.einsum("pd,qd->pq", ep, ep.conj()) * scale
     return rpp, np.einsum("kd,qd->kq", ed, ep.conj()) * scale
 
 
-def channel_delays(cfg: OfdmConfig, hs: np.ndarray, nu: float) -> np.ndarray:
-    """Delays (samples, relative to the FFT window) where the channel has energy, from
-    the smoothed pilot estimates ``hs`` [symbols, pilots] of noise variance ``nu``.
+def _pilot_comb(cfg: OfdmConfig, rows: int) -> np.ndarray:
+    """Signed subcarriers of the pilots of the first ``rows`` layout rows, ascending."""
+    return np.sort(cfg.layout.pilot_freqs[:rows].reshape(-1))
 
-    The pilot comb resolves delays on a grid of fft_size / used_carriers samples over
-    fft_size / pilot_spacing samples (circularly; the last eighth counts as early
-    paths). Grid points whose mean power stands out of the noise are kept with their
-    neighbours, and the delay prior spreads evenly over every sample they cover; the
-    whole cyclic prefix when none stands out."""
+
+def channel_delays(cfg: OfdmConfig, hs: np.ndarray, nu: float, rows: int | None = None):
+    """Delays (samples, relative to the FFT window) where the channel has energy, from
+    the smoothed pilot estimates ``hs`` [symbols, comb] of noise variance ``nu`` on the
+    comb of the first ``rows`` layout rows (default: all).
+
+    A comb of p pilots every c subcarriers resolves delays on a grid of fft_size /
+    (c p) samples over fft_size / c samples (circularly; the last eighth counts as
+    early paths). Grid points whose mean power stands out of the noise are kept with
+    their neighbours, and the delay prior spreads evenly over every sample they cover;
+    the whole cyclic prefix when none stands out."""
+    rows = cfg.pilot_stagger if rows is None else rows
     p = hs.shape[1]
-    step = cfg.fft_size // (cfg.pilot_spacing * p)  # samples per grid point
-    span = cfg.fft_size // cfg.pilot_spacing
-    grid = np.fft.ifft(hs, axis=1)  # [m, q]: g at delay step * q, times a phase
+    span = cfg.fft_size * rows / cfg.pilot_spacing
+    res = span / p  # samples per grid point
+    grid = np.fft.ifft(hs, axis=1)  # [m, q]: g at delay res * q, times a phase
     pdp = np.mean(grid.real**2 + grid.imag**2, axis=0)
     floor = nu / p
     # Out of the noise, and within 20 dB of the strongest: a path between grid points
     # leaks into every grid point (the comb sees a finite band), weaker and weaker.
     keep = pdp > max(8.0 * floor, 0.01 * float(pdp.max()))
+    # The strongest point on a lower bar: at 0 dB from one symbol's pilots a single
+    # path between two grid points often has neither above 8 times the noise, and
+    # the whole prefix as the prior would leave the estimate about as noisy as the
+    # pilots (the header's CRC then failed in 1 of 20 frames).
+    keep[int(np.argmax(pdp))] |= float(pdp.max()) > 3.0 * floor
     if not keep.any() or floor <= 0:
         return np.arange(max(cfg.cp_length, 1), dtype=np.float64)
     keep |= np.roll(keep, 1) | np.roll(keep, -1)
-    q = np.flatnonzero(keep)
-    centre = q * step
-    centre = np.where(centre >= span - span // 8, centre - span, centre)
-    fine = (centre[:, None] + np.arange(-(step // 2), step - step // 2)[None, :]).reshape(-1)
+    centre = np.flatnonzero(keep) * res
+    centre = np.where(centre >= span - span / 8, centre - span, centre)
+    reach = math.ceil(res / 2)
+    fine = np.round(centre[:, None] + np.arange(-reach, reach + 1)[None, :]).reshape(-1)
     return np.unique(fine).astype(np.float64)
 
 
 def wiener_interpolator(
-    cfg: OfdmConfig, rho: float, delays: np.ndarray | None = None
+    cfg: OfdmConfig, rho: float, delays: np.ndarray | None = None, rows: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """[data, pilots] Wiener interpolation weights for pilot noise ``rho`` (relative to the
-    channel's power) and a delay prior over ``delays`` (default: the cyclic prefix),
-    and each data subcarrier's relative error variance.
+    """[used, comb] Wiener interpolation weights from the pilot comb of the first
+    ``rows`` layout rows (default: all) to every used subcarrier, for pilot noise
+    ``rho`` (relative to the channel's power) and a delay prior over ``delays``
+    (default: the cyclic prefix), and each used subcarrier's relative error variance.
 
     Cached: the delays are whole samples and rho is rounded to 0.25 dB, so frames of a
     steady link reuse one solution (a solve costs more than the rest of a frame)."""
     if delays is None:
         delays = np.arange(max(cfg.cp_length, 1))
+    rows = cfg.pilot_stagger if rows is None else rows
     key = tuple(int(round(float(d))) for d in np.asarray(delays).reshape(-1))
-    # At least -40 dB: a narrow delay prior leaves the pilot correlations nearly
-    # singular, and a smaller load would amplify what noise there is without bound.
-    rho_q = round(4.0 * 10.0 * math.log10(max(float(rho), _MIN_RHO))) / 40.0
-    return _wiener_cached(cfg, key, rho_q)
+    return _wiener_cached(cfg, rows, key, _rho_db10(rho))
 
 
 @functools.lru_cache(maxsize=512)
-def _wiener_cached(cfg: OfdmConfig, delays: tuple, rho_db10: float):
-    rpp, rdp = _correlations(cfg, np.asarray(delays, dtype=np.float64))
+def _wiener_cached(cfg: OfdmConfig, rows: int, delays: tuple, rho_db10: float):
+    comb = _pilot_comb(cfg, rows)
+    rpp, rdp = _correlations(
+        cfg.layout.used_freqs, comb, cfg.fft_size, np.asarray(delays, dtype=np.float64)
+    )
     a = rpp + 10.0**rho_db10 * np.eye(rpp.shape[0])
     w = np.linalg.solve(a.T, rdp.T).T  # rdp a^-1
     mse = np.clip(1.0 - np.einsum("kp,kp->k", w, np.conj(rdp)).real, 0.0, 1.0)
@@ -248,46 +301,159 @@ def _wiener_cached(cfg: OfdmConfig, delays: tuple, rho_db10: float):
     return w, mse
 
 
-def estimate_channel_grid(y: np.ndarray, cfg: OfdmConfig) -> ChannelGrid:
+def _residual_step(hp: np.ndarray, stagger: int) -> float:
+    """Common phase advance per OFDM symbol (radians) that the pilots ``hp``
+    [symbols, pilots per symbol] show: from symbols carrying the same pilots
+    (``stagger`` apart), refined by a line through every symbol's common phase against
+    its row's mean channel (half the error of the differences alone)."""
+    m = hp.shape[0]
+    z = sum(np.vdot(hp[r:-stagger:stagger], hp[r + stagger :: stagger]) for r in range(stagger))
+    if m <= stagger or z == 0:
+        return 0.0
+    step = cmath.phase(z) / stagger
+    if m < 2 * stagger + 1:
+        return step
+    t = np.arange(m, dtype=np.float64)
+    derot = hp * np.exp(-1j * step * t)[:, None]
+    common = np.empty(m, dtype=np.complex128)
+    tc = np.empty(m)
+    for r in range(stagger):
+        g = derot[r::stagger]
+        common[r::stagger] = g @ np.conj(np.mean(g, axis=0))
+        w = np.abs(common[r::stagger])
+        tr = t[r::stagger]
+        tc[r::stagger] = tr - np.sum(w * tr) / max(float(np.sum(w)), 1e-30)
+    phase = np.angle(common)  # each row's phases centre on 0: no unwrapping across rows
+    weight = np.abs(common)
+    return step + float(np.sum(weight * tc * phase) / max(np.sum(weight * tc * tc), 1e-30))
+
+
+@functools.lru_cache(maxsize=256)
+def _known_interpolator(cfg: OfdmConfig, known: tuple, rows: int, delays: tuple, rho_db10: float):
+    """[comb, known] Wiener weights from one symbol's known subcarriers (signed, sorted)
+    to the pilot comb of the first ``rows`` layout rows, and the comb's relative error."""
+    freqs = np.asarray(known, dtype=np.float64)
+    rkk, rck = _correlations(
+        _pilot_comb(cfg, rows), freqs, cfg.fft_size, np.asarray(delays, dtype=np.float64)
+    )
+    a = rkk + 10.0**rho_db10 * np.eye(freqs.size)
+    w = np.linalg.solve(a.T, rck.T).T
+    mse = np.clip(1.0 - np.einsum("kp,kp->k", w, np.conj(rck)).real, 0.0, 1.0)
+    return w, mse
+
+
+def _rho_db10(rho: float) -> float:
+    # At least -40 dB: a narrow delay prior leaves the pilot correlations nearly
+    # singular, and a smaller load would amplify what noise there is without bound.
+    return round(4.0 * 10.0 * math.log10(max(float(rho), _MIN_RHO))) / 40.0
+
+
+def estimate_channel_grid(y: np.ndarray, cfg: OfdmConfig, known=None) -> ChannelGrid:
     """Channel over the data subcarriers of ``y`` ([symbols, fft_size], the FFT outputs
-    scaled to unit-energy subcarrier symbols) from its pilots and guard band. ``y`` is
-    derotated in place by the residual frequency offset it finds."""
+    scaled to unit-energy subcarrier symbols) from its pilots and guard band, and from
+    ``known`` data symbols (``(slots, values)``, flat indices into [symbols, data]: the
+    decoded header, the padding) where a symbol has at least a comb's worth of them.
+    ``y`` is derotated in place by the residual frequency offset it finds."""
     lay = cfg.layout
     m = y.shape[0]
+    k = cfg.pilot_stagger
+    rows = lay.rows(m)
     noise = y[:, lay.noise]
     noise_var = max(float(np.mean(noise.real**2 + noise.imag**2)), 1e-12)
     xp = pilot_values(m, cfg)
-    hp = y[:, lay.pilots] * np.conj(xp)  # |pilot| = 1
-    cfo_res = 0.0
-    if m > 1:
-        z = np.vdot(hp[:-1], hp[1:])
-        step = cmath.phase(z) if z != 0 else 0.0  # radians per OFDM symbol
-        if m > 2:
-            # Refined by a line through every symbol's common phase against the frame's
-            # mean channel: half the error of the symbol-to-symbol differences.
-            t = np.arange(m, dtype=np.float64)
-            derot = hp * np.exp(-1j * step * t)[:, None]
-            common = derot @ np.conj(np.mean(derot, axis=0))
-            phase = np.unwrap(np.angle(common))
-            weight = np.abs(common)
-            tc = t - np.sum(weight * t) / max(np.sum(weight), 1e-30)
-            step += float(np.sum(weight * tc * phase) / max(np.sum(weight * tc * tc), 1e-30))
-        cfo_res = step / (2.0 * math.pi * cfg.symbol_length)
+    hp = np.take_along_axis(y, lay.pilots[rows], axis=1) * np.conj(xp)
+    step = _residual_step(hp, k)
+    cfo_res = step / (2.0 * math.pi * cfg.symbol_length)
+    if step:
         rot = np.exp(-1j * step * np.arange(m))[:, None]
         y *= rot
-        hp = hp * rot
-    name, s, drift = _select_smoother(hp, noise_var)
-    hs = np.einsum("ij,jp->ip", s, hp)
-    nu = noise_var * np.sum(s * s, axis=1)  # pilot estimate noise per symbol
-    power = float(np.mean(hs.real**2 + hs.imag**2)) - float(np.mean(nu))
-    power = max(power, 0.1 * float(np.mean(np.abs(hs) ** 2)), 1e-12)
+        hp *= rot
+    have = min(m, k)  # layout rows this frame has (a one-symbol frame: the first only)
+    groups = [hp[r::k] for r in range(have)]
+    name, smoothers, drift = _select_smoother(groups, m, k, noise_var)
+    comb = _pilot_comb(cfg, have)
+    position = np.searchsorted(comb, lay.pilot_freqs[:have])
+
+    def smooth(obs):
+        """obs[r]: (times, values [n, pilots], variances [n]) -> hs [m, comb], nu [m]."""
+        hs = np.empty((m, comb.size), dtype=np.complex128)
+        nu = np.zeros(m)
+        for r, (times, values, var) in enumerate(obs):
+            if var is None:
+                s, var = smoothers[r], np.full(len(times), noise_var)
+            else:
+                s = _local_linear(times, m, *_shape(name, k), weight=1.0 / var)
+            hs[:, position[r]] = s @ values
+            nu += (s * s) @ var  # the estimate's noise at each symbol
+        return hs, nu / have
+
+    hs, nu = smooth([(np.arange(r, m, k), groups[r], None) for r in range(have)])
+
+    def prior(hs, nu):
+        power = float(np.mean(hs.real**2 + hs.imag**2)) - float(np.mean(nu))
+        power = max(power, 0.1 * float(np.mean(np.abs(hs) ** 2)), 1e-12)
+        return power, channel_delays(cfg, hs, float(np.mean(nu)), have)
+
+    power, delays = prior(hs, nu)
+    if known is not None:
+        dense = _known_estimates(y, cfg, known, xp, delays, noise_var / power, have)
+        if dense:
+            # Every comb subcarrier observed at a symbol with known data; that symbol's
+            # own pilots are in its estimate, so its pilot observation is left out.
+            obs = []
+            for r in range(have):
+                times = [t for t in range(r, m, k) if t not in dense]
+                values = [hp[t] for t in times]
+                var = [noise_var] * len(times)
+                for t, (est, rel) in sorted(dense.items()):
+                    times.append(t)
+                    values.append(est[position[r]])
+                    var.append(max(power * float(np.mean(rel[position[r]])), 1e-3 * noise_var))
+                order = np.argsort(times, kind="stable")
+                obs.append(
+                    (
+                        np.asarray(times)[order],
+                        np.asarray(values)[order],
+                        np.asarray(var)[order],
+                    )
+                )
+            hs, nu = smooth(obs)
+            power, delays = prior(hs, nu)
     nu_mean = float(np.mean(nu))
-    w, mse = wiener_interpolator(cfg, nu_mean / power, channel_delays(cfg, hs, nu_mean))
-    h = np.einsum("mp,kp->mk", hs, w)
+    w, mse = wiener_interpolator(cfg, nu_mean / power, delays, have)
+    pick = lay.data_in_used[rows]  # [m, data]
+    h = np.take_along_axis(np.einsum("mp,kp->mk", hs, w), pick, axis=1)
     # What the smoother misses of the channel's change over time is about half its
     # leave-one-out excess (a fit that sees the symbol itself misses less).
-    err = power * mse[None, :] * (nu / max(nu_mean, 1e-30))[:, None] + 0.5 * drift
+    err = power * mse[pick] * (nu / max(nu_mean, 1e-30))[:, None] + 0.5 * drift
     return ChannelGrid(h, err, noise_var, cfo_res, name)
+
+
+def _known_estimates(y, cfg: OfdmConfig, known, xp, delays, rho: float, rows: int) -> dict:
+    """symbol -> (channel at the comb, its relative error) for every symbol with at least
+    a comb's worth of known data symbols, by a Wiener filter from its pilots and those."""
+    lay = cfg.layout
+    slots, values = known
+    d = cfg.data_per_symbol
+    slots = np.asarray(slots)
+    sym, col = slots // d, slots % d
+    out = {}
+    key_delays = tuple(int(round(float(x))) for x in delays)
+    for i in np.unique(sym):
+        sel = sym == i
+        if np.count_nonzero(sel) < lay.pilots.shape[1] or i >= y.shape[0]:
+            continue
+        r = int(i) % cfg.pilot_stagger
+        freqs = np.concatenate([lay.pilot_freqs[r], lay.data_freqs[r][col[sel]]])
+        bins = np.concatenate([lay.pilots[r], lay.data[r][col[sel]]])
+        sent = np.concatenate([xp[i], np.asarray(values)[sel]])
+        order = np.argsort(freqs)
+        ls = y[i, bins[order]] / sent[order]  # |known| = 1
+        w, rel = _known_interpolator(
+            cfg, tuple(int(f) for f in freqs[order]), rows, key_delays, _rho_db10(rho)
+        )
+        out[int(i)] = (w @ ls, rel)
+    return out
 
 
 def genie_channel_grid(genie: GenieChannel, start: float, m: int, cfg: OfdmConfig, backoff: int):
@@ -297,10 +463,9 @@ def genie_channel_grid(genie: GenieChannel, start: float, m: int, cfg: OfdmConfi
     taps = np.asarray(genie.taps, dtype=np.complex128)
     frac = start - math.floor(start)
     delays = np.arange(taps.size) + frac + backoff
-    k = lay.data_freqs
-    resp = np.exp(-2j * np.pi * k[:, None] * delays[None, :] / cfg.fft_size) @ taps
+    k = lay.data_freqs[lay.rows(m)]  # [m, data]
+    h = np.exp(-2j * np.pi * k[..., None] * delays / cfg.fft_size) @ taps
     noise_var = genie.noise_voltage**2 / cfg.oversampling
-    h = np.broadcast_to(resp, (m, k.size)).copy()
     return ChannelGrid(h, np.zeros_like(h.real), max(noise_var, 1e-12), 0.0, "genie")
 
 
@@ -331,6 +496,14 @@ def effective_snr(var: np.ndarray) -> float:
     return 1.0 / max(float(np.mean(var)), 1e-12)
 
 
+def _reencode_conv(soft: np.ndarray) -> np.ndarray:
+    """The version-2 header symbols of the Viterbi decoder's most likely bits."""
+    scrambler = header_scrambler(hdr.CONV_SYMBOLS)
+    bits = hdr.viterbi(np.asarray(soft, dtype=np.float64) * scrambler)
+    code = hdr.conv_encode(bits)
+    return ((1.0 - 2.0 * code) * scrambler).astype(np.complex128)
+
+
 # -- the streaming receiver ---------------------------------------------------------------
 
 
@@ -342,6 +515,7 @@ class _Candidate:
     header: hdr.FrameHeader | None = None
     payload_len: int = 0
     symbols: int = 0
+    tried: int = 0  # header attempts made so far (in the receiver's order)
 
 
 class OfdmReceiver:
@@ -384,7 +558,13 @@ class OfdmReceiver:
         r2 = np.abs(np.concatenate([auto[-_LAGS:], auto[:_LAGS]])) ** 2 / self._block_energy**2
         sums = np.array([r2[i : i + _LAGS].sum() for i in range(_LAGS + 1)])
         self._lag_gain = float(sums.max())
-        self._header_syms = header_symbol_count(cfg)
+        # Both header codes are received; the one of the last success is tried first,
+        # from its own OFDM symbols, then (when that is fewer than a full pilot comb's
+        # symbols) from a full comb's: a second estimate only where the first failed.
+        self._versions = [cfg.header_version] + [v for v in hdr.VERSIONS if v != cfg.header_version]
+        self._header_syms = {v: header_symbol_count(cfg, v) for v in hdr.VERSIONS}
+        self._flushing = False
+        _fast.load()  # the header's Viterbi decoder (numpy without numba)
         self.stats = {k: 0 for k in RECEIVER_STAT_KEYS}
         self.stats["header_crc_fail"] = 0
         self.reset()
@@ -428,6 +608,17 @@ class OfdmReceiver:
         self._buf = np.concatenate([self._buf, zeros])
         self._end += pad
         frames = self._work()
+        if self._pending is not None and self._pending.header is None:
+            # Zeros for the longest header attempt, searched for no sync (a metric over
+            # little but silence is no evidence of a burst).
+            pad = self._header_span() * self.cfg.symbol_length
+            self._buf = np.concatenate([self._buf, np.zeros(pad, dtype=np.complex64)])
+            self._end += pad
+            self._flushing = True
+            try:
+                frames += self._work()
+            finally:
+                self._flushing = False
         if self._pending is not None:
             self.stats["frames_truncated"] += 1
             self._pending = None
@@ -467,10 +658,11 @@ class OfdmReceiver:
             return self._detect(), None
         cfg = self.cfg
         if p.header is None:
-            stop = p.start + SYNC_LENGTH + self._header_syms * cfg.symbol_length
+            version, count = self._attempts()[p.tried]
+            stop = p.start + SYNC_LENGTH + count * cfg.symbol_length
             if stop > self._end:
                 return False, None
-            self._decode_header(p)
+            self._decode_header(p, version, count)
             return True, None
         stop = p.start + SYNC_LENGTH + p.symbols * cfg.symbol_length
         if stop > self._end:
@@ -480,9 +672,22 @@ class OfdmReceiver:
         self._search = stop - 2 * SYNC_PERIOD
         return True, frame
 
+    def _attempts(self) -> list[tuple[int, int]]:
+        """(header version, OFDM symbols to estimate the channel from), in order."""
+        out = []
+        for v in self._versions:
+            own = self._header_syms[v]
+            out += [(v, c) for c in sorted({own, max(own, self.cfg.pilot_stagger)})]
+        return out
+
+    def _header_span(self) -> int:
+        return max(c for _, c in self._attempts())
+
     def _detect(self) -> bool:
         """Search [self._search, ...) for a sync; True when a candidate was made or the
         search moved on."""
+        if self._flushing:
+            return False
         lo = max(self._search, self._base)
         valid_end = self._end - SYNC_LENGTH - _LAGS  # last metric index + 1 computable
         if valid_end - lo < SYNC_LENGTH:
@@ -596,21 +801,75 @@ class OfdmReceiver:
         y = scipy.fft.fft(win, axis=1)
         return y.astype(np.complex128) * (math.sqrt(cfg.used_carriers) / n)
 
-    def _grid(self, p: _Candidate, y: np.ndarray) -> ChannelGrid:
+    def _grid(self, p: _Candidate, y: np.ndarray, known=None) -> ChannelGrid:
         if self.genie is not None:
             true = min(self.genie.burst_starts, key=lambda t: abs(t - p.start))
             if abs(true - p.start) <= 1:
                 return genie_channel_grid(self.genie, true, y.shape[0], self.cfg, self._backoff)
-        return estimate_channel_grid(y, self.cfg)
+        return estimate_channel_grid(y, self.cfg, known)
 
-    def _decode_header(self, p: _Candidate) -> None:
+    def _prefix_residual(self, p: _Candidate, count: int) -> float:
+        """What the frequency offset ``p.cfo`` misses, from the cyclic prefixes of the
+        first ``count`` OFDM symbols against the ends they copy (unambiguous to half a
+        subcarrier spacing, several times finer than the sync's estimate: the pilots'
+        phase from symbol to symbol, ``stagger`` symbols apart, would wrap with the
+        sync's error alone at 0 dB). Samples under the previous symbol's echo are
+        uncorrelated with their copy: noise, no bias."""
         cfg = self.cfg
-        y = self._fft_symbols(p, 0, self._header_syms)
+        n, cp, length = cfg.fft_size, cfg.cp_length, cfg.symbol_length
+        if cp == 0 or self.genie is not None:
+            return 0.0
+        first = p.start + SYNC_LENGTH
+        seg = self._samples(first, first + count * length)
+        if seg is None:
+            return 0.0
+        sym = seg.reshape(count, length)
+        z = np.vdot(sym[:, :cp], sym[:, n:])  # sum conj(prefix) * copy
+        if z == 0:
+            return 0.0
+        z *= cmath.exp(-2j * math.pi * p.cfo * n)
+        return cmath.phase(z) / (2.0 * math.pi * n)
+
+    def _header_at(self, p: _Candidate, version: int, count: int):
+        """The header decoded from the first ``count`` symbols at the offset ``p.cfo``
+        (or None), and the channel estimate it used."""
+        cfg = self.cfg
+        y = self._fft_symbols(p, 0, count)
         grid = self._grid(p, y)
-        yd = y[:, cfg.layout.data]
-        soft = (yd * np.conj(grid.h)).real.reshape(-1)[: hdr.HEADER_SYMBOLS]
-        header = hdr.decode_soft(soft)
+        yd = np.take_along_axis(y, cfg.layout.data[cfg.layout.rows(count)], axis=1)
+        slots = frame_slots(0, cfg.data_per_symbol, version).header
+        soft = (yd * np.conj(grid.h)).real.reshape(-1)[slots]
+        header = hdr.decode_version(soft, version)
+        if header is None and version == hdr.VERSION_CONV and self.genie is None:
+            # The decoder's guess, right in most of its bits even when the CRC fails,
+            # re-encoded as known symbols across the band: a much better estimate
+            # than the symbol's pilots alone give, and one more try.
+            grid = estimate_channel_grid(y, cfg, (slots, _reencode_conv(soft)))
+            yd = np.take_along_axis(y, cfg.layout.data[cfg.layout.rows(count)], axis=1)
+            soft = (yd * np.conj(grid.h)).real.reshape(-1)[slots]
+            header = hdr.decode_version(soft, version)
+        return header, grid
+
+    def _decode_header(self, p: _Candidate, version: int, count: int) -> None:
+        cfg = self.cfg
+        cfo = p.cfo
+        refined = cfo + self._prefix_residual(p, count)
+        # The prefixes measure the offset modulo a subcarrier spacing; at 0 dB the
+        # sync's estimate is off by more than half a spacing in about 1 % of bursts,
+        # so the neighbouring value (towards the sync's) is tried when the CRC fails.
+        tries = [refined]
+        if self.genie is None and cfg.cp_length and refined != cfo:
+            tries.append(refined - math.copysign(1.0 / cfg.fft_size, refined - cfo))
+        for value in tries:
+            p.cfo = value
+            header, grid = self._header_at(p, version, count)
+            if header is not None:
+                break
         if header is None:
+            p.tried += 1
+            p.cfo = cfo
+            if p.tried < len(self._attempts()):
+                return
             self.stats["header_crc_fail"] += 1
             self._pending = None
             return
@@ -628,22 +887,33 @@ class OfdmReceiver:
             self.stats["header_invalid"] += 1
             self._pending = None
             return
+        if version != self._versions[0]:
+            self._versions.remove(version)
+            self._versions.insert(0, version)
         p.header = header
         # The header's symbols measured the residual offset; the payload's FFTs use it
         # (less leakage between subcarriers than a per-symbol phase correction leaves).
         p.cfo += grid.cfo_residual
         p.payload_len = stop - start
-        p.symbols = ofdm_symbol_count(p.payload_len, cfg)
+        p.symbols = ofdm_symbol_count(p.payload_len, cfg, version)
 
     def _decode_payload(self, p: _Candidate) -> ReceivedFrame:
         cfg = self.cfg
+        p.cfo += self._prefix_residual(p, p.symbols)
         y = self._fft_symbols(p, 0, p.symbols)
-        grid = self._grid(p, y)
-        yd = y[:, cfg.layout.data]
+        layout = frame_slots(p.payload_len, cfg.data_per_symbol, p.header.version)
+        known = (
+            np.concatenate([layout.header, layout.padding]),
+            np.concatenate(
+                [hdr.encode_symbols(p.header), padding_values(layout.padding.size)]
+            ).astype(np.complex128),
+        )
+        grid = self._grid(p, y, known)
+        yd = np.take_along_axis(y, cfg.layout.data[cfg.layout.rows(p.symbols)], axis=1)
         kind = self.tuning.equaliser
         x, var = equalise(yd, grid, kind)
         flat_x, flat_var = x.reshape(-1), var.reshape(-1)
-        slots = hdr.HEADER_SYMBOLS + interleaver(p.payload_len)
+        slots = layout.payload
         symbols = flat_x[slots].astype(np.complex64)
         sym_var = flat_var[slots].astype(np.float32)
         snr = effective_snr(sym_var)
@@ -652,7 +922,7 @@ class OfdmReceiver:
         h = cmath.rect(h_rms, cmath.phase(complex(np.mean(hflat))))
         header = p.header
         self.stats["frames_ok"] += 1
-        pad = p.symbols * cfg.data_per_symbol - hdr.HEADER_SYMBOLS - p.payload_len
+        pad = layout.padding.size
         return ReceivedFrame(
             image_id=header.image_id,
             frame_index=header.frame_index,
@@ -666,7 +936,7 @@ class OfdmReceiver:
             cfo=p.cfo + grid.cfo_residual,
             timing=float(p.start),
             noise_var=h_rms**2 / snr,
-            num_known=p.symbols * cfg.layout.pilots.size + pad,
+            num_known=p.symbols * cfg.pilots_per_symbol + pad,
             h_sample=float(p.start + SYNC_LENGTH),
             symbol_noise_var=sym_var,
             waveform="ofdm",
