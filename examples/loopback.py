@@ -93,6 +93,14 @@ def setup_args() -> argparse.ArgumentParser:
         "run, from --seed; diffjscc.radio.channel_presets)",
     )
     p.add_argument(
+        "--normalise",
+        choices=["band", "energy", "none"],
+        default="band",
+        help="scaling of the --channel draw: band (default; mean |H|^2 over the signal's band "
+        "= 1, so --snr is the received in-band SNR, as on a flat channel), energy (unit tap "
+        "energy over the whole sample band) or none (the raw draw)",
+    )
+    p.add_argument(
         "--taps", default="", help="static complex taps at the sample rate, e.g. '1, 0.3-0.2j'"
     )
     p.add_argument(
@@ -261,7 +269,13 @@ class Loopback(gr.top_block):
     """
 
     def __init__(self, args, image_path, encoder, decoder, worker_address, output_dir):
-        from diffjscc.radio.channel_presets import draw_taps, gnuradio_channel, parse_taps
+        from diffjscc.radio.channel_presets import (
+            band_gain,
+            draw_taps,
+            gnuradio_channel,
+            parse_taps,
+            signal_spectrum,
+        )
         from gnuradio import blocks, channels, diffjscc, filter
 
         gr.top_block.__init__(self, "deep-JSCC loopback", catch_exceptions=True)
@@ -289,7 +303,16 @@ class Loopback(gr.top_block):
         noise_seed = int(rng.integers(1, 2**31 - 1))
         # Multipath: static taps (--taps, or one realisation of --channel drawn from the
         # seed), or with --doppler GNU Radio's fading model ahead of the channel model.
-        taps = parse_taps(args.taps) if args.taps else draw_taps(args.channel, rng=noise_seed)
+        # A static draw is scaled over the band this waveform's bursts occupy ("band":
+        # the same average received SNR as the flat channel; channel_presets).
+        spectrum = signal_spectrum(self.source.waveform)
+        taps = (
+            parse_taps(args.taps)
+            if args.taps
+            else draw_taps(
+                args.channel, rng=noise_seed, normalise=args.normalise, spectrum=spectrum
+            )
+        )
         if args.doppler:
             fading = gnuradio_channel(args.channel, seed=noise_seed, doppler=args.doppler)[:-1]
             stages += fading
@@ -318,7 +341,13 @@ class Loopback(gr.top_block):
         self.msg_connect(self.receiver, "pdus", self.sink, "pdus")
         # No tx_info -> sink: in a run that ends by itself GNU Radio would end the sink when
         # the source ends, before the last frames arrive. PSNR is computed here instead.
-        self.channel_info = {"delay_samples": delay, "h": h, "taps": [complex(t) for t in taps]}
+        self.channel_info = {
+            "delay_samples": delay,
+            "h": h,
+            "taps": [complex(t) for t in taps],
+            # received over transmitted signal power of the static taps (dB; 0 for "band")
+            "band_gain_db": 10 * math.log10(max(band_gain(taps, spectrum), 1e-30)),
+        }
 
 
 def build_flowgraph(args, image_path, encoder, decoder, worker_address, output_dir):
@@ -527,6 +556,8 @@ def run(args, encoder=None, decoder=None, log=print) -> dict:
         "channel": args.channel if not args.taps else "taps",
         "doppler": args.doppler,
         "taps": tb.channel_info["taps"],
+        "normalise": None if args.taps or args.doppler else args.normalise,
+        "band_gain_db": None if args.doppler else round(tb.channel_info["band_gain_db"], 3),
         "served_by": None,
         "error": None,
         "receiver": rx_stats,

@@ -156,6 +156,32 @@ def test_example_with_impairments_writes_outputs_and_summary(loopback, tmp_path,
     json.dumps(loopback._jsonable(summary), allow_nan=False)  # one line of valid JSON
 
 
+@pytest.mark.parametrize("normalise", ["band", "none"])
+def test_example_multipath_preset_at_the_same_received_snr(
+    loopback, tmp_path, image_path, normalise
+):
+    """--channel epa: by default the draw is scaled to unit gain over the waveform's band,
+    so --snr is the SNR received in band, as on the flat channel; --normalise none keeps
+    the raw draw, whose gain the summary reports."""
+    from diffjscc.radio.channel_presets import band_gain, signal_spectrum
+    from diffjscc.radio.waveform import get_waveform
+
+    codec = BlockMeanCodec()
+    extra = ["--waveform", "ofdm", "--channel", "epa", "--snr", "12", "--normalise", normalise]
+    summary = loopback.run(
+        _args(loopback, tmp_path, image_path, *extra), encoder=codec, decoder=codec
+    )
+    assert summary["frames_decoded"] == summary["frames_sent"] >= 1
+    assert summary["normalise"] == normalise
+    taps = np.array([complex(t) for t in summary["taps"]])
+    gain_db = 10 * np.log10(band_gain(taps, signal_spectrum(get_waveform("ofdm"))))
+    assert summary["band_gain_db"] == pytest.approx(gain_db, abs=1e-3)
+    if normalise == "band":
+        assert abs(gain_db) < 1e-6
+    else:  # the raw draw's power follows the preset's mean powers, not 1
+        assert abs(gain_db) > 0.1
+
+
 def test_example_through_a_worker_process(loopback, tmp_path, image_path):
     """The sink's WorkerClient path, against a real worker process (synthetic engine)."""
     from diffjscc.worker.local import LocalWorker

@@ -16,7 +16,21 @@ Each preset is a power delay profile with the sample rate it is meant for
 
 ``exponential_taps(rms)`` gives the exponential profile of any rms delay
 spread in samples (the benchmarks' sweep). ``draw_taps`` draws one static
-realisation at the sample rate; ``gnuradio_channel`` builds the GNU Radio
+realisation at the sample rate, scaled in one of three ways (``NORMALISATIONS``):
+
+- ``"band"``: the mean |H(f)|^2 over the signal's band is 1, weighted by the
+  signal's power spectrum (``signal_spectrum(waveform)``; by default the middle
+  half of the sample band, where both waveforms' defaults put their signal). The
+  received signal power is then the transmitted one, so the nominal SNR is the
+  received in-band SNR: "the same average SNR" as a flat channel, and what a
+  comparison with the flat channel needs.
+- ``"energy"``: unit tap energy, i.e. mean |H(f)|^2 = 1 over the whole sample
+  band. A single draw's in-band gain then varies (several dB for EPA at 7.68 MS/s:
+  the band is only half of it), so its effective SNR does too.
+- ``"none"``: the raw draw, whose energy follows the preset's mean powers.
+
+A flat preset (one tap: ``awgn``, ``rayleigh``) is never rescaled: a flat Rayleigh
+draw's gain is the point of it. ``gnuradio_channel`` builds the GNU Radio
 blocks for a preset: ``channels.channel_model`` with static taps, or
 ``channels.selective_fading_model`` (Rayleigh or Rician taps with Doppler,
 normalised fD*Ts) followed by ``channel_model`` for noise, frequency and clock
@@ -138,21 +152,92 @@ def rayleigh_taps(powers: np.ndarray, rng, normalise: bool = True) -> np.ndarray
     return g.astype(np.complex128)
 
 
+NORMALISATIONS = ("band", "energy", "none")
+
+# Bins of the frequency grid on which spectra and band gains are evaluated.
+SPECTRUM_BINS = 1024
+
+
+def flat_band(fraction: float = 0.5, bins: int = SPECTRUM_BINS) -> np.ndarray:
+    """A flat power spectrum over ``fraction`` of the sample band, centred on 0 Hz
+    (FFT bin order, summing to 1)."""
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"band fraction must be in (0, 1], got {fraction}")
+    f = np.fft.fftfreq(int(bins))
+    spectrum = (np.abs(f) <= fraction / 2 + 1e-12).astype(np.float64)
+    return spectrum / spectrum.sum()
+
+
+def signal_spectrum(waveform, bins: int = SPECTRUM_BINS, seed: int = 0) -> np.ndarray:
+    """The power spectrum of a waveform's bursts (FFT bin order, summing to 1): Welch
+    averages over the bursts of a 256x384 image of random symbols, so that the band
+    is the waveform's own (its settings, pulse shape and guard band included)."""
+    from diffjscc.symbols import EncodedImage
+
+    rng = np.random.default_rng(seed)
+    n = 2 * 16 * 24  # CBR 1/384 at 256x384: (C/2, H/16, W/16)
+    sym = (rng.standard_normal(n) + 1j * rng.standard_normal(n)) / np.sqrt(2.0)
+    enc = EncodedImage(
+        sym.astype(np.complex64), (256, 384), (2, 16, 24), "jscc-awgn-cbr1_384", 10.0
+    )
+    x = np.concatenate(waveform.build_bursts(enc, image_id=0))
+    segments = x[: x.size // bins * bins].reshape(-1, bins)
+    window = np.hanning(bins)
+    spectrum = np.mean(np.abs(np.fft.fft(segments * window, axis=1)) ** 2, axis=0)
+    return spectrum / spectrum.sum()
+
+
+def band_gain(taps, spectrum: np.ndarray | None = None) -> float:
+    """Mean |H(f)|^2 of ``taps`` weighted by a power spectrum (default ``flat_band()``):
+    the received over the transmitted signal power for a signal of that spectrum."""
+    spectrum = flat_band() if spectrum is None else np.asarray(spectrum, dtype=np.float64)
+    bins = spectrum.size
+    taps = np.asarray(taps, dtype=np.complex128).reshape(-1)
+    # H sampled exactly on the grid: the taps folded modulo the number of bins.
+    folded = np.zeros(bins, np.complex128)
+    np.add.at(folded, np.arange(taps.size) % bins, taps)
+    response = np.abs(np.fft.fft(folded)) ** 2
+    return float(np.sum(spectrum * response) / np.sum(spectrum))
+
+
+def normalise_taps(taps, how: str = "band", spectrum: np.ndarray | None = None) -> np.ndarray:
+    """``taps`` scaled as ``how`` says (``NORMALISATIONS``; module docstring)."""
+    taps = np.asarray(taps, dtype=np.complex128)
+    if how == "none":
+        return taps
+    if how == "energy":
+        gain = float(np.sum(np.abs(taps) ** 2))
+    elif how == "band":
+        gain = band_gain(taps, spectrum)
+    else:
+        raise ConfigError(f"normalisation must be one of {', '.join(NORMALISATIONS)}, not {how!r}")
+    return taps / np.sqrt(max(gain, 1e-24))
+
+
 def draw_taps(
-    preset: str | ChannelPreset, rng=None, sample_rate: float | None = None, normalise=None
+    preset: str | ChannelPreset,
+    rng=None,
+    sample_rate: float | None = None,
+    normalise=None,
+    spectrum: np.ndarray | None = None,
 ) -> np.ndarray:
     """Static taps at the sample rate for one realisation of a preset.
 
-    ``normalise`` (default: for frequency-selective presets, not for flat Rayleigh,
-    whose point is the gain's variation) scales the realisation to unit energy."""
+    ``normalise``: ``"band"`` (over ``spectrum``, default the middle half of the sample
+    band), ``"energy"`` (the default, and ``True``) or ``"none"`` (``False``); applied
+    to frequency-selective presets only (module docstring)."""
     p = get_preset(preset) if isinstance(preset, str) else preset
     rng = np.random.default_rng(rng)
     powers = p.tap_powers(sample_rate)
     if not p.fading:
         return np.sqrt(powers).astype(np.complex128)
-    if normalise is None:
-        normalise = powers.size > 1
-    return rayleigh_taps(powers, rng, normalise)
+    how = {None: "energy", True: "energy", False: "none"}.get(normalise, normalise)
+    if how not in NORMALISATIONS:
+        raise ConfigError(f"normalisation must be one of {', '.join(NORMALISATIONS)}, not {how!r}")
+    taps = rayleigh_taps(powers, rng, normalise=False)
+    if powers.size == 1:
+        return taps
+    return normalise_taps(taps, how, spectrum)
 
 
 def parse_taps(text: str) -> np.ndarray:
