@@ -20,7 +20,10 @@ The image is encoded once (the source keeps the encoding when repeating), so the
 encoder hardly counts; it is the stand-in codec of the QA tests, unless
 --onnx asks for the real ONNX encoder (needs its weights). Reports samples per
 second of each chain, and for ours the frames wholly inside the measured samples, the
-frames delivered and the header CRC failures.
+frames delivered and the header CRC failures, and the CPU time of the receiver
+block's own thread (``jscc_receiver.cpu_seconds``: its ``feed``, and ``feed`` plus
+making the PDUs) as samples per CPU second: the rate the receiver keeps up with
+on the core, apart from the source and ``channel_model`` that share it.
 """
 
 from __future__ import annotations
@@ -168,6 +171,7 @@ def main(argv=None) -> int:
     runs = {"ours": [], "stock": []}
     cpu = {"ours": [], "stock": []}
     frames = []
+    receiver_cpu, receiver_block_cpu = [], []
     for _ in range(args.repeats):
         tb = ours(args, encoder)
         wall, used = timed(tb)
@@ -180,6 +184,11 @@ def main(argv=None) -> int:
         period = src._longest_burst + src.gap_samples
         whole = (args.samples - src.gap_samples) // period
         frames.append((whole, stats["frames_ok"], stats["header_crc_fail"]))
+        # The receiver block's own thread: the whole chain shares the one core, so the
+        # chain's rate is bounded by the source and channel_model too.
+        block_cpu = rx.cpu_seconds()
+        receiver_cpu.append(block_cpu["feed"])
+        receiver_block_cpu.append(block_cpu["feed"] + block_cpu["pdus"])
         wall, used = timed(stock(args, encoder))
         runs["stock"].append(wall)
         cpu["stock"].append(used)
@@ -200,6 +209,12 @@ def main(argv=None) -> int:
         "stock_seconds": runs["stock"],
         "ours_cpu_seconds": cpu["ours"],
         "stock_cpu_seconds": cpu["stock"],
+        # Samples per CPU second of the receiver block's thread inside our chain:
+        # feed alone, and feed + making the PDUs (the whole block).
+        "receiver_feed_msps_cpu": args.samples / statistics.median(receiver_cpu) / 1e6,
+        "receiver_block_msps_cpu": args.samples / statistics.median(receiver_block_cpu) / 1e6,
+        "receiver_feed_cpu_seconds": receiver_cpu,
+        "receiver_block_cpu_seconds": receiver_block_cpu,
         "compiled_kernels": _compiled(),
         "load_average": os.getloadavg(),
         "frames_whole_received_crcfail": frames,
