@@ -151,6 +151,33 @@ class qa_jscc_receiver(gr_unittest.TestCase):
                 self.assertAlmostEqual(abs(meta["h"]), abs(tap), delta=0.02)
                 self.assertLess(abs(np.angle(meta["h"] / expected)), 0.05)
 
+    def test_006_pdu_conversion_matches_pmts_own(self):
+        """frame_to_pdu's quick routes (metadata by exact type, symbols from PMT's wire
+        format) give what pmt.to_pmt and init_c32vector give."""
+        from gnuradio.diffjscc import _frames
+
+        meta = {
+            "image_id": np.int64(7),
+            "snr_db": np.float32(3.5),
+            "h": 0.5 - 0.25j,
+            "complete": True,
+            "model": "jscc-awgn-cbr1_384",
+            "image_shape": [512, 768],
+            "received_ranges": np.array([[0, 10], [20, 3072]]),
+            "pair": (1, "x"),
+            "nothing": None,
+            "nested": {"a": [1.5, False]},
+        }
+        self.assertTrue(pmt.equal(_frames.meta_to_pmt(meta), pmt.to_pmt(_frames._plain(meta))))
+        self.assertEqual(pmt.to_python(_frames.meta_to_pmt(meta))["image_id"], 7)
+        rng = np.random.default_rng(6)
+        symbols = (rng.standard_normal(3072) + 1j * rng.standard_normal(3072)).astype(np.complex64)
+        vector = _frames.c32vector(symbols)
+        self.assertTrue(pmt.equal(vector, pmt.init_c32vector(symbols.size, symbols.tolist())))
+        got = np.array(pmt.c32vector_elements(vector), dtype=np.complex64)
+        np.testing.assert_array_equal(got, symbols)
+        self.assertEqual(pmt.length(_frames.c32vector(symbols[:0])), 0)
+
 
 if __name__ == "__main__":
     gr_unittest.run(qa_jscc_receiver)
