@@ -4,7 +4,8 @@
 # one CPU sitting of LIMIT seconds (cosine schedule over the sitting). The gates see
 # [SNR_inst, SNR, |h|^2] (--csi-features zf_snr, the trainer's default for Rayleigh) with the
 # two new columns at zero, so step 0 is the AWGN model fed the zero-forced frame's SNR; a low
-# learning rate and frozen batch-norm statistics keep it close to that. Run it again to
+# learning rate and frozen batch-norm statistics keep it close to that; the loss is the
+# samples' mean PSNR (--loss psnr), the figure the comparison averages. Run it again to
 # continue from RUN/checkpoint.pt. COPY=1 copies the best weights (float16) into
 # python/diffjscc/weights/ and exports the ONNX encoder: do that only when the Kodak
 # comparison (benchmarks/kodak_rayleigh.py) shows it beats the AWGN model on the fading
@@ -21,7 +22,7 @@ mkdir -p "$(dirname "$RUN")"
     --init python/diffjscc/weights/jscc_awgn_cbr1_384.safetensors --out "$RUN" \
     --steps 0 --time-limit "${LIMIT:-3300}" --lr "${LR:-1e-4}" --min-lr "${MIN_LR:-1e-5}" --warmup 20 \
     --batch-size "${BATCH:-16}" --crop "${CROP:-128}" --threads "${THREADS:-1}" \
-    --freeze-norm --val-every "${VAL_EVERY:-150}" --val-limit "${VAL_LIMIT:-20}" --ckpt-every 50 \
+    --loss "${LOSS:-psnr}" --freeze-norm --val-every "${VAL_EVERY:-150}" --val-limit "${VAL_LIMIT:-20}" --ckpt-every 50 \
     --no-progress
 if [ "${COPY:-0}" = 1 ]; then
     "$PY" - "$RUN/best.safetensors" python/diffjscc/weights/jscc_rayleigh_cbr1_384.safetensors <<'PY'

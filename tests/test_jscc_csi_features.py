@@ -134,3 +134,20 @@ def test_an_exported_zf_snr_encoder_matches_torch(tmp_path, natural_image, tiny_
     got = OnnxJSCCEncoder(path).encode(image, 5.0)
     ref = JSCCCodec(fading).encode(image, 5.0)
     assert np.max(np.abs(got.symbols - ref.symbols)) < 1e-4
+
+
+def test_the_psnr_loss_is_the_samples_mean_psnr_not_the_batch_mse():
+    from diffjscc.train.jscc import training_loss
+
+    x = torch.zeros(2, 3, 4, 4)
+    x_hat = torch.stack([torch.full((3, 4, 4), 0.01), torch.full((3, 4, 4), 0.3)])
+    assert training_loss(x_hat, x, "psnr").item() == pytest.approx(
+        (-40.0 + 10 * math.log10(0.09)) / 2
+    )
+    assert training_loss(x_hat, x).item() == pytest.approx((1e-4 + 0.09) / 2)
+    # The deep-faded sample dominates the MSE's gradient, not the PSNR's.
+    for kind, bad_dominates in (("mse", True), ("psnr", False)):
+        guess = x_hat.clone().requires_grad_()
+        training_loss(guess, x, kind).backward()
+        grads = guess.grad.flatten(1).norm(dim=1)
+        assert bool(grads[1] > 10 * grads[0]) == bad_dominates, kind

@@ -95,7 +95,7 @@ def test_a_rayleigh_model_starts_from_awgn_weights(tmp_path, rng):
     train, val = _images(tmp_path / "train", 2, rng), _images(tmp_path / "val", 1, rng)
     out = tmp_path / "run"
     assert main(["--data", str(train), "--val", str(val), "--out", str(out), "--batch-size", "2",
-                 "--crop", "32", "--steps", "2", "--channel", "rayleigh", "--init",
+                 "--crop", "32", "--steps", "2", "--channel", "rayleigh", "--loss", "psnr", "--init",
                  str(tmp_path / "awgn.safetensors"), "--no-progress", "--warmup", "1",
                  *TINY]) == 0  # fmt: skip
     trained = DeepJSCC.from_pretrained(out / "last.safetensors")

@@ -15,7 +15,8 @@ average 1 / sigma^2 and h ~ CN(0, 1). ``--init`` may be an AWGN model of the sam
 widths: its SNR gates get two more CSI inputs. By default a Rayleigh model's gates see
 [SNR_inst, SNR, |h|^2] (``--csi-features zf_snr``) and those two inputs start at zero, so
 that training starts from the AWGN model fed the zero-forced frame's SNR.
-``--freeze-norm`` keeps the batch norms' statistics (fine-tuning in small batches).
+``--freeze-norm`` keeps the batch norms' statistics (fine-tuning in small batches);
+``--loss psnr`` trains for the mean PSNR rather than the mean MSE.
 """
 
 from __future__ import annotations
@@ -118,6 +119,12 @@ def setup_args() -> argparse.ArgumentParser:
         choices=["raw", "zf_snr"],
         default=None,
         help="what a Rayleigh model's gates see (default zf_snr; AWGN models: raw)",
+    )
+    p.add_argument(
+        "--loss",
+        choices=["mse", "psnr"],
+        default="mse",
+        help="mse: the batch's MSE; psnr: minus the mean of the samples' PSNRs (dB)",
     )
     p.add_argument(
         "--freeze-norm",
@@ -238,6 +245,16 @@ def validate(
     for module, training in modes:  # as found: frozen norms stay frozen
         module.training = training
     return out
+
+
+def training_loss(x_hat: torch.Tensor, x: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+    """``mse``: the batch's MSE. ``psnr``: minus the mean per-sample PSNR in dB, the figure
+    the evaluations average; the batch MSE lets a few deep-faded samples, whose MSE is
+    many times the others', outweigh the rest of the batch."""
+    if kind == "mse":
+        return F.mse_loss(x_hat.float(), x)
+    mse = (x_hat.float() - x).pow(2).flatten(1).mean(dim=1)
+    return (10.0 * torch.log10(mse.clamp_min(1e-10))).mean()
 
 
 def train_mode(model: nn.Module, freeze_norm: bool = False) -> None:
@@ -444,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
             with acc.no_sync(ddp_link) if not last else nullcontext():
                 with autocast(device.type, precision):
                     x_hat = ddp_link(x, snr, h, noise)
-                loss = F.mse_loss(x_hat.float(), x) / plan.accumulation
+                loss = training_loss(x_hat, x, args.loss) / plan.accumulation
                 scaler.scale(loss).backward()
             step_loss += loss.detach()
         scaler.step(opt)
@@ -455,7 +472,8 @@ def main(argv: list[str] | None = None) -> int:
             value = mean_over_processes(acc, float(step_loss))
             running = value if running is None else 0.95 * running + 0.05 * value
             bar.set_postfix(
-                loss=f"{running:.5f}", psnr=f"{-10 * math.log10(max(running, 1e-12)):.2f}"
+                loss=f"{running:.5f}",
+                psnr=f"{-running if args.loss == 'psnr' else -10 * math.log10(max(running, 1e-12)):.2f}",
             )
         bar.update(1)
         if step % 100 == 0:
