@@ -9,7 +9,8 @@ The flowgraph (``Loopback``, a gr.top_block) is the chain of
 grc/loopback_sim_no_gui.grc: image source (ONNX JSCC encoder, pilot-aided
 bursts) -> delay -> channel model (noise, frequency offset, sample-rate
 offset, optional Rayleigh block fading, multipath taps of a --channel preset or
---taps, fading taps with --doppler) -> JSCC receiver (pilot-based CSI)
+--taps, fading taps with --doppler; a static --channel draw is scaled to unit
+gain over the waveform's band by default, --normalise) -> JSCC receiver (pilot-based CSI)
 -> image sink (decoding through a worker), which writes received.png itself.
 Unless --worker names one, a local decoding worker process (`diffjscc
 worker`, started by diffjscc.worker.local.LocalWorker) comes up meanwhile;

@@ -10,6 +10,7 @@ from diffjscc.radio.channel_presets import (
     band_gain,
     draw_taps,
     flat_band,
+    gnuradio_channel,
     normalise_taps,
     signal_spectrum,
 )
@@ -96,3 +97,12 @@ def test_bad_normalisation():
         normalise_taps([1, 0.5], "rms")
     with pytest.raises(ConfigError, match="band fraction"):
         flat_band(1.5)
+
+
+def test_gnuradio_channel_takes_the_normalisation():
+    pytest.importorskip("gnuradio")
+    spectrum = signal_spectrum(get_waveform("ofdm"))
+    (model,) = gnuradio_channel("epa", seed=4, normalise="band", spectrum=spectrum)
+    taps = np.array(model.taps())
+    assert np.allclose(taps, draw_taps("epa", 4, normalise="band", spectrum=spectrum))
+    assert band_gain(taps, spectrum) == pytest.approx(1.0, rel=1e-5)  # complex64 taps

@@ -262,6 +262,8 @@ def gnuradio_channel(
     rician_k: float = 0.0,
     sample_rate: float | None = None,
     impairments: dict | None = None,
+    normalise=None,
+    spectrum: np.ndarray | None = None,
 ) -> list:
     """GNU Radio blocks, to connect in series, for a channel.
 
@@ -270,7 +272,8 @@ def gnuradio_channel(
     over time with ``channels.selective_fading_model`` (Rayleigh, or Rician with
     ``rician_k`` > 0). ``impairments``: keyword arguments of ``channels.impairments``
     (phase_noise_mag, magbal, phasebal, q_ofs, i_ofs, ...), applied after the channel
-    model, noise included, as a receiver's front end would.
+    model, noise included, as a receiver's front end would. ``normalise`` and
+    ``spectrum`` scale the preset's static draw as in ``draw_taps``.
     """
     from gnuradio import channels
 
@@ -299,7 +302,11 @@ def gnuradio_channel(
         )
         static = [1.0 + 0j]
     else:
-        static = draw_taps(p, seed, sample_rate) if taps is None else np.asarray(taps)
+        static = (
+            draw_taps(p, seed, sample_rate, normalise, spectrum)
+            if taps is None
+            else np.asarray(taps)
+        )
     blocks.append(
         channels.channel_model(
             noise_voltage=float(noise_voltage),
