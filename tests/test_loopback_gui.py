@@ -92,7 +92,8 @@ emit(main_returned_at=time.time())
 
 
 @pytest.mark.skipif(shutil.which("grcc") is None, reason="grcc not installed")
-def test_gui_loopback_follows_the_snr_slider_and_closes_cleanly(tmp_path):
+@pytest.mark.parametrize("waveform", ["sc", "ofdm"])
+def test_gui_loopback_follows_the_snr_slider_and_closes_cleanly(tmp_path, waveform):
     env = dict(os.environ, GRC_BLOCKS_PATH=str(ROOT / "gr-diffjscc" / "grc"))
     subprocess.run(
         ["grcc", "-o", str(tmp_path), str(ROOT / "grc" / "loopback_sim.grc")],
@@ -120,6 +121,8 @@ def test_gui_loopback_follows_the_snr_slider_and_closes_cleanly(tmp_path):
             str(tmp_path / "received"),
             "--seed",
             "3",
+            "--waveform",
+            waveform,
         ],
         env=env,
         capture_output=True,
