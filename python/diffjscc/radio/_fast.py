@@ -56,41 +56,58 @@ def _detection_sums(corr, flat, n, period, signs, reach, dsum, energy):
     dsum[m] = sum_k signs[k] corr[m + (k+1) D] conj(corr[m + k D]), D = ``period``
     (each product computed once, the sum term by term as numpy's twin does);
     energy[m] = sum of |x|^2 over x[m : m + reach] (prefix sums in float64).
+
+    Every loop runs over one contiguous real array at a time: interleaved parts,
+    or real and imaginary updates in one loop, keep LLVM from vectorising (4x).
     """
     terms = signs.size
     count = n + (terms - 1) * period
     cf = corr.view(np.float32)
+    size = count + period
+    re = np.empty(size, dtype=np.float32)
+    im = np.empty(size, dtype=np.float32)
+    for m in range(size):
+        re[m] = cf[2 * m]
+    for m in range(size):
+        im[m] = cf[2 * m + 1]
     prod_re = np.empty(count, dtype=np.float32)
     prod_im = np.empty(count, dtype=np.float32)
     for m in range(count):
-        ar = cf[2 * m]
-        ai = cf[2 * m + 1]
-        br = cf[2 * (m + period)]
-        bi = cf[2 * (m + period) + 1]
-        prod_re[m] = br * ar + bi * ai
-        prod_im[m] = bi * ar - br * ai
-    sum_re = np.zeros(n, dtype=np.float32)
-    sum_im = np.zeros(n, dtype=np.float32)
+        prod_re[m] = re[m + period] * re[m] + im[m + period] * im[m]
+    for m in range(count):
+        prod_im[m] = im[m + period] * re[m] - re[m + period] * im[m]
+    sum_re = np.empty(n, dtype=np.float32)
+    sum_im = np.empty(n, dtype=np.float32)
     for k in range(terms):
         sign = signs[k]
-        offset = k * period
-        for m in range(n):
-            sum_re[m] += sign * prod_re[offset + m]
-            sum_im[m] += sign * prod_im[offset + m]
+        a = prod_re[k * period : k * period + n]
+        b = prod_im[k * period : k * period + n]
+        if k == 0:
+            for m in range(n):
+                sum_re[m] = sign * a[m]
+            for m in range(n):
+                sum_im[m] = sign * b[m]
+        else:
+            for m in range(n):
+                sum_re[m] += sign * a[m]
+            for m in range(n):
+                sum_im[m] += sign * b[m]
     out = dsum.view(np.float32)
     for m in range(n):
         out[2 * m] = sum_re[m]
         out[2 * m + 1] = sum_im[m]
-    size = flat.size // 2
-    prefix = np.empty(size + 1, dtype=np.float64)
+    samples = flat.size // 2
+    prefix = np.empty(samples + 1, dtype=np.float64)
     prefix[0] = 0.0
-    acc = 0.0
-    for j in range(size):
-        acc += float(flat[2 * j]) * flat[2 * j] + float(flat[2 * j + 1]) * flat[2 * j + 1]
-        prefix[j + 1] = acc
-    for m in range(n):
-        e = prefix[min(m + reach, size)] - prefix[m]
-        energy[m] = e if e > 0.0 else 0.0  # rounding after a loud stretch
+    for j in range(samples):
+        prefix[j + 1] = float(flat[2 * j]) * flat[2 * j] + float(flat[2 * j + 1]) * flat[2 * j + 1]
+    for j in range(samples):
+        prefix[j + 1] += prefix[j]
+    full = max(0, min(n, samples - reach + 1))  # lags whose window lies in the samples
+    for m in range(full):
+        energy[m] = max(prefix[m + reach] - prefix[m], 0.0)  # rounding after a loud stretch
+    for m in range(full, n):
+        energy[m] = max(prefix[samples] - prefix[m], 0.0)
 
 
 def _fir_part(flat, offset, stride, base, count, step, taps, acc):
@@ -289,36 +306,55 @@ def _blocks_clean(z, residual, times, count, blocks):
 
 def _viterbi(soft, prev, signs, top, bits):
     """``header._viterbi_numpy``: the terminated code's most likely input bits
-    (``top``: the bit of a state that holds its newest input bit)."""
+    (``top``: the bit of a state that holds its newest input bit).
+
+    States ``j`` and ``j + half`` (newest bit 0 and 1) share their predecessors
+    ``prev[j]`` (for the shift register of the header code: 2j and 2j+1), so one
+    loop over ``j`` with contiguous arrays (no gathers) updates both, vectorised.
+    """
     states = prev.shape[0]
+    half = states // 2
     steps = bits.size
-    # Which of the four branch metrics (+-s0 +-s1) each branch takes.
-    code = np.empty((states, 2), dtype=np.int64)
+    pred0 = np.empty(states, dtype=np.int64)
+    pred1 = np.empty(states, dtype=np.int64)
     for s in range(states):
-        for x in range(2):
-            code[s, x] = (1 if signs[0, s, x] < 0 else 0) + (2 if signs[1, s, x] < 0 else 0)
+        pred0[s] = prev[s, 0]
+        pred1[s] = prev[s, 1]
+    # Signs of the two code bits on each state's two incoming branches.
+    a0 = signs[0, :, 0].copy()
+    a1 = signs[1, :, 0].copy()
+    b0 = signs[0, :, 1].copy()
+    b1 = signs[1, :, 1].copy()
     metric = np.full(states, -np.inf)
     metric[0] = 0.0
-    new = np.empty(states)
-    choices = np.empty((steps, states), dtype=np.uint8)
-    branch = np.empty(4)
+    from_a = np.empty(states)
+    from_b = np.empty(states)
+    choices = np.zeros((steps, states), dtype=np.uint8)
+    shared = True  # the shift register's layout: state j + half has j's predecessors
+    for s in range(half):
+        if pred0[s + half] != pred0[s] or pred1[s + half] != pred1[s]:
+            shared = False
     for i in range(steps):
         s0 = soft[2 * i]
         s1 = soft[2 * i + 1]
-        branch[0] = s0 + s1
-        branch[1] = -s0 + s1
-        branch[2] = s0 - s1
-        branch[3] = -s0 - s1
+        if shared:
+            for j in range(half):
+                from_a[j] = metric[pred0[j]]
+                from_b[j] = metric[pred1[j]]
+            for j in range(half):
+                from_a[j + half] = from_a[j]
+                from_b[j + half] = from_b[j]
+        else:
+            for s in range(states):
+                from_a[s] = metric[pred0[s]]
+                from_b[s] = metric[pred1[s]]
+        row = choices[i]
         for s in range(states):
-            a = metric[prev[s, 0]] + branch[code[s, 0]]
-            b = metric[prev[s, 1]] + branch[code[s, 1]]
-            if b > a:
-                new[s] = b
-                choices[i, s] = 1
-            else:
-                new[s] = a
-                choices[i, s] = 0
-        metric, new = new, metric
+            a = from_a[s] + (a0[s] * s0 + a1[s] * s1)
+            b = from_b[s] + (b0[s] * s0 + b1[s] * s1)
+            take = b > a
+            metric[s] = b if take else a
+            row[s] = 1 if take else 0
     state = 0
     for i in range(steps - 1, -1, -1):
         bits[i] = state >> top

@@ -197,8 +197,8 @@ def _trellis():
 _PREV, _SIGNS = _trellis()
 
 
-def conv_encode(bits: np.ndarray) -> np.ndarray:
-    """Bits (0/1, tail included) -> code bits g0, g1 per input bit, from state 0."""
+def _conv_encode_shift(bits: np.ndarray) -> np.ndarray:
+    """The encoder as a shift register: code bits g0, g1 per input bit, from state 0."""
     bits = np.asarray(bits, dtype=np.int64)
     history = np.concatenate([np.zeros(CONV_K - 1, np.int64), bits])
     # register[i] = bits i-8 .. i, bit i (the newest) at bit 8.
@@ -207,6 +207,24 @@ def conv_encode(bits: np.ndarray) -> np.ndarray:
     register = windows @ weights
     code = np.stack([_parity(register & g) for g in CONV_GENERATORS], axis=1)
     return code.reshape(-1).astype(np.uint8)
+
+
+# The code is linear: a header's code bits are the XOR of the responses to each of
+# its one bits (the receiver encodes every decoded header again: 4 us, not 40).
+_CONV_RESPONSES = np.stack(
+    [_conv_encode_shift(row) for row in np.eye(HEADER_BITS + CONV_TAIL, dtype=np.uint8)]
+)
+
+
+def conv_encode(bits: np.ndarray) -> np.ndarray:
+    """Bits (0/1, tail included) -> code bits g0, g1 per input bit, from state 0."""
+    bits = np.asarray(bits).reshape(-1)
+    if bits.size != _CONV_RESPONSES.shape[0]:
+        return _conv_encode_shift(bits)
+    ones = _CONV_RESPONSES[bits.astype(bool)]
+    if ones.shape[0] == 0:
+        return np.zeros(_CONV_RESPONSES.shape[1], dtype=np.uint8)
+    return np.bitwise_xor.reduce(ones, axis=0)
 
 
 def _viterbi_numpy(soft: np.ndarray, steps: int) -> np.ndarray:
