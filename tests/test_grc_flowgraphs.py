@@ -227,7 +227,7 @@ def test_qt_loopback_controls(tmp_path_factory):
     chan = blocks["channels_channel_model_0"]["parameters"]
     assert (chan["noise_voltage"], chan["freq_offset"], chan["epsilon"], chan["taps"]) == (
         "noise_voltage",
-        "cfo / sps",
+        "cfo / band_ratio",
         "epsilon",
         "[h]",
     )
