@@ -190,6 +190,14 @@ def test_compiled_detection_sums_match_numpy(lags):
     scale = np.max(np.abs(twin_dsum))
     assert np.max(np.abs(dsum - twin_dsum)) < 1e-5 * scale
     np.testing.assert_allclose(energy, twin_energy, rtol=1e-5)
+    # The metric, compiled (no floor needed: the loud stretch is 60 dB up, the floor
+    # starts at 70) and by the receiver's numpy normalisation.
+    metric = np.empty(lags, np.float32)
+    top, low = _fast.detection_metric(dsum, energy, rx._metric_scale, metric)
+    assert top == pytest.approx(energy.max()) and low == pytest.approx(energy.min())
+    assert not 1e-7 * top > low
+    rx._normalise_metric(twin_dsum, twin_energy)
+    np.testing.assert_allclose(metric, rx._metric[-lags:], rtol=2e-5)
 
 
 def test_linear_conv_encoder_matches_the_shift_register():

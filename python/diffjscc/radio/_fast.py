@@ -36,6 +36,7 @@ _KERNELS = (
     "fir_complex",
     "fir_real",
     "detection_sums",
+    "detection_metric",
     "periodogram_grid",
     "_parabola_offset",
     "frequency_search",
@@ -108,6 +109,24 @@ def _detection_sums(corr, flat, n, period, signs, reach, dsum, energy):
         energy[m] = max(prefix[m + reach] - prefix[m], 0.0)  # rounding after a loud stretch
     for m in range(full, n):
         energy[m] = max(prefix[samples] - prefix[m], 0.0)
+
+
+def _detection_metric(dsum, energy, scale, metric):
+    """metric = |dsum| / (max(energy, 1e-30) * scale), as the receiver's numpy
+    normalisation computes it when no floor is needed; returns the largest and
+    the smallest energy, which tell whether one is."""
+    top = 0.0
+    low = np.inf
+    for m in range(energy.size):
+        e = energy[m]
+        top = max(top, e)
+        low = min(low, e)
+    d = dsum.view(np.float32)
+    for m in range(energy.size):
+        re = d[2 * m]
+        im = d[2 * m + 1]
+        metric[m] = np.sqrt(re * re + im * im) / (max(energy[m], np.float32(1e-30)) * scale)
+    return top, low
 
 
 def _fir_part(flat, offset, stride, base, count, step, taps, acc):
@@ -365,43 +384,51 @@ def _equalise_payload(y, t_out, h, freq, t_ref, knot_t, knot_phase, out):
     """out[k] = y[t] / (h exp(2j pi freq (t - t_ref)) exp(1j phase(t))), t = t_out[k],
     phase(t) interpolated linearly between the knots (held at the end ones, as
     ``np.interp``; zero without knots). Between knots the angle is linear in t,
-    so consecutive symbols take one complex product each, not a sine and cosine."""
+    so consecutive symbols take one complex product each, not a sine and cosine;
+    the knot interval is followed along increasing times rather than searched."""
     knots = knot_t.size
     two_pi_f = 2.0 * np.pi * freq
+    inv_h = 1.0 / h
     last_interval = -3
     last_t = 0
     current = 1.0 + 0j
     step = 1.0 + 0j
+    interval = -1
     for k in range(t_out.size):
         t = t_out[k]
         if knots == 0:
             interval, base, slope, origin = -2, 0.0, 0.0, 0.0
         else:
-            interval = np.searchsorted(knot_t, t, side="right") - 1
+            if k == 0 or t < last_t:  # the first, or times not increasing: search
+                interval = np.searchsorted(knot_t, t, side="right") - 1
+            else:
+                while interval + 1 < knots and knot_t[interval + 1] <= t:
+                    interval += 1
             if interval < 0:
                 base, slope, origin = knot_phase[0], 0.0, 0.0
             elif interval >= knots - 1:
-                interval = knots - 1
                 base, slope, origin = knot_phase[knots - 1], 0.0, 0.0
             else:
                 t0 = knot_t[interval]
                 base = knot_phase[interval]
                 slope = (knot_phase[interval + 1] - base) / (knot_t[interval + 1] - t0)
                 origin = t0
-        if interval == last_interval and t - last_t == 1:
+        held = min(interval, knots - 1)
+        if held == last_interval and t - last_t == 1:
             current = current * step
         else:
             angle = two_pi_f * (t - t_ref) + base + slope * (t - origin)
-            current = complex(np.cos(angle), np.sin(angle))
+            # 1 / exp(1j angle) = exp(-1j angle): the division becomes a product.
+            current = complex(np.cos(angle), -np.sin(angle)) * inv_h
             w = two_pi_f + slope
-            step = complex(np.cos(w), np.sin(w))
-        last_interval = interval
+            step = complex(np.cos(w), -np.sin(w))
+        last_interval = held
         last_t = t
-        out[k] = y[t] / (h * current)
+        out[k] = y[t] * current
 
 
 # The compiled kernels, set by load(); None until then.
-fir_complex = fir_real = detection_sums = periodogram_grid = derotated_fit = None
+fir_complex = fir_real = detection_sums = detection_metric = periodogram_grid = derotated_fit = None
 frequency_search = blocks_clean = viterbi = equalise_payload = None
 mix = smoothed_phase = segment_energies = None
 
@@ -452,6 +479,7 @@ def _warm_up() -> None:
     energy = np.zeros(4, np.float32)
     signs = np.ones(3, np.float32)
     detection_sums(np.zeros(64, np.complex64), x, 4, 16, signs, 32, dsum, energy)
+    detection_metric(dsum, energy, np.float32(1.0), np.empty(4, np.float32))
     fir_real(x, 0, 4, 2, taps, energy)
     fir_complex(x, 0, 4, 2, taps, dsum)
     z = np.ones(4, np.complex128)

@@ -252,6 +252,13 @@ class BurstReceiver:
             (SEGMENTS - 1) * self._tables.segment_period + template.size,
             self._tables.preamble_samples,
         )
+        # The metric's normalisation: energy of the samples used, times that of the
+        # template and the number of products (float32, as numpy applies it).
+        self._metric_scale = np.float32(
+            (SEGMENTS - 1)
+            * self._tables.template_energy
+            * (self._tables.segment_period / self._metric_reach)
+        )
         # At low SNR the metric's peak and the noise's spread both scale as 1/sps.
         self._threshold = tuning.detection_threshold * 2.0 / cfg.sps
         self._max_sro = tuning.max_sample_rate_offset_ppm * 1e-6
@@ -422,6 +429,12 @@ class BurstReceiver:
             energy = np.empty(n, dtype=np.float32)
             flat = np.ascontiguousarray(seg).view(np.float32)
             _fast.detection_sums(corr, flat, n, D, self._signs, reach, dsum, energy)
+            metric = np.empty(n, dtype=np.float32)
+            top, low = _fast.detection_metric(dsum, energy, self._metric_scale, metric)
+            if not 1e-7 * top > low:  # no floor needed (see _normalise_metric)
+                self._metric_store.append(metric)
+                self._dsum_store.append(dsum)
+                return
         else:
             dsum, energy = self._detection_sums(seg, corr, n)
         self._normalise_metric(dsum, energy)
@@ -450,7 +463,7 @@ class BurstReceiver:
 
     def _normalise_metric(self, dsum: np.ndarray, energy: np.ndarray) -> None:
         """Metric = |dsum| / energy (floored), appended with dsum to the stores."""
-        t, K, D = self._tables, SEGMENTS, self._tables.segment_period
+        t = self._tables
         reach = self._metric_reach
         # The FFT leaves rounding noise where the input is silent; without a
         # floor relative to the loud samples nearby, silence next to a burst
@@ -464,7 +477,7 @@ class BurstReceiver:
             floor *= 1e-7
             np.maximum(energy, floor, out=energy)
         np.maximum(energy, 1e-30, out=energy)
-        energy *= (K - 1) * t.template_energy * (D / reach)
+        energy *= self._metric_scale
         metric = np.abs(dsum)
         metric /= energy
         self._metric_store.append(metric)
