@@ -50,10 +50,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.fft
-from scipy import ndimage
 
 from diffjscc.errors import ConfigError
-from diffjscc.radio import _fast
+from diffjscc.radio import _fast, _fast_ofdm
 from diffjscc.radio import header as hdr
 from diffjscc.radio.config import MAX_IMAGE_SYMBOLS, MAX_PAYLOAD_SYMBOLS
 from diffjscc.radio.frame import FrameError, ReceivedFrame, header_payload_slice
@@ -79,6 +78,7 @@ _PASS_SAMPLES = 8192  # samples gathered before a pass (a pass has a fixed cost)
 _CORR_FFT = 4096  # overlap-save block of the sync correlation
 _MIN_RHO = 1e-4  # smallest pilot noise (relative to the channel) the Wiener filter assumes
 _LAGS = 16  # neighbouring lags of the sync metric summed (multipath energy)
+_SIGNS = np.asarray(BARKER_7, dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -283,7 +283,9 @@ def wiener_interpolator(
     if delays is None:
         delays = np.arange(max(cfg.cp_length, 1))
     rows = cfg.pilot_stagger if rows is None else rows
-    key = tuple(int(round(float(d))) for d in np.asarray(delays).reshape(-1))
+    key = tuple(
+        np.round(np.asarray(delays, dtype=np.float64)).astype(np.int64).reshape(-1).tolist()
+    )
     return _wiener_cached(cfg, rows, key, _rho_db10(rho))
 
 
@@ -329,10 +331,11 @@ def _residual_step(hp: np.ndarray, stagger: int) -> float:
 
 
 @functools.lru_cache(maxsize=256)
-def _known_interpolator(cfg: OfdmConfig, known: tuple, rows: int, delays: tuple, rho_db10: float):
-    """[comb, known] Wiener weights from one symbol's known subcarriers (signed, sorted)
-    to the pilot comb of the first ``rows`` layout rows, and the comb's relative error."""
-    freqs = np.asarray(known, dtype=np.float64)
+def _known_interpolator(cfg: OfdmConfig, known: bytes, rows: int, delays: tuple, rho_db10: float):
+    """[comb, known] Wiener weights from one symbol's known subcarriers (signed, sorted,
+    int64 bytes: a cheap key) to the pilot comb of the first ``rows`` layout rows, and
+    the comb's relative error."""
+    freqs = np.frombuffer(known, dtype=np.int64).astype(np.float64)
     rkk, rck = _correlations(
         _pilot_comb(cfg, rows), freqs, cfg.fft_size, np.asarray(delays, dtype=np.float64)
     )
@@ -477,7 +480,7 @@ def _known_estimates(y, cfg: OfdmConfig, known, xp, delays, rho: float, rows: in
     slots = np.asarray(slots)
     sym, col = slots // d, slots % d
     out = {}
-    key_delays = tuple(int(round(float(x))) for x in delays)
+    key_delays = tuple(np.round(delays).astype(np.int64).tolist())
     for i in np.unique(sym):
         sel = sym == i
         if np.count_nonzero(sel) < lay.pilots.shape[1] or i >= y.shape[0]:
@@ -488,9 +491,8 @@ def _known_estimates(y, cfg: OfdmConfig, known, xp, delays, rho: float, rows: in
         sent = np.concatenate([xp[i], np.asarray(values)[sel]])
         order = np.argsort(freqs)
         ls = y[i, bins[order]] / sent[order]  # |known| = 1
-        w, rel = _known_interpolator(
-            cfg, tuple(int(f) for f in freqs[order]), rows, key_delays, _rho_db10(rho)
-        )
+        key = np.ascontiguousarray(freqs[order], dtype=np.int64).tobytes()
+        w, rel = _known_interpolator(cfg, key, rows, key_delays, _rho_db10(rho))
         out[int(i)] = (w @ ls, rel)
     return out
 
@@ -629,6 +631,7 @@ class OfdmReceiver:
         self._header_syms = {v: header_symbol_count(cfg, v) for v in hdr.VERSIONS}
         self._flushing = False
         _fast.load()  # the header's Viterbi decoder (numpy without numba)
+        _fast_ofdm.load()  # the sync metric
         self.stats = {k: 0 for k in RECEIVER_STAT_KEYS}
         self.stats["header_crc_fail"] = 0
         self.reset()
@@ -756,7 +759,7 @@ class OfdmReceiver:
         valid_end = self._end - SYNC_LENGTH - _LAGS  # last metric index + 1 computable
         if valid_end - lo < SYNC_LENGTH:
             return False
-        metric, angle, single = self._metric(lo, valid_end)
+        metric, summed, single = self._metric(lo, valid_end)
         above = np.flatnonzero(metric > self.tuning.detection_threshold)
         if above.size == 0:
             self._search = valid_end
@@ -772,7 +775,7 @@ class OfdmReceiver:
         lags = single[early : peak + _LAGS]
         start = lo + early + int(np.argmax(lags >= 0.3 * float(lags.max())))
         strongest = lo + early + int(np.argmax(lags))
-        cfo = float(angle[peak]) / (2.0 * math.pi * SYNC_PERIOD)
+        cfo = cmath.phase(complex(summed[peak])) / (2.0 * math.pi * SYNC_PERIOD)
         cfo += self._sync_residual(strongest, cfo)
         if self.genie is not None:
             true = min(self.genie.burst_starts, key=lambda t: abs(t - start))
@@ -803,33 +806,19 @@ class OfdmReceiver:
         return slope / (2.0 * math.pi * SYNC_PERIOD)
 
     def _metric(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Normalised sync metric and angle for burst starts lo..hi-1 (absolute), and
-        the magnitude of the single-lag sums (lo..hi-1+_LAGS) it adds up."""
+        """Normalised sync metric and its complex lag sums (the angle: the frequency
+        offset) for burst starts lo..hi-1 (absolute), and the magnitude of the
+        single-lag sums (lo..hi-1+_LAGS) they add up: products of correlations one
+        block apart, signed by the Barker cover; every path's products have the same
+        angle, so a sum over neighbouring lags gathers a multipath channel's energy
+        coherently; normalised by the mean power over every sample the sums used (a
+        quiet stretch before a burst would otherwise divide the burst's first
+        products by the silence's power). |S| = 7 |g|^2 E_b^2 gain for a clean burst;
+        the power is |g|^2 + noise."""
         x = self._samples(lo, hi + SYNC_LENGTH + _LAGS)
         corr = self._correlate(x)  # [n] = sum_i conj(t[i]) x[n + i]
-        count = hi - lo
-        p = SYNC_PERIOD
-        prod = np.conj(corr[: corr.size - p]) * corr[p:]
-        acc = np.zeros(count + _LAGS, dtype=np.complex128)
-        for j, b in enumerate(BARKER_7):
-            seg = prod[j * p : j * p + count + _LAGS]
-            acc += seg if b > 0 else -seg
-        # Every path's products have the same angle (the frequency offset's), so a sum
-        # over neighbouring lags gathers a multipath channel's energy coherently.
-        single = np.abs(acc)
-        total = np.concatenate([[0.0], np.cumsum(acc)])
-        acc = total[_LAGS : _LAGS + count] - total[:count]
-        # Mean power over every sample the sums used (a quiet stretch before a burst
-        # would otherwise divide the burst's first products by the silence's power).
-        span = SYNC_LENGTH + _LAGS
-        energy = ndimage.uniform_filter1d(
-            (x.real.astype(np.float64) ** 2 + x.imag.astype(np.float64) ** 2),
-            span,
-            origin=-(span // 2),
-        )[:count]
-        # |acc| = 7 |g|^2 E_b^2 gain for a clean burst; energy (mean) = |g|^2 + noise.
         norm = (SYNC_BLOCKS - 1) * self._block_energy**2 * self._lag_gain
-        return np.abs(acc) / (norm * np.maximum(energy, 1e-30)), np.angle(acc), single
+        return _fast_ofdm.sync_metric(corr, x, hi - lo, SYNC_PERIOD, _SIGNS, _LAGS, norm)
 
     def _correlate(self, x: np.ndarray) -> np.ndarray:
         """Correlation with the sync block, by overlap-save with the template's FFT made
