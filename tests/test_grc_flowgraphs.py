@@ -295,20 +295,36 @@ def test_the_waveform_reaches_the_blocks_in_the_generated_code(tmp_path_factory)
 
 @pytest.mark.parametrize("name", ["loopback_sim", "loopback_sim_no_gui"])
 def test_loopback_noise_follows_the_waveforms_snr_convention(name):
-    """The channel's noise voltage is the waveform's own (``Waveform.noise_voltage``)."""
+    """The channel's noise voltage is the waveform's own (``Waveform.noise_voltage`` of the
+    waveform the blocks build), and the frequency offset is a fraction of the band that
+    waveform occupies."""
     from diffjscc.radio.waveform import get_waveform
 
     blocks = _blocks(name)
-    assert blocks["channels_channel_model_0"]["parameters"]["noise_voltage"] == "noise_voltage"
-    ratio_expr = blocks["band_ratio"]["parameters"]["value"]
-    noise_expr = blocks["noise_voltage"]["parameters"]["value"]
+    chan = blocks["channels_channel_model_0"]["parameters"]
+    assert (chan["noise_voltage"], chan["freq_offset"]) == ("noise_voltage", "cfo / band_ratio")
+    names = ("noise_voltage", "band_ratio")
+    expr = {v: blocks[v]["parameters"]["value"] for v in names}
+    imports = {}
+    exec(blocks["import_waveform"]["parameters"]["imports"], imports)  # noqa: S102
     for waveform, settings in (("sc", dict(sps=2)), ("sc", dict(sps=4)), ("ofdm", {})):
         sps = settings.get("sps", 2)
-        ratio = eval(ratio_expr, {}, dict(waveform=waveform, sps=sps))
+        want = get_waveform(waveform, **settings)
         for snr_db in (-3.0, 10.0):
-            noise = eval(noise_expr, {}, dict(band_ratio=ratio, snr_db=snr_db))
-            want = get_waveform(waveform, **settings).noise_voltage(snr_db)
-            assert noise == pytest.approx(want, rel=1e-9), (name, waveform, settings)
+            ns = dict(imports, waveform=waveform, sps=sps, rolloff=0.35, snr_db=snr_db)
+            for var in names:
+                ns[var] = eval(expr[var], ns)  # noqa: S307
+            assert ns["noise_voltage"] == pytest.approx(want.noise_voltage(snr_db), rel=1e-9)
+            # sample rate over occupied band: sps, or the OFDM FFT over its used carriers
+            ratio = sps if waveform == "sc" else want.cfg.fft_size / want.cfg.used_carriers
+            assert ns["band_ratio"] == pytest.approx(ratio, rel=1e-9)
+    # GRC under a python without diffjscc still evaluates the flowgraph (display values).
+    ns = {}
+    exec(blocks["import_waveform"]["parameters"]["imports"].replace("diffjscc", "no_such_pkg"), ns)  # noqa: S102
+    ns.update(waveform="ofdm", sps=2, rolloff=0.35, snr_db=10.0)
+    for var in names:
+        ns[var] = eval(expr[var], ns)  # noqa: S307
+    assert ns["waveform_from_block_params"] is None and ns["band_ratio"] == pytest.approx(2.0)
 
 
 @needs_grcc
