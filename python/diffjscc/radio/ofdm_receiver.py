@@ -164,8 +164,9 @@ def _local_linear(
     t_obs: np.ndarray, m: int, half: float, fit: bool = True, weight: np.ndarray | None = None
 ) -> np.ndarray:
     """[m, n]: at each of m symbols, a straight line (weighted least squares) through the
-    observations at times ``t_obs`` within ``half`` symbols (their weighted mean when
-    fewer than 3, or when ``fit`` is False; the nearest when none is that close)."""
+    observations at times ``t_obs`` within ``half`` symbols (through 2 when they lie on
+    either side; their weighted mean when fewer, or when ``fit`` is False; the nearest
+    when none is that close)."""
     t_obs = np.asarray(t_obs, dtype=np.float64)
     w = np.ones(t_obs.size) if weight is None else np.asarray(weight, dtype=np.float64)
     t = t_obs[None, :] - np.arange(m, dtype=np.float64)[:, None]  # [m, n]
@@ -177,7 +178,12 @@ def _local_linear(
     s0, s1, s2 = wt.sum(axis=1), (wt * t).sum(axis=1), (wt * t * t).sum(axis=1)
     mean = wt / s0[:, None]
     det = s0 * s2 - s1 * s1
-    line = fit & (inside.sum(axis=1) >= 3) & (det > 1e-9 * s0 * s0)
+    # Two observations on either side: the line between them (a weighted mean would
+    # hold a heavily weighted one, the decoded header's symbol, across a fading
+    # channel's change; the line does not depend on the weights).
+    count = inside.sum(axis=1)
+    bracket = ((t < 0) & inside).any(axis=1) & ((t > 0) & inside).any(axis=1)
+    line = fit & ((count >= 3) | ((count == 2) & bracket)) & (det > 1e-9 * s0 * s0)
     if not line.any():
         return mean
     safe = np.where(line, det, 1.0)
@@ -426,6 +432,38 @@ def estimate_channel_grid(y: np.ndarray, cfg: OfdmConfig, known=None) -> Channel
             hs, nu = smooth(obs)
             self_weight[list(dense)] = 0.0  # not the pilots' own observations there
             power, delays = prior(hs, nu)
+    else:
+        dense = {}
+    if m > k and drift > 0.0:
+        # A channel that changes faster than the combs sample it in time (Doppler of
+        # fD*Ts = 1e-4 decorrelates it by a tenth from one 1056-sample symbol to the
+        # next, by 40 % over the stagger's two): each symbol on its own pilots (and
+        # known symbols), interpolated across frequency, where that is expected to err
+        # less than the time smoother's estimate with what it misses.
+        rho = _rho_db10(noise_var / power)
+        key_delays = tuple(np.round(delays).astype(np.int64).tolist())
+        own = np.empty_like(hs)
+        own_err = np.empty(m)
+        loo = []  # leave-one-out residuals of the symbols' pilots: what the model misses
+        for i in range(m):
+            if i in dense:
+                own[i], rel = dense[i]
+            else:
+                r = rows[i]
+                key = np.ascontiguousarray(lay.pilot_freqs[r], dtype=np.int64).tobytes()
+                w_own, rel = _known_interpolator(cfg, key, have, key_delays, rho)
+                own[i] = w_own @ hp[i]
+                lev = np.minimum(w_own[position[r], np.arange(position[r].size)].real, 0.9)
+                loo.append(np.abs(hp[i] - own[i, position[r]]) ** 2 / (1.0 - lev) ** 2)
+            own_err[i] = power * float(np.mean(rel))
+        if loo:
+            # Interference between subcarriers and the interpolation's misfit, beyond
+            # the pilots' own noise (less twice the scatter, so noise adds nothing).
+            loo = np.concatenate(loo)
+            own_err += max(0.0, float(np.mean(loo)) - noise_var * (1.0 + 2.0 / math.sqrt(loo.size)))
+        if float(np.mean(own_err)) < float(np.mean(nu)) + 0.5 * drift:
+            hs, nu, drift, name = own, own_err, 0.0, "per-symbol"
+            self_weight[:] = 0.0
     nu_mean = float(np.mean(nu))
     w, mse = wiener_interpolator(cfg, nu_mean / power, delays, have)
     pick = lay.data_in_used[rows]  # [m, data]
