@@ -14,7 +14,8 @@ the other, ``--repeats`` times each:
          channels.channel_model -> digital.corr_est_cc (GNU Radio's burst detector,
          correlating with the OFDM sync) -> null sink;
 - numpy: the OFDM receiver core alone on a recorded stream (CPU time of this
-         process), chunks of 8192 samples.
+         process), chunks of 8192 samples: frames back to back (1000-sample gaps) and
+         noise alone (idle); its sync metric compiled where numba is (``_fast_ofdm``).
 
 The image is the astronaut sample encoded once by the QA tests' stand-in codec
 (768x512 after resizing: 3072 JSCC symbols, one frame), so the encoder hardly counts.
@@ -98,8 +99,9 @@ def stock(args, bursts):
     return tb
 
 
-def numpy_rx(bursts, seconds=3.0) -> float:
-    """Samples per CPU second of the numpy OFDM receiver on a noisy stream."""
+def numpy_rx(bursts, seconds=3.0, idle=False) -> float:
+    """Samples per CPU second of the OFDM receiver core on a noisy stream of frames, or
+    on noise alone (``idle``: what the receiver costs between frames)."""
     from diffjscc.radio.ofdm import OfdmConfig, noise_voltage
     from diffjscc.radio.ofdm_receiver import OfdmReceiver
     from diffjscc.radio.sim import frequency_offset
@@ -108,7 +110,7 @@ def numpy_rx(bursts, seconds=3.0) -> float:
     rng = np.random.default_rng(0)
     gap = np.zeros(1000, np.complex64)
     x = np.concatenate([np.concatenate([b, gap]) for b in bursts] * 40)
-    x = frequency_offset(x, 0.005)
+    x = np.zeros_like(x) if idle else frequency_offset(x, 0.005)
     sigma = noise_voltage(10.0, cfg)
     x = (
         x + sigma / np.sqrt(2) * (rng.standard_normal(x.size) + 1j * rng.standard_normal(x.size))
@@ -122,8 +124,14 @@ def numpy_rx(bursts, seconds=3.0) -> float:
             rx.feed(x[i : i + 8192])
         rx.flush()
         best = max(best, x.size / (time.process_time() - t))
-        assert rx.stats["frames_ok"] == 40 * len(bursts), rx.stats
+        assert rx.stats["frames_ok"] == (0 if idle else 40 * len(bursts)), rx.stats
     return best
+
+
+def _compiled() -> bool:
+    from diffjscc.radio import _fast_ofdm
+
+    return _fast_ofdm.load()
 
 
 def main(argv=None) -> int:
@@ -168,6 +176,8 @@ def main(argv=None) -> int:
         "ratio_sc_to_stock": msps["sc"] / msps["stock"],
         "frames_ok": frames,
         "numpy_ofdm_rx_msps_cpu": numpy_rx(bursts) / 1e6,
+        "numpy_ofdm_rx_idle_msps_cpu": numpy_rx(bursts, idle=True) / 1e6,
+        "compiled_sync_metric": _compiled(),
         "seconds": runs,
     }
     text = json.dumps(result, indent=2)
