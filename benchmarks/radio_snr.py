@@ -50,6 +50,7 @@ def _frame(cfg: FrameConfig, rng: np.random.Generator):
         design_snr_db=0.0,
         frame_index=0,
         frame_count=1,
+        version=cfg.header_version,  # the header the transmitter sends by default
     )
     return header, payload.astype(np.complex64)
 
