@@ -152,6 +152,7 @@ def main(argv=None) -> int:
     encoder = BlockMeanCodec()
     runs = {"ofdm": [], "sc": [], "stock": []}
     frames = {"ofdm": [], "sc": []}
+    block_cpu = {"ofdm": [], "sc": []}
     with tempfile.TemporaryDirectory() as tmp:
         image = _image(Path(tmp))
         bursts = build_bursts(encoder.encode(load_image(image), snr_db=10.0), 0)
@@ -162,6 +163,8 @@ def main(argv=None) -> int:
                 tb.run()
                 runs[kind].append(time.perf_counter() - t)
                 frames[kind].append(tb.keep[1].stats()["frames_ok"])
+                cpu = tb.keep[1].cpu_seconds()  # the receiver block's own thread
+                block_cpu[kind].append(cpu["feed"] + cpu["pdus"])
             tb = stock(args, bursts)
             t = time.perf_counter()
             tb.run()
@@ -175,6 +178,10 @@ def main(argv=None) -> int:
         "ratio_ofdm_to_stock": msps["ofdm"] / msps["stock"],
         "ratio_sc_to_stock": msps["sc"] / msps["stock"],
         "frames_ok": frames,
+        # The receiver block's CPU time in work() (receiving and making PDUs), same runs.
+        "receiver_block_msps_cpu": {
+            k: args.samples / statistics.median(v) / 1e6 for k, v in block_cpu.items()
+        },
         "numpy_ofdm_rx_msps_cpu": numpy_rx(bursts) / 1e6,
         "numpy_ofdm_rx_idle_msps_cpu": numpy_rx(bursts, idle=True) / 1e6,
         "compiled_sync_metric": _compiled(),
