@@ -210,3 +210,23 @@ def test_linear_conv_encoder_matches_the_shift_register():
         np.testing.assert_array_equal(hdr.conv_encode(bits), hdr._conv_encode_shift(bits))
     short = rng.integers(0, 2, 30).astype(np.uint8)  # other lengths: the register itself
     np.testing.assert_array_equal(hdr.conv_encode(short), hdr._conv_encode_shift(short))
+
+
+@needs_numba
+def test_unit_phasors_match_exp_on_every_kind_of_step():
+    """Known symbols' times: runs of consecutive integers (preamble), steps of 17
+    (pilots), jumps back (pilots after the header), long gaps, fractions."""
+    rng = np.random.default_rng(15)
+    t = np.concatenate(
+        [
+            np.arange(128.0),
+            128.0 + np.arange(0, 3000, 17),
+            np.arange(130.0, 400.0),
+            [5000.0, 5000.5, 5001.5, 9000.0],
+            np.sort(rng.uniform(0, 4000, 50)),
+        ]
+    )
+    for freq in (0.0, 1.3e-4, -0.0041, 0.37):
+        out = np.empty(t.size, np.complex128)
+        _fast._unit_phasors(t, freq, out)
+        np.testing.assert_allclose(out, np.exp(-2j * np.pi * freq * t), rtol=0, atol=1e-12)
