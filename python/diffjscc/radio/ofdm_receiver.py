@@ -254,8 +254,7 @@ def channel_delays(cfg: OfdmConfig, hs: np.ndarray, nu: float, rows: int | None 
     rows = cfg.pilot_stagger if rows is None else rows
     p = hs.shape[1]
     span = cfg.fft_size * rows / cfg.pilot_spacing
-    res = span / p  # samples per grid point
-    grid = np.fft.ifft(hs, axis=1)  # [m, q]: g at delay res * q, times a phase
+    grid = np.fft.ifft(hs, axis=1)  # [m, q]: g at delay q span / p, times a phase
     pdp = np.mean(grid.real**2 + grid.imag**2, axis=0)
     floor = nu / p
     # Out of the noise, and within 20 dB of the strongest: a path between grid points
@@ -268,12 +267,23 @@ def channel_delays(cfg: OfdmConfig, hs: np.ndarray, nu: float, rows: int | None 
     keep[int(np.argmax(pdp))] |= float(pdp.max()) > 3.0 * floor
     if not keep.any() or floor <= 0:
         return np.arange(max(cfg.cp_length, 1), dtype=np.float64)
-    keep |= np.roll(keep, 1) | np.roll(keep, -1)
+    return _prior_delays(keep.tobytes(), span)
+
+
+@functools.lru_cache(maxsize=1024)
+def _prior_delays(keep_bytes: bytes, span: float) -> np.ndarray:
+    """The delays (samples) that the kept points of the pilots' delay grid and their
+    neighbours cover; cached by the pattern (a steady link repeats it)."""
+    keep = np.frombuffer(keep_bytes, dtype=bool)
+    res = span / keep.size
+    keep = keep | np.roll(keep, 1) | np.roll(keep, -1)
     centre = np.flatnonzero(keep) * res
     centre = np.where(centre >= span - span / 8, centre - span, centre)
     reach = math.ceil(res / 2)
     fine = np.round(centre[:, None] + np.arange(-reach, reach + 1)[None, :]).reshape(-1)
-    return np.unique(fine).astype(np.float64)
+    out = np.unique(fine).astype(np.float64)
+    out.flags.writeable = False
+    return out
 
 
 def wiener_interpolator(
@@ -405,12 +415,12 @@ def estimate_channel_grid(y: np.ndarray, cfg: OfdmConfig, known=None) -> Channel
 
     hs, nu = smooth([(np.arange(r, m, k), groups[r], None) for r in range(have)])
 
-    def prior(hs, nu):
-        power = float(np.mean(hs.real**2 + hs.imag**2)) - float(np.mean(nu))
-        power = max(power, 0.1 * float(np.mean(np.abs(hs) ** 2)), 1e-12)
-        return power, channel_delays(cfg, hs, float(np.mean(nu)), have)
+    def channel_power(hs, nu):
+        mean_square = float(np.mean(hs.real**2 + hs.imag**2))
+        return max(mean_square - float(np.mean(nu)), 0.1 * mean_square, 1e-12)
 
-    power, delays = prior(hs, nu)
+    power = channel_power(hs, nu)
+    delays = channel_delays(cfg, hs, float(np.mean(nu)), have)
     if known is not None:
         dense = _known_estimates(y, cfg, known, xp, delays, noise_var / power, have)
         if dense:
@@ -435,7 +445,8 @@ def estimate_channel_grid(y: np.ndarray, cfg: OfdmConfig, known=None) -> Channel
                 )
             hs, nu = smooth(obs)
             self_weight[list(dense)] = 0.0  # not the pilots' own observations there
-            power, delays = prior(hs, nu)
+            # The delay prior stays the pilots' (recomputing it changed nothing measurable).
+            power = channel_power(hs, nu)
     else:
         dense = {}
     if m > k and drift > 0.0:
