@@ -356,3 +356,18 @@ def test_loopback_example_with_ofdm_over_epa(tmp_path):
     assert summary["images_decoded"] == 1
     for bad in (["--channel", "mars"], ["--taps", "1, x"], ["--taps", "1", "--channel", "epa"]):
         assert loopback.main([*common, *bad]) == 2
+
+
+def test_payload_gain_trusts_the_power_of_a_whole_image_more():
+    from diffjscc.radio.ofdm_receiver import ChannelGrid, payload_gain
+
+    rng = np.random.default_rng(8)
+    n = 3072
+    sent = channels.normalise_power(rng.standard_normal(n) + 1j * rng.standard_normal(n))
+    noise = (rng.standard_normal(n) + 1j * rng.standard_normal(n)) / np.sqrt(2)
+    y = 0.8 * sent + noise  # the channel is 0.8; the estimate below says 1 (0 dB, 2 dB off)
+    grid = ChannelGrid(np.ones((1, n), complex), np.full((1, n), 0.05), 1.0, 0.0)
+    whole = payload_gain(y, grid, np.arange(n), whole_image=True)
+    part = payload_gain(y, grid, np.arange(n), whole_image=False)
+    assert whole == pytest.approx(0.8, abs=0.05)
+    assert whole < part < 1.0
