@@ -26,7 +26,10 @@ AVAILABLE = False  # the kernel below is compiled and in use
 REASON = "not loaded yet"
 _tried = False
 _lock = threading.Lock()
+_FLAGS = {"reassoc", "contract"}  # vectorised sums; no assumption about NaN or infinity
 _compiled = None
+_compiled_product = None
+_compiled_smoother = None
 
 
 def sync_metric_numpy(corr, x, count, period, signs, lags, norm):
@@ -117,10 +120,113 @@ def sync_metric(corr, x, count, period, signs, lags, norm):
     return metric, summed, single
 
 
+def local_linear_numpy(t_obs, m, half, fit=True, weight=None):
+    """The time smoother's weights (``ofdm_receiver._local_linear``), in numpy."""
+    t_obs = np.asarray(t_obs, dtype=np.float64)
+    w = np.ones(t_obs.size) if weight is None else np.asarray(weight, dtype=np.float64)
+    t = t_obs[None, :] - np.arange(m, dtype=np.float64)[:, None]  # [m, n]
+    inside = np.abs(t) <= half
+    empty = ~inside.any(axis=1)
+    if empty.any():
+        inside[np.flatnonzero(empty), np.argmin(np.abs(t[empty]), axis=1)] = True
+    wt = inside * w[None, :]
+    s0, s1, s2 = wt.sum(axis=1), (wt * t).sum(axis=1), (wt * t * t).sum(axis=1)
+    mean = wt / s0[:, None]
+    det = s0 * s2 - s1 * s1
+    # Two observations on either side: the line between them (a weighted mean would
+    # hold a heavily weighted one, the decoded header's symbol, across a fading
+    # channel's change; the line does not depend on the weights).
+    count = inside.sum(axis=1)
+    bracket = ((t < 0) & inside).any(axis=1) & ((t > 0) & inside).any(axis=1)
+    line = fit & ((count >= 3) | ((count == 2) & bracket)) & (det > 1e-9 * s0 * s0)
+    if not line.any():
+        return mean
+    safe = np.where(line, det, 1.0)
+    fitted = wt * (s2[:, None] - s1[:, None] * t) / safe[:, None]
+    return np.where(line[:, None], fitted, mean)
+
+
+def _local_linear(t_obs, m, half, fit, w, out):
+    # Row by row, the twin's sums in the twin's order (no fastmath: the same rounding).
+    n = t_obs.size
+    t = np.empty(n)
+    inside = np.empty(n, dtype=np.bool_)
+    for i in range(m):
+        any_inside = False
+        for j in range(n):
+            t[j] = t_obs[j] - i
+            inside[j] = abs(t[j]) <= half
+            any_inside |= inside[j]
+        if not any_inside:
+            nearest = 0
+            for j in range(1, n):
+                if abs(t[j]) < abs(t[nearest]):
+                    nearest = j
+            inside[nearest] = True
+        s0 = 0.0
+        s1 = 0.0
+        s2 = 0.0
+        count = 0
+        before = False
+        after = False
+        for j in range(n):
+            wt = w[j] if inside[j] else 0.0
+            s0 += wt
+            s1 += wt * t[j]
+            s2 += wt * t[j] * t[j]
+            if inside[j]:
+                count += 1
+                before |= t[j] < 0
+                after |= t[j] > 0
+        det = s0 * s2 - s1 * s1
+        line = fit and (count >= 3 or (count == 2 and before and after)) and det > 1e-9 * s0 * s0
+        for j in range(n):
+            wt = w[j] if inside[j] else 0.0
+            out[i, j] = wt * (s2 - s1 * t[j]) / det if line else wt / s0
+
+
+def local_linear(t_obs, m, half, fit=True, weight=None):
+    """[m, n] weights of a straight line (weighted least squares) through observations
+    at times ``t_obs`` within ``half`` symbols of each of m symbols (see
+    ``ofdm_receiver._local_linear``): 25 numpy calls on a few values each, per frame
+    and comb row, where the kernel makes one."""
+    if not AVAILABLE:
+        return local_linear_numpy(t_obs, m, half, fit, weight)
+    t_obs = np.ascontiguousarray(t_obs, dtype=np.float64)
+    w = np.ones(t_obs.size) if weight is None else np.ascontiguousarray(weight, dtype=np.float64)
+    out = np.empty((int(m), t_obs.size))
+    _compiled_smoother(t_obs, int(m), float(half), bool(fit), w, out)
+    return out
+
+
+def _product_bt(a, b, out):
+    for i in range(a.shape[0]):
+        for k in range(b.shape[0]):
+            acc = 0j
+            for p in range(a.shape[1]):
+                acc += a[i, p] * b[k, p]
+            out[i, k] = acc
+
+
+def product_bt(a, b):
+    """a @ b.T for complex matrices [m, p] and [k, p]: the channel estimate's
+    interpolation products (30 pilots to 492 subcarriers over a frame's symbols cost
+    numpy's einsum 0.3 ms; BLAS would spin its thread pool on every core)."""
+    if not AVAILABLE:
+        return np.einsum("mp,kp->mk", a, b)
+    out = np.empty((a.shape[0], b.shape[0]), dtype=np.complex128)
+    _compiled_product(
+        np.ascontiguousarray(a, dtype=np.complex128),
+        np.ascontiguousarray(b, dtype=np.complex128),
+        out,
+    )
+    return out
+
+
 def load() -> bool:
     """Import numba and compile (or load from its cache) the kernel, once; returns
     ``AVAILABLE``. A missing or broken numba is logged once; numpy stays in use."""
-    global AVAILABLE, REASON, _tried, _compiled
+    global AVAILABLE, REASON, _tried, _compiled, _compiled_product, _compiled_smoother
     with _lock:
         if _tried:
             return AVAILABLE
@@ -131,13 +237,16 @@ def load() -> bool:
         try:
             import numba
 
-            _compiled = numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})(
-                _sync_metric
-            )
+            _compiled = numba.njit(cache=True, nogil=True, fastmath=_FLAGS)(_sync_metric)
             corr = np.zeros(64, np.complex64)
             x = np.zeros(64, np.complex64)
             out = (np.empty(4), np.empty(4, np.complex128), np.empty(6))
             _compiled(corr, x, 4, 4, np.ones(3), 2, 1.0, *out)
+            _compiled_product = numba.njit(cache=True, nogil=True, fastmath=_FLAGS)(_product_bt)
+            c = np.ones((2, 3), np.complex128)
+            _compiled_product(c, c, np.empty((2, 2), np.complex128))
+            _compiled_smoother = numba.njit(cache=True, nogil=True)(_local_linear)
+            _compiled_smoother(np.arange(2.0), 3, 1.0, True, np.ones(2), np.empty((3, 2)))
         except Exception as exc:  # ImportError, or a numba that cannot compile here
             REASON = f"{type(exc).__name__}: {exc}"
             log.warning("diffjscc.radio: compiled OFDM kernel unavailable (%s); numpy", REASON)

@@ -167,28 +167,7 @@ def _local_linear(
     observations at times ``t_obs`` within ``half`` symbols (through 2 when they lie on
     either side; their weighted mean when fewer, or when ``fit`` is False; the nearest
     when none is that close)."""
-    t_obs = np.asarray(t_obs, dtype=np.float64)
-    w = np.ones(t_obs.size) if weight is None else np.asarray(weight, dtype=np.float64)
-    t = t_obs[None, :] - np.arange(m, dtype=np.float64)[:, None]  # [m, n]
-    inside = np.abs(t) <= half
-    empty = ~inside.any(axis=1)
-    if empty.any():
-        inside[np.flatnonzero(empty), np.argmin(np.abs(t[empty]), axis=1)] = True
-    wt = inside * w[None, :]
-    s0, s1, s2 = wt.sum(axis=1), (wt * t).sum(axis=1), (wt * t * t).sum(axis=1)
-    mean = wt / s0[:, None]
-    det = s0 * s2 - s1 * s1
-    # Two observations on either side: the line between them (a weighted mean would
-    # hold a heavily weighted one, the decoded header's symbol, across a fading
-    # channel's change; the line does not depend on the weights).
-    count = inside.sum(axis=1)
-    bracket = ((t < 0) & inside).any(axis=1) & ((t > 0) & inside).any(axis=1)
-    line = fit & ((count >= 3) | ((count == 2) & bracket)) & (det > 1e-9 * s0 * s0)
-    if not line.any():
-        return mean
-    safe = np.where(line, det, 1.0)
-    fitted = wt * (s2[:, None] - s1[:, None] * t) / safe[:, None]
-    return np.where(line[:, None], fitted, mean)
+    return _fast_ofdm.local_linear(t_obs, m, half, fit, weight)
 
 
 def _select_smoother(groups: list[np.ndarray], m: int, stagger: int, noise_var: float):
@@ -200,26 +179,39 @@ def _select_smoother(groups: list[np.ndarray], m: int, stagger: int, noise_var: 
     cands = [time_smoothers(m, stagger, r) for r in range(len(groups))]
     if len(cands[0]) == 1:
         return cands[0][0][0], [c[0][1] for c in cands], 0.0
+    parts = [_loo_parts(m, stagger, r) for r in range(len(groups))]
     best, best_score, best_excess = 0, math.inf, 0.0
     size = sum(g.size for g in groups)
     for k in range(len(cands[0])):
         total, expected = 0.0, 0.0
         for r, g in enumerate(groups):
-            s = cands[r][k][1][r::stagger]  # rows at the symbols that carry the pilots
-            diag = np.diag(s)
-            keep = np.maximum(1.0 - diag, 1e-3)
-            resid = (g - np.einsum("ij,jp->ip", s, g)) / keep[:, None]
+            s, keep, noise_sum = parts[r][k]
+            resid = (g - np.einsum("ij,jp->ip", s, g)) / keep
             total += float(np.sum(resid.real**2 + resid.imag**2))
-            # Noise in a leave-one-out residual: the left-out pilot's own, plus that of
-            # the prediction from the others.
-            others = (np.sum(s * s, axis=1) - diag**2) / keep**2
-            expected += float(np.sum(1.0 + others)) * g.shape[1]
+            expected += noise_sum * g.shape[1]
         score = total / size
         if score < best_score:
             # Less twice the score's own scatter, so that noise alone adds nothing.
             excess = score - noise_var * expected / size * (1.0 + 2.0 / math.sqrt(size))
             best, best_score, best_excess = k, score, max(0.0, excess)
     return cands[0][best][0], [c[best][1] for c in cands], best_excess
+
+
+@functools.lru_cache(maxsize=256)
+def _loo_parts(m: int, stagger: int, row: int) -> tuple:
+    """Per candidate of ``time_smoothers(m, stagger, row)``: its rows at the symbols
+    that carry the pilots, the leave-one-out divisor [n, 1] (1 - own weight), and the
+    noise in the leave-one-out residuals in units of the pilots' noise (the left-out
+    pilot's own, plus that of the prediction from the others), summed over the symbols."""
+    out = []
+    for _, full in time_smoothers(m, stagger, row):
+        s = np.ascontiguousarray(full[row::stagger])
+        diag = np.diag(s)
+        keep = np.maximum(1.0 - diag, 1e-3)
+        others = (np.sum(s * s, axis=1) - diag**2) / keep**2
+        s.flags.writeable = False
+        out.append((s, keep[:, None], float(np.sum(1.0 + others))))
+    return tuple(out)
 
 
 def _correlations(
@@ -367,6 +359,24 @@ def _rho_db10(rho: float) -> float:
     return round(4.0 * 10.0 * math.log10(max(float(rho), _MIN_RHO))) / 40.0
 
 
+@functools.lru_cache(maxsize=64)
+def _flat_index(cfg: OfdmConfig, m: int, which: str) -> np.ndarray:
+    """Flat indices into an [m, width] array of the layout's ``which`` positions
+    ("pilots", "data": FFT bins; "data_in_used": positions among the used subcarriers)
+    of every symbol's row."""
+    lay = cfg.layout
+    width = lay.used_freqs.size if which == "data_in_used" else cfg.fft_size
+    idx = getattr(lay, which)[lay.rows(m)]
+    flat = np.arange(m, dtype=np.intp)[:, None] * width + idx
+    flat.flags.writeable = False
+    return flat
+
+
+def _take(a: np.ndarray, cfg: OfdmConfig, which: str) -> np.ndarray:
+    """a[i, position of ``which`` in symbol i's row] for every symbol i of ``a``."""
+    return a.reshape(-1).take(_flat_index(cfg, a.shape[0], which))
+
+
 # Products here are einsums, not BLAS calls: OpenBLAS's thread pool would spin on every
 # core for these small matrices (CPU time three times the work on the 2-core VM).
 
@@ -384,7 +394,7 @@ def estimate_channel_grid(y: np.ndarray, cfg: OfdmConfig, known=None) -> Channel
     noise = y[:, lay.noise]
     noise_var = max(float(np.mean(noise.real**2 + noise.imag**2)), 1e-12)
     xp = pilot_values(m, cfg)
-    hp = np.take_along_axis(y, lay.pilots[rows], axis=1) * np.conj(xp)
+    hp = _take(y, cfg, "pilots") * np.conj(xp)
     step = _residual_step(hp, k)
     cfo_res = step / (2.0 * math.pi * cfg.symbol_length)
     if step:
@@ -459,22 +469,27 @@ def estimate_channel_grid(y: np.ndarray, cfg: OfdmConfig, known=None) -> Channel
         key_delays = tuple(np.round(delays).astype(np.int64).tolist())
         own = np.empty_like(hs)
         own_err = np.empty(m)
-        loo = []  # leave-one-out residuals of the symbols' pilots: what the model misses
-        for i in range(m):
-            if i in dense:
-                own[i], rel = dense[i]
-            else:
-                r = rows[i]
-                key = np.ascontiguousarray(lay.pilot_freqs[r], dtype=np.int64).tobytes()
-                w_own, rel = _known_interpolator(cfg, key, have, key_delays, rho)
-                own[i] = np.einsum("cp,p->c", w_own, hp[i])
-                lev = np.minimum(w_own[position[r], np.arange(position[r].size)].real, 0.9)
-                loo.append(np.abs(hp[i] - own[i, position[r]]) ** 2 / (1.0 - lev) ** 2)
+        for i, (est, rel) in dense.items():
+            own[i] = est
             own_err[i] = power * float(np.mean(rel))
-        if loo:
+        # Leave-one-out residuals of the symbols' pilots: what the model misses.
+        loo = np.empty(hp.shape)
+        alone = np.ones(m, dtype=bool)
+        alone[list(dense)] = False
+        for r in range(have):
+            at = np.flatnonzero(alone[r::k]) * k + r  # this row's symbols on pilots alone
+            if at.size == 0:
+                continue
+            key = np.ascontiguousarray(lay.pilot_freqs[r], dtype=np.int64).tobytes()
+            w_own, rel = _known_interpolator(cfg, key, have, key_delays, rho)
+            own[at] = _fast_ofdm.product_bt(hp[at], w_own)
+            lev = np.minimum(w_own[position[r], np.arange(position[r].size)].real, 0.9)
+            loo[at] = np.abs(hp[at] - own[at][:, position[r]]) ** 2 / (1.0 - lev) ** 2
+            own_err[at] = power * float(np.mean(rel))
+        loo = loo[alone].reshape(-1)
+        if loo.size:
             # Interference between subcarriers and the interpolation's misfit, beyond
             # the pilots' own noise (less twice the scatter, so noise adds nothing).
-            loo = np.concatenate(loo)
             own_err += max(0.0, float(np.mean(loo)) - noise_var * (1.0 + 2.0 / math.sqrt(loo.size)))
         if float(np.mean(own_err)) < float(np.mean(nu)) + 0.5 * drift:
             hs, nu, drift, name = own, own_err, 0.0, "per-symbol"
@@ -482,7 +497,7 @@ def estimate_channel_grid(y: np.ndarray, cfg: OfdmConfig, known=None) -> Channel
     nu_mean = float(np.mean(nu))
     w, mse = wiener_interpolator(cfg, nu_mean / power, delays, have)
     pick = lay.data_in_used[rows]  # [m, data]
-    h = np.take_along_axis(np.einsum("mp,kp->mk", hs, w), pick, axis=1)
+    h = _take(_fast_ofdm.product_bt(hs, w), cfg, "data_in_used")
     # What the smoother misses of the channel's change over time is about half its
     # leave-one-out excess (a fit that sees the symbol itself misses less).
     err = power * mse[pick] * (nu / max(nu_mean, 1e-30))[:, None] + 0.5 * drift
@@ -527,27 +542,42 @@ def _inband_excess(y, cfg: OfdmConfig, known, h, err, noise_var: float) -> float
 def _known_estimates(y, cfg: OfdmConfig, known, xp, delays, rho: float, rows: int) -> dict:
     """symbol -> (channel at the comb, its relative error) for every symbol with at least
     a comb's worth of known data symbols, by a Wiener filter from its pilots and those."""
-    lay = cfg.layout
     slots, values = known
-    d = cfg.data_per_symbol
-    slots = np.asarray(slots)
-    sym, col = slots // d, slots % d
+    values = np.asarray(values)
     out = {}
     key_delays = tuple(np.round(delays).astype(np.int64).tolist())
+    rho_db10 = _rho_db10(rho)
+    plan = _known_plan(cfg, np.ascontiguousarray(slots, dtype=np.int64).tobytes(), y.shape[0])
+    for i, take, bins, order, key in plan:
+        sent = np.concatenate([xp[i], values[take]])[order]
+        ls = y[i, bins] / sent  # |known| = 1
+        w, rel = _known_interpolator(cfg, key, rows, key_delays, rho_db10)
+        out[i] = (_fast_ofdm.product_bt(ls[None, :], w)[0], rel)
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _known_plan(cfg: OfdmConfig, slots: bytes, m: int) -> tuple:
+    """For ``_known_estimates``, per symbol (of m) with at least a comb's worth of the
+    known slots (int64 bytes, flat indices into [symbols, data]): the symbol, which
+    known values it holds, its pilots' and those values' FFT bins in ascending
+    frequency, the order that sorts [pilots, values] so, and the interpolator's key."""
+    lay = cfg.layout
+    d = cfg.data_per_symbol
+    slots = np.frombuffer(slots, dtype=np.int64)
+    sym, col = slots // d, slots % d
+    plan = []
     for i in np.unique(sym):
         sel = sym == i
-        if np.count_nonzero(sel) < lay.pilots.shape[1] or i >= y.shape[0]:
+        if np.count_nonzero(sel) < lay.pilots.shape[1] or i >= m:
             continue
         r = int(i) % cfg.pilot_stagger
         freqs = np.concatenate([lay.pilot_freqs[r], lay.data_freqs[r][col[sel]]])
         bins = np.concatenate([lay.pilots[r], lay.data[r][col[sel]]])
-        sent = np.concatenate([xp[i], np.asarray(values)[sel]])
         order = np.argsort(freqs)
-        ls = y[i, bins[order]] / sent[order]  # |known| = 1
         key = np.ascontiguousarray(freqs[order], dtype=np.int64).tobytes()
-        w, rel = _known_interpolator(cfg, key, rows, key_delays, _rho_db10(rho))
-        out[int(i)] = (np.einsum("ck,k->c", w, ls), rel)
-    return out
+        plan.append((int(i), np.flatnonzero(sel), bins[order], order, key))
+    return tuple(plan)
 
 
 # Spread of a frame's payload power about the image's (unit) when an image takes several
@@ -624,6 +654,22 @@ def effective_snr(var: np.ndarray) -> float:
     """The SNR of an AWGN channel with the same mean squared error, 1 / mean(var): what
     the decoder's training assumed (x_hat = x + n, SNR = 1 / var(n))."""
     return 1.0 / max(float(np.mean(var)), 1e-12)
+
+
+def _unwrap(phase: np.ndarray) -> np.ndarray:
+    """np.unwrap for a few values, in Python floats (np.unwrap's calls cost more)."""
+    values = phase.tolist()
+    out = [values[0]]
+    correction = 0.0
+    for prev, cur in zip(values[:-1], values[1:], strict=True):
+        d = cur - prev
+        d_mod = (d + math.pi) % (2.0 * math.pi) - math.pi
+        if d_mod == -math.pi and d > 0:
+            d_mod = math.pi
+        if abs(d) >= math.pi:
+            correction += d_mod - d
+        out.append(cur + correction)
+    return np.asarray(out)
 
 
 def _reencode_conv(soft: np.ndarray) -> np.ndarray:
@@ -862,7 +908,7 @@ class OfdmReceiver:
         x = x * np.exp(-2j * np.pi * cfo * n)
         blocks = x.reshape(SYNC_BLOCKS, SYNC_PERIOD) * COVER_SIGNS[:, None]
         c = np.einsum("bn,n->b", blocks, np.conj(self._block))  # one correlation per block
-        phase = np.unwrap(np.angle(c))
+        phase = _unwrap(np.angle(c))
         w = np.abs(c) ** 2
         t = np.arange(SYNC_BLOCKS, dtype=np.float64)
         tc = t - np.sum(w * t) / max(float(np.sum(w)), 1e-30)
@@ -953,7 +999,7 @@ class OfdmReceiver:
         cfg = self.cfg
         y = self._fft_symbols(p, 0, count)
         grid = self._grid(p, y)
-        yd = np.take_along_axis(y, cfg.layout.data[cfg.layout.rows(count)], axis=1)
+        yd = _take(y, cfg, "data")
         slots = frame_slots(0, cfg.data_per_symbol, version).header
         soft = (yd * np.conj(grid.h)).real.reshape(-1)[slots]
         header = hdr.decode_version(soft, version)
@@ -962,7 +1008,7 @@ class OfdmReceiver:
             # re-encoded as known symbols across the band: a much better estimate
             # than the symbol's pilots alone give, and one more try.
             grid = estimate_channel_grid(y, cfg, (slots, _reencode_conv(soft)))
-            yd = np.take_along_axis(y, cfg.layout.data[cfg.layout.rows(count)], axis=1)
+            yd = _take(y, cfg, "data")
             soft = (yd * np.conj(grid.h)).real.reshape(-1)[slots]
             header = hdr.decode_version(soft, version)
         return header, grid
@@ -1026,7 +1072,7 @@ class OfdmReceiver:
             ).astype(np.complex128),
         )
         grid = self._grid(p, y, known)
-        yd = np.take_along_axis(y, cfg.layout.data[cfg.layout.rows(p.symbols)], axis=1)
+        yd = _take(y, cfg, "data")
         kind = self.tuning.equaliser
         if self.genie is None:
             grid.h *= payload_gain(
