@@ -13,7 +13,9 @@ kernel runs through the correlations once.
 
 from __future__ import annotations
 
+import cmath
 import logging
+import math
 import os
 import threading
 
@@ -30,6 +32,7 @@ _FLAGS = {"reassoc", "contract"}  # vectorised sums; no assumption about NaN or 
 _compiled = None
 _compiled_product = None
 _compiled_smoother = None
+_compiled_step = None
 
 
 def sync_metric_numpy(corr, x, count, period, signs, lags, norm):
@@ -199,6 +202,88 @@ def local_linear(t_obs, m, half, fit=True, weight=None):
     return out
 
 
+def residual_step_numpy(hp, stagger):
+    """The common phase advance per OFDM symbol (``ofdm_receiver._residual_step``), in numpy."""
+    m = hp.shape[0]
+    z = sum(np.vdot(hp[r:-stagger:stagger], hp[r + stagger :: stagger]) for r in range(stagger))
+    if m <= stagger or z == 0:
+        return 0.0
+    step = cmath.phase(z) / stagger
+    if m < 2 * stagger + 1:
+        return step
+    t = np.arange(m, dtype=np.float64)
+    derot = hp * np.exp(-1j * step * t)[:, None]
+    common = np.empty(m, dtype=np.complex128)
+    tc = np.empty(m)
+    for r in range(stagger):
+        g = derot[r::stagger]
+        common[r::stagger] = np.einsum("ip,p->i", g, np.conj(np.mean(g, axis=0)))
+        w = np.abs(common[r::stagger])
+        tr = t[r::stagger]
+        tc[r::stagger] = tr - np.sum(w * tr) / max(float(np.sum(w)), 1e-30)
+    phase = np.angle(common)  # each row's phases centre on 0: no unwrapping across rows
+    weight = np.abs(common)
+    return step + float(np.sum(weight * tc * phase) / max(np.sum(weight * tc * tc), 1e-30))
+
+
+def _residual_step(hp, stagger):
+    m, p = hp.shape
+    z = 0j
+    for r in range(stagger):
+        for i in range(r, m - stagger, stagger):
+            for q in range(p):
+                z += np.conj(hp[i, q]) * hp[i + stagger, q]
+    if m <= stagger or z == 0:
+        return 0.0
+    step = math.atan2(z.imag, z.real) / stagger
+    if m < 2 * stagger + 1:
+        return step
+    derot = np.empty((m, p), dtype=np.complex128)
+    for i in range(m):
+        rot = np.exp(-1j * step * i)
+        for q in range(p):
+            derot[i, q] = hp[i, q] * rot
+    common = np.empty(m, dtype=np.complex128)
+    tc = np.empty(m)
+    mean = np.empty(p, dtype=np.complex128)
+    for r in range(stagger):
+        n = len(range(r, m, stagger))
+        for q in range(p):
+            acc = 0j
+            for i in range(r, m, stagger):
+                acc += derot[i, q]
+            mean[q] = acc / n
+        sw = 0.0
+        swt = 0.0
+        for i in range(r, m, stagger):
+            acc = 0j
+            for q in range(p):
+                acc += derot[i, q] * np.conj(mean[q])
+            common[i] = acc
+            sw += abs(acc)
+            swt += abs(acc) * i
+        centre = swt / max(sw, 1e-30)
+        for i in range(r, m, stagger):
+            tc[i] = i - centre
+    num = 0.0
+    den = 0.0
+    for i in range(m):
+        weight = abs(common[i])
+        phase = math.atan2(common[i].imag, common[i].real)
+        num += weight * tc[i] * phase
+        den += weight * tc[i] * tc[i]
+    return step + num / max(den, 1e-30)
+
+
+def residual_step(hp, stagger):
+    """Common phase advance per OFDM symbol (radians) that the pilots ``hp`` [symbols,
+    pilots] show, ``stagger`` symbols apart (see ``ofdm_receiver._residual_step``):
+    about 25 small numpy calls a frame in the twin."""
+    if not AVAILABLE:
+        return residual_step_numpy(hp, stagger)
+    return float(_compiled_step(np.ascontiguousarray(hp, dtype=np.complex128), int(stagger)))
+
+
 def _product_bt(a, b, out):
     for i in range(a.shape[0]):
         for k in range(b.shape[0]):
@@ -226,7 +311,14 @@ def product_bt(a, b):
 def load() -> bool:
     """Import numba and compile (or load from its cache) the kernel, once; returns
     ``AVAILABLE``. A missing or broken numba is logged once; numpy stays in use."""
-    global AVAILABLE, REASON, _tried, _compiled, _compiled_product, _compiled_smoother
+    global \
+        AVAILABLE, \
+        REASON, \
+        _tried, \
+        _compiled, \
+        _compiled_product, \
+        _compiled_smoother, \
+        _compiled_step
     with _lock:
         if _tried:
             return AVAILABLE
@@ -247,6 +339,8 @@ def load() -> bool:
             _compiled_product(c, c, np.empty((2, 2), np.complex128))
             _compiled_smoother = numba.njit(cache=True, nogil=True)(_local_linear)
             _compiled_smoother(np.arange(2.0), 3, 1.0, True, np.ones(2), np.empty((3, 2)))
+            _compiled_step = numba.njit(cache=True, nogil=True)(_residual_step)
+            _compiled_step(np.ones((5, 3), np.complex128), 2)
         except Exception as exc:  # ImportError, or a numba that cannot compile here
             REASON = f"{type(exc).__name__}: {exc}"
             log.warning("diffjscc.radio: compiled OFDM kernel unavailable (%s); numpy", REASON)

@@ -316,26 +316,7 @@ def _residual_step(hp: np.ndarray, stagger: int) -> float:
     [symbols, pilots per symbol] show: from symbols carrying the same pilots
     (``stagger`` apart), refined by a line through every symbol's common phase against
     its row's mean channel (half the error of the differences alone)."""
-    m = hp.shape[0]
-    z = sum(np.vdot(hp[r:-stagger:stagger], hp[r + stagger :: stagger]) for r in range(stagger))
-    if m <= stagger or z == 0:
-        return 0.0
-    step = cmath.phase(z) / stagger
-    if m < 2 * stagger + 1:
-        return step
-    t = np.arange(m, dtype=np.float64)
-    derot = hp * np.exp(-1j * step * t)[:, None]
-    common = np.empty(m, dtype=np.complex128)
-    tc = np.empty(m)
-    for r in range(stagger):
-        g = derot[r::stagger]
-        common[r::stagger] = np.einsum("ip,p->i", g, np.conj(np.mean(g, axis=0)))
-        w = np.abs(common[r::stagger])
-        tr = t[r::stagger]
-        tc[r::stagger] = tr - np.sum(w * tr) / max(float(np.sum(w)), 1e-30)
-    phase = np.angle(common)  # each row's phases centre on 0: no unwrapping across rows
-    weight = np.abs(common)
-    return step + float(np.sum(weight * tc * phase) / max(np.sum(weight * tc * tc), 1e-30))
+    return _fast_ofdm.residual_step(hp, stagger)
 
 
 @functools.lru_cache(maxsize=256)
@@ -754,6 +735,7 @@ class OfdmReceiver:
         self._search = 0  # absolute index where the sync search continues
         self._pending: _Candidate | None = None
         self._unprocessed = 0
+        self._after_frame = False  # the search resumes right after a decoded frame
 
     # -- input ------------------------------------------------------------------------
 
@@ -847,6 +829,7 @@ class OfdmReceiver:
         frame = self._decode_payload(p)
         self._pending = None
         self._search = stop - 2 * SYNC_PERIOD
+        self._after_frame = True
         return True, frame
 
     def _attempts(self) -> list[tuple[int, int]]:
@@ -869,12 +852,20 @@ class OfdmReceiver:
         valid_end = self._end - SYNC_LENGTH - _LAGS  # last metric index + 1 computable
         if valid_end - lo < SYNC_LENGTH:
             return False
-        metric, summed, single = self._metric(lo, valid_end)
+        hi = valid_end
+        if self._after_frame:
+            # Frames back to back: the next sync is likely within one correlation block,
+            # and the metric beyond it (over that frame's body) would be thrown away.
+            self._after_frame = False
+            hi = min(valid_end, lo + _CORR_FFT - SYNC_LENGTH - _LAGS)
+        metric, summed, single = self._metric(lo, hi)
         above = np.flatnonzero(metric > self.tuning.detection_threshold)
         if above.size == 0:
-            self._search = valid_end
-            return False
+            self._search = hi
+            return hi < valid_end
         first = int(above[0])
+        if first + SYNC_LENGTH > metric.size and hi < valid_end:
+            metric, summed, single = self._metric(lo, valid_end)  # the whole peak window
         if first + SYNC_LENGTH > metric.size:
             self._search = lo + first  # wait for the whole peak window
             return False
