@@ -29,10 +29,7 @@ REASON = "not loaded yet"
 _tried = False
 _lock = threading.Lock()
 _FLAGS = {"reassoc", "contract"}  # vectorised sums; no assumption about NaN or infinity
-_compiled = None
-_compiled_product = None
-_compiled_smoother = None
-_compiled_step = None
+_kernels = {}  # name -> compiled function, filled by load()
 
 
 def sync_metric_numpy(corr, x, count, period, signs, lags, norm):
@@ -108,7 +105,7 @@ def sync_metric(corr, x, count, period, signs, lags, norm):
     metric = np.empty(count)
     summed = np.empty(count, dtype=np.complex128)
     single = np.empty(count + lags)
-    _compiled(
+    _kernels["sync"](
         np.ascontiguousarray(corr, dtype=np.complex64),
         np.ascontiguousarray(x, dtype=np.complex64),
         int(count),
@@ -198,7 +195,7 @@ def local_linear(t_obs, m, half, fit=True, weight=None):
     t_obs = np.ascontiguousarray(t_obs, dtype=np.float64)
     w = np.ones(t_obs.size) if weight is None else np.ascontiguousarray(weight, dtype=np.float64)
     out = np.empty((int(m), t_obs.size))
-    _compiled_smoother(t_obs, int(m), float(half), bool(fit), w, out)
+    _kernels["smoother"](t_obs, int(m), float(half), bool(fit), w, out)
     return out
 
 
@@ -281,7 +278,46 @@ def residual_step(hp, stagger):
     about 25 small numpy calls a frame in the twin."""
     if not AVAILABLE:
         return residual_step_numpy(hp, stagger)
-    return float(_compiled_step(np.ascontiguousarray(hp, dtype=np.complex128), int(stagger)))
+    return float(_kernels["step"](np.ascontiguousarray(hp, dtype=np.complex128), int(stagger)))
+
+
+def loo_totals_numpy(smoothers, keep, g):
+    """Leave-one-out squared residuals of the time smoothers, in numpy (``loo_totals``)."""
+    out = np.empty(smoothers.shape[0])
+    for c in range(smoothers.shape[0]):
+        resid = (g - np.einsum("ij,jp->ip", smoothers[c], g)) / keep[c][:, None]
+        out[c] = float(np.sum(resid.real**2 + resid.imag**2))
+    return out
+
+
+def _loo_totals(smoothers, keep, g, out):
+    n, p = g.shape
+    for c in range(smoothers.shape[0]):
+        total = 0.0
+        for i in range(n):
+            for q in range(p):
+                acc = 0j
+                for j in range(n):
+                    acc += smoothers[c, i, j] * g[j, q]
+                resid = (g[i, q] - acc) / keep[c, i]
+                total += resid.real * resid.real + resid.imag * resid.imag
+        out[c] = total
+
+
+def loo_totals(smoothers, keep, g):
+    """Per candidate time smoother c ([c, n, n], at the n symbols carrying one comb
+    row's pilots ``g`` [n, pilots]): the sum of squared leave-one-out residuals
+    (g - S g) / keep. Four candidates and two rows cost the twin 24 numpy calls."""
+    if not AVAILABLE:
+        return loo_totals_numpy(smoothers, keep, g)
+    out = np.empty(smoothers.shape[0])
+    _kernels["loo"](
+        np.ascontiguousarray(smoothers, dtype=np.float64),
+        np.ascontiguousarray(keep, dtype=np.float64),
+        np.ascontiguousarray(g, dtype=np.complex128),
+        out,
+    )
+    return out
 
 
 def _product_bt(a, b, out):
@@ -300,7 +336,7 @@ def product_bt(a, b):
     if not AVAILABLE:
         return np.einsum("mp,kp->mk", a, b)
     out = np.empty((a.shape[0], b.shape[0]), dtype=np.complex128)
-    _compiled_product(
+    _kernels["product"](
         np.ascontiguousarray(a, dtype=np.complex128),
         np.ascontiguousarray(b, dtype=np.complex128),
         out,
@@ -311,14 +347,7 @@ def product_bt(a, b):
 def load() -> bool:
     """Import numba and compile (or load from its cache) the kernel, once; returns
     ``AVAILABLE``. A missing or broken numba is logged once; numpy stays in use."""
-    global \
-        AVAILABLE, \
-        REASON, \
-        _tried, \
-        _compiled, \
-        _compiled_product, \
-        _compiled_smoother, \
-        _compiled_step
+    global AVAILABLE, REASON, _tried
     with _lock:
         if _tried:
             return AVAILABLE
@@ -329,18 +358,22 @@ def load() -> bool:
         try:
             import numba
 
-            _compiled = numba.njit(cache=True, nogil=True, fastmath=_FLAGS)(_sync_metric)
+            _kernels["sync"] = numba.njit(cache=True, nogil=True, fastmath=_FLAGS)(_sync_metric)
             corr = np.zeros(64, np.complex64)
             x = np.zeros(64, np.complex64)
             out = (np.empty(4), np.empty(4, np.complex128), np.empty(6))
-            _compiled(corr, x, 4, 4, np.ones(3), 2, 1.0, *out)
-            _compiled_product = numba.njit(cache=True, nogil=True, fastmath=_FLAGS)(_product_bt)
+            _kernels["sync"](corr, x, 4, 4, np.ones(3), 2, 1.0, *out)
+            _kernels["product"] = numba.njit(cache=True, nogil=True, fastmath=_FLAGS)(_product_bt)
             c = np.ones((2, 3), np.complex128)
-            _compiled_product(c, c, np.empty((2, 2), np.complex128))
-            _compiled_smoother = numba.njit(cache=True, nogil=True)(_local_linear)
-            _compiled_smoother(np.arange(2.0), 3, 1.0, True, np.ones(2), np.empty((3, 2)))
-            _compiled_step = numba.njit(cache=True, nogil=True)(_residual_step)
-            _compiled_step(np.ones((5, 3), np.complex128), 2)
+            _kernels["product"](c, c, np.empty((2, 2), np.complex128))
+            _kernels["smoother"] = numba.njit(cache=True, nogil=True)(_local_linear)
+            _kernels["smoother"](np.arange(2.0), 3, 1.0, True, np.ones(2), np.empty((3, 2)))
+            _kernels["step"] = numba.njit(cache=True, nogil=True)(_residual_step)
+            _kernels["step"](np.ones((5, 3), np.complex128), 2)
+            _kernels["loo"] = numba.njit(cache=True, nogil=True, fastmath=_FLAGS)(_loo_totals)
+            _kernels["loo"](
+                np.ones((1, 2, 2)), np.ones((1, 2)), np.ones((2, 3), np.complex128), np.empty(1)
+            )
         except Exception as exc:  # ImportError, or a numba that cannot compile here
             REASON = f"{type(exc).__name__}: {exc}"
             log.warning("diffjscc.radio: compiled OFDM kernel unavailable (%s); numpy", REASON)

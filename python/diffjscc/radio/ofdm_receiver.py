@@ -182,13 +182,10 @@ def _select_smoother(groups: list[np.ndarray], m: int, stagger: int, noise_var: 
     parts = [_loo_parts(m, stagger, r) for r in range(len(groups))]
     best, best_score, best_excess = 0, math.inf, 0.0
     size = sum(g.size for g in groups)
+    totals = sum(_fast_ofdm.loo_totals(parts[r][0], parts[r][1], g) for r, g in enumerate(groups))
     for k in range(len(cands[0])):
-        total, expected = 0.0, 0.0
-        for r, g in enumerate(groups):
-            s, keep, noise_sum = parts[r][k]
-            resid = (g - np.einsum("ij,jp->ip", s, g)) / keep
-            total += float(np.sum(resid.real**2 + resid.imag**2))
-            expected += noise_sum * g.shape[1]
+        total = float(totals[k])
+        expected = sum(parts[r][2][k] * g.shape[1] for r, g in enumerate(groups))
         score = total / size
         if score < best_score:
             # Less twice the score's own scatter, so that noise alone adds nothing.
@@ -199,19 +196,24 @@ def _select_smoother(groups: list[np.ndarray], m: int, stagger: int, noise_var: 
 
 @functools.lru_cache(maxsize=256)
 def _loo_parts(m: int, stagger: int, row: int) -> tuple:
-    """Per candidate of ``time_smoothers(m, stagger, row)``: its rows at the symbols
-    that carry the pilots, the leave-one-out divisor [n, 1] (1 - own weight), and the
-    noise in the leave-one-out residuals in units of the pilots' noise (the left-out
-    pilot's own, plus that of the prediction from the others), summed over the symbols."""
-    out = []
+    """For the candidates of ``time_smoothers(m, stagger, row)``: their rows at the
+    symbols that carry the pilots [candidates, n, n], the leave-one-out divisors
+    [candidates, n] (1 - own weight), and per candidate the noise in the leave-one-out
+    residuals in units of the pilots' noise (the left-out pilot's own, plus that of the
+    prediction from the others), summed over the symbols."""
+    rows, keeps, noise = [], [], []
     for _, full in time_smoothers(m, stagger, row):
-        s = np.ascontiguousarray(full[row::stagger])
+        s = full[row::stagger]
         diag = np.diag(s)
         keep = np.maximum(1.0 - diag, 1e-3)
         others = (np.sum(s * s, axis=1) - diag**2) / keep**2
-        s.flags.writeable = False
-        out.append((s, keep[:, None], float(np.sum(1.0 + others))))
-    return tuple(out)
+        rows.append(s)
+        keeps.append(keep)
+        noise.append(float(np.sum(1.0 + others)))
+    out = (np.stack(rows), np.stack(keeps), tuple(noise))
+    out[0].flags.writeable = False
+    out[1].flags.writeable = False
+    return out
 
 
 def _correlations(
