@@ -82,3 +82,44 @@ def test_numpy_path_alone(monkeypatch):
     assert [f.image_id for f in frames] == [0, 1, 2] and stats["internal_errors"] == 0
     for f in frames:
         assert np.mean(np.abs(f.symbols - sent[f.image_id]) ** 2) < 0.5
+
+
+@needs_numba
+def test_compiled_estimator_kernels_match_their_numpy_twins(monkeypatch):
+    """The channel estimator's kernels (time smoother, its leave-one-out residuals, the
+    residual phase step, the interpolation product) against their twins, on the shapes
+    a frame gives them and on edge cases (one symbol, an empty row, the nearest-only
+    fallback, a straight line through two observations either side)."""
+    rng = np.random.default_rng(3)
+
+    def cplx(*shape):
+        return rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+
+    cases = []
+    for m, stagger in [(1, 2), (2, 2), (3, 2), (7, 2), (9, 2), (6, 3), (10, 1)]:
+        step = rng.uniform(-0.3, 0.3)
+        hp = cplx(1, 15) * np.exp(1j * step * np.arange(m))[:, None] + 0.2 * cplx(m, 15)
+        cases.append((m, stagger, hp))
+    for m, stagger, hp in cases:
+        for row in range(min(m, stagger)):
+            t_obs = np.arange(row, m, stagger, dtype=np.float64)
+            weight = rng.uniform(0.1, 10.0, t_obs.size)
+            for half, fit in [(np.inf, False), (np.inf, True), (1.0, True), (0.4, True)]:
+                compiled = [_fast_ofdm.local_linear(t_obs, m, half, fit, w) for w in (None, weight)]
+                compiled.append(_fast_ofdm.residual_step(hp, stagger))
+                monkeypatch.setattr(_fast_ofdm, "AVAILABLE", False)
+                twin = [_fast_ofdm.local_linear(t_obs, m, half, fit, w) for w in (None, weight)]
+                twin.append(_fast_ofdm.residual_step(hp, stagger))
+                monkeypatch.setattr(_fast_ofdm, "AVAILABLE", True)
+                for a, b in zip(compiled, twin, strict=True):
+                    assert np.allclose(a, b, rtol=1e-12, atol=1e-12)
+    assert _fast_ofdm.residual_step(cases[3][2], 2) != 0.0  # the phase ramp is found
+    smoothers = rng.uniform(-0.5, 1.0, (4, 4, 4))
+    keep = rng.uniform(0.2, 1.0, (4, 4))
+    g, a, b = cplx(4, 15), cplx(7, 30), cplx(492, 30)
+    compiled = (_fast_ofdm.loo_totals(smoothers, keep, g), _fast_ofdm.product_bt(a, b))
+    monkeypatch.setattr(_fast_ofdm, "AVAILABLE", False)
+    twin = (_fast_ofdm.loo_totals(smoothers, keep, g), _fast_ofdm.product_bt(a, b))
+    assert np.allclose(compiled[0], twin[0], rtol=1e-12)
+    assert np.allclose(compiled[1], twin[1], rtol=1e-12, atol=1e-12)
+    assert np.allclose(twin[1], a @ b.T)

@@ -858,8 +858,8 @@ class OfdmReceiver:
         if self._after_frame:
             # Frames back to back: the next sync is likely within one correlation block,
             # and the metric beyond it (over that frame's body) would be thrown away.
-            self._after_frame = False
             hi = min(valid_end, lo + _CORR_FFT - SYNC_LENGTH - _LAGS)
+            self._after_frame = hi == valid_end  # a short window: the next pass too
         metric, summed, single = self._metric(lo, hi)
         above = np.flatnonzero(metric > self.tuning.detection_threshold)
         if above.size == 0:
