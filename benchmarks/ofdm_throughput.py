@@ -14,8 +14,9 @@ the other, ``--repeats`` times each:
          channels.channel_model -> digital.corr_est_cc (GNU Radio's burst detector,
          correlating with the OFDM sync) -> null sink;
 - numpy: the OFDM receiver core alone on a recorded stream (CPU time of this
-         process), chunks of 8192 samples: frames back to back (1000-sample gaps) and
-         noise alone (idle); its sync metric compiled where numba is (``_fast_ofdm``).
+         process), chunks of 8192 samples: frames back to back (1000-sample gaps), the
+         same with its cached interpolators forgotten before every pass (cold), and
+         noise alone (idle); its kernels compiled where numba is (``_fast_ofdm``).
 
 The image is the astronaut sample encoded once by the QA tests' stand-in codec
 (768x512 after resizing: 3072 JSCC symbols, one frame), so the encoder hardly counts.
@@ -99,11 +100,13 @@ def stock(args, bursts):
     return tb
 
 
-def numpy_rx(bursts, seconds=3.0, idle=False) -> float:
+def numpy_rx(bursts, seconds=3.0, idle=False, cold=False) -> float:
     """Samples per CPU second of the OFDM receiver core on a noisy stream of frames, or
-    on noise alone (``idle``: what the receiver costs between frames)."""
+    on noise alone (``idle``: what the receiver costs between frames); ``cold``: its
+    cached delay priors and interpolators forgotten before every pass (a new link, or a
+    channel and noise level that keep changing: every frame's estimate solves anew)."""
     from diffjscc.radio.ofdm import OfdmConfig, noise_voltage
-    from diffjscc.radio.ofdm_receiver import OfdmReceiver
+    from diffjscc.radio.ofdm_receiver import OfdmReceiver, clear_caches
     from diffjscc.radio.sim import frequency_offset
 
     cfg = OfdmConfig()
@@ -119,6 +122,8 @@ def numpy_rx(bursts, seconds=3.0, idle=False) -> float:
     t_end = time.monotonic() + seconds
     while time.monotonic() < t_end or best == 0.0:
         rx = OfdmReceiver(cfg)
+        if cold:
+            clear_caches()
         t = time.process_time()
         for i in range(0, x.size, 8192):
             rx.feed(x[i : i + 8192])
@@ -183,6 +188,7 @@ def main(argv=None) -> int:
             k: args.samples / statistics.median(v) / 1e6 for k, v in block_cpu.items()
         },
         "numpy_ofdm_rx_msps_cpu": numpy_rx(bursts) / 1e6,
+        "numpy_ofdm_rx_cold_msps_cpu": numpy_rx(bursts, cold=True) / 1e6,
         "numpy_ofdm_rx_idle_msps_cpu": numpy_rx(bursts, idle=True) / 1e6,
         "compiled_sync_metric": _compiled(),
         "seconds": runs,

@@ -326,16 +326,21 @@ def _wiener_weights(targets, observed, fft_size: int, delays, rho: float):
     targets = np.asarray(targets, dtype=np.int64)
     if d.size == 0:
         d = np.zeros(1, dtype=np.int64)
-    phasor = _twiddles(fft_size)
-    eo = phasor[np.outer(observed, d) % fft_size]  # [observed, D]
-    et = phasor[np.outer(targets, d) % fft_size]  # [targets, D]
-    rdp = _fast_ofdm.product_bt(et, eo.conj()) / d.size
+    n = fft_size
+    # R(dk) = mean over the delays of exp(-2 pi j dk d / N), for every dk modulo N: the
+    # FFT of the delays' histogram (the correlations are gathered from it, no products).
+    corr = np.fft.fft(np.bincount(d % n, minlength=n)) / d.size
+    rdp = corr[np.subtract.outer(targets, observed) % n]
     if d.size >= observed.size:
-        a = _fast_ofdm.product_bt(eo, eo.conj()) / d.size + rho * np.eye(observed.size)
+        a = corr[np.subtract.outer(observed, observed) % n] + rho * np.eye(observed.size)
         w = np.linalg.solve(a.T, rdp.T).T  # rdp a^-1
     else:
-        eo_h = np.ascontiguousarray(eo.conj().T)
-        gram = _fast_ofdm.product_bt(eo_h, eo_h.conj())  # E_o^H E_o
+        phasor = _twiddles(n)
+        eo_h = phasor[np.outer(d, observed) % n].conj()  # E_o^H [D, observed]
+        et = phasor[np.outer(targets, d) % n]  # [targets, D]
+        # E_o^H E_o [d1, d2] = sum over the observed of exp(-2 pi j f (d2 - d1) / N).
+        spectrum = np.fft.fft(np.bincount(observed % n, minlength=n))
+        gram = spectrum[np.subtract.outer(d, d).T % n]
         gram[np.diag_indices(d.size)] += rho * d.size
         x = np.linalg.solve(gram, eo_h)  # [D, observed]
         w = _fast_ofdm.product_bt(et, np.ascontiguousarray(x.T))
@@ -349,6 +354,14 @@ def _twiddles(n: int) -> np.ndarray:
     out = np.exp(-2j * np.pi * np.arange(n) / n)
     out.flags.writeable = False
     return out
+
+
+def clear_caches() -> None:
+    """Forget the cached delay priors and Wiener interpolators (benchmarks: the cost of
+    a new link, or of a channel and noise level that keep changing, before the caches
+    fill; each new delay prior or noise level costs a solve)."""
+    for cached in (_prior_delays, _wiener_cached, _known_interpolator):
+        cached.cache_clear()
 
 
 def _rho_db10(rho: float) -> float:
