@@ -371,3 +371,26 @@ def test_payload_gain_trusts_the_power_of_a_whole_image_more():
     part = payload_gain(y, grid, np.arange(n), whole_image=False)
     assert whole == pytest.approx(0.8, abs=0.05)
     assert whole < part < 1.0
+
+
+def test_wiener_weights_match_the_textbook_solve():
+    """Both ways the interpolator is solved (the observations' size, or the delays' when
+    fewer: the push-through identity) give W = R_to (R_oo + rho I)^-1 and its error."""
+    from diffjscc.radio.ofdm_receiver import _wiener_weights
+
+    n = 1024
+    rng = np.random.default_rng(0)
+    for n_obs, delays in [(30, np.arange(-3, 37)), (255, np.arange(0, 40)), (12, [0, 5, 9])]:
+        observed = np.sort(rng.choice(np.arange(-250, 250), n_obs, replace=False))
+        targets = np.arange(-246, 247, 7)
+        for rho in (1e-3, 0.3):
+            w, mse = _wiener_weights(targets, observed, n, tuple(delays), rho)
+            d = np.asarray(delays, dtype=np.float64)
+            eo = np.exp(-2j * np.pi * np.outer(observed, d) / n)
+            et = np.exp(-2j * np.pi * np.outer(targets, d) / n)
+            r_oo, r_to = eo @ eo.conj().T / d.size, et @ eo.conj().T / d.size
+            want = r_to @ np.linalg.inv(r_oo + rho * np.eye(n_obs))
+            assert np.allclose(w, want, atol=1e-8 * np.abs(want).max())
+            want_mse = 1.0 - np.sum(want * r_to.conj(), axis=1).real
+            assert np.allclose(mse, np.clip(want_mse, 0, 1), atol=1e-8)
+            assert 0.0 < mse.max() < 1.0
