@@ -394,3 +394,26 @@ def test_wiener_weights_match_the_textbook_solve():
             want_mse = 1.0 - np.sum(want * r_to.conj(), axis=1).real
             assert np.allclose(mse, np.clip(want_mse, 0, 1), atol=1e-8)
             assert 0.0 < mse.max() < 1.0
+
+
+def test_known_symbol_factor_matches_the_interpolator():
+    """The factored known-symbol estimate (E_t G^-1 times the observations' response at
+    the delays, one inverse FFT) equals the full Wiener interpolator's, and so does its
+    error."""
+    from diffjscc.radio import ofdm_receiver as rx
+
+    cfg = OfdmConfig()
+    lay = cfg.layout
+    rng = np.random.default_rng(1)
+    freqs = np.sort(np.concatenate([lay.pilot_freqs[0], lay.data_freqs[0][:120]]))
+    key = np.ascontiguousarray(freqs, dtype=np.int64).tobytes()
+    delays = tuple(range(-2, 30))
+    ls = rng.standard_normal(freqs.size) + 1j * rng.standard_normal(freqs.size)
+    for rho_db10 in (-3.0, -1.0, 0.5):
+        w, rel = rx._known_interpolator(cfg, key, 2, delays, rho_db10)
+        factor, rel_f = rx._known_factor(cfg, key, 2, delays, rho_db10)
+        spectrum = np.zeros(cfg.fft_size, dtype=np.complex128)
+        spectrum[freqs % cfg.fft_size] = ls
+        response = np.fft.ifft(spectrum)[np.asarray(delays) % cfg.fft_size] * cfg.fft_size
+        assert np.allclose(factor @ response, w @ ls, atol=1e-9 * np.abs(w @ ls).max())
+        assert np.allclose(rel_f, rel, atol=1e-9)

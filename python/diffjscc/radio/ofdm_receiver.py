@@ -338,9 +338,7 @@ def _wiener_weights(targets, observed, fft_size: int, delays, rho: float):
         phasor = _twiddles(n)
         eo_h = phasor[np.outer(d, observed) % n].conj()  # E_o^H [D, observed]
         et = phasor[np.outer(targets, d) % n]  # [targets, D]
-        # E_o^H E_o [d1, d2] = sum over the observed of exp(-2 pi j f (d2 - d1) / N).
-        spectrum = np.fft.fft(np.bincount(observed % n, minlength=n))
-        gram = spectrum[np.subtract.outer(d, d).T % n]
+        gram = _observed_gram(observed, d, n)
         gram[np.diag_indices(d.size)] += rho * d.size
         x = np.linalg.solve(gram, eo_h)  # [D, observed]
         w = _fast_ofdm.product_bt(et, np.ascontiguousarray(x.T))
@@ -360,7 +358,7 @@ def clear_caches() -> None:
     """Forget the cached delay priors and Wiener interpolators (benchmarks: the cost of
     a new link, or of a channel and noise level that keep changing, before the caches
     fill; each new delay prior or noise level costs a solve)."""
-    for cached in (_prior_delays, _wiener_cached, _known_interpolator):
+    for cached in (_prior_delays, _wiener_cached, _known_interpolator, _known_factor):
         cached.cache_clear()
 
 
@@ -559,12 +557,48 @@ def _known_estimates(y, cfg: OfdmConfig, known, xp, delays, rho: float, rows: in
     key_delays = tuple(np.round(delays).astype(np.int64).tolist())
     rho_db10 = _rho_db10(rho)
     plan = _known_plan(cfg, np.ascontiguousarray(slots, dtype=np.int64).tobytes(), y.shape[0])
+    n = cfg.fft_size
     for i, take, bins, order, key in plan:
         sent = np.concatenate([xp[i], values[take]])[order]
         ls = y[i, bins] / sent  # |known| = 1
-        w, rel = _known_interpolator(cfg, key, rows, key_delays, rho_db10)
-        out[i] = (_fast_ofdm.product_bt(ls[None, :], w)[0], rel)
+        if len(key_delays) >= bins.size:
+            w, rel = _known_interpolator(cfg, key, rows, key_delays, rho_db10)
+            out[i] = (_fast_ofdm.product_bt(ls[None, :], w)[0], rel)
+            continue
+        # Fewer delays than known symbols: W ls = E_t G^-1 (E_o^H ls), and E_o^H ls, the
+        # observations' response at the prior's delays, is one inverse FFT; the cached
+        # factor E_t G^-1 is [comb, delays], its miss a small solve.
+        factor, rel = _known_factor(cfg, key, rows, key_delays, rho_db10)
+        spectrum = np.zeros(n, dtype=np.complex128)
+        spectrum[bins] = ls
+        response = np.fft.ifft(spectrum)[np.asarray(key_delays) % n] * n
+        out[i] = (_fast_ofdm.product_bt(factor, response[None, :])[:, 0], rel)
     return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _known_factor(cfg: OfdmConfig, known: bytes, rows: int, delays: tuple, rho_db10: float):
+    """E_t G^-1 [comb, delays], G = E_o^H E_o + rho D I, for the known subcarriers (as
+    ``_known_interpolator``'s key), and the comb's relative error, rho E_t G^-1 E_t^H."""
+    n = cfg.fft_size
+    rho = 10.0**rho_db10
+    d = np.asarray(delays, dtype=np.int64)
+    observed = np.frombuffer(known, dtype=np.int64)
+    et = _twiddles(n)[np.outer(_pilot_comb(cfg, rows), d) % n]
+    gram = _observed_gram(observed, d, n)
+    gram[np.diag_indices(d.size)] += rho * d.size
+    factor = np.linalg.solve(gram, et.conj().T).conj().T  # G is Hermitian
+    mse = np.clip(rho * np.einsum("kd,kd->k", factor, et.conj()).real, 0.0, 1.0)
+    factor.flags.writeable = False
+    mse.flags.writeable = False
+    return factor, mse
+
+
+def _observed_gram(observed: np.ndarray, d: np.ndarray, n: int) -> np.ndarray:
+    """E_o^H E_o [d1, d2] = sum over the observed subcarriers f of exp(-2 pi j f (d2 - d1)
+    / N): the FFT of their histogram, gathered."""
+    spectrum = np.fft.fft(np.bincount(observed % n, minlength=n))
+    return spectrum[np.subtract.outer(d, d).T % n]
 
 
 @functools.lru_cache(maxsize=64)
