@@ -123,3 +123,13 @@ def test_compiled_estimator_kernels_match_their_numpy_twins(monkeypatch):
     assert np.allclose(compiled[0], twin[0], rtol=1e-12)
     assert np.allclose(compiled[1], twin[1], rtol=1e-12, atol=1e-12)
     assert np.allclose(twin[1], a @ b.T)
+    # The sync's phase slope: a known frequency offset left after the coarse correction.
+    signs = np.asarray([1.0, 1.0, -1.0, 1.0, -1.0, -1.0, 1.0, 1.0])
+    block = cplx(32)
+    x = np.tile(block, 8) * np.repeat(signs, 32) * np.exp(2j * np.pi * 0.003 * np.arange(256))
+    x = (x + 0.3 * cplx(256)).astype(np.complex64)
+    compiled = _fast_ofdm.sync_slope(x, 0.001, signs, block)
+    monkeypatch.setattr(_fast_ofdm, "AVAILABLE", False)
+    twin = _fast_ofdm.sync_slope(x, 0.001, signs, block)
+    assert compiled == pytest.approx(twin, abs=1e-12)
+    assert twin / (2 * np.pi * 32) == pytest.approx(0.002, abs=2e-4)

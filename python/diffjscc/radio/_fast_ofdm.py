@@ -8,7 +8,10 @@ stays False and the numpy twin runs, which gives the same results to rounding
 
 The sync metric is the receiver's cost on every sample (an idle stream is nothing
 else): numpy makes a temporary per Barker term and per step of the lag sum; the
-kernel runs through the correlations once.
+kernel runs through the correlations once. The others are a frame's small, many-call
+steps (the sync's phase slope, the channel estimate's residual phase step, time
+smoother, leave-one-out residuals and interpolation product), where numpy's cost is
+its calls (1-50 us each, some forty a frame) rather than the arithmetic.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from scipy import ndimage
 
 log = logging.getLogger(__name__)
 
-AVAILABLE = False  # the kernel below is compiled and in use
+AVAILABLE = False  # the kernels below are compiled and in use
 REASON = "not loaded yet"
 _tried = False
 _lock = threading.Lock()
@@ -320,6 +323,90 @@ def loo_totals(smoothers, keep, g):
     return out
 
 
+def sync_slope_numpy(x, cfo, signs, block):
+    """The phase slope across the sync's blocks (``sync_slope``), in numpy."""
+    n = np.arange(x.size)
+    x = x * np.exp(-2j * np.pi * cfo * n)
+    blocks = x.reshape(signs.size, block.size) * signs[:, None]
+    c = np.einsum("bn,n->b", blocks, np.conj(block))  # one correlation per block
+    phase = unwrap_few(np.angle(c))
+    w = np.abs(c) ** 2
+    t = np.arange(signs.size, dtype=np.float64)
+    tc = t - np.sum(w * t) / max(float(np.sum(w)), 1e-30)
+    return float(np.sum(w * tc * phase) / max(float(np.sum(w * tc * tc)), 1e-30))
+
+
+def unwrap_few(phase: np.ndarray) -> np.ndarray:
+    """np.unwrap for a few values, in Python floats (np.unwrap's calls cost more)."""
+    values = phase.tolist()
+    out = [values[0]]
+    correction = 0.0
+    for prev, cur in zip(values[:-1], values[1:], strict=True):
+        d = cur - prev
+        d_mod = (d + math.pi) % (2.0 * math.pi) - math.pi
+        if d_mod == -math.pi and d > 0:
+            d_mod = math.pi
+        if abs(d) >= math.pi:
+            correction += d_mod - d
+        out.append(cur + correction)
+    return np.asarray(out)
+
+
+def _sync_slope(x, cfo, signs, block):
+    terms = signs.size
+    period = block.size
+    phase = np.empty(terms)
+    w = np.empty(terms)
+    correction = 0.0
+    prev = 0.0
+    for b in range(terms):
+        acc = 0j
+        for k in range(period):
+            i = b * period + k
+            acc += x[i] * np.exp(-2j * np.pi * cfo * i) * signs[b] * np.conj(block[k])
+        w[b] = acc.real * acc.real + acc.imag * acc.imag
+        cur = math.atan2(acc.imag, acc.real)
+        if b > 0:
+            d = cur - prev
+            d_mod = (d + math.pi) % (2.0 * math.pi) - math.pi
+            if d_mod == -math.pi and d > 0:
+                d_mod = math.pi
+            if abs(d) >= math.pi:
+                correction += d_mod - d
+        phase[b] = cur + correction
+        prev = cur
+    sw = 0.0
+    swt = 0.0
+    for b in range(terms):
+        sw += w[b]
+        swt += w[b] * b
+    centre = swt / max(sw, 1e-30)
+    num = 0.0
+    den = 0.0
+    for b in range(terms):
+        tc = b - centre
+        num += w[b] * tc * phase[b]
+        den += w[b] * tc * tc
+    return num / max(den, 1e-30)
+
+
+def sync_slope(x, cfo, signs, block):
+    """Phase advance (radians per block) of the sync's block correlations at ``x`` (the
+    sync's samples, one block per sign of the cover ``signs``) after removing ``cfo``
+    (cycles per sample): a line weighted by the correlations' power. Ten numpy calls
+    and np.unwrap's in the twin."""
+    if not AVAILABLE:
+        return sync_slope_numpy(x, cfo, signs, block)
+    return float(
+        _kernels["slope"](
+            np.ascontiguousarray(x, dtype=np.complex64),
+            float(cfo),
+            np.ascontiguousarray(signs, dtype=np.float64),
+            np.ascontiguousarray(block, dtype=np.complex128),
+        )
+    )
+
+
 def _product_bt(a, b, out):
     for i in range(a.shape[0]):
         for k in range(b.shape[0]):
@@ -345,7 +432,7 @@ def product_bt(a, b):
 
 
 def load() -> bool:
-    """Import numba and compile (or load from its cache) the kernel, once; returns
+    """Import numba and compile (or load from its cache) the kernels, once; returns
     ``AVAILABLE``. A missing or broken numba is logged once; numpy stays in use."""
     global AVAILABLE, REASON, _tried
     with _lock:
@@ -370,6 +457,8 @@ def load() -> bool:
             _kernels["smoother"](np.arange(2.0), 3, 1.0, True, np.ones(2), np.empty((3, 2)))
             _kernels["step"] = numba.njit(cache=True, nogil=True)(_residual_step)
             _kernels["step"](np.ones((5, 3), np.complex128), 2)
+            _kernels["slope"] = numba.njit(cache=True, nogil=True)(_sync_slope)
+            _kernels["slope"](np.ones(8, np.complex64), 0.0, np.ones(2), np.ones(4, np.complex128))
             _kernels["loo"] = numba.njit(cache=True, nogil=True, fastmath=_FLAGS)(_loo_totals)
             _kernels["loo"](
                 np.ones((1, 2, 2)), np.ones((1, 2)), np.ones((2, 3), np.complex128), np.empty(1)

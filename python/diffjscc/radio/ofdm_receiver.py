@@ -701,22 +701,6 @@ def effective_snr(var: np.ndarray) -> float:
     return 1.0 / max(float(np.mean(var)), 1e-12)
 
 
-def _unwrap(phase: np.ndarray) -> np.ndarray:
-    """np.unwrap for a few values, in Python floats (np.unwrap's calls cost more)."""
-    values = phase.tolist()
-    out = [values[0]]
-    correction = 0.0
-    for prev, cur in zip(values[:-1], values[1:], strict=True):
-        d = cur - prev
-        d_mod = (d + math.pi) % (2.0 * math.pi) - math.pi
-        if d_mod == -math.pi and d > 0:
-            d_mod = math.pi
-        if abs(d) >= math.pi:
-            correction += d_mod - d
-        out.append(cur + correction)
-    return np.asarray(out)
-
-
 def _reencode_conv(soft: np.ndarray) -> np.ndarray:
     """The version-2 header symbols of the Viterbi decoder's most likely bits."""
     scrambler = header_scrambler(hdr.CONV_SYMBOLS)
@@ -768,6 +752,7 @@ class OfdmReceiver:
             )
         block = sync_block(cfg.fft_size, cfg.used_carriers).astype(np.complex128)
         self._block = block
+        self._cover = np.asarray(COVER_SIGNS, dtype=np.float64)
         self._template = np.conj(block[::-1])
         kernel = np.zeros(_CORR_FFT, dtype=np.complex64)
         kernel[:SYNC_PERIOD] = self._template
@@ -959,15 +944,7 @@ class OfdmReceiver:
         x = self._samples(at, at + SYNC_LENGTH)
         if x is None:
             return 0.0
-        n = np.arange(SYNC_LENGTH)
-        x = x * np.exp(-2j * np.pi * cfo * n)
-        blocks = x.reshape(SYNC_BLOCKS, SYNC_PERIOD) * COVER_SIGNS[:, None]
-        c = np.einsum("bn,n->b", blocks, np.conj(self._block))  # one correlation per block
-        phase = _unwrap(np.angle(c))
-        w = np.abs(c) ** 2
-        t = np.arange(SYNC_BLOCKS, dtype=np.float64)
-        tc = t - np.sum(w * t) / max(float(np.sum(w)), 1e-30)
-        slope = float(np.sum(w * tc * phase) / max(float(np.sum(w * tc * tc)), 1e-30))
+        slope = _fast_ofdm.sync_slope(x, cfo, self._cover, self._block)
         return slope / (2.0 * math.pi * SYNC_PERIOD)
 
     def _metric(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
