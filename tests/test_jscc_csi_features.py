@@ -151,3 +151,22 @@ def test_the_psnr_loss_is_the_samples_mean_psnr_not_the_batch_mse():
         training_loss(guess, x, kind).backward()
         grads = guess.grad.flatten(1).norm(dim=1)
         assert bool(grads[1] > 10 * grads[0]) == bad_dominates, kind
+
+
+def test_the_shipped_rayleigh_model_is_in_the_registry_and_its_onnx_encoder_matches(
+    natural_image,
+):
+    from diffjscc.jscc.onnx_encoder import OnnxJSCCEncoder
+    from diffjscc.registry import get_model_spec
+    from diffjscc.zoo import load_codec
+
+    spec = get_model_spec("jscc-rayleigh-cbr1_384")
+    assert spec.rate_code == 3 and spec.channel_type == "rayleigh" and spec.cbr_str == "1/384"
+    assert get_model_spec("1/384").channel_type == "awgn"  # the CBR still names the default
+    codec = load_codec(spec.name)
+    assert codec.model.config.csi_features == "zf_snr"
+    img = natural_image[:200, :300]
+    ref = codec.encode(img, 3.0)
+    got = OnnxJSCCEncoder.from_pretrained(spec.name).encode(img, 3.0)
+    assert got.latent_shape == ref.latent_shape
+    assert np.max(np.abs(got.symbols - ref.symbols)) < 1e-4

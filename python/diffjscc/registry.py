@@ -77,6 +77,14 @@ MODELS: dict[str, ModelSpec] = {
             channel_type="awgn",
             weights="jscc_awgn_cbr1_96",
         ),
+        # Block Rayleigh fading, zero forcing, CSI [SNR, Re h, Im h]: docs/training.md.
+        ModelSpec(
+            "jscc-rayleigh-cbr1_384",
+            rate_code=3,
+            channels=4,
+            channel_type="rayleigh",
+            weights="jscc_rayleigh_cbr1_384",
+        ),
     )
 }
 
