@@ -88,6 +88,14 @@ def setup_args() -> argparse.ArgumentParser:
         "--waveform", choices=["sc", "ofdm"], default="sc", help="single carrier or OFDM (sc)"
     )
     p.add_argument(
+        "--header-version",
+        type=int,
+        choices=[1, 2],
+        default=2,
+        help="frame header code: 2 (convolutional, 240 symbols; default) or 1 (RM(1,5), 608 "
+        "symbols: decodes about 2 dB lower, for links below 0 dB)",
+    )
+    p.add_argument(
         "--channel",
         default="awgn",
         help="multipath preset: awgn, rayleigh, indoor, epa, eva (one static realisation per "
@@ -293,6 +301,7 @@ class Loopback(gr.top_block):
             interval_s=0,
             encoder=encoder,
             waveform=args.waveform,
+            header_version=args.header_version,
         )
         whole = int(math.floor(delay))
         stages = [self.source]
@@ -554,6 +563,7 @@ def run(args, encoder=None, decoder=None, log=print) -> dict:
         "delay_samples": tb.channel_info["delay_samples"],
         "h": [tb.channel_info["h"].real, tb.channel_info["h"].imag],
         "waveform": args.waveform,
+        "header_version": args.header_version,
         "channel": args.channel if not args.taps else "taps",
         "doppler": args.doppler,
         "taps": tb.channel_info["taps"],

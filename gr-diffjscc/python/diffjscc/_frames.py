@@ -32,8 +32,9 @@ SNR_RANGE_DB = (-100.0, 100.0)
 MAX_GAIN = 1e6
 
 
-def frame_config(sps=2, rolloff=0.35, pilot_spacing=0, max_payload_symbols=0):
-    """A ``diffjscc.radio.FrameConfig``; 0 for the spacing or payload size means the default."""
+def frame_config(sps=2, rolloff=0.35, pilot_spacing=0, max_payload_symbols=0, header_version=0):
+    """A ``diffjscc.radio.FrameConfig``; 0 for the spacing, payload size or header version
+    means the default."""
     from diffjscc.radio import FrameConfig
 
     kwargs = {"sps": int(sps), "rolloff": float(rolloff)}
@@ -41,6 +42,8 @@ def frame_config(sps=2, rolloff=0.35, pilot_spacing=0, max_payload_symbols=0):
         kwargs["pilot_spacing"] = int(pilot_spacing)
     if max_payload_symbols:
         kwargs["max_payload_symbols"] = int(max_payload_symbols)
+    if header_version:
+        kwargs["header_version"] = int(header_version)
     return FrameConfig(**kwargs)  # ConfigError with the reason when a value does not fit
 
 

@@ -167,6 +167,7 @@ class image_source(gr.sync_block):
         rolloff=0.35,
         pilot_spacing=0,
         max_payload_symbols=0,
+        header_version=0,
         gap_samples=1000,
         burst_tags="packet_len",
         len_tag_key="packet_len",
@@ -198,7 +199,7 @@ class image_source(gr.sync_block):
         self.repeat = _repeat_count(repeat)
         self.interval_s = _seconds("interval_s", interval_s)
         self.on_demand = bool(on_demand)
-        self.cfg = frame_config(sps, rolloff, pilot_spacing, max_payload_symbols)
+        self.cfg = frame_config(sps, rolloff, pilot_spacing, max_payload_symbols, header_version)
         # The waveform ("sc", "ofdm": diffjscc.radio.waveform) takes the settings it knows;
         # waveform_settings are other waveforms' (OFDM's fft_size, cp_length, ...).
         from diffjscc.radio.waveform import SingleCarrier, waveform_from_block_params
@@ -212,6 +213,7 @@ class image_source(gr.sync_block):
                 rolloff=rolloff,
                 pilot_spacing=pilot_spacing,
                 max_payload_symbols=max_payload_symbols,
+                header_version=header_version,
                 **waveform_settings,
             )
         self.gap_samples = int(gap_samples)

@@ -328,6 +328,41 @@ class qa_image_source(gr_unittest.TestCase):
         self.assertTrue(_until(lambda: src.stats()["images_sent"] == 1))
         self._stop()  # fails if the idle source held the flowgraph
 
+    def test_017_header_version_chooses_the_header_code(self):
+        # Version 1 (RM(1,5)) is longer but decodes about 2 dB lower: a link below 0 dB
+        # needs it, so the source must send it when asked, for both waveforms, and the
+        # receiver must take either.
+        from diffjscc.radio import get_waveform
+
+        path = _write_image(self.dir / "a.png", 64, 96)
+        enc = BlockMeanCodec().encode(np.asarray(Image.open(path)))
+        for waveform in ("sc", "ofdm"):
+            with self.subTest(waveform=waveform):
+                sizes = {}
+                for version in (1, 2):
+                    self.tb = gr.top_block()
+                    src = image_source(
+                        str(path),
+                        gap_samples=100,
+                        encoder=BlockMeanCodec(),
+                        waveform=waveform,
+                        header_version=version,
+                    )
+                    self.assertEqual(src.waveform.settings()["header_version"], version)
+                    data, _, _ = self._run(src)
+                    expected = get_waveform(waveform, header_version=version).build_bursts(enc, 0)
+                    np.testing.assert_allclose(
+                        data[100 : 100 + expected[0].size], expected[0], atol=1e-6
+                    )
+                    sizes[version] = expected[0].size
+                    rx = src.waveform.make_receiver()
+                    frames = rx.feed(data) + rx.flush()
+                    self.assertEqual(len(frames), 1)
+                    self.assertEqual(frames[0].image_shape, (64, 96))
+                self.assertGreater(sizes[1], sizes[2])
+        with self.assertRaises(ConfigError):
+            image_source(str(path), encoder=BlockMeanCodec(), header_version=3)
+
 
 def _until(predicate, timeout=10.0):
     deadline = time.monotonic() + timeout

@@ -136,7 +136,14 @@ class SingleCarrier(Waveform):
     """Pulse-shaped single-carrier bursts (``diffjscc.radio.frame``) and ``BurstReceiver``."""
 
     name = "sc"
-    setting_names = ("sps", "rolloff", "filter_span", "pilot_spacing", "max_payload_symbols")
+    setting_names = (
+        "sps",
+        "rolloff",
+        "filter_span",
+        "pilot_spacing",
+        "max_payload_symbols",
+        "header_version",
+    )
 
     def __init__(self, cfg=None, **settings):
         from diffjscc.radio.config import FrameConfig
@@ -158,6 +165,7 @@ class SingleCarrier(Waveform):
             "filter_span": c.filter_span,
             "pilot_spacing": c.pilot_spacing,
             "max_payload_symbols": c.max_payload_symbols,
+            "header_version": c.header_version,
         }
 
     def build_bursts(self, enc, image_id: int) -> list[np.ndarray]:
