@@ -10,8 +10,7 @@ encoder [SNR, 1, 0]. The receiver equalises (y / h) and decodes with one of thes
 - ``link``: the link's average SNR kept across frames, with h scaled to it (AWGN model:
   [SNR_avg]; Rayleigh model: [SNR_avg, Re h, Im h], the form it was trained with).
 
-    .venv/bin/python benchmarks/kodak_rayleigh.py --rayleigh RUN/best.safetensors \\
-        --json results/kodak_rayleigh.json
+    .venv/bin/python benchmarks/kodak_rayleigh.py --draws 4 --json results/kodak_rayleigh.json
 
 PSNR of the uint8 output, averaged over draws and images. The JSON holds per-image values.
 """
@@ -38,6 +37,7 @@ from diffjscc.metrics import psnr
 from diffjscc.train.jscc import channel_draws, latent_shape
 
 AWGN_WEIGHTS = "python/diffjscc/weights/jscc_awgn_cbr1_384.safetensors"
+RAYLEIGH_WEIGHTS = "python/diffjscc/weights/jscc_rayleigh_cbr1_384.safetensors"
 
 
 def send(
@@ -73,7 +73,7 @@ def main() -> int:
     p.add_argument("--data", help="image folder (default: $DIFFJSCC_DATA/kodak)")
     p.add_argument("--images", type=int, default=24)
     p.add_argument("--awgn", default=AWGN_WEIGHTS)
-    p.add_argument("--rayleigh", required=True, help="the Rayleigh model's .safetensors")
+    p.add_argument("--rayleigh", default=RAYLEIGH_WEIGHTS, help="the Rayleigh model's .safetensors")
     p.add_argument("--snr", nargs="+", type=float, default=[1.0, 4.0, 7.0, 10.0, 13.0])
     p.add_argument("--draws", type=int, default=1, help="channel draws per image and SNR")
     p.add_argument(
