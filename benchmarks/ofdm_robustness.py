@@ -17,6 +17,11 @@ header symbols, and the frames received there at 3 dB or more are counted apart 
 channel is at -7 dB, where nothing decodes).
 Also the SNR estimate against what the delivered symbols show (effective
 SNR against the sent symbols), and the channel uses per JSCC symbol.
+``--fft-size --used-carriers --cp-length --pilot-spacing --pilot-stagger`` set
+the ``OfdmConfig`` of both ends (default: the default layout), e.g. the
+512-point layout for mobile links (docs/ofdm.md):
+
+    python benchmarks/ofdm_robustness.py --snr 3 5 --fft-size 512 --used-carriers 256 --pilot-spacing 16
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ import sys
 import numpy as np
 
 
-def run(snr_db, frames, seed=0, doppler=1e-4, cfo=0.005, preset="epa") -> dict:
+def run(snr_db, frames, seed=0, doppler=1e-4, cfo=0.005, preset="epa", layout=None) -> dict:
+    """``layout``: ``OfdmConfig`` keyword arguments (None: the defaults)."""
     from diffjscc import channels as ch
     from diffjscc.radio import image_symbol_count
     from diffjscc.radio.channel_presets import gnuradio_channel
@@ -45,7 +51,7 @@ def run(snr_db, frames, seed=0, doppler=1e-4, cfo=0.005, preset="epa") -> dict:
     from gnuradio import blocks, gr
 
     rng = np.random.default_rng([seed, int(snr_db * 10) + 500])
-    cfg = OfdmConfig()
+    cfg = OfdmConfig(**(layout or {}))
     shape = (512, 768)
     n = image_symbol_count(1, shape)
     sent, pieces, spans = [], [], []
@@ -117,6 +123,10 @@ def run(snr_db, frames, seed=0, doppler=1e-4, cfo=0.005, preset="epa") -> dict:
         "doppler_fdts": doppler,
         "cfo": cfo,
         "preset": preset,
+        "layout": {
+            k: getattr(cfg, k)
+            for k in ("fft_size", "used_carriers", "cp_length", "pilot_spacing", "pilot_stagger")
+        },
     }
 
 
@@ -129,10 +139,21 @@ def main(argv=None) -> int:
     p.add_argument("--cfo", type=float, default=0.005, help="cycles per sample")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json")
+    layout_options = ("fft_size", "used_carriers", "cp_length", "pilot_spacing", "pilot_stagger")
+    for name in layout_options:
+        p.add_argument("--" + name.replace("_", "-"), type=int, help="OfdmConfig; default its own")
     args = p.parse_args(argv)
+    from diffjscc.errors import ConfigError
+    from diffjscc.radio.ofdm import OfdmConfig
+
+    layout = {k: getattr(args, k) for k in layout_options if getattr(args, k) is not None}
+    try:
+        OfdmConfig(**layout)
+    except ConfigError as e:
+        p.error(str(e))
     rows = []
     for snr in args.snr:
-        row = run(snr, args.frames, args.seed, args.doppler, args.cfo, args.preset)
+        row = run(snr, args.frames, args.seed, args.doppler, args.cfo, args.preset, layout)
         print(json.dumps(row), file=sys.stderr)
         rows.append(row)
     if args.json:
