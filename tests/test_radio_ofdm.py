@@ -417,3 +417,18 @@ def test_known_symbol_factor_matches_the_interpolator():
         response = np.fft.ifft(spectrum)[np.asarray(delays) % cfg.fft_size] * cfg.fft_size
         assert np.allclose(factor @ response, w @ ls, atol=1e-9 * np.abs(w @ ls).max())
         assert np.allclose(rel_f, rel, atol=1e-9)
+
+
+def test_unstaggered_512_point_layout_with_a_two_symbol_header():
+    # Its version-2 header spans two OFDM symbols; smoothing the pilots' residuals over
+    # neighbouring symbols once returned three values for two and every frame failed.
+    rng = np.random.default_rng(3)
+    cfg = OfdmConfig(fft_size=512, used_carriers=256, pilot_spacing=8, pilot_stagger=1)
+    enc = _enc(rng, (128, 192))
+    bursts = []
+    for image_id in range(4):
+        bursts += [*build_bursts(enc, image_id, cfg), np.zeros(300, np.complex64)]
+    x, _ = _channel(bursts, cfg, 3.0, rng, (0.9, 0.0, 0.4j), cfo=0.003)
+    frames, rx = _receive(x, cfg)
+    assert rx.stats["internal_errors"] == 0
+    assert [f.image_id for f in frames] == [0, 1, 2, 3]

@@ -519,7 +519,8 @@ def estimate_channel_grid(y: np.ndarray, cfg: OfdmConfig, known=None) -> Channel
         expected = noise_var * (1.0 - 2.0 * self_weight) + nu
         excess = resid - expected * (1.0 + 2.0 / math.sqrt(hp.shape[1]))
         # Neighbours averaged: a symbol's few pilots alone scatter by a quarter.
-        excess = np.convolve(np.maximum(excess, 0.0), np.ones(3) / 3.0, mode="same")
+        # "full" trimmed to m: "same" returns 3 values for a frame of 2 symbols.
+        excess = np.convolve(np.maximum(excess, 0.0), np.ones(3) / 3.0)[1 : 1 + m]
         err = np.maximum(err, err - 0.5 * drift + excess[:, None])
     if known is not None:
         err += _inband_excess(y, cfg, known, h, err, noise_var)
