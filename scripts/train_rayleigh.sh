@@ -6,8 +6,9 @@
 # two new columns at zero, so step 0 is the AWGN model fed the zero-forced frame's SNR; a low
 # learning rate and frozen batch-norm statistics keep it close to that; the loss is the
 # samples' mean PSNR (--loss psnr), the figure the comparison averages. Run it again to
-# continue from RUN/checkpoint.pt. COPY=1 copies the best weights (float16) into
-# python/diffjscc/weights/ and exports the ONNX encoder: do that only when the Kodak
+# continue from RUN/checkpoint.pt. COPY=1 stores the best weights in python/diffjscc/weights/
+# as their 4-bit difference from the AWGN weights (2.6 MB; diffjscc.jscc.delta; no ONNX file,
+# for the weights budget: the transmitter encodes with torch): do that only when the Kodak
 # comparison (benchmarks/kodak_rayleigh.py --rayleigh RUN/best.safetensors) shows it beats the AWGN model and the shipped one on the fading
 # channel. The shipped jscc-rayleigh-cbr1_384 (docs/training.md) is one sitting of
 #   DIFFJSCC_DATA=/path/to/data LIMIT=2900 THREADS=1 taskset -c 1 nice -n 5 scripts/train_rayleigh.sh
@@ -28,8 +29,9 @@ if [ "${COPY:-0}" = 1 ]; then
     "$PY" - "$RUN/best.safetensors" python/diffjscc/weights/jscc_rayleigh_cbr1_384.safetensors <<'PY'
 import sys, torch
 from diffjscc.jscc.model import DeepJSCC
-DeepJSCC.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2], dtype=torch.float16)
+DeepJSCC.from_pretrained(sys.argv[1]).save_pretrained(
+    sys.argv[2], delta_base="python/diffjscc/weights/jscc_awgn_cbr1_384.safetensors"
+)
 PY
     chmod 644 python/diffjscc/weights/jscc_rayleigh_cbr1_384.safetensors
-    "$PY" -m diffjscc export-onnx --model jscc-rayleigh-cbr1_384
 fi

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from diffjscc.errors import ConfigError
+from diffjscc.errors import ConfigError, WeightsNotFoundError
 from diffjscc.jscc.layers import ZeroForcingSNRFeatures
 from diffjscc.jscc.model import DeepJSCC, JSCCConfig
 from diffjscc.train.jscc import SimulatedLink, load_init, train_mode, validate
@@ -154,11 +154,12 @@ def test_the_psnr_loss_is_the_samples_mean_psnr_not_the_batch_mse():
 
 
 def test_the_shipped_rayleigh_model_is_in_the_registry_and_its_onnx_encoder_matches(
-    natural_image,
+    natural_image, tmp_path
 ):
     from diffjscc.jscc.onnx_encoder import OnnxJSCCEncoder
+    from diffjscc.jscc.onnx_export import export_encoder
     from diffjscc.registry import get_model_spec
-    from diffjscc.zoo import load_codec
+    from diffjscc.zoo import load_codec, load_transmitter
 
     spec = get_model_spec("jscc-rayleigh-cbr1_384")
     assert spec.rate_code == 3 and spec.channel_type == "rayleigh" and spec.cbr_str == "1/384"
@@ -167,6 +168,40 @@ def test_the_shipped_rayleigh_model_is_in_the_registry_and_its_onnx_encoder_matc
     assert codec.model.config.csi_features == "zf_snr"
     img = natural_image[:200, :300]
     ref = codec.encode(img, 3.0)
-    got = OnnxJSCCEncoder.from_pretrained(spec.name).encode(img, 3.0)
+    # No ONNX file ships for it (the weights budget): the transmitter uses the torch codec,
+    # and an exported encoder (diffjscc export-onnx) gives the same symbols.
+    transmitter = load_transmitter(spec.name)
+    assert np.max(np.abs(transmitter.encode(img, 3.0).symbols - ref.symbols)) < 1e-6
+    path = export_encoder(codec.model, tmp_path / "rayleigh.onnx")
+    got = OnnxJSCCEncoder(path, spec).encode(img, 3.0)
     assert got.latent_shape == ref.latent_shape
     assert np.max(np.abs(got.symbols - ref.symbols)) < 1e-4
+
+
+@torch.no_grad()
+def test_a_fine_tune_stored_as_a_4_bit_delta_from_its_base(tmp_path, tiny_jscc_config):
+    import os
+
+    awgn, fading = _awgn_and_started_rayleigh(tmp_path, tiny_jscc_config)
+    for value in fading.parameters():  # a fine-tune: small changes everywhere
+        value.add_(0.01 * torch.randn_like(value))
+    full = fading.save_pretrained(tmp_path / "full.safetensors", dtype=torch.float16)
+    delta = fading.save_pretrained(
+        tmp_path / "delta.safetensors", delta_base=tmp_path / "awgn.safetensors"
+    )
+    assert os.path.getsize(delta) < 0.5 * os.path.getsize(full)
+    back = DeepJSCC.from_pretrained(delta)
+    assert back.config == fading.config
+    want, got = fading.state_dict(), back.state_dict()
+    for name, value in want.items():
+        if not value.is_floating_point():
+            assert torch.equal(got[name], value), name
+            continue
+        base = awgn.state_dict()[name]
+        # Half a step of the row's largest change at most (4 bits: 7 levels each way).
+        step = (value - base).abs().max() / 7 if value.shape == base.shape else 1e-3
+        assert (got[name] - value).abs().max() <= step / 2 + 1e-3 * value.abs().max(), name
+    # The base is found beside the file; without it, a clear error.
+    os.remove(tmp_path / "awgn.safetensors")
+    with pytest.raises(WeightsNotFoundError, match="awgn.safetensors"):
+        DeepJSCC.from_pretrained(delta)

@@ -7,11 +7,14 @@ does the ``folder`` argument of each function (``diffjscc eval --weights``).
 
 from __future__ import annotations
 
+import logging
 import os
 
-from diffjscc.errors import ConfigError
+from diffjscc.errors import ConfigError, WeightsNotFoundError
 from diffjscc.jscc.weights import PACKAGE_WEIGHTS, weights_dir, weights_path
 from diffjscc.registry import DEFAULT_MODEL, ModelSpec, get_model_spec
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "PACKAGE_WEIGHTS",
@@ -48,13 +51,22 @@ def load_codec(
 
 
 def load_transmitter(model: str | int | ModelSpec = DEFAULT_MODEL, tx_opt_steps: int = 0):
-    """The transmitter's encoder: the ONNX one (numpy + onnxruntime, no torch), or, when its
-    symbols are to be optimised (``tx_opt_steps`` > 0, diffjscc.symbol_opt), the torch codec,
-    which can differentiate through the decoder."""
+    """The transmitter's encoder: the ONNX one (numpy + onnxruntime, no torch), or the torch
+    codec when its symbols are to be optimised (``tx_opt_steps`` > 0, diffjscc.symbol_opt:
+    it differentiates through the decoder) or when the model ships no ONNX encoder (the
+    fading model: the weights budget; ``diffjscc export-onnx --model NAME`` makes one)."""
     if not tx_opt_steps:
         from diffjscc.jscc.onnx_encoder import OnnxJSCCEncoder
 
-        return OnnxJSCCEncoder.from_pretrained(model)
+        try:
+            return OnnxJSCCEncoder.from_pretrained(model)
+        except WeightsNotFoundError as exc:
+            try:
+                import torch  # noqa: F401
+            except ImportError:
+                raise exc from None
+            log.info("%s; encoding with the torch codec", exc)
+            return load_codec(model)
     try:
         import torch  # noqa: F401
     except ImportError as exc:

@@ -29,6 +29,7 @@ from torch import nn
 from diffjscc import channels as ch
 from diffjscc.errors import ConfigError, WeightsNotFoundError
 from diffjscc.io import atomic_path
+from diffjscc.jscc.delta import DELTA_BASE_KEY, apply_delta, quantise_delta
 from diffjscc.jscc.layers import ConvNormAct, GatedResidualBlock, ZeroForcingSNRFeatures
 
 
@@ -216,10 +217,13 @@ class DeepJSCC(nn.Module):
         path: str | os.PathLike,
         extra_metadata: dict | None = None,
         dtype: torch.dtype = torch.float32,
+        delta_base: str | os.PathLike | None = None,
     ) -> Path:
         """Write ``path`` (.safetensors) holding the weights and, in its metadata, the config.
 
         ``dtype=torch.float16`` halves the file; floating tensors are cast, counters are kept.
+        ``delta_base`` (a weights file in the same folder) stores the weights as their
+        4-bit difference from that file's instead (``diffjscc.jscc.delta``).
         """
         from safetensors.torch import save_file
 
@@ -233,6 +237,13 @@ class DeepJSCC(nn.Module):
                 value = value.to(dtype)
             state[key] = value.contiguous()
         metadata = {"format": "pt", "diffjscc_config": json.dumps(self.config.to_dict())}
+        if delta_base is not None:
+            base = Path(delta_base)
+            if base.resolve().parent != path.resolve().parent:
+                raise ConfigError(f"the delta base {base} must be in the folder of {path}")
+            base_state = type(self).from_pretrained(base).state_dict()
+            state = quantise_delta(self.state_dict(), base_state)
+            metadata[DELTA_BASE_KEY] = base.name
         metadata.update({k: str(v) for k, v in (extra_metadata or {}).items()})
         with atomic_path(path) as tmp:
             save_file(state, str(tmp), metadata=metadata)
@@ -259,5 +270,14 @@ class DeepJSCC(nn.Module):
                 f"{path} has no diffjscc_config metadata; not a gr-diffjscc JSCC file"
             )
         model = cls(JSCCConfig.from_dict(json.loads(metadata["diffjscc_config"])))
+        base_name = metadata.get(DELTA_BASE_KEY)
+        if base_name is not None:
+            base = cls.from_pretrained(path.parent / Path(base_name).name, map_location)
+            try:
+                state = apply_delta(state, base.state_dict())
+            except (KeyError, ValueError, RuntimeError) as exc:
+                raise WeightsNotFoundError(
+                    f"{path} does not fit its base weights {base_name}: {exc}"
+                ) from exc
         model.load_state_dict({k: v.float() for k, v in state.items()})
         return model.eval()
