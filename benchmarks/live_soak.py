@@ -66,7 +66,6 @@ def serve(args) -> int:
     if str(source_tree) not in gnuradio.__path__:
         gnuradio.__path__.insert(0, str(source_tree))
     import pmt
-    from diffjscc.radio import noise_voltage
     from gnuradio import channels, diffjscc, gr
 
     class Collector(gr.basic_block):
@@ -87,12 +86,17 @@ def serve(args) -> int:
     tb = gr.top_block("live soak")
     kwargs = {} if args.interval is None else {"interval_s": args.interval}
     source = diffjscc.image_source(
-        str(args.images), model="1/384", design_snr_db=7.0, repeat=0, **kwargs
+        str(args.images),
+        model="1/384",
+        design_snr_db=7.0,
+        repeat=0,
+        waveform=args.waveform,
+        **kwargs,
     )
     channel = channels.channel_model(
-        noise_voltage=noise_voltage(7.0, source.cfg), taps=[1.0 + 0j], noise_seed=7
+        noise_voltage=source.waveform.noise_voltage(7.0), taps=[1.0 + 0j], noise_seed=7
     )
-    receiver = diffjscc.jscc_receiver()
+    receiver = diffjscc.jscc_receiver(waveform=args.waveform)
     sink = diffjscc.image_sink(
         output_dir=str(args.output), policy="latest", name_template="{kind}.png"
     )
@@ -159,6 +163,8 @@ def run_scenario(name: str, args, interval: float | None, workdir: Path) -> dict
         str(out / "png"),
         "--summary",
         str(summary_path),
+        "--waveform",
+        args.waveform,
     ]
     if interval is not None:
         cmd += ["--interval", repr(interval)]
@@ -269,6 +275,7 @@ def main(argv=None) -> int:
     p.add_argument(
         "--images", type=Path, default=None, help="image folder (default: Kodak 768x512)"
     )
+    p.add_argument("--waveform", choices=["sc", "ofdm"], default="sc", help="sc (default) or ofdm")
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--keep", type=Path, help="keep the logs and PNGs in this folder")
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
