@@ -230,3 +230,33 @@ def test_unit_phasors_match_exp_on_every_kind_of_step():
         out = np.empty(t.size, np.complex128)
         _fast._unit_phasors(t, freq, out)
         np.testing.assert_allclose(out, np.exp(-2j * np.pi * freq * t), rtol=0, atol=1e-12)
+
+
+def test_kernel_loader_off_switch_and_broken_kernel(monkeypatch, caplog):
+    """The shared loader: DIFFJSCC_NUMBA=0 compiles nothing; a kernel that cannot
+    compile leaves the module on numpy with its reason, logged once."""
+    import sys
+    import types
+
+    from diffjscc.radio._numba import Kernel, KernelLoader
+
+    module = types.ModuleType("diffjscc_test_kernels")
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    store = {}
+    monkeypatch.setenv("DIFFJSCC_NUMBA", "0")
+    off = KernelLoader(module.__name__, "test kernels", (Kernel("k", abs),), lambda: None, store)
+    assert not off.load() and module.REASON == "DIFFJSCC_NUMBA=0" and not store
+
+    pytest.importorskip("numba")
+    monkeypatch.setenv("DIFFJSCC_NUMBA", "1")
+
+    def _broken(x):
+        return undefined_name + x  # noqa: F821 (fails to compile, as intended)
+
+    broken = KernelLoader(
+        module.__name__, "test kernels", (Kernel("k", _broken),), lambda: store["k"](1.0), store
+    )
+    assert not broken.load() and not module.AVAILABLE
+    assert module.REASON and "test kernels" in caplog.text
+    caplog.clear()
+    assert not broken.load() and not caplog.text  # once: no second attempt, no second log

@@ -13,22 +13,12 @@ about 10 s to compile once per installation, 0.2 s to load afterwards).
 
 from __future__ import annotations
 
-import logging
-import os
-import threading
-
 import numpy as np
 
-log = logging.getLogger(__name__)
+from diffjscc.radio._numba import Kernel, KernelLoader
 
 AVAILABLE = False  # the kernels below are compiled and in use
 REASON = "not loaded yet"  # why not, when AVAILABLE is False
-_tried = False
-_lock = threading.Lock()
-
-# Products of float32 parts may be reassociated (vectorised sums) and fused; no
-# assumption about NaN or infinity (the receiver zeroes those before they get here).
-_FLAGS = {"reassoc", "contract"}
 
 # The kernels, in the order they are compiled (helpers named with their underscore,
 # _fir_part and _unit_phasors, first: the kernels after them call the compiled ones).
@@ -471,30 +461,7 @@ def load() -> bool:
     Returns ``AVAILABLE``. A missing or broken numba is logged once and leaves
     the numpy path in use.
     """
-    global AVAILABLE, REASON, _tried
-    with _lock:
-        if _tried:
-            return AVAILABLE
-        _tried = True
-        if os.environ.get("DIFFJSCC_NUMBA", "1") == "0":
-            REASON = "DIFFJSCC_NUMBA=0"
-            return False
-        try:
-            import numba
-
-            for name in _KERNELS:
-                python = globals()["_" + name.lstrip("_")]
-                globals()[name] = numba.njit(cache=True, nogil=True, fastmath=_FLAGS)(python)
-            _warm_up()
-        except Exception as exc:  # ImportError, or a numba that cannot compile here
-            REASON = f"{type(exc).__name__}: {exc}"
-            log.warning(
-                "diffjscc.radio: compiled receiver kernels unavailable (%s); numpy path", REASON
-            )
-            return False
-        REASON = ""
-        AVAILABLE = True
-        return True
+    return _loader.load()
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -530,3 +497,12 @@ def _warm_up() -> None:
     three = np.zeros(3, np.int64)
     table = _readonly(np.zeros((2, 2), np.complex64))
     segment_energies(dsum, three, three, table, 1, 1, np.empty(3))
+
+
+_loader = KernelLoader(
+    __name__,
+    "receiver kernels",
+    tuple(Kernel(name, globals()["_" + name.lstrip("_")]) for name in _KERNELS),
+    _warm_up,
+    globals(),
+)

@@ -18,21 +18,15 @@ its calls (1-50 us each, some forty a frame) rather than the arithmetic.
 from __future__ import annotations
 
 import cmath
-import logging
 import math
-import os
-import threading
 
 import numpy as np
 from scipy import ndimage
 
-log = logging.getLogger(__name__)
+from diffjscc.radio._numba import Kernel, KernelLoader
 
 AVAILABLE = False  # the kernels below are compiled and in use
 REASON = "not loaded yet"
-_tried = False
-_lock = threading.Lock()
-_FLAGS = {"reassoc", "contract"}  # vectorised sums; no assumption about NaN or infinity
 _kernels = {}  # name -> compiled function, filled by load()
 
 
@@ -432,42 +426,38 @@ def product_bt(a, b):
     return out
 
 
+def _warm_up() -> None:
+    corr = np.zeros(64, np.complex64)
+    x = np.zeros(64, np.complex64)
+    out = (np.empty(4), np.empty(4, np.complex128), np.empty(6))
+    _kernels["sync"](corr, x, 4, 4, np.ones(3), 2, 1.0, *out)
+    c = np.ones((2, 3), np.complex128)
+    _kernels["product"](c, c, np.empty((2, 2), np.complex128))
+    _kernels["smoother"](np.arange(2.0), 3, 1.0, True, np.ones(2), np.empty((3, 2)))
+    _kernels["step"](np.ones((5, 3), np.complex128), 2)
+    _kernels["slope"](np.ones(8, np.complex64), 0.0, np.ones(2), np.ones(4, np.complex128))
+    _kernels["loo"](
+        np.ones((1, 2, 2)), np.ones((1, 2)), np.ones((2, 3), np.complex128), np.empty(1)
+    )
+
+
+_loader = KernelLoader(
+    __name__,
+    "OFDM kernels",
+    (
+        Kernel("sync", _sync_metric),
+        Kernel("product", _product_bt),
+        Kernel("smoother", _local_linear, fastmath=False),
+        Kernel("step", _residual_step, fastmath=False),
+        Kernel("slope", _sync_slope, fastmath=False),
+        Kernel("loo", _loo_totals),
+    ),
+    _warm_up,
+    _kernels,
+)
+
+
 def load() -> bool:
     """Import numba and compile (or load from its cache) the kernels, once; returns
     ``AVAILABLE``. A missing or broken numba is logged once; numpy stays in use."""
-    global AVAILABLE, REASON, _tried
-    with _lock:
-        if _tried:
-            return AVAILABLE
-        _tried = True
-        if os.environ.get("DIFFJSCC_NUMBA", "1") == "0":
-            REASON = "DIFFJSCC_NUMBA=0"
-            return False
-        try:
-            import numba
-
-            _kernels["sync"] = numba.njit(cache=True, nogil=True, fastmath=_FLAGS)(_sync_metric)
-            corr = np.zeros(64, np.complex64)
-            x = np.zeros(64, np.complex64)
-            out = (np.empty(4), np.empty(4, np.complex128), np.empty(6))
-            _kernels["sync"](corr, x, 4, 4, np.ones(3), 2, 1.0, *out)
-            _kernels["product"] = numba.njit(cache=True, nogil=True, fastmath=_FLAGS)(_product_bt)
-            c = np.ones((2, 3), np.complex128)
-            _kernels["product"](c, c, np.empty((2, 2), np.complex128))
-            _kernels["smoother"] = numba.njit(cache=True, nogil=True)(_local_linear)
-            _kernels["smoother"](np.arange(2.0), 3, 1.0, True, np.ones(2), np.empty((3, 2)))
-            _kernels["step"] = numba.njit(cache=True, nogil=True)(_residual_step)
-            _kernels["step"](np.ones((5, 3), np.complex128), 2)
-            _kernels["slope"] = numba.njit(cache=True, nogil=True)(_sync_slope)
-            _kernels["slope"](np.ones(8, np.complex64), 0.0, np.ones(2), np.ones(4, np.complex128))
-            _kernels["loo"] = numba.njit(cache=True, nogil=True, fastmath=_FLAGS)(_loo_totals)
-            _kernels["loo"](
-                np.ones((1, 2, 2)), np.ones((1, 2)), np.ones((2, 3), np.complex128), np.empty(1)
-            )
-        except Exception as exc:  # ImportError, or a numba that cannot compile here
-            REASON = f"{type(exc).__name__}: {exc}"
-            log.warning("diffjscc.radio: compiled OFDM kernel unavailable (%s); numpy", REASON)
-            return False
-        REASON = ""
-        AVAILABLE = True
-        return True
+    return _loader.load()
