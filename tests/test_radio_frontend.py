@@ -1,0 +1,51 @@
+"""The DC remover ahead of the receivers: it takes out an offset, leaves the signal alone."""
+
+import numpy as np
+import pytest
+from diffjscc.errors import ConfigError
+from diffjscc.radio.frontend import DcRemover
+
+
+def _noise(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return ((rng.standard_normal(n) + 1j * rng.standard_normal(n)) / np.sqrt(2)).astype(
+        np.complex64
+    )
+
+
+def test_offset_is_removed_and_the_estimate_does_not_depend_on_chunking():
+    x = _noise(400_000) + np.complex64(0.3 - 0.2j)
+    outs = []
+    for chunk in (1000, 8192, 50_000):
+        dc = DcRemover(time_constant=65536)
+        y = np.concatenate([dc.process(x[i : i + chunk]) for i in range(0, x.size, chunk)])
+        assert abs(dc.offset - (0.3 - 0.2j)) < 0.02
+        outs.append(y)
+        # After the start-up the output has no DC left (within the estimate's noise).
+        assert abs(complex(y[100_000:].mean())) < 0.02
+    assert np.max(np.abs(outs[0][200_000:] - outs[2][200_000:])) < 0.02
+
+
+def test_signal_without_offset_passes_nearly_unchanged():
+    x = _noise(200_000, seed=1)
+    dc = DcRemover()
+    y = np.concatenate([dc.process(x[i : i + 4096]) for i in range(0, x.size, 4096)])
+    err = np.mean(np.abs(y[65536:] - x[65536:]) ** 2) / np.mean(np.abs(x) ** 2)
+    assert 10 * np.log10(err) < -40
+
+
+def test_non_finite_chunk_does_not_poison_the_estimate():
+    dc = DcRemover(time_constant=1024)
+    dc.process(np.full(4096, 0.5, np.complex64))
+    bad = np.full(16, np.nan, np.complex64)
+    dc.process(bad)
+    assert abs(dc.offset - 0.5) < 1e-6
+    dc.reset()
+    assert dc.offset == 0
+    assert dc.process(np.zeros(0, np.complex64)).size == 0
+
+
+@pytest.mark.parametrize("tc", [0, 8, -5, "x", 2**31])
+def test_bad_time_constant_is_refused(tc):
+    with pytest.raises(ConfigError, match="time constant"):
+        DcRemover(time_constant=tc)
