@@ -25,7 +25,9 @@ What each setting means physically (``channels.impairments`` of GNU Radio 3.10):
 
 Per row and waveform: frames delivered of those sent, the mean SNR estimate, and
 the mean PSNR over the frames sent (a frame lost counts as an image of zeros, as the
-receiver's erasures would), against the row without impairments.
+receiver's erasures would), against the row without impairments. ``--dc-remover``
+puts ``diffjscc.radio.frontend.DcRemover`` (a running mean subtracted) ahead of the
+receiver, as the GNU Radio receiver block's ``dc_removal`` option does.
 """
 
 from __future__ import annotations
@@ -90,9 +92,10 @@ def _channel_output(stream, blocks_list) -> np.ndarray:
     return np.asarray(sink.data(), dtype=np.complex64)
 
 
-def run(snr_db: float, frames: int, seed: int = 0, rows=ROWS, log=print) -> dict:
+def run(snr_db: float, frames: int, seed: int = 0, rows=ROWS, dc_remover=False, log=print) -> dict:
     from diffjscc.metrics import psnr
     from diffjscc.radio.channel_presets import gnuradio_channel
+    from diffjscc.radio.frontend import DcRemover
     from diffjscc.radio.waveform import get_waveform
     from diffjscc.zoo import load_codec
 
@@ -124,9 +127,11 @@ def run(snr_db: float, frames: int, seed: int = 0, rows=ROWS, log=print) -> dict
             t = time.perf_counter()
             x = _channel_output(stream, blocks_list)
             rx = wf.make_receiver()
+            dc = DcRemover() if dc_remover else None
             got = []
             for i in range(0, x.size, 8192):
-                got += rx.feed(x[i : i + 8192])
+                chunk = x[i : i + 8192]
+                got += rx.feed(chunk if dc is None else dc.process(chunk))
             got += rx.flush()
             got = [f for f in got if f.image_shape == tuple(shape)]
             images = (
@@ -166,7 +171,13 @@ def run(snr_db: float, frames: int, seed: int = 0, rows=ROWS, log=print) -> dict
                 f"{name:4s} {label:20s} frames {row['frames']:>6s} SNR est {est:>6s} dB "
                 f"PSNR {row['psnr_db']:.2f} dB (loss {row['psnr_loss_db']:+.2f})"
             )
-    return {"snr_db": snr_db, "frames": frames, "seed": seed, "rows": out}
+    return {
+        "snr_db": snr_db,
+        "frames": frames,
+        "seed": seed,
+        "dc_remover": bool(dc_remover),
+        "rows": out,
+    }
 
 
 def main(argv=None) -> int:
@@ -174,10 +185,21 @@ def main(argv=None) -> int:
     p.add_argument("--snr", type=float, default=10.0)
     p.add_argument("--frames", type=int, default=12)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--dc-remover",
+        action="store_true",
+        help="put diffjscc.radio.frontend.DcRemover ahead of the receiver",
+    )
     p.add_argument("--json")
     args = p.parse_args(argv)
     t = time.time()
-    report = run(args.snr, args.frames, args.seed, log=lambda m: print(m, file=sys.stderr))
+    report = run(
+        args.snr,
+        args.frames,
+        args.seed,
+        dc_remover=args.dc_remover,
+        log=lambda m: print(m, file=sys.stderr),
+    )
     report["seconds"] = time.time() - t
     report["machine"] = f"{platform.machine()} python {platform.python_version()}"
     report["command"] = " ".join(["python", *sys.argv])
