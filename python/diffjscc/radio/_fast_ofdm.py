@@ -426,6 +426,352 @@ def product_bt(a, b):
     return out
 
 
+def interpolate_numpy(hs, w, pick, mse, scale, power, half_drift):
+    """The channel at the data subcarriers and its error (``interpolate``), in numpy."""
+    used = np.einsum("mp,kp->mk", hs, w)
+    h = np.take_along_axis(used, pick, axis=1)
+    err = power * mse[pick] * scale[:, None] + half_drift
+    return h, err
+
+
+def _interpolate(hs, w, pick, mse, scale, power, half_drift, h, err):
+    m, p = hs.shape
+    for i in range(m):
+        for j in range(pick.shape[1]):
+            k = pick[i, j]
+            acc = 0j
+            for q in range(p):
+                acc += hs[i, q] * w[k, q]
+            h[i, j] = acc
+            err[i, j] = power * mse[k] * scale[i] + half_drift
+
+
+def interpolate(hs, w, pick, mse, scale, power, half_drift):
+    """The Wiener interpolation of the comb estimates ``hs`` [m, comb] by ``w`` [used,
+    comb] at each symbol's data subcarriers ``pick`` [m, data] (positions among the
+    used), and their error power * mse[pick] * scale[i] + half_drift: one pass where
+    numpy forms every used subcarrier, gathers, and makes four temporaries."""
+    if not AVAILABLE:
+        return interpolate_numpy(hs, w, pick, mse, scale, power, half_drift)
+    h = np.empty(pick.shape, dtype=np.complex128)
+    err = np.empty(pick.shape)
+    _kernels["interpolate"](
+        np.ascontiguousarray(hs, dtype=np.complex128),
+        np.ascontiguousarray(w, dtype=np.complex128),
+        np.ascontiguousarray(pick, dtype=np.int64),
+        np.ascontiguousarray(mse, dtype=np.float64),
+        np.ascontiguousarray(scale, dtype=np.float64),
+        float(power),
+        float(half_drift),
+        h,
+        err,
+    )
+    return h, err
+
+
+def _slot_means(yd, h, err, slots):
+    """Means over ``slots`` (flat indices) of |y|^2, |h|^2 and err."""
+    yf, hf, ef = yd.reshape(-1), h.reshape(-1), err.reshape(-1)
+    sy = 0.0
+    sh = 0.0
+    se = 0.0
+    for s in slots:
+        a, b = yf[s], hf[s]
+        sy += a.real * a.real + a.imag * a.imag
+        sh += b.real * b.real + b.imag * b.imag
+        se += ef[s]
+    n = max(slots.size, 1)
+    return sy / n, sh / n, se / n
+
+
+def _equalise_slots(yd, h, err, noise_var, gain, slots, mmse, symbols, var):
+    # The mmse weights' mean gain over the whole grid, then the slots alone.
+    hf, ef, yf = h.reshape(-1), err.reshape(-1), yd.reshape(-1)
+    total = 0.0
+    if mmse:
+        for s in range(hf.size):
+            b = hf[s] * gain
+            p = b.real * b.real + b.imag * b.imag
+            total += p / (p + noise_var + ef[s])
+    mean_shrink = max(total / max(hf.size, 1), 1e-12)
+    sh = 0.0
+    hsum = 0j
+    for j in range(slots.size):
+        s = slots[j]
+        b = hf[s] * gain
+        p = b.real * b.real + b.imag * b.imag
+        noise = noise_var + ef[s]
+        sh += p
+        hsum += b
+        if mmse:
+            shrink = p / (p + noise)
+            g = shrink / mean_shrink
+            symbols[j] = yf[s] * np.conj(b) / (p + noise) * (g / max(shrink, 1e-30))
+            var[j] = (g - 1.0) ** 2 + g * g * noise / max(p, 1e-30)
+        else:
+            symbols[j] = yf[s] / (b if p > 0 else 1.0)
+            var[j] = noise / max(p, 1e-30)
+    n = max(slots.size, 1)
+    return sh / n, hsum / n
+
+
+def slot_means(yd, h, err, slots):
+    """(mean |yd|^2, mean |h|^2, mean err) over ``slots`` (flat indices into the [m,
+    data] grids): the payload gain's three means in one pass. Compiled only."""
+    return _kernels["means"](
+        np.ascontiguousarray(yd, dtype=np.complex128),
+        np.ascontiguousarray(h, dtype=np.complex128),
+        np.ascontiguousarray(err, dtype=np.float64),
+        np.ascontiguousarray(slots, dtype=np.int64),
+    )
+
+
+def equalise_slots(yd, h, err, noise_var, gain, slots, mmse):
+    """The equalised symbols (complex64) and their error variances (float32) at
+    ``slots`` of the [m, data] grids, for the channel ``h`` times ``gain`` (see
+    ``ofdm_receiver.equalise``: mmse weights divided by their mean gain over the whole
+    grid, or zero forcing), and the mean |h|^2 and mean h over the slots. Compiled
+    only: the receiver's numpy path is ``equalise`` on the whole grid."""
+    symbols = np.empty(slots.size, dtype=np.complex64)
+    var = np.empty(slots.size, dtype=np.float32)
+    power, mean = _kernels["equalise"](
+        np.ascontiguousarray(yd, dtype=np.complex128),
+        np.ascontiguousarray(h, dtype=np.complex128),
+        np.ascontiguousarray(err, dtype=np.float64),
+        float(noise_var),
+        float(gain),
+        np.ascontiguousarray(slots, dtype=np.int64),
+        bool(mmse),
+        symbols,
+        var,
+    )
+    return symbols, var, float(power), complex(mean)
+
+
+def frame_pilots_numpy(y, noise_bins, pilot_flat, xp):
+    """The guard band's noise variance and the pilots' least-squares channel
+    (``frame_pilots``), in numpy."""
+    noise = y[:, noise_bins]
+    noise_var = max(float(np.mean(noise.real**2 + noise.imag**2)), 1e-12)
+    return noise_var, y.reshape(-1).take(pilot_flat) * np.conj(xp)
+
+
+def _frame_pilots(y, noise_bins, pilot_flat, xp, hp):
+    m = y.shape[0]
+    total = 0.0
+    for i in range(m):
+        for b in noise_bins:
+            v = y[i, b]
+            total += v.real * v.real + v.imag * v.imag
+    yf = y.reshape(-1)
+    for i in range(m):
+        for q in range(pilot_flat.shape[1]):
+            hp[i, q] = yf[pilot_flat[i, q]] * np.conj(np.complex128(xp[i, q]))
+    return max(total / max(m * noise_bins.size, 1), 1e-12)
+
+
+def frame_pilots(y, noise_bins, pilot_flat, xp):
+    """(noise variance over the guard bins ``noise_bins`` of every symbol of ``y``
+    [m, fft], the pilots' channel y[pilot_flat] / xp [m, pilots]) in one pass."""
+    if not AVAILABLE:
+        return frame_pilots_numpy(y, noise_bins, pilot_flat, xp)
+    hp = np.empty(pilot_flat.shape, dtype=np.complex128)
+    noise_var = _kernels["pilots"](
+        np.ascontiguousarray(y, dtype=np.complex128),
+        np.ascontiguousarray(noise_bins, dtype=np.int64),
+        np.ascontiguousarray(pilot_flat, dtype=np.int64),
+        np.ascontiguousarray(xp, dtype=np.complex64),
+        hp,
+    )
+    return float(noise_var), hp
+
+
+def rotate_numpy(y, hp, step):
+    """``rotate`` in numpy."""
+    rot = np.exp(-1j * step * np.arange(y.shape[0]))[:, None]
+    y *= rot
+    hp *= rot
+
+
+def _rotate(y, hp, step):
+    for i in range(y.shape[0]):
+        rot = np.exp(-1j * step * i)
+        for j in range(y.shape[1]):
+            y[i, j] *= rot
+        for j in range(hp.shape[1]):
+            hp[i, j] *= rot
+
+
+def rotate(y, hp, step):
+    """Symbol i of ``y`` and ``hp`` (C-contiguous complex128, in place) times
+    exp(-j step i): the residual frequency offset's phase advance removed."""
+    if not AVAILABLE or y.dtype != np.complex128 or not y.flags.c_contiguous:
+        return rotate_numpy(y, hp, step)
+    _kernels["rotate"](y, hp, float(step))
+    return None
+
+
+def smooth_row_numpy(s, values, var, times, cols, hs, nu, self_weight):
+    """``smooth_row`` in numpy."""
+    hs[:, cols] = np.einsum("ij,jp->ip", s, values)
+    nu += np.einsum("ij,j->i", s * s, var)  # the estimate's noise at each symbol
+    self_weight[times] = s[times, np.arange(len(times))]
+
+
+def _smooth_row(s, values, var, times, cols, hs, nu, self_weight):
+    m, n = s.shape
+    for i in range(m):
+        for q in range(cols.size):
+            acc = 0j
+            for j in range(n):
+                acc += s[i, j] * values[j, q]
+            hs[i, cols[q]] = acc
+        acc_nu = 0.0
+        for j in range(n):
+            acc_nu += s[i, j] * s[i, j] * var[j]
+        nu[i] += acc_nu
+    for j in range(n):
+        self_weight[times[j]] = s[times[j], j]
+
+
+def smooth_row(s, values, var, times, cols, hs, nu, self_weight):
+    """One comb row's time smoothing: hs[:, cols] = s @ values (s [m, n] from the n
+    observations ``values`` [n, pilots] at symbols ``times``), nu += (s * s) @ var
+    (the estimate's noise), self_weight[times] = each observation's own weight."""
+    if not AVAILABLE:
+        return smooth_row_numpy(s, values, var, times, cols, hs, nu, self_weight)
+    _kernels["smooth"](
+        np.ascontiguousarray(s, dtype=np.float64),
+        np.ascontiguousarray(values, dtype=np.complex128),
+        np.ascontiguousarray(var, dtype=np.float64),
+        np.ascontiguousarray(times, dtype=np.int64),
+        np.ascontiguousarray(cols, dtype=np.int64),
+        hs,
+        nu,
+        self_weight,
+    )
+    return None
+
+
+def mean_power_numpy(a):
+    """``mean_power`` in numpy."""
+    return float(np.mean(a.real**2 + a.imag**2))
+
+
+def _mean_power(a):
+    total = 0.0
+    for v in a:
+        total += v.real * v.real + v.imag * v.imag
+    return total / max(a.size, 1)
+
+
+def mean_power(a):
+    """mean |a|^2 of a complex128 array, in one pass (numpy: three temporaries)."""
+    if not AVAILABLE:
+        return mean_power_numpy(a)
+    return float(_kernels["power"](np.ascontiguousarray(a, dtype=np.complex128).reshape(-1)))
+
+
+def delay_keep_numpy(grid, floor):
+    """``delay_keep`` in numpy."""
+    pdp = np.mean(grid.real**2 + grid.imag**2, axis=0)
+    # Out of the noise, and within 20 dB of the strongest: a path between grid points
+    # leaks into every grid point (the comb sees a finite band), weaker and weaker.
+    keep = pdp > max(8.0 * floor, 0.01 * float(pdp.max()))
+    # The strongest point on a lower bar: at 0 dB from one symbol's pilots a single
+    # path between two grid points often has neither above 8 times the noise, and
+    # the whole prefix as the prior would leave the estimate about as noisy as the
+    # pilots (the header's CRC then failed in 1 of 20 frames).
+    keep[int(np.argmax(pdp))] |= float(pdp.max()) > 3.0 * floor
+    return keep
+
+
+def _delay_keep(grid, floor, keep):
+    m, q = grid.shape
+    pdp = np.zeros(q)
+    for i in range(m):
+        for j in range(q):
+            v = grid[i, j]
+            pdp[j] += v.real * v.real + v.imag * v.imag
+    best = 0
+    for j in range(q):
+        pdp[j] /= m
+        if pdp[j] > pdp[best]:
+            best = j
+    bar = max(8.0 * floor, 0.01 * pdp[best])
+    for j in range(q):
+        keep[j] = pdp[j] > bar
+    keep[best] |= pdp[best] > 3.0 * floor
+
+
+def delay_keep(grid, floor):
+    """The points of the pilots' delay grid ``grid`` [symbols, points] (their inverse
+    FFT) whose mean power stands out of the noise ``floor`` (``channel_delays``)."""
+    if not AVAILABLE:
+        return delay_keep_numpy(grid, floor)
+    keep = np.empty(grid.shape[1], dtype=np.bool_)
+    _kernels["keep"](np.ascontiguousarray(grid, dtype=np.complex128), float(floor), keep)
+    return keep
+
+
+def pilot_excess_numpy(hs, hp, own_cols, self_weight, nu, noise_var, half_drift, err):
+    """``pilot_excess`` in numpy."""
+    m = hs.shape[0]
+    own = hs[np.arange(m)[:, None], own_cols]
+    resid = np.mean(np.abs(hp - own) ** 2, axis=1)
+    expected = noise_var * (1.0 - 2.0 * self_weight) + nu
+    excess = resid - expected * (1.0 + 2.0 / math.sqrt(hp.shape[1]))
+    # Neighbours averaged: a symbol's few pilots alone scatter by a quarter.
+    # "full" trimmed to m: "same" returns 3 values for a frame of 2 symbols.
+    excess = np.convolve(np.maximum(excess, 0.0), np.ones(3) / 3.0)[1 : 1 + m]
+    return np.maximum(err, err - half_drift + excess[:, None])
+
+
+def _pilot_excess(hs, hp, own_cols, self_weight, nu, noise_var, half_drift, err):
+    m, p = hp.shape
+    excess = np.zeros(m)
+    bar = 1.0 + 2.0 / math.sqrt(p)
+    for i in range(m):
+        total = 0.0
+        for q in range(p):
+            d = hp[i, q] - hs[i, own_cols[i, q]]
+            total += d.real * d.real + d.imag * d.imag
+        e = total / p - (noise_var * (1.0 - 2.0 * self_weight[i]) + nu[i]) * bar
+        excess[i] = max(e, 0.0)
+    for i in range(m):
+        near = excess[i]
+        if i > 0:
+            near += excess[i - 1]
+        if i + 1 < m:
+            near += excess[i + 1]
+        lift = near / 3.0 - half_drift
+        if lift > 0.0:
+            for j in range(err.shape[1]):
+                err[i, j] += lift
+
+
+def pilot_excess(hs, hp, own_cols, self_weight, nu, noise_var, half_drift, err):
+    """The estimate's error ``err`` [m, data] raised where the symbols' own pilots
+    ``hp`` miss the smoothed channel ``hs`` at their comb positions ``own_cols`` [m,
+    pilots] by more than their noise (less their own weight ``self_weight`` in the
+    smoothing) and the estimate's (``nu``) explain, three neighbouring symbols
+    averaged, beyond ``half_drift`` (already counted); returns the new err."""
+    if not AVAILABLE:
+        return pilot_excess_numpy(hs, hp, own_cols, self_weight, nu, noise_var, half_drift, err)
+    out = np.array(err, dtype=np.float64, order="C")
+    _kernels["excess"](
+        np.ascontiguousarray(hs, dtype=np.complex128),
+        np.ascontiguousarray(hp, dtype=np.complex128),
+        np.ascontiguousarray(own_cols, dtype=np.int64),
+        np.ascontiguousarray(self_weight, dtype=np.float64),
+        np.ascontiguousarray(nu, dtype=np.float64),
+        float(noise_var),
+        float(half_drift),
+        out,
+    )
+    return out
+
+
 def _warm_up() -> None:
     corr = np.zeros(64, np.complex64)
     x = np.zeros(64, np.complex64)
@@ -439,6 +785,24 @@ def _warm_up() -> None:
     _kernels["loo"](
         np.ones((1, 2, 2)), np.ones((1, 2)), np.ones((2, 3), np.complex128), np.empty(1)
     )
+    pick = np.zeros((2, 2), np.int64)
+    h, err = c[:, :2].copy(), np.ones((2, 2))
+    _kernels["interpolate"](c, c, pick, np.ones(3), np.ones(2), 1.0, 0.0, h, err)
+    slots = np.arange(3, dtype=np.int64)
+    _kernels["means"](c, c, np.ones((2, 3)), slots)
+    for mmse in (True, False):
+        out = (np.empty(3, np.complex64), np.empty(3, np.float32))
+        _kernels["equalise"](c, c, np.ones((2, 3)), 0.1, 1.0, slots, mmse, *out)
+    flat = np.zeros((2, 2), np.int64)
+    hp = np.empty((2, 2), np.complex128)
+    _kernels["pilots"](c, slots, flat, np.ones((2, 2), np.complex64), hp)
+    _kernels["rotate"](c.copy(), hp, 0.1)
+    cols = np.arange(2, dtype=np.int64)
+    nu, weight = np.zeros(2), np.zeros(2)
+    _kernels["smooth"](np.ones((2, 2)), hp, np.ones(2), cols, cols, c.copy(), nu, weight)
+    _kernels["power"](c.reshape(-1))
+    _kernels["keep"](c, 0.1, np.empty(3, np.bool_))
+    _kernels["excess"](c, hp, flat, weight, nu, 0.1, 0.0, np.ones((2, 2)))
 
 
 _loader = KernelLoader(
@@ -451,6 +815,15 @@ _loader = KernelLoader(
         Kernel("step", _residual_step, fastmath=False),
         Kernel("slope", _sync_slope, fastmath=False),
         Kernel("loo", _loo_totals),
+        Kernel("interpolate", _interpolate),
+        Kernel("means", _slot_means),
+        Kernel("equalise", _equalise_slots),
+        Kernel("pilots", _frame_pilots),
+        Kernel("rotate", _rotate),
+        Kernel("smooth", _smooth_row),
+        Kernel("power", _mean_power),
+        Kernel("keep", _delay_keep),
+        Kernel("excess", _pilot_excess),
     ),
     _warm_up,
     _kernels,

@@ -235,16 +235,8 @@ def channel_delays(cfg: OfdmConfig, hs: np.ndarray, nu: float, rows: int | None 
     p = hs.shape[1]
     span = cfg.fft_size * rows / cfg.pilot_spacing
     grid = np.fft.ifft(hs, axis=1)  # [m, q]: g at delay q span / p, times a phase
-    pdp = np.mean(grid.real**2 + grid.imag**2, axis=0)
     floor = nu / p
-    # Out of the noise, and within 20 dB of the strongest: a path between grid points
-    # leaks into every grid point (the comb sees a finite band), weaker and weaker.
-    keep = pdp > max(8.0 * floor, 0.01 * float(pdp.max()))
-    # The strongest point on a lower bar: at 0 dB from one symbol's pilots a single
-    # path between two grid points often has neither above 8 times the noise, and
-    # the whole prefix as the prior would leave the estimate about as noisy as the
-    # pilots (the header's CRC then failed in 1 of 20 frames).
-    keep[int(np.argmax(pdp))] |= float(pdp.max()) > 3.0 * floor
+    keep = _fast_ofdm.delay_keep(grid, floor)  # points whose mean power stands out
     if not keep.any() or floor <= 0:
         return np.arange(max(cfg.cp_length, 1), dtype=np.float64)
     return _prior_delays(keep.tobytes(), span)
@@ -381,6 +373,25 @@ def _flat_index(cfg: OfdmConfig, m: int, which: str) -> np.ndarray:
     return flat
 
 
+@functools.lru_cache(maxsize=64)
+def _own_columns(cfg: OfdmConfig, m: int) -> np.ndarray:
+    """[m, pilots]: each symbol's pilots as positions in the comb of the frame's rows."""
+    lay = cfg.layout
+    have = min(m, cfg.pilot_stagger)
+    position = np.searchsorted(_pilot_comb(cfg, have), lay.pilot_freqs[:have])
+    out = np.ascontiguousarray(position[lay.rows(m)], dtype=np.int64)
+    out.flags.writeable = False
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _data_in_used(cfg: OfdmConfig, m: int) -> np.ndarray:
+    """[m, data]: each symbol's data subcarriers as positions among the used ones."""
+    out = np.ascontiguousarray(cfg.layout.data_in_used[cfg.layout.rows(m)], dtype=np.int64)
+    out.flags.writeable = False
+    return out
+
+
 def _take(a: np.ndarray, cfg: OfdmConfig, which: str) -> np.ndarray:
     """a[i, position of ``which`` in symbol i's row] for every symbol i of ``a``."""
     return a.reshape(-1).take(_flat_index(cfg, a.shape[0], which))
@@ -399,17 +410,12 @@ def estimate_channel_grid(y: np.ndarray, cfg: OfdmConfig, known=None) -> Channel
     lay = cfg.layout
     m = y.shape[0]
     k = cfg.pilot_stagger
-    rows = lay.rows(m)
-    noise = y[:, lay.noise]
-    noise_var = max(float(np.mean(noise.real**2 + noise.imag**2)), 1e-12)
     xp = pilot_values(m, cfg)
-    hp = _take(y, cfg, "pilots") * np.conj(xp)
+    noise_var, hp = _fast_ofdm.frame_pilots(y, lay.noise, _flat_index(cfg, m, "pilots"), xp)
     step = _residual_step(hp, k)
     cfo_res = step / (2.0 * math.pi * cfg.symbol_length)
     if step:
-        rot = np.exp(-1j * step * np.arange(m))[:, None]
-        y *= rot
-        hp *= rot
+        _fast_ofdm.rotate(y, hp, step)
     have = min(m, k)  # layout rows this frame has (a one-symbol frame: the first only)
     groups = [hp[r::k] for r in range(have)]
     name, smoothers, drift = _select_smoother(groups, m, k, noise_var)
@@ -425,9 +431,7 @@ def estimate_channel_grid(y: np.ndarray, cfg: OfdmConfig, known=None) -> Channel
                 s, var = smoothers[r], np.full(len(times), noise_var)
             else:
                 s = _local_linear(times, m, *_shape(name, k), weight=1.0 / var)
-            hs[:, position[r]] = np.einsum("ij,jp->ip", s, values)
-            nu += np.einsum("ij,j->i", s * s, var)  # the estimate's noise at each symbol
-            self_weight[times] = s[times, np.arange(len(times))]
+            _fast_ofdm.smooth_row(s, values, var, times, position[r], hs, nu, self_weight)
         return hs, nu / have
 
     self_weight = np.zeros(m)
@@ -435,7 +439,7 @@ def estimate_channel_grid(y: np.ndarray, cfg: OfdmConfig, known=None) -> Channel
     hs, nu = smooth([(np.arange(r, m, k), groups[r], None) for r in range(have)])
 
     def channel_power(hs, nu):
-        mean_square = float(np.mean(hs.real**2 + hs.imag**2))
+        mean_square = _fast_ofdm.mean_power(hs)
         return max(mean_square - float(np.mean(nu)), 0.1 * mean_square, 1e-12)
 
     power = channel_power(hs, nu)
@@ -505,23 +509,18 @@ def estimate_channel_grid(y: np.ndarray, cfg: OfdmConfig, known=None) -> Channel
             self_weight[:] = 0.0
     nu_mean = float(np.mean(nu))
     w, mse = wiener_interpolator(cfg, nu_mean / power, delays, have)
-    pick = lay.data_in_used[rows]  # [m, data]
-    h = _take(_fast_ofdm.product_bt(hs, w), cfg, "data_in_used")
     # What the smoother misses of the channel's change over time is about half its
     # leave-one-out excess (a fit that sees the symbol itself misses less).
-    err = power * mse[pick] * (nu / max(nu_mean, 1e-30))[:, None] + 0.5 * drift
+    h, err = _fast_ofdm.interpolate(
+        hs, w, _data_in_used(cfg, m), mse, nu / max(nu_mean, 1e-30), power, 0.5 * drift
+    )
     if known is not None and m > k:
         # Where the smoother leans on the known symbols' estimates, the pilots' own
         # residuals show what it misses of a changing channel, symbol by symbol (the
         # leave-one-out excess is a frame's average for equal weights).
-        own = hs[np.arange(m)[:, None], position[rows]]
-        resid = np.mean(np.abs(hp - own) ** 2, axis=1)
-        expected = noise_var * (1.0 - 2.0 * self_weight) + nu
-        excess = resid - expected * (1.0 + 2.0 / math.sqrt(hp.shape[1]))
-        # Neighbours averaged: a symbol's few pilots alone scatter by a quarter.
-        # "full" trimmed to m: "same" returns 3 values for a frame of 2 symbols.
-        excess = np.convolve(np.maximum(excess, 0.0), np.ones(3) / 3.0)[1 : 1 + m]
-        err = np.maximum(err, err - 0.5 * drift + excess[:, None])
+        err = _fast_ofdm.pilot_excess(
+            hs, hp, _own_columns(cfg, m), self_weight, nu, noise_var, 0.5 * drift, err
+        )
     if known is not None:
         err += _inband_excess(y, cfg, known, h, err, noise_var)
     return ChannelGrid(h, err, noise_var, cfo_res, name)
@@ -647,14 +646,23 @@ def payload_gain(
     if n == 0:
         return 1.0
     est = float(np.mean(h.real**2 + h.imag**2))
-    measured = float(np.mean(y.real**2 + y.imag**2)) - grid.noise_var
-    if est <= 0 or measured <= 0:
-        return 1.0
+    received = float(np.mean(y.real**2 + y.imag**2))
     err = float(np.mean(grid.error_var.reshape(-1)[slots]))
+    return _gain_from_means(received, est, err, grid.noise_var, n, whole_image)
+
+
+def _gain_from_means(
+    received: float, est: float, err: float, noise_var: float, n: int, whole_image: bool
+) -> float:
+    """``payload_gain`` from the payload's mean received power, the estimate's mean
+    |h|^2 and mean error variance over its n symbols."""
+    measured = received - noise_var
+    if n == 0 or est <= 0 or measured <= 0:
+        return 1.0
     # Relative variances of |h|^2: from the power, (|h|^2 + N)^2 / (n |h|^2)^2 (a
     # Gaussian-like payload); from the estimate, about 2 err / |h|^2 over few
     # independent values (the estimate's errors are correlated across subcarriers).
-    var_power = ((measured + grid.noise_var) / measured) ** 2 / n
+    var_power = ((measured + noise_var) / measured) ** 2 / n
     if not whole_image:
         var_power += _FRAME_POWER_VAR
     var_est = 2.0 * err / est
@@ -694,6 +702,32 @@ def equalise(y: np.ndarray, grid: ChannelGrid, kind: str = "mmse"):
     x = y * np.conj(h) / (p + noise) * (gain / np.maximum(shrink, 1e-30))
     var = (gain - 1.0) ** 2 + gain**2 * noise / np.maximum(p, 1e-30)
     return x, var
+
+
+def equalise_payload(yd, grid: ChannelGrid, slots, kind="mmse", gain=True, whole_image=True):
+    """The payload's equalised symbols (complex64) at ``slots`` (flat indices into the
+    [symbols, data] grid ``yd``) and their error variances (float32), the channel
+    first scaled by ``payload_gain`` (``gain``); and the mean |h|^2 and mean h over
+    the slots. Compiled, one pass over the slots (the mmse weights' mean gain over
+    the whole grid first) where numpy equalises the whole grid and gathers."""
+    if not _fast_ofdm.AVAILABLE:
+        if gain:
+            grid.h *= payload_gain(yd.reshape(-1)[slots], grid, slots, whole_image)
+        x, var = equalise(yd, grid, kind)
+        hflat = grid.h.reshape(-1)[slots]
+        return (
+            x.reshape(-1)[slots].astype(np.complex64),
+            var.reshape(-1)[slots].astype(np.float32),
+            float(np.mean(np.abs(hflat) ** 2)),
+            complex(np.mean(hflat)),
+        )
+    scale = 1.0
+    if gain:
+        received, est, err = _fast_ofdm.slot_means(yd, grid.h, grid.error_var, slots)
+        scale = _gain_from_means(received, est, err, grid.noise_var, len(slots), whole_image)
+    return _fast_ofdm.equalise_slots(
+        yd, grid.h, grid.error_var, grid.noise_var, scale, slots, kind == "mmse"
+    )
 
 
 def effective_snr(var: np.ndarray) -> float:
@@ -1106,20 +1140,17 @@ class OfdmReceiver:
         )
         grid = self._grid(p, y, known)
         yd = _take(y, cfg, "data")
-        kind = self.tuning.equaliser
-        if self.genie is None:
-            grid.h *= payload_gain(
-                yd.reshape(-1)[layout.payload], grid, layout.payload, p.header.frame_count == 1
-            )
-        x, var = equalise(yd, grid, kind)
-        flat_x, flat_var = x.reshape(-1), var.reshape(-1)
-        slots = layout.payload
-        symbols = flat_x[slots].astype(np.complex64)
-        sym_var = flat_var[slots].astype(np.float32)
+        symbols, sym_var, h_power, h_mean = equalise_payload(
+            yd,
+            grid,
+            layout.payload,
+            self.tuning.equaliser,
+            gain=self.genie is None,
+            whole_image=p.header.frame_count == 1,
+        )
         snr = effective_snr(sym_var)
-        hflat = grid.h.reshape(-1)[slots]
-        h_rms = math.sqrt(float(np.mean(np.abs(hflat) ** 2)))
-        h = cmath.rect(h_rms, cmath.phase(complex(np.mean(hflat))))
+        h_rms = math.sqrt(h_power)
+        h = cmath.rect(h_rms, cmath.phase(h_mean))
         header = p.header
         self.stats["frames_ok"] += 1
         pad = layout.padding.size
