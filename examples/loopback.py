@@ -4,6 +4,8 @@
     python examples/loopback.py                       # astronaut sample, 7 dB, CBR 1/384
     python examples/loopback.py --image kodim23.png --snr 3 --cfo 0.01 --fading
     python examples/loopback.py --waveform ofdm --channel epa --snr 10   # OFDM over 3GPP EPA
+    python examples/loopback.py --waveform ofdm --fft-size 512 --used-carriers 256 \
+        --pilot-spacing 16 --channel epa --doppler 1e-4    # the layout for mobile links
 
 The flowgraph (``Loopback``, a gr.top_block) is the chain of
 grc/loopback_sim_no_gui.grc: image source (ONNX JSCC encoder, pilot-aided
@@ -120,6 +122,9 @@ def setup_args() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=None, help="seed of noise, delay and fading")
     p.add_argument("--sps", type=int, default=2, help="samples per symbol (default 2)")
+    from diffjscc.radio.layout_args import add_layout_options
+
+    add_layout_options(p)  # --fft-size --cp-length --used-carriers --pilot-spacing --pilot-stagger
     p.add_argument("--output", default="out/loopback", help="output folder (default out/loopback)")
     p.add_argument("--worker", default="", help="address of a running worker, tcp://host:port")
     p.add_argument(
@@ -302,6 +307,7 @@ class Loopback(gr.top_block):
             encoder=encoder,
             waveform=args.waveform,
             header_version=args.header_version,
+            **args.waveform_settings,
         )
         whole = int(math.floor(delay))
         stages = [self.source]
@@ -335,7 +341,10 @@ class Loopback(gr.top_block):
             noise_seed=noise_seed,
             block_tags=False,
         )
-        self.receiver = diffjscc.jscc_receiver(sps=args.sps, waveform=args.waveform)
+        # The same layout at both ends: the frame header does not carry it.
+        self.receiver = diffjscc.jscc_receiver(
+            sps=args.sps, waveform=args.waveform, **args.waveform_settings
+        )
         self.sink = diffjscc.image_sink(
             output_dir=str(output_dir),
             worker_address=worker_address,
@@ -463,6 +472,18 @@ def run(args, encoder=None, decoder=None, log=print) -> dict:
         raise DiffJSCCError(f"--timeout must be > 0, got {args.timeout}")
     if args.tx_opt_steps < 0:
         raise DiffJSCCError(f"--tx-opt-steps must be >= 0, got {args.tx_opt_steps}")
+    from diffjscc.radio.layout_args import layout_settings
+    from diffjscc.radio.waveform import waveform_from_block_params
+
+    # The blocks' settings of the layout options, built once here (what the blocks do) so
+    # that a layout which does not fit is one line now, not a failure inside GNU Radio.
+    args.waveform_settings = layout_settings(args.waveform, args)
+    waveform_from_block_params(
+        args.waveform,
+        sps=args.sps,
+        header_version=args.header_version,
+        **args.waveform_settings,
+    )
     from diffjscc.radio.channel_presets import get_preset, parse_taps
 
     get_preset(args.channel)  # ConfigError naming the presets
@@ -563,6 +584,7 @@ def run(args, encoder=None, decoder=None, log=print) -> dict:
         "delay_samples": tb.channel_info["delay_samples"],
         "h": [tb.channel_info["h"].real, tb.channel_info["h"].imag],
         "waveform": args.waveform,
+        "waveform_settings": tb.source.waveform.settings(),
         "header_version": args.header_version,
         "channel": args.channel if not args.taps else "taps",
         "doppler": args.doppler,

@@ -281,6 +281,59 @@ def test_the_waveform_is_one_parameter_wired_to_every_block():
             assert {"diffjscc_image_source", "diffjscc_jscc_receiver"} <= ids, path.name
 
 
+# The OFDM layout: block parameter -> OfdmConfig field (both ends must agree on it).
+OFDM_LAYOUT = {
+    "fft_size": "fft_size",
+    "cp_length": "cp_length",
+    "used_carriers": "used_carriers",
+    "ofdm_pilot_spacing": "pilot_spacing",
+    "pilot_stagger": "pilot_stagger",
+}
+# Flowgraphs whose ends may run apart: the layout is an option, like -w/--waveform.
+LAYOUT_FLOWGRAPHS = [p.stem for p in FLOWGRAPHS if p.stem.startswith("usrp_")]
+
+
+def test_the_ofdm_layout_is_wired_like_the_waveform():
+    """The USRP flowgraphs take the layout as parameters (--fft-size ...) with OfdmConfig's
+    defaults, the replay from the recording's meta; every waveform block gets them."""
+    from diffjscc.radio.ofdm import OfdmConfig
+
+    defaults = OfdmConfig()
+    for name in [*LAYOUT_FLOWGRAPHS, "replay_no_gui"]:
+        blocks = _blocks(name)
+        for block in blocks.values():
+            if block["id"] in WAVEFORM_BLOCKS:
+                for key in OFDM_LAYOUT:
+                    assert block["parameters"][key] == key, f"{name}: {block['name']} {key}"
+        for key, field in OFDM_LAYOUT.items():
+            chosen = blocks[key]
+            if name == "replay_no_gui":
+                assert chosen["id"] == "variable"
+                assert f"waveform_settings.get('{key}'" in chosen["parameters"]["value"]
+            else:
+                p = chosen["parameters"]
+                assert (chosen["id"], p["type"]) == ("parameter", "intx"), f"{name}: {key}"
+                assert int(p["value"]) == getattr(defaults, field), f"{name}: {key}"
+    assert (
+        "diffjscc:waveform_settings"
+        in _blocks("replay_no_gui")["waveform_settings"]["parameters"]["value"]
+    )
+
+
+@needs_grcc
+def test_the_ofdm_layout_reaches_the_blocks_in_the_generated_code(tmp_path_factory):
+    for name in [*LAYOUT_FLOWGRAPHS, "replay_no_gui"]:
+        code = _generated(tmp_path_factory, name)
+        for block in _blocks(name).values():
+            if block["id"] in WAVEFORM_BLOCKS:
+                make = re.search(rf"self\.{block['name']} = .*", code).group(0)
+                for key in OFDM_LAYOUT:
+                    assert f"{key}={key}" in make, f"{name}: {make}"
+        if name != "replay_no_gui":
+            for key in OFDM_LAYOUT:
+                assert f'"--{key.replace("_", "-")}", dest="{key}"' in code, f"{name}: {key}"
+
+
 @needs_grcc
 def test_the_waveform_reaches_the_blocks_in_the_generated_code(tmp_path_factory):
     for path in FLOWGRAPHS:
@@ -338,7 +391,8 @@ def test_replay_flowgraph_takes_the_waveform_from_the_recording(tmp_path_factory
     _import_module_from_source()
     code_path = _compile_all(tmp_path_factory)[0] / "replay_no_gui.py"
     rng = np.random.default_rng(5)
-    wave = get_waveform("ofdm")  # the flowgraph's receiver has the default settings
+    # A layout other than the default: the flowgraph's receiver takes it from the meta.
+    wave = get_waveform("ofdm", fft_size=512, used_carriers=256, ofdm_pilot_spacing=16)
     n = 2 * 4 * 8
     sym = ((rng.standard_normal(n) + 1j * rng.standard_normal(n)) / np.sqrt(2)).astype(np.complex64)
     enc = EncodedImage(sym, (64, 128), (2, 4, 8), "jscc-awgn-cbr1_384", 7.0)
@@ -355,7 +409,7 @@ def test_replay_flowgraph_takes_the_waveform_from_the_recording(tmp_path_factory
         recording=str(tmp_path / "ofdm"), speed=0, output_dir=str(tmp_path / "out")
     )
     assert tb.waveform == "ofdm"
-    assert tb.diffjscc_jscc_receiver_0.waveform.name == "ofdm"
+    assert tb.diffjscc_jscc_receiver_0.waveform == wave
     tb.start()
     done = threading.Event()
     threading.Thread(target=lambda: (tb.wait(), done.set()), daemon=True).start()
@@ -793,6 +847,8 @@ def test_usrp_trx_runs_through_a_fake_radio(tmp_path_factory, tmp_path, name, wa
         "--clock-source", "external", "--tx-gain", "12", "--interval-s", "0.5",
         "--stats-interval", "1", "--amplitude", "0.2", "--waveform", waveform,
     ]  # fmt: skip
+    if waveform == "ofdm":  # the mobile layout of docs/ofdm.md, at both ends and the recorder
+        args += ["--fft-size", "512", "--used-carriers", "256", "--ofdm-pilot-spacing", "16"]
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
     if name == "usrp_trx":  # these are sliders there, not options
         sliders = {"--tx-gain", "--interval-s", "--amplitude", "--stats-interval"}
@@ -817,7 +873,10 @@ def test_usrp_trx_runs_through_a_fake_radio(tmp_path_factory, tmp_path, name, wa
         assert ["gain", 12.0] in calls
         assert "[trx] " in proc.stderr and "decoded" in proc.stderr  # the statistics line
     (meta,) = tmp_path.glob("rec.sigmf-meta")  # the recording says which waveform it holds
-    assert json.loads(meta.read_text())["global"]["diffjscc:waveform"] == waveform
+    recorded = json.loads(meta.read_text())["global"]
+    assert recorded["diffjscc:waveform"] == waveform
+    if waveform == "ofdm":
+        assert recorded["diffjscc:waveform_settings"]["fft_size"] == 512
     assert list((tmp_path / "rx").glob("*.png"))
 
 

@@ -83,3 +83,30 @@ def test_unknown_waveform(image_file, capsys):
     with pytest.raises(SystemExit) as exc:
         main([str(image_file), "--waveform", "fm"])
     assert exc.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_waveform_layout_options(image_file, capsys):
+    """The OFDM layout of the radio run (docs/ofdm.md's mobile layout here), in the record."""
+    radio = _run(
+        capsys, image_file, "--snr", "12", "--waveform", "ofdm", "--fft-size", "512",
+        "--used-carriers", "256", "--pilot-spacing", "16",
+    )  # fmt: skip
+    assert radio["waveform_settings"]["fft_size"] == 512
+    assert radio["waveform_settings"]["ofdm_pilot_spacing"] == 16
+    assert radio["frames_sent"] == radio["frames_decoded"] >= 1
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--waveform", "ofdm", "--fft-size", "500"], "power of two"),
+        (["--waveform", "sc", "--used-carriers", "256"], "--waveform ofdm"),
+        (["--pilot-spacing", "16"], "add --waveform"),
+    ],
+)
+def test_waveform_layout_that_does_not_fit(image_file, capsys, argv, match):
+    from diffjscc import cli
+
+    assert cli.main(["roundtrip", str(image_file), *argv]) == 2
+    err = capsys.readouterr().err
+    assert match in err and "Traceback" not in err

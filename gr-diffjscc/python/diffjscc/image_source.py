@@ -126,6 +126,13 @@ class image_source(gr.sync_block):
     leaves as one burst followed by ``gap_samples`` zeros (the first burst is
     also preceded by them).
 
+    ``waveform`` "ofdm" sends OFDM bursts instead (``diffjscc.radio.ofdm``; the
+    single carrier's sps, rolloff and pilot_spacing are then unused): ``fft_size``,
+    ``cp_length``, ``used_carriers``, ``ofdm_pilot_spacing`` and ``pilot_stagger``
+    set the layout (0 = the default of ``OfdmConfig``), ``clip_ratio_db``
+    clip-and-filter (0 = off). The receiver must use the same layout: the frame
+    header does not carry it.
+
     Pacing: an image starts every ``interval_s`` seconds (wall clock; 0 sends
     them back to back, for measurements), and a message of any content on
     ``next`` sends the next image at once (a ``blocks.message_strobe`` gives a
@@ -178,6 +185,12 @@ class image_source(gr.sync_block):
         on_demand=False,
         encoder=None,
         waveform="sc",
+        fft_size=0,
+        cp_length=0,
+        used_carriers=0,
+        ofdm_pilot_spacing=0,
+        pilot_stagger=0,
+        clip_ratio_db=0.0,
         **waveform_settings,
     ):
         gr.sync_block.__init__(
@@ -200,8 +213,8 @@ class image_source(gr.sync_block):
         self.interval_s = _seconds("interval_s", interval_s)
         self.on_demand = bool(on_demand)
         self.cfg = frame_config(sps, rolloff, pilot_spacing, max_payload_symbols, header_version)
-        # The waveform ("sc", "ofdm": diffjscc.radio.waveform) takes the settings it knows;
-        # waveform_settings are other waveforms' (OFDM's fft_size, cp_length, ...).
+        # The waveform ("sc", "ofdm": diffjscc.radio.waveform) takes the settings it knows
+        # (0 = its default): OFDM's layout below, waveform_settings for any other waveform's.
         from diffjscc.radio.waveform import SingleCarrier, waveform_from_block_params
 
         if waveform == "sc" and not waveform_settings:
@@ -214,6 +227,12 @@ class image_source(gr.sync_block):
                 pilot_spacing=pilot_spacing,
                 max_payload_symbols=max_payload_symbols,
                 header_version=header_version,
+                fft_size=fft_size,
+                cp_length=cp_length,
+                used_carriers=used_carriers,
+                ofdm_pilot_spacing=ofdm_pilot_spacing,
+                pilot_stagger=pilot_stagger,
+                clip_ratio_db=clip_ratio_db,
                 **waveform_settings,
             )
         self.gap_samples = int(gap_samples)

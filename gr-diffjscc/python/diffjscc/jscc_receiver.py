@@ -37,8 +37,10 @@ class jscc_receiver(gr.sync_block):
 
     ``waveform`` names the waveform (``diffjscc.radio.waveform.WAVEFORMS``:
     "sc" single carrier, "ofdm"); it takes the parameters it knows. The
-    waveform settings (sps, rolloff, pilot spacing, payload size, ...) must be
-    those of the transmitter.
+    waveform settings (sps, rolloff, pilot spacing, payload size, ...; for OFDM
+    the layout: fft_size, cp_length, used_carriers, ofdm_pilot_spacing,
+    pilot_stagger, 0 = its default) must be those of the transmitter: the
+    header does not carry them.
 
     The receiver works in batches of samples, so the last burst of a stream
     that ends completes only if silence follows it: the image source adds
@@ -47,7 +49,18 @@ class jscc_receiver(gr.sync_block):
     """
 
     def __init__(
-        self, sps=2, rolloff=0.35, pilot_spacing=0, max_payload_symbols=0, waveform="sc", **settings
+        self,
+        sps=2,
+        rolloff=0.35,
+        pilot_spacing=0,
+        max_payload_symbols=0,
+        waveform="sc",
+        fft_size=0,
+        cp_length=0,
+        used_carriers=0,
+        ofdm_pilot_spacing=0,
+        pilot_stagger=0,
+        **settings,
     ):
         gr.sync_block.__init__(
             self, name="diffjscc_jscc_receiver", in_sig=[np.complex64], out_sig=None
@@ -62,6 +75,11 @@ class jscc_receiver(gr.sync_block):
             rolloff=rolloff,
             pilot_spacing=pilot_spacing,
             max_payload_symbols=max_payload_symbols,
+            fft_size=fft_size,
+            cp_length=cp_length,
+            used_carriers=used_carriers,
+            ofdm_pilot_spacing=ofdm_pilot_spacing,
+            pilot_stagger=pilot_stagger,
             **settings,
         )
         self.cfg = getattr(self.waveform, "cfg", None)  # the FrameConfig of a single carrier

@@ -38,10 +38,12 @@ class sigmf_recorder(gr.sync_block):
     original image of each id is named in the meta with its SHA-256, so
     ``diffjscc replay`` can compute the PSNR.
 
-    ``waveform`` and its settings (``sps``, ``rolloff``, ``pilot_spacing``, and
-    for other waveforms their own keywords) are the transmitter's, as the
-    receiver block takes them: they give the annotations' lengths and go
-    into the meta for a replay.
+    ``waveform`` and its settings (``sps``, ``rolloff``, ``pilot_spacing``; for
+    OFDM ``fft_size``, ``cp_length``, ``used_carriers``, ``ofdm_pilot_spacing``,
+    ``pilot_stagger``, 0 = default; other waveforms' keywords too) are the
+    transmitter's, as the receiver block takes them: they give the annotations'
+    lengths and go into the meta (``diffjscc:waveform_settings``), from which a
+    replay builds its receiver.
 
     At most ``max_megabytes`` of samples and ``max_annotations`` annotations
     are kept; what does not fit is dropped and counted (``stats()`` and the
@@ -64,6 +66,11 @@ class sigmf_recorder(gr.sync_block):
         max_megabytes=1024,
         max_annotations=100000,
         waveform="sc",
+        fft_size=0,
+        cp_length=0,
+        used_carriers=0,
+        ofdm_pilot_spacing=0,
+        pilot_stagger=0,
         **settings,
     ):
         gr.sync_block.__init__(
@@ -86,7 +93,16 @@ class sigmf_recorder(gr.sync_block):
         # The transmitter's waveform, as the receiver block takes it: burst lengths, and
         # the settings a replay receives with.
         wave = waveform_from_block_params(
-            waveform, sps=sps, rolloff=rolloff, pilot_spacing=pilot_spacing, **settings
+            waveform,
+            sps=sps,
+            rolloff=rolloff,
+            pilot_spacing=pilot_spacing,
+            fft_size=fft_size,
+            cp_length=cp_length,
+            used_carriers=used_carriers,
+            ofdm_pilot_spacing=ofdm_pilot_spacing,
+            pilot_stagger=pilot_stagger,
+            **settings,
         )
         if not str(path or "").strip():
             return

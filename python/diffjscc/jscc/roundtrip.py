@@ -8,7 +8,9 @@ sends them through the radio core instead (numpy, no GNU Radio): the waveform's 
 the channel on the samples (noise at the waveform's own SNR convention, so that an SNR
 means the same in both cases; for ``rayleigh`` one gain for the whole image), the
 waveform's receiver and the frame assembler, and the decoder gets the receiver's SNR
-estimate and gain, as the image sink does.
+estimate and gain, as the image sink does. ``--fft-size --cp-length --used-carriers
+--pilot-spacing --pilot-stagger`` set the waveform's layout (``diffjscc.radio.layout_args``;
+e.g. ``--waveform ofdm --fft-size 512 --used-carriers 256 --pilot-spacing 16``).
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ import time
 import numpy as np
 
 from diffjscc import channels
+from diffjscc.errors import ConfigError
 from diffjscc.image import load_image, save_png
 from diffjscc.io import check_output_path
+from diffjscc.radio.layout_args import add_layout_options, layout_settings
 from diffjscc.radio.waveform import WAVEFORMS
 from diffjscc.registry import DEFAULT_MODEL, get_model_spec
 
@@ -56,6 +60,7 @@ def setup_args() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="write the received image here (PNG)")
+    add_layout_options(p)
     return p
 
 
@@ -70,8 +75,9 @@ def default_image() -> np.ndarray:
 _GAP_SAMPLES = 1000
 
 
-def over_the_radio(sent, waveform: str, channel: str, snr_db: float, rng) -> dict:
-    """Bursts of ``waveform`` -> channel on the samples -> its receiver -> assembler.
+def over_the_radio(sent, waveform, channel: str, snr_db: float, rng) -> dict:
+    """Bursts of ``waveform`` (a name or a ``Waveform``) -> channel on the samples -> its
+    receiver -> assembler.
 
     Returns the assembled image (``None`` when no frame arrived) under ``image`` and
     what the link reports: frames sent and decoded, the receiver's SNR estimate."""
@@ -112,6 +118,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.tx_opt_steps and args.encoder == "onnx":
         parser.error("--tx-opt-steps needs gradients through the decoder: use --encoder torch")
     args.encoder = args.encoder or ("torch" if args.tx_opt_steps else "onnx")
+    wave = None
+    settings = layout_settings(args.waveform or "", args)
+    if args.waveform:
+        from diffjscc.radio.waveform import waveform_from_block_params
+
+        wave = waveform_from_block_params(args.waveform, **settings)  # ConfigError: exit 2
+    elif settings:
+        flag = "--" + next(iter(settings)).replace("_", "-")
+        raise ConfigError(f"{flag} sets a waveform's layout: add --waveform sc or ofdm")
     spec = get_model_spec(args.model)
     if args.out:
         check_output_path(args.out, "--out")
@@ -137,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     t2 = time.perf_counter()
     radio = None
     if args.waveform:
-        radio = over_the_radio(sent, args.waveform, args.channel, args.snr, rng)
+        radio = over_the_radio(sent, wave, args.channel, args.snr, rng)
         image_rx = radio.pop("image")
         if image_rx is None:
             print(json.dumps({"model": spec.name, "waveform": args.waveform, **radio}))
@@ -165,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         "encoder": args.encoder,
         "tx_opt_steps": args.tx_opt_steps,
         "waveform": args.waveform,
+        **({"waveform_settings": wave.settings()} if wave is not None else {}),
         **(radio or {}),
         "psnr": round(float(psnr(image, decoded)), 3),
         "ms_ssim": round(float(ms_ssim(image, decoded)), 4),
