@@ -772,6 +772,120 @@ def pilot_excess(hs, hp, own_cols, self_weight, nu, noise_var, half_drift, err):
     return out
 
 
+def _known_comb(y, i, bins, pilots, values, take, order, delays, twiddle, factor, out):
+    p = pilots.size
+    n = twiddle.size
+    response = np.zeros(delays.size, dtype=np.complex128)
+    for b in range(bins.size):
+        o = order[b]
+        sent = np.complex128(pilots[o]) if o < p else values[take[o - p]]
+        ls = y[i, bins[b]] / sent
+        for d in range(delays.size):
+            response[d] += ls * np.conj(twiddle[(bins[b] * (delays[d] % n)) % n])
+    for c in range(factor.shape[0]):
+        acc = 0j
+        for d in range(delays.size):
+            acc += factor[c, d] * response[d]
+        out[c] = acc
+
+
+def known_comb(y, i, bins, pilots, values, take, order, delays, twiddle, factor):
+    """The channel at the pilot comb from symbol ``i`` of ``y`` where its pilots and
+    the known values ``values[take]`` sit at ``bins`` (``order`` sorts [pilots, known]
+    by frequency as ``bins`` are): the least-squares values' response at the delay
+    prior's ``delays`` (sum over the bins of ls exp(2 pi j bin d / N): the inverse FFT
+    at those delays; ``twiddle``: exp(-2 pi j k / N)), times ``factor`` [comb, delays].
+    Compiled only."""
+    out = np.empty(factor.shape[0], dtype=np.complex128)
+    _kernels["known"](
+        y,
+        int(i),
+        np.ascontiguousarray(bins, dtype=np.int64),
+        np.ascontiguousarray(pilots, dtype=np.complex64),
+        np.ascontiguousarray(values, dtype=np.complex128),
+        np.ascontiguousarray(take, dtype=np.int64),
+        np.ascontiguousarray(order, dtype=np.int64),
+        np.ascontiguousarray(delays, dtype=np.int64),
+        twiddle,
+        np.ascontiguousarray(factor, dtype=np.complex128),
+        out,
+    )
+    return out
+
+
+def _inband(y, h, err, sym, col, bins, values, pick, noise_var):
+    power = 0.0
+    expected = 0.0
+    count = sym.size
+    for j in range(count):
+        r = y[sym[j], bins[j]] - h[sym[j], col[j]] * values[pick[j]]
+        power += r.real * r.real + r.imag * r.imag
+        expected += err[sym[j], col[j]]
+    power /= count
+    expected = noise_var + expected / count
+    return max(0.0, power - expected * (1.0 + 2.0 / math.sqrt(count)))
+
+
+def inband_excess(y, h, err, sym, col, bins, pick, values, noise_var):
+    """The known values' residual power against the estimate beyond the noise and the
+    estimate's error (``ofdm_receiver._inband_excess``) for the known symbols at
+    (``sym``, ``col``) of the data grids, FFT bins ``bins``, values ``values[pick]``.
+    Compiled only."""
+    return float(
+        _kernels["inband"](
+            y,
+            np.ascontiguousarray(h, dtype=np.complex128),
+            np.ascontiguousarray(err, dtype=np.float64),
+            sym,
+            col,
+            bins,
+            np.ascontiguousarray(values, dtype=np.complex128),
+            pick,
+            float(noise_var),
+        )
+    )
+
+
+def derotate_numpy(seg, step, count, n, cfo, starts):
+    """``derotate`` in numpy."""
+    win = np.lib.stride_tricks.as_strided(seg, (count, n), (step * seg.itemsize, seg.itemsize))
+    # One phasor per symbol start (float64: absolute sample counts are large) times one
+    # shared ramp within the window.
+    ramp = np.exp(-2j * np.pi * cfo * np.arange(n)).astype(np.complex64)
+    lead = np.exp(-2j * np.pi * cfo * starts.astype(np.float64)).astype(np.complex64)
+    return win * ramp[None, :] * lead[:, None]
+
+
+def _derotate(seg, step, count, n, cfo, starts, out):
+    ramp = np.empty(n, dtype=np.complex64)
+    for k in range(n):
+        ramp[k] = np.complex64(np.exp(-2j * np.pi * cfo * k))
+    for i in range(count):
+        lead = np.complex64(np.exp(-2j * np.pi * cfo * np.float64(starts[i])))
+        base = i * step
+        for k in range(n):
+            out[i, k] = seg[base + k] * ramp[k] * lead
+
+
+def derotate(seg, step, count, n, cfo, starts):
+    """The ``count`` FFT windows of n samples, ``step`` apart in ``seg`` (complex64),
+    times exp(-2 pi j cfo t) at their absolute sample times t (window i starts at
+    ``starts[i]``), as one new [count, n] complex64 array."""
+    if not AVAILABLE:
+        return derotate_numpy(seg, step, count, n, cfo, starts)
+    out = np.empty((count, n), dtype=np.complex64)
+    _kernels["derotate"](
+        np.ascontiguousarray(seg, dtype=np.complex64),
+        int(step),
+        int(count),
+        int(n),
+        float(cfo),
+        np.ascontiguousarray(starts, dtype=np.int64),
+        out,
+    )
+    return out
+
+
 def _warm_up() -> None:
     corr = np.zeros(64, np.complex64)
     x = np.zeros(64, np.complex64)
@@ -803,6 +917,12 @@ def _warm_up() -> None:
     _kernels["power"](c.reshape(-1))
     _kernels["keep"](c, 0.1, np.empty(3, np.bool_))
     _kernels["excess"](c, hp, flat, weight, nu, 0.1, 0.0, np.ones((2, 2)))
+    idx = np.zeros(2, np.int64)
+    tw = np.ones(4, np.complex128)
+    _kernels["known"](c, 0, idx, np.ones(1, np.complex64), c[0], idx, idx, idx, tw, c, hp[0])
+    _kernels["inband"](c, c, np.ones((2, 3)), idx, idx, idx, c[0], idx, 0.1)
+    seg = np.ones(8, np.complex64)
+    _kernels["derotate"](seg, 4, 2, 4, 0.01, idx, np.empty((2, 4), np.complex64))
 
 
 _loader = KernelLoader(
@@ -824,6 +944,9 @@ _loader = KernelLoader(
         Kernel("power", _mean_power),
         Kernel("keep", _delay_keep),
         Kernel("excess", _pilot_excess),
+        Kernel("known", _known_comb),
+        Kernel("inband", _inband),
+        Kernel("derotate", _derotate, fastmath=False),
     ),
     _warm_up,
     _kernels,

@@ -450,14 +450,15 @@ def estimate_channel_grid(y: np.ndarray, cfg: OfdmConfig, known=None) -> Channel
             # Every comb subcarrier observed at a symbol with known data; that symbol's
             # own pilots are in its estimate, so its pilot observation is left out.
             obs = []
+            rel_rows = {t: rel[position].mean(axis=1).tolist() for t, (_, rel) in dense.items()}
             for r in range(have):
                 times = [t for t in range(r, m, k) if t not in dense]
                 values = [hp[t] for t in times]
                 var = [noise_var] * len(times)
-                for t, (est, rel) in sorted(dense.items()):
+                for t, (est, _) in sorted(dense.items()):
                     times.append(t)
                     values.append(est[position[r]])
-                    var.append(max(power * float(np.mean(rel[position[r]])), 1e-3 * noise_var))
+                    var.append(max(power * rel_rows[t][r], 1e-3 * noise_var))
                 order = np.argsort(times, kind="stable")
                 obs.append(
                     (
@@ -534,6 +535,12 @@ def _inband_excess(y, cfg: OfdmConfig, known, h, err, noise_var: float) -> float
     twice the residual's own scatter, so that noise alone adds nothing."""
     lay = cfg.layout
     slots, values = known
+    if _fast_ofdm.AVAILABLE:
+        key = np.ascontiguousarray(slots, dtype=np.int64).tobytes()
+        plan = _inband_plan(cfg, key, y.shape[0])
+        if plan is None:
+            return 0.0
+        return _fast_ofdm.inband_excess(y, h, err, *plan, values, noise_var)
     slots = np.asarray(slots)
     d = cfg.data_per_symbol
     sym, col = slots // d, slots % d
@@ -548,6 +555,24 @@ def _inband_excess(y, cfg: OfdmConfig, known, h, err, noise_var: float) -> float
     return max(0.0, power - expected * (1.0 + 2.0 / math.sqrt(resid.size)))
 
 
+@functools.lru_cache(maxsize=64)
+def _inband_plan(cfg: OfdmConfig, slots: bytes, m: int):
+    """For ``_inband_excess``: the known slots (int64 bytes) within m symbols as their
+    symbols, data columns, FFT bins and positions among the slots (None: under 16)."""
+    d = cfg.data_per_symbol
+    slots = np.frombuffer(slots, dtype=np.int64)
+    sym, col = slots // d, slots % d
+    pick = np.flatnonzero(sym < m)
+    if pick.size < 16:
+        return None
+    sym, col = sym[pick], col[pick]
+    bins = cfg.layout.data[sym % cfg.pilot_stagger, col]
+    out = tuple(np.ascontiguousarray(a, dtype=np.int64) for a in (sym, col, bins, pick))
+    for a in out:
+        a.flags.writeable = False
+    return out
+
+
 def _known_estimates(y, cfg: OfdmConfig, known, xp, delays, rho: float, rows: int) -> dict:
     """symbol -> (channel at the comb, its relative error) for every symbol with at least
     a comb's worth of known data symbols, by a Wiener filter from its pilots and those."""
@@ -558,6 +583,7 @@ def _known_estimates(y, cfg: OfdmConfig, known, xp, delays, rho: float, rows: in
     rho_db10 = _rho_db10(rho)
     plan = _known_plan(cfg, np.ascontiguousarray(slots, dtype=np.int64).tobytes(), y.shape[0])
     n = cfg.fft_size
+    delay_array = np.asarray(key_delays, dtype=np.int64)
     for i, take, bins, order, key in plan:
         sent = np.concatenate([xp[i], values[take]])[order]
         ls = y[i, bins] / sent  # |known| = 1
@@ -569,6 +595,12 @@ def _known_estimates(y, cfg: OfdmConfig, known, xp, delays, rho: float, rows: in
         # observations' response at the prior's delays, is one inverse FFT; the cached
         # factor E_t G^-1 is [comb, delays], its miss a small solve.
         factor, rel = _known_factor(cfg, key, rows, key_delays, rho_db10)
+        if _fast_ofdm.AVAILABLE:
+            est = _fast_ofdm.known_comb(
+                y, i, bins, xp[i], values, take, order, delay_array, _twiddles(n), factor
+            )
+            out[i] = (est, rel)
+            continue
         spectrum = np.zeros(n, dtype=np.complex128)
         spectrum[bins] = ls
         response = np.fft.ifft(spectrum)[np.asarray(key_delays) % n] * n
@@ -1019,17 +1051,14 @@ class OfdmReceiver:
         w0 = p.start + SYNC_LENGTH + cfg.cp_length - self._backoff
         starts = w0 + (first + np.arange(count)) * cfg.symbol_length
         seg = self._samples(int(starts[0]), int(starts[-1]) + n)
-        win = np.lib.stride_tricks.as_strided(
-            seg, (count, n), (cfg.symbol_length * seg.itemsize, seg.itemsize)
-        )
         if p.cfo:
-            # One phasor per symbol start (float64: absolute sample counts are large)
-            # times one shared ramp within the window.
-            ramp = np.exp(-2j * np.pi * p.cfo * np.arange(n)).astype(np.complex64)
-            lead = np.exp(-2j * np.pi * p.cfo * starts.astype(np.float64)).astype(np.complex64)
-            win = win * ramp[None, :] * lead[:, None]
-        y = scipy.fft.fft(win, axis=1)
-        return y.astype(np.complex128) * (math.sqrt(cfg.used_carriers) / n)
+            win = _fast_ofdm.derotate(seg, cfg.symbol_length, count, n, p.cfo, starts)
+        else:
+            win = np.lib.stride_tricks.as_strided(
+                seg, (count, n), (cfg.symbol_length * seg.itemsize, seg.itemsize)
+            )
+        y = scipy.fft.fft(win, axis=1, overwrite_x=bool(p.cfo))
+        return np.multiply(y, math.sqrt(cfg.used_carriers) / n, dtype=np.complex128)
 
     def _grid(self, p: _Candidate, y: np.ndarray, known=None) -> ChannelGrid:
         if self.genie is not None:
