@@ -1,17 +1,22 @@
 #!/usr/bin/env python3
 """PSNR against delay spread: single carrier, OFDM, and OFDM with a genie receiver.
 
-    python benchmarks/ofdm_delay_spread.py --draws 4 --json /tmp/ofdm_delay_spread.json \\
+    python benchmarks/ofdm_delay_spread.py --draws 6 --json /tmp/ofdm_delay_spread.json \\
         --plot docs/figures/ofdm_delay_spread.png
 
 One image (scikit-image's astronaut, centre crop 256x384: 768 JSCC symbols at
 CBR 1/384, one frame) is encoded at each SNR and sent through the radio core
 (numpy, no GNU Radio): bursts -> static multipath (one Rayleigh realisation of
-an exponential power delay profile per draw, scaled to unit energy so that the
-average SNR over the band is the nominal one) -> random fractional delay ->
+an exponential power delay profile per draw) -> random fractional delay ->
 AWGN -> receiver -> JSCC decoder (torch, CPU) with the receiver's SNR estimate.
-Both waveforms run at 2 samples per channel use (single carrier: sps 2; OFDM:
-256 of 512 subcarriers), so a delay spread of one symbol is 2 samples for both.
+Each draw is scaled for each waveform to unit mean gain over that waveform's
+band (``--normalise band``, the default, as ``examples/loopback.py`` and the
+other benchmarks do: the nominal SNR is the received in-band SNR on average);
+``--normalise energy`` scales it to unit tap energy instead (the first
+version of this benchmark), which leaves the in-band gain to chance.
+Both waveforms run at about 2 samples per channel use (single carrier: sps 2;
+OFDM: the default 492 of 1024 subcarriers, 2.08), so a delay spread of one
+symbol is about 2 samples for both.
 The genie OFDM receiver is given the true burst start, channel and noise.
 A frame that is not received decodes as zeros (the receiver's erasures).
 """
@@ -50,21 +55,32 @@ def _receive(rx, x):
     return frames + rx.flush()
 
 
-def run(rms_symbols, snrs, draws, seed=0, log=print) -> dict:
+def run(rms_symbols, snrs, draws, seed=0, normalise="band", log=print) -> dict:
     from diffjscc.metrics import psnr
     from diffjscc.radio import BurstReceiver, FrameConfig, build_bursts
-    from diffjscc.radio.channel_presets import exponential_taps, rayleigh_taps
+    from diffjscc.radio.channel_presets import (
+        exponential_taps,
+        normalise_taps,
+        rayleigh_taps,
+        signal_spectrum,
+    )
     from diffjscc.radio.config import noise_voltage as sc_noise
-    from diffjscc.radio.ofdm import OfdmConfig
+    from diffjscc.radio.ofdm import OfdmConfig, OfdmWaveform
     from diffjscc.radio.ofdm import build_bursts as ofdm_bursts
     from diffjscc.radio.ofdm import noise_voltage as ofdm_noise
     from diffjscc.radio.ofdm_receiver import GenieChannel, OfdmReceiver
+    from diffjscc.radio.waveform import SingleCarrier
     from diffjscc.zoo import load_codec
 
     codec = load_codec("1/384", device="cpu")
     image = _image()
     shape = image.shape[:2]
     sc_cfg, of_cfg = FrameConfig(), OfdmConfig()
+    # "band": each waveform's draw scaled over the band its own bursts occupy.
+    spectra = {
+        "sc": signal_spectrum(SingleCarrier(sc_cfg)),
+        "ofdm": signal_spectrum(OfdmWaveform(of_cfg)),
+    }
     rows = []
     for snr in snrs:
         enc = codec.encode(image, snr_db=snr)
@@ -75,9 +91,11 @@ def run(rms_symbols, snrs, draws, seed=0, log=print) -> dict:
             syms, snr_est = [], []
             for d in range(draws):
                 rng = np.random.default_rng([seed, d, int(rms * 100), int(snr * 10)])
-                taps = rayleigh_taps(exponential_taps(2.0 * rms), rng, normalise=True)
+                raw = rayleigh_taps(exponential_taps(2.0 * rms), rng, normalise=False)
                 delay = float(rng.uniform(0, 8))
                 for kind in results:
+                    spectrum = spectra["sc" if kind == "sc" else "ofdm"]
+                    taps = normalise_taps(raw, normalise, spectrum)
                     if kind == "sc":
                         sigma = sc_noise(snr, sc_cfg)
                         x = _stream(sc_burst, taps, delay, sigma, rng)
@@ -116,7 +134,12 @@ def run(rms_symbols, snrs, draws, seed=0, log=print) -> dict:
                 f"ofdm {row['psnr_ofdm']:.2f} genie {row['psnr_genie']:.2f} "
                 f"(frames {row['received_sc']}/{row['received_ofdm']}/{row['received_genie']} of {draws})"
             )
-    return {"rows": rows, "draws": draws, "image": "astronaut 256x384 centre crop"}
+    return {
+        "rows": rows,
+        "draws": draws,
+        "normalise": normalise,
+        "image": "astronaut 256x384 centre crop",
+    }
 
 
 def plot(report, path) -> None:
@@ -162,6 +185,13 @@ def main(argv=None) -> int:
     p.add_argument("--snr", type=float, nargs="+", default=[4.0, 10.0])
     p.add_argument("--draws", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--normalise",
+        choices=["band", "energy"],
+        default="band",
+        help="scale each draw to unit mean gain over the waveform's band (default) or to "
+        "unit tap energy (the first version)",
+    )
     p.add_argument("--json")
     p.add_argument("--plot")
     p.add_argument("--replot", help="only draw --plot from this JSON report")
@@ -171,7 +201,14 @@ def main(argv=None) -> int:
             plot(json.load(f), args.plot)
         return 0
     t = time.time()
-    report = run(args.rms, args.snr, args.draws, args.seed, log=lambda m: print(m, file=sys.stderr))
+    report = run(
+        args.rms,
+        args.snr,
+        args.draws,
+        args.seed,
+        args.normalise,
+        log=lambda m: print(m, file=sys.stderr),
+    )
     report["seconds"] = time.time() - t
     report["machine"] = (
         f"{platform.machine()} {platform.processor()} python {platform.python_version()}"
