@@ -76,6 +76,9 @@ log = logging.getLogger(__name__)
 EQUALISERS = ("mmse", "zf")
 _PASS_SAMPLES = 8192  # samples gathered before a pass (a pass has a fixed cost)
 _CORR_FFT = 4096  # overlap-save block of the sync correlation
+# Right after a frame: the next sync is likely within a gap's length, and searching the
+# next frame's body (thrown away when the sync is found) costs the FFTs and the metric.
+_AFTER_FRAME_FFT = 2048
 _MIN_RHO = 1e-4  # smallest pilot noise (relative to the channel) the Wiener filter assumes
 _LAGS = 16  # neighbouring lags of the sync metric summed (multipath energy)
 _SIGNS = np.asarray(BARKER_7, dtype=np.float64)
@@ -821,9 +824,11 @@ class OfdmReceiver:
         self._block = block
         self._cover = np.asarray(COVER_SIGNS, dtype=np.float64)
         self._template = np.conj(block[::-1])
-        kernel = np.zeros(_CORR_FFT, dtype=np.complex64)
-        kernel[:SYNC_PERIOD] = self._template
-        self._template_fft = scipy.fft.fft(kernel).astype(np.complex64)
+        self._template_fft = {}
+        for size in (_CORR_FFT, _AFTER_FRAME_FFT):
+            kernel = np.zeros(size, dtype=np.complex64)
+            kernel[:SYNC_PERIOD] = self._template
+            self._template_fft[size] = scipy.fft.fft(kernel).astype(np.complex64)
         self._block_energy = float(np.sum(np.abs(block) ** 2))
         # The lag sum's gain for a single path: the block's periodic autocorrelation
         # |R(l)|^2 summed over _LAGS lags, at its best placement.
@@ -972,7 +977,7 @@ class OfdmReceiver:
         if self._after_frame:
             # Frames back to back: the next sync is likely within one correlation block,
             # and the metric beyond it (over that frame's body) would be thrown away.
-            hi = min(valid_end, lo + _CORR_FFT - SYNC_LENGTH - _LAGS)
+            hi = min(valid_end, lo + _AFTER_FRAME_FFT - SYNC_LENGTH - _LAGS)
             self._after_frame = hi == valid_end  # a short window: the next pass too
         metric, summed, single = self._metric(lo, hi)
         above = np.flatnonzero(metric > self.tuning.detection_threshold)
@@ -1033,15 +1038,16 @@ class OfdmReceiver:
         """Correlation with the sync block, by overlap-save with the template's FFT made
         once (scipy's oaconvolve makes it, and picks block sizes, on every call)."""
         taps = SYNC_PERIOD
+        size = _AFTER_FRAME_FFT if x.size <= _AFTER_FRAME_FFT else _CORR_FFT
         valid = x.size - taps + 1
-        step = _CORR_FFT - taps + 1
+        step = size - taps + 1
         blocks = -(-valid // step)
         padded = np.zeros(blocks * step + taps - 1, dtype=np.complex64)
         padded[: x.size] = x
         windows = np.lib.stride_tricks.as_strided(
-            padded, (blocks, _CORR_FFT), (step * padded.itemsize, padded.itemsize)
+            padded, (blocks, size), (step * padded.itemsize, padded.itemsize)
         )
-        spec = scipy.fft.fft(windows, axis=1) * self._template_fft
+        spec = scipy.fft.fft(windows, axis=1) * self._template_fft[size]
         out = scipy.fft.ifft(spec, axis=1)[:, taps - 1 :]
         return out.reshape(-1)[:valid]
 
