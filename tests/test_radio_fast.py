@@ -226,10 +226,15 @@ def test_unit_phasors_match_exp_on_every_kind_of_step():
             np.sort(rng.uniform(0, 4000, 50)),
         ]
     )
+    whole = np.concatenate([t[t == np.floor(t)], [0.0, 63.0, 64.0, 65.0, 4095.0, 4096.0]])
     for freq in (0.0, 1.3e-4, -0.0041, 0.37):
-        out = np.empty(t.size, np.complex128)
-        _fast._unit_phasors(t, freq, out)
-        np.testing.assert_allclose(out, np.exp(-2j * np.pi * freq * t), rtol=0, atol=1e-12)
+        # Fractions among them; whole times only (the tables: at 0.37 cycles per
+        # symbol their angles reach 2e4 rad, where a float64 angle's step is 4e-12).
+        for times, atol in ((t, 1e-12), (whole, 5e-12)):
+            out = np.empty(times.size, np.complex128)
+            _fast._unit_phasors(times, freq, out)
+            exact = np.exp(-2j * np.pi * freq * times)
+            np.testing.assert_allclose(out, exact, rtol=0, atol=atol)
 
 
 def test_kernel_loader_off_switch_and_broken_kernel(monkeypatch, caplog):

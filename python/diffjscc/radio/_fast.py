@@ -21,9 +21,10 @@ AVAILABLE = False  # the kernels below are compiled and in use
 REASON = "not loaded yet"  # why not, when AVAILABLE is False
 
 # The kernels, in the order they are compiled (helpers named with their underscore,
-# _fir_part and _unit_phasors, first: the kernels after them call the compiled ones).
+# _fir_part, _anchored_powers and _unit_phasors, first: the kernels after them call the compiled ones).
 _KERNELS = (
     "_fir_part",
+    "_anchored_powers",
     "_unit_phasors",
     "fir_complex",
     "fir_real",
@@ -39,6 +40,9 @@ _KERNELS = (
     "blocks_clean",
     "viterbi",
     "equalise_payload",
+    "damage_precheck",
+    "drift_probe",
+    "pilot_residual_phase",
 )
 
 
@@ -160,16 +164,36 @@ def _fir_real(flat, base, count, step, taps, out):
 
 # Integer steps of the known symbols' times taken by a product from a table, and a
 # phasor computed exactly (a sine and cosine, ten times the cost) at least this often.
-_PHASOR_STEPS = 64
+_PHASOR_STEPS = 64  # a power of two: _unit_phasors splits times with shifts and masks
 _PHASOR_ANCHOR = 64
 
 
 def _unit_phasors(t, freq, out):
-    """out[k] = exp(-2j pi freq t[k]). Known symbols' times are mostly a few
-    integers apart: such a step is one complex product with a tabled power
-    (relative error below 1e-13 between the exact anchors); other steps, and
-    every _PHASOR_ANCHOR-th element, take a sine and a cosine."""
+    """out[k] = exp(-2j pi freq t[k]). Times that are whole, non-negative numbers
+    (symbol times, nearly always) take one product of two table entries each,
+    exp(-2j pi freq 64 q) exp(-2j pi freq r) for t = 64 q + r, the tables built by
+    products anchored to an exact sine and cosine every 64 entries (relative error
+    below 1e-13), and no chain of products from element to element. Other times:
+    a step of a few integers from the previous one is one product with a tabled
+    power, and every _PHASOR_ANCHOR-th element takes a sine and a cosine."""
     n = t.size
+    whole = True
+    top = 0.0
+    for k in range(n):
+        v = t[k]
+        if not (v >= 0.0 and v < 16777216.0 and v == np.floor(v)):
+            whole = False
+            break
+        top = max(top, v)
+    if whole:
+        low = np.empty(_PHASOR_STEPS, dtype=np.complex128)
+        _anchored_powers(-2.0 * np.pi * freq, low)
+        high = np.empty(int(top) // _PHASOR_STEPS + 1, dtype=np.complex128)
+        _anchored_powers(-2.0 * np.pi * freq * _PHASOR_STEPS, high)
+        for k in range(n):
+            m = np.int64(t[k])
+            out[k] = high[m >> 6] * low[m & 63]  # _PHASOR_STEPS = 64
+        return
     table = np.empty(_PHASOR_STEPS + 1, dtype=np.complex128)
     for d in range(_PHASOR_STEPS + 1):
         a = -2.0 * np.pi * freq * d
@@ -186,24 +210,49 @@ def _unit_phasors(t, freq, out):
             since = 1
 
 
+def _anchored_powers(angle, out):
+    """out[m] = exp(1j angle m): products of the previous entry with exp(1j angle),
+    an exact sine and cosine every _PHASOR_ANCHOR entries."""
+    a = complex(np.cos(angle), np.sin(angle))
+    for m in range(out.size):
+        if m % _PHASOR_ANCHOR == 0:
+            out[m] = complex(np.cos(angle * m), np.sin(angle * m))
+        else:
+            out[m] = out[m - 1] * a
+
+
 def _periodogram_grid(z, t, first, step, count, out):
     """out[s] = |sum_k z_k exp(-2j pi (first + s step) t_k)|^2 for s < count, each
-    frequency's phasors from the previous one's by one complex product."""
+    frequency's phasors from the previous one's by one complex product (real and
+    imaginary parts in separate arrays, so that the loops vectorise)."""
     n = z.size
     w = np.empty(n, dtype=np.complex128)
     turn = np.empty(n, dtype=np.complex128)
     _unit_phasors(t, first, w)
     _unit_phasors(t, step, turn)
+    wr = np.empty(n)
+    wi = np.empty(n)
+    tr = np.empty(n)
+    ti = np.empty(n)
     for k in range(n):
-        w[k] = z[k] * w[k]
+        v = z[k] * w[k]
+        wr[k] = v.real
+        wi[k] = v.imag
+        tr[k] = turn[k].real
+        ti[k] = turn[k].imag
     for s in range(count):
         acc_re = 0.0
         acc_im = 0.0
         for k in range(n):
-            acc_re += w[k].real
-            acc_im += w[k].imag
-            w[k] = w[k] * turn[k]
+            acc_re += wr[k]
+            acc_im += wi[k]
         out[s] = acc_re * acc_re + acc_im * acc_im
+        if s + 1 < count:
+            for k in range(n):
+                a = wr[k]
+                b = wi[k]
+                wr[k] = a * tr[k] - b * ti[k]
+                wi[k] = a * ti[k] + b * tr[k]
 
 
 def _derotated_fit(z, t, freq, t_ref):
@@ -248,25 +297,32 @@ def _mix(x, freq, out):
 def _smoothed_phase(z, window, phase):
     """Unwrapped phase of the moving mean of ``z`` over ``window`` neighbours
     (numpy's ``convolve(..., mode="same")`` with ones, divided by the count),
-    its steps taken within +-pi."""
+    its steps taken within +-pi. The window's sum is kept running."""
     n = z.size
     back = window - 1 - (window - 1) // 2  # neighbours before, as mode="same" centres
+    ahead = (window - 1) // 2 + 1
     prev = 0j
     total = 0.0
+    acc = 0j
+    lo_in = 0
+    hi_in = 0  # z[lo_in:hi_in] is in acc
     for i in range(n):
         lo = max(i - back, 0)
-        hi = min(i + (window - 1) // 2 + 1, n)
-        acc = 0j
-        for k in range(lo, hi):
-            acc += z[k]
-        acc = acc / (hi - lo)
+        hi = min(i + ahead, n)
+        while hi_in < hi:
+            acc += z[hi_in]
+            hi_in += 1
+        while lo_in < lo:
+            acc -= z[lo_in]
+            lo_in += 1
+        mean = acc / (hi - lo)
         if i == 0:
-            total = np.arctan2(acc.imag, acc.real)
+            total = np.arctan2(mean.imag, mean.real)
         else:
-            step = acc * np.conj(prev)
+            step = mean * np.conj(prev)
             total += np.arctan2(step.imag, step.real)
         phase[i] = total
-        prev = acc
+        prev = mean
 
 
 def _segment_energies(seg, bases, rows, table, segments, period, out):
@@ -350,8 +406,9 @@ def _viterbi(soft, prev, signs, top, bits):
     (``top``: the bit of a state that holds its newest input bit).
 
     States ``j`` and ``j + half`` (newest bit 0 and 1) share their predecessors
-    ``prev[j]`` (for the shift register of the header code: 2j and 2j+1), so one
-    loop over ``j`` with contiguous arrays (no gathers) updates both, vectorised.
+    ``prev[j]``; for the shift register of the header code these are 2j and 2j+1,
+    so the add-compare-select runs over contiguous arrays with no gathers and no
+    branches (vectorised).
     """
     states = prev.shape[0]
     half = states // 2
@@ -371,17 +428,19 @@ def _viterbi(soft, prev, signs, top, bits):
     from_a = np.empty(states)
     from_b = np.empty(states)
     choices = np.zeros((steps, states), dtype=np.uint8)
-    shared = True  # the shift register's layout: state j + half has j's predecessors
+    shift = True  # the shift register's layout: state j + half has j's predecessors 2j, 2j+1
     for s in range(half):
+        if pred0[s] != 2 * s or pred1[s] != 2 * s + 1:
+            shift = False
         if pred0[s + half] != pred0[s] or pred1[s + half] != pred1[s]:
-            shared = False
+            shift = False
     for i in range(steps):
         s0 = soft[2 * i]
         s1 = soft[2 * i + 1]
-        if shared:
+        if shift:
             for j in range(half):
-                from_a[j] = metric[pred0[j]]
-                from_b[j] = metric[pred1[j]]
+                from_a[j] = metric[2 * j]
+                from_b[j] = metric[2 * j + 1]
             for j in range(half):
                 from_a[j + half] = from_a[j]
                 from_b[j + half] = from_b[j]
@@ -394,8 +453,8 @@ def _viterbi(soft, prev, signs, top, bits):
             a = from_a[s] + (a0[s] * s0 + a1[s] * s1)
             b = from_b[s] + (b0[s] * s0 + b1[s] * s1)
             take = b > a
-            metric[s] = b if take else a
-            row[s] = 1 if take else 0
+            metric[s] = max(a, b)
+            row[s] = np.uint8(take)
     state = 0
     for i in range(steps - 1, -1, -1):
         bits[i] = state >> top
@@ -407,7 +466,8 @@ def _equalise_payload(y, t_out, h, freq, t_ref, knot_t, knot_phase, out):
     phase(t) interpolated linearly between the knots (held at the end ones, as
     ``np.interp``; zero without knots). Between knots the angle is linear in t,
     so consecutive symbols take one complex product each, not a sine and cosine;
-    the knot interval is followed along increasing times rather than searched."""
+    the knot interval is followed along increasing times rather than searched,
+    and its line is worked out once per interval."""
     knots = knot_t.size
     two_pi_f = 2.0 * np.pi * freq
     inv_h = 1.0 / h
@@ -416,17 +476,23 @@ def _equalise_payload(y, t_out, h, freq, t_ref, knot_t, knot_phase, out):
     current = 1.0 + 0j
     step = 1.0 + 0j
     interval = -1
+    line_of = -4  # the interval whose base, slope and origin are below
+    base = slope = origin = 0.0
     for k in range(t_out.size):
         t = t_out[k]
         if knots == 0:
-            interval, base, slope, origin = -2, 0.0, 0.0, 0.0
+            interval = -2
         else:
             if k == 0 or t < last_t:  # the first, or times not increasing: search
                 interval = np.searchsorted(knot_t, t, side="right") - 1
             else:
                 while interval + 1 < knots and knot_t[interval + 1] <= t:
                     interval += 1
-            if interval < 0:
+        if interval != line_of:
+            line_of = interval
+            if knots == 0:
+                base, slope, origin = 0.0, 0.0, 0.0
+            elif interval < 0:
                 base, slope, origin = knot_phase[0], 0.0, 0.0
             elif interval >= knots - 1:
                 base, slope, origin = knot_phase[knots - 1], 0.0, 0.0
@@ -449,10 +515,82 @@ def _equalise_payload(y, t_out, h, freq, t_ref, knot_t, knot_phase, out):
         out[k] = y[t] * current
 
 
+def _damage_precheck(y, times, values, order, freq, t_ref, h, count, blocks, z, residual):
+    """``equalise.find_damage``'s first step in one call: the known symbols in time
+    order (``order`` sorts ``times``), derotated by the frame's estimate
+    (z = y[t] conj(value) exp(-2j pi freq (t - t_ref)), complex128), their
+    residuals |z - h|^2, and ``blocks_clean`` of them. Fills ``z`` and ``residual``
+    (the full search goes on from them) and returns whether the frame looks clean."""
+    n = order.size
+    t = np.empty(n)
+    for k in range(n):
+        t[k] = times[order[k]]
+    _unit_phasors(t, freq, z)
+    a = 2.0 * np.pi * freq * t_ref
+    shift = complex(np.cos(a), np.sin(a))
+    for k in range(n):
+        j = order[k]
+        v = values[j]
+        w = complex(y[times[j]]) * complex(v.real, -v.imag)
+        z[k] = w * (z[k] * shift)
+        r = z[k] - h
+        residual[k] = r.real * r.real + r.imag * r.imag
+    sorted_times = np.empty(n, dtype=np.int64)
+    for k in range(n):
+        sorted_times[k] = times[order[k]]
+    return blocks_clean(z, residual, sorted_times, count, blocks)
+
+
+def _drift_probe(flat, bases, rows, table, count, step, y, los, out):
+    """``equalise.estimate_drift``'s block timings in one call: for block j, the
+    energy of the matched-filter outputs ``y[los[j] : los[j] + count]`` and of
+    those a quarter symbol late (taps ``table[rows[2j]]`` from sample
+    ``bases[2j]``) and early (``2j + 1``), and out[j] = the phase of the sinusoid
+    through the three."""
+    late_v = np.empty(count, dtype=np.complex64)
+    early_v = np.empty(count, dtype=np.complex64)
+    for j in range(out.size):
+        centre = 0.0
+        for i in range(los[j], los[j] + count):
+            v = y[i]
+            centre += float(v.real) ** 2 + float(v.imag) ** 2
+        fir_complex(flat, bases[2 * j], count, step, table[rows[2 * j]], late_v)
+        fir_complex(flat, bases[2 * j + 1], count, step, table[rows[2 * j + 1]], early_v)
+        late = 0.0
+        early = 0.0
+        for i in range(count):
+            a = late_v[i]
+            b = early_v[i]
+            late += float(a.real) ** 2 + float(a.imag) ** 2
+            early += float(b.real) ** 2 + float(b.imag) ** 2
+        out[j] = np.arctan2(0.5 * (late - early), centre - 0.5 * (late + early))
+
+
+def _pilot_residual_phase(y, known, t, h, freq, t_ref, window, phase):
+    """``estimation.pilot_phase`` in one call: the pilots' residual phasors after
+    the linear model, z = y conj(known) / (h exp(2j pi freq (t - t_ref))) (the
+    model's gain rounded to complex64, as ``ChannelEstimate.gain``), then
+    ``smoothed_phase``."""
+    n = t.size
+    z = np.empty(n, dtype=np.complex128)
+    tf = np.empty(n)
+    for k in range(n):
+        tf[k] = t[k]
+    _unit_phasors(tf, -freq, z)  # exp(2j pi freq t)
+    a = -2.0 * np.pi * freq * t_ref
+    shift = complex(np.cos(a), np.sin(a))
+    for k in range(n):
+        g = np.complex64(h * (z[k] * shift))
+        v = known[k]
+        z[k] = complex(y[k]) * complex(v.real, -v.imag) / complex(g)
+    smoothed_phase(z, window, phase)
+
+
 # The compiled kernels, set by load(); None until then.
 fir_complex = fir_real = detection_sums = detection_metric = periodogram_grid = derotated_fit = None
 frequency_search = blocks_clean = viterbi = equalise_payload = None
 mix = smoothed_phase = segment_energies = None
+damage_precheck = drift_probe = pilot_residual_phase = None
 
 
 def load() -> bool:
@@ -494,6 +632,15 @@ def _warm_up() -> None:
         equalise_payload(dsum, times, 1.0 + 0j, 0.0, 0.0, knots, np.zeros(knots.size), dsum.copy())
     mix(dsum, 0.01, np.empty_like(dsum))
     smoothed_phase(z, 2, np.empty(4))
+    order = _readonly(np.arange(4))
+    values = np.ones(4, np.complex64)
+    damage_precheck(dsum, order, values, order, 0.01, 1.5, 1.0 + 0j, 4, 2, z.copy(), np.empty(4))
+    rows = np.zeros(4, np.int64)
+    drift_probe(
+        x, rows, rows, _readonly(np.zeros((2, 8), np.float32)), 2, 2, dsum, rows, np.empty(2)
+    )
+    for known, times in ((_readonly(values.copy()), order), (values, np.arange(4))):
+        pilot_residual_phase(dsum, known, times, 1.0 + 0j, 0.01, 1.5, 2, np.empty(4))
     three = np.zeros(3, np.int64)
     table = _readonly(np.zeros((2, 2), np.complex64))
     segment_energies(dsum, three, three, table, 1, 1, np.empty(3))

@@ -17,7 +17,12 @@ from diffjscc.radio import header as hdr
 from diffjscc.radio.config import FrameConfig, ReceiverTuning
 from diffjscc.radio.estimation import ChannelEstimate, cis, estimate_channel, pilot_phase
 from diffjscc.radio.frame import body_layout
-from diffjscc.radio.pulse import matched_filter, matched_filter_delays
+from diffjscc.radio.pulse import (
+    FRACTION_STEPS,
+    matched_filter,
+    matched_filter_delays,
+    rx_taps_table,
+)
 from diffjscc.radio.sequences import PREAMBLE_LENGTH, pilot_symbols, preamble
 
 log = logging.getLogger(__name__)
@@ -274,17 +279,37 @@ def find_damage(
     stretch's (the signal is gone: truncation) or more noise than it
     (something else is there: a collision).
     """
+    order = np.argsort(k.times, kind="stable") if k.order is None else k.order
+    hints = bad_after is not None or bad_before is not None
+    if _fast.AVAILABLE and y.dtype == np.complex64 and k.times.dtype == np.int64:
+        z = np.empty(order.size, dtype=np.complex128)
+        residual = np.empty(order.size)
+        clean = _fast.damage_precheck(
+            y,
+            k.times,
+            k.values,
+            order,
+            est.freq,
+            est.t_ref,
+            complex(est.h),
+            y.size,
+            _PRECHECK_BLOCKS,
+            z,
+            residual,
+        )
+        if clean and not hints and not forced:
+            return None
+        times = k.times[order]
+    else:
+        times = k.times[order]
+        z = y[times].astype(np.complex128) * np.conj(k.values[order])
+        z *= cis(-2 * np.pi * est.freq * (times - est.t_ref))
+        residual = np.abs(z - est.h) ** 2
+        if not hints and not forced and _looks_clean(z, residual, times, y.size):
+            return None
     parts = y.view(np.float32)
     power = parts[0::2] * parts[0::2]
     power += parts[1::2] * parts[1::2]
-    order = np.argsort(k.times, kind="stable") if k.order is None else k.order
-    times = k.times[order]
-    z = y[times].astype(np.complex128) * np.conj(k.values[order])
-    z *= cis(-2 * np.pi * est.freq * (times - est.t_ref))
-    residual = np.abs(z - est.h) ** 2
-    hints = bad_after is not None or bad_before is not None
-    if not hints and not forced and _looks_clean(z, residual, times, y.size):
-        return None
     if bad_before is not None and 0 < bad_before < y.size:
         forced = (*forced, bad_before)
     stretches = energy_stretches(power, tuple(forced), residual, times)
@@ -428,8 +453,9 @@ def estimate_drift(
     count = y.size
     # Equal blocks of whole symbols; the few left over at the end are ignored.
     size = count // _DRIFT_BLOCKS
-    centres = (np.arange(_DRIFT_BLOCKS) + 0.5) * size - 0.5 - 0.5 * PREAMBLE_LENGTH
-    sizes = np.full(_DRIFT_BLOCKS, float(size))
+
+    def centre(b: int) -> float:
+        return (b + 0.5) * size - 0.5 - 0.5 * PREAMBLE_LENGTH
 
     quarter = cfg.sps / 4.0
     # A timing error growing linearly to `slide` samples leaves ISI of about
@@ -437,28 +463,56 @@ def estimate_drift(
     # 5 % of the noise it is left alone.
     min_slide = min(max(cfg.sps * math.sqrt(0.045 / max(snr, 1e-3)), 0.03), 0.5)
 
+    compiled = (
+        _fast.AVAILABLE
+        and seg.dtype == np.complex64
+        and seg.flags.c_contiguous
+        and y.dtype == np.complex64
+    )
+
     def block_delays(blocks) -> np.ndarray:
         """Timing (samples) of some blocks, wrapped to +-sps/2."""
+        if compiled:
+            pos = [start + b * size * cfg.sps + d for b in blocks for d in (quarter, -quarter)]
+            bases = [math.floor(v) for v in pos]
+            if min(bases) >= 0 and max(bases) + (size - 1) * cfg.sps + cfg.num_taps <= seg.size:
+                rows = [round((v - b) * FRACTION_STEPS) for v, b in zip(pos, bases, strict=True)]
+                out = np.empty(len(blocks))
+                _fast.drift_probe(
+                    seg.view(np.float32),
+                    np.array(bases, dtype=np.int64),
+                    np.array(rows, dtype=np.int64),
+                    rx_taps_table(cfg),
+                    size,
+                    cfg.sps,
+                    y,
+                    np.array([b * size for b in blocks], dtype=np.int64),
+                    out,
+                )
+                return out * (cfg.sps / (2.0 * math.pi))
         out = []
         for b in blocks:
             lo, hi = b * size, (b + 1) * size
             v = y[lo:hi]
-            centre = _energy(v)
+            centre_energy = _energy(v)
             late_v, early_v = matched_filter_delays(
                 seg, start + lo * cfg.sps, size, (quarter, -quarter), cfg
             )
             late = _energy(late_v)
             early = _energy(early_v)
-            out.append(math.atan2(0.5 * (late - early), centre - 0.5 * (late + early)))
+            out.append(math.atan2(0.5 * (late - early), centre_energy - 0.5 * (late + early)))
         return np.asarray(out) * cfg.sps / (2.0 * np.pi)
 
     # Most frames have no clock offset worth following: two blocks (the second
     # and the last) tell, at a quarter of the cost of all eight.
-    probe = block_delays((1, _DRIFT_BLOCKS - 1))
-    step = cfg.sps * np.round((probe[0] * centres[-1] / centres[1] - probe[1]) / cfg.sps)
-    quick = (probe[1] + step) / centres[-1]  # samples per symbol
+    first, last = (float(v) for v in block_delays((1, _DRIFT_BLOCKS - 1)))
+    c1, c_last = centre(1), centre(_DRIFT_BLOCKS - 1)
+    step = cfg.sps * round((first * c_last / c1 - last) / cfg.sps)
+    quick = (last + step) / c_last  # samples per symbol
     if abs(quick) * count < min_slide:
         return 0.0
+    centres = np.array([centre(b) for b in range(_DRIFT_BLOCKS)])
+    sizes = np.full(_DRIFT_BLOCKS, float(size))
     delay = block_delays(range(_DRIFT_BLOCKS))
     delay = np.unwrap(delay * (2.0 * np.pi / cfg.sps)) * (cfg.sps / (2.0 * np.pi))
     slope, slope_err = _weighted_slope(centres, delay, sizes)

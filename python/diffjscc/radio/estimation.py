@@ -177,6 +177,12 @@ def pilot_phase(
     y: np.ndarray, known: np.ndarray, t: np.ndarray, est: ChannelEstimate, window: int
 ) -> np.ndarray:
     """``track_phase``'s phase at the pilots themselves (radians, unwrapped)."""
+    if _fast.AVAILABLE and y.dtype == np.complex64 and t.dtype == np.int64:
+        phase = np.empty(t.size)
+        _fast.pilot_residual_phase(
+            y, known, t, complex(est.h), float(est.freq), float(est.t_ref), int(window), phase
+        )
+        return phase
     z = np.asarray(y, dtype=np.complex128) * np.conj(known) / est.gain(t)
     if _fast.AVAILABLE:
         phase = np.empty(z.size)

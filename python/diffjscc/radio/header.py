@@ -216,15 +216,24 @@ _CONV_RESPONSES = np.stack(
 )
 
 
+# The same responses as Python integers (code bit 0 the most significant): XOR of
+# 240-bit integers is one operation each, a tenth of numpy's per-row cost.
+_CONV_RESPONSE_INTS = tuple(
+    int.from_bytes(np.packbits(row).tobytes(), "big") for row in _CONV_RESPONSES
+)
+_CONV_CODE_BYTES = -(-_CONV_RESPONSES.shape[1] // 8)
+
+
 def conv_encode(bits: np.ndarray) -> np.ndarray:
     """Bits (0/1, tail included) -> code bits g0, g1 per input bit, from state 0."""
     bits = np.asarray(bits).reshape(-1)
     if bits.size != _CONV_RESPONSES.shape[0]:
         return _conv_encode_shift(bits)
-    ones = _CONV_RESPONSES[bits.astype(bool)]
-    if ones.shape[0] == 0:
-        return np.zeros(_CONV_RESPONSES.shape[1], dtype=np.uint8)
-    return np.bitwise_xor.reduce(ones, axis=0)
+    code = 0
+    for i in np.flatnonzero(bits).tolist():
+        code ^= _CONV_RESPONSE_INTS[i]
+    packed = np.frombuffer(code.to_bytes(_CONV_CODE_BYTES, "big"), dtype=np.uint8)
+    return np.unpackbits(packed)[: _CONV_RESPONSES.shape[1]]
 
 
 def _viterbi_numpy(soft: np.ndarray, steps: int) -> np.ndarray:
