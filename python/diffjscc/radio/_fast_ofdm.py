@@ -469,6 +469,65 @@ def interpolate(hs, w, pick, mse, scale, power, half_drift):
     return h, err
 
 
+def interpolate_delays_numpy(hs, x, at, used_bins, pick, twiddle, mse, scale, power, half_drift):
+    """``interpolate_delays`` in numpy."""
+    response = np.einsum("mp,dp->md", hs, x)
+    et = twiddle[np.outer(used_bins, at) % twiddle.size]  # [used, delays]
+    used = np.einsum("md,kd->mk", response, et)
+    h = np.take_along_axis(used, pick, axis=1)
+    err = power * mse[pick] * scale[:, None] + half_drift
+    return h, err
+
+
+def _interpolate_delays(hs, x, at, used_bins, pick, twiddle, mse, scale, power, half_drift, h, err):
+    m, p = hs.shape
+    count = x.shape[0]
+    n = twiddle.size
+    response = np.empty(count, dtype=np.complex128)
+    for i in range(m):
+        for d in range(count):
+            acc = 0j
+            for q in range(p):
+                acc += hs[i, q] * x[d, q]
+            response[d] = acc
+        for j in range(pick.shape[1]):
+            k = pick[i, j]
+            f = used_bins[k]
+            acc = 0j
+            for d in range(count):
+                acc += response[d] * twiddle[(f * at[d]) % n]
+            h[i, j] = acc
+            err[i, j] = power * mse[k] * scale[i] + half_drift
+
+
+def interpolate_delays(hs, x, at, used_bins, pick, twiddle, mse, scale, power, half_drift):
+    """``interpolate`` with the interpolator in its delay form W = E_t X: the comb
+    estimates' response at the prior's delays (X hs, X [delays, comb]), then its
+    spectrum at each symbol's data subcarriers (E_t[k, d] = twiddle[bin_k at_d mod N];
+    ``at``, ``used_bins``: the delays and the used subcarriers modulo N)."""
+    if not AVAILABLE:
+        return interpolate_delays_numpy(
+            hs, x, at, used_bins, pick, twiddle, mse, scale, power, half_drift
+        )
+    h = np.empty(pick.shape, dtype=np.complex128)
+    err = np.empty(pick.shape)
+    _kernels["interpolate_delays"](
+        np.ascontiguousarray(hs, dtype=np.complex128),
+        np.ascontiguousarray(x, dtype=np.complex128),
+        np.ascontiguousarray(at, dtype=np.int64),
+        np.ascontiguousarray(used_bins, dtype=np.int64),
+        np.ascontiguousarray(pick, dtype=np.int64),
+        np.ascontiguousarray(twiddle, dtype=np.complex128),
+        np.ascontiguousarray(mse, dtype=np.float64),
+        np.ascontiguousarray(scale, dtype=np.float64),
+        float(power),
+        float(half_drift),
+        h,
+        err,
+    )
+    return h, err
+
+
 def _slot_means(yd, h, err, slots):
     """Means over ``slots`` (flat indices) of |y|^2, |h|^2 and err."""
     yf, hf, ef = yd.reshape(-1), h.reshape(-1), err.reshape(-1)
@@ -902,6 +961,9 @@ def _warm_up() -> None:
     pick = np.zeros((2, 2), np.int64)
     h, err = c[:, :2].copy(), np.ones((2, 2))
     _kernels["interpolate"](c, c, pick, np.ones(3), np.ones(2), 1.0, 0.0, h, err)
+    at = np.arange(2, dtype=np.int64)
+    tw = np.ones(4, np.complex128)
+    _kernels["interpolate_delays"](c, c, at, at, pick, tw, np.ones(3), np.ones(2), 1.0, 0.0, h, err)
     slots = np.arange(3, dtype=np.int64)
     _kernels["means"](c, c, np.ones((2, 3)), slots)
     for mmse in (True, False):
@@ -936,6 +998,7 @@ _loader = KernelLoader(
         Kernel("slope", _sync_slope, fastmath=False),
         Kernel("loo", _loo_totals),
         Kernel("interpolate", _interpolate),
+        Kernel("interpolate_delays", _interpolate_delays),
         Kernel("means", _slot_means),
         Kernel("equalise", _equalise_slots),
         Kernel("pilots", _frame_pilots),

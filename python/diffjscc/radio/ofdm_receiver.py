@@ -289,6 +289,47 @@ def _wiener_cached(cfg: OfdmConfig, rows: int, delays: tuple, rho_db10: float):
     return w, mse
 
 
+@functools.lru_cache(maxsize=512)
+def _comb_interpolator(cfg: OfdmConfig, rows: int, delays: tuple, rho_db10: float) -> tuple:
+    """The interpolator of ``wiener_interpolator`` in the smaller of two forms:
+    (None, W [used, comb], mse) when the prior has at least as many delays as the comb
+    has pilots; else (the delays modulo N, X [delays, comb], mse) with W = E_t X, X = G^-1
+    E_o^H, G = E_o^H E_o + rho D I (push-through, as ``_wiener_weights``): a fifth of
+    the memory or less (the cache held up to 120 MB of W), and a miss skips W's
+    product. Its error is rho [E_t G^-1 E_t^H]_kk, the FFT of G^-1 summed along its
+    lags (``_wiener_weights``: 1 - [W R_ot]_kk, the same to rounding)."""
+    comb = _pilot_comb(cfg, rows)
+    rho = 10.0**rho_db10
+    d = np.asarray(delays, dtype=np.int64).reshape(-1)
+    if d.size >= comb.size or d.size == 0:
+        w, mse = _wiener_weights(cfg.layout.used_freqs, comb, cfg.fft_size, delays, rho)
+        out = (None, w, mse)
+    else:
+        n = cfg.fft_size
+        eo_h = _twiddles(n)[np.outer(d, comb) % n].conj()  # E_o^H [D, comb]
+        gram = _observed_gram(comb, d, n)
+        gram[np.diag_indices(d.size)] += rho * d.size
+        both = np.linalg.solve(gram, np.concatenate([eo_h, np.eye(d.size)], axis=1))
+        x, inverse = both[:, : comb.size], both[:, comb.size :]
+        lags = (np.subtract.outer(d, d) % n).reshape(-1)
+        summed = np.bincount(lags, inverse.real.reshape(-1), n) + 1j * np.bincount(
+            lags, inverse.imag.reshape(-1), n
+        )
+        spectrum = np.fft.fft(summed)[cfg.layout.used_freqs % n]
+        out = (d % n, np.ascontiguousarray(x), np.clip(rho * spectrum.real, 0.0, 1.0))
+    for a in out:
+        if a is not None:
+            a.flags.writeable = False
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def _used_bins(cfg: OfdmConfig) -> np.ndarray:
+    out = np.ascontiguousarray(cfg.layout.used_freqs % cfg.fft_size, dtype=np.int64)
+    out.flags.writeable = False
+    return out
+
+
 def _residual_step(hp: np.ndarray, stagger: int) -> float:
     """Common phase advance per OFDM symbol (radians) that the pilots ``hp``
     [symbols, pilots per symbol] show: from symbols carrying the same pilots
@@ -353,7 +394,13 @@ def clear_caches() -> None:
     """Forget the cached delay priors and Wiener interpolators (benchmarks: the cost of
     a new link, or of a channel and noise level that keep changing, before the caches
     fill; each new delay prior or noise level costs a solve)."""
-    for cached in (_prior_delays, _wiener_cached, _known_interpolator, _known_factor):
+    for cached in (
+        _prior_delays,
+        _wiener_cached,
+        _comb_interpolator,
+        _known_interpolator,
+        _known_factor,
+    ):
         cached.cache_clear()
 
 
@@ -512,12 +559,19 @@ def estimate_channel_grid(y: np.ndarray, cfg: OfdmConfig, known=None) -> Channel
             hs, nu, drift, name = own, own_err, 0.0, "per-symbol"
             self_weight[:] = 0.0
     nu_mean = float(np.mean(nu))
-    w, mse = wiener_interpolator(cfg, nu_mean / power, delays, have)
+    key_delays = tuple(np.round(delays).astype(np.int64).tolist())
+    at, w, mse = _comb_interpolator(cfg, have, key_delays, _rho_db10(nu_mean / power))
     # What the smoother misses of the channel's change over time is about half its
     # leave-one-out excess (a fit that sees the symbol itself misses less).
-    h, err = _fast_ofdm.interpolate(
-        hs, w, _data_in_used(cfg, m), mse, nu / max(nu_mean, 1e-30), power, 0.5 * drift
-    )
+    scale = nu / max(nu_mean, 1e-30)
+    pick = _data_in_used(cfg, m)
+    if at is None:
+        h, err = _fast_ofdm.interpolate(hs, w, pick, mse, scale, power, 0.5 * drift)
+    else:
+        twiddle = _twiddles(cfg.fft_size)
+        h, err = _fast_ofdm.interpolate_delays(
+            hs, w, at, _used_bins(cfg), pick, twiddle, mse, scale, power, 0.5 * drift
+        )
     if known is not None and m > k:
         # Where the smoother leans on the known symbols' estimates, the pilots' own
         # residuals show what it misses of a changing channel, symbol by symbol (the
