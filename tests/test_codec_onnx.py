@@ -46,3 +46,47 @@ def test_transmitter_side_never_imports_torch():
         "OnnxJSCCEncoder.from_pretrained('1/384'); assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_export_rounds_the_weights_of_a_delta_file_to_float16(
+    tmp_path, natural_image, tiny_jscc_config
+):
+    """A model stored as a 4-bit difference from its base (float32 after base + delta, but
+    no more precise than float16) exports at float16 size, its symbols within 1e-3 of torch's;
+    the command decides that from the weights file."""
+    from collections import Counter
+
+    import onnx
+    from diffjscc.codec import JSCCCodec
+    from diffjscc.jscc.onnx_export import main, stored_below_float32
+
+    torch.manual_seed(0)
+    base = DeepJSCC(tiny_jscc_config(latent_channels=2))
+    base.save_pretrained(tmp_path / "base.safetensors", dtype=torch.float16)
+    base = DeepJSCC.from_pretrained(tmp_path / "base.safetensors")
+    tuned = DeepJSCC(tiny_jscc_config(latent_channels=2))
+    with torch.no_grad():
+        for p, q in zip(tuned.parameters(), base.parameters(), strict=True):
+            p.copy_(q + 0.01 * torch.randn_like(q))
+    tuned.save_pretrained(tmp_path / "tuned.safetensors", delta_base=tmp_path / "base.safetensors")
+    tuned.save_pretrained(tmp_path / "full.safetensors")  # float32
+    assert stored_below_float32(tmp_path / "tuned.safetensors")
+    assert stored_below_float32(tmp_path / "base.safetensors")
+    assert not stored_below_float32(tmp_path / "full.safetensors")
+
+    weight_bytes = {}
+    for name in ("tuned", "full"):
+        out = tmp_path / f"{name}.onnx"
+        assert main(["--weights", str(tmp_path / f"{name}.safetensors"), "--out", str(out)]) == 0
+        weight_bytes[name] = Counter()  # bytes of the initializers, by element type
+        for i in onnx.load(out).graph.initializer:
+            weight_bytes[name][onnx.TensorProto.DataType.Name(i.data_type)] += len(i.raw_data)
+    # Every float weight halved; of the float32 file's, only those that are float16 values
+    # (ones and zeros of fresh layers) are.
+    full, tuned = weight_bytes["full"], weight_bytes["tuned"]
+    assert "FLOAT" not in tuned and full["FLOAT16"] < 0.01 * full["FLOAT"]
+    assert tuned["FLOAT16"] * 2 == full["FLOAT"] + 2 * full["FLOAT16"]
+    img = natural_image[:64, :80]
+    ref = JSCCCodec(DeepJSCC.from_pretrained(tmp_path / "tuned.safetensors")).encode(img, 5.0)
+    got = OnnxJSCCEncoder(tmp_path / "tuned.onnx").encode(img, 5.0)
+    assert 0 < np.max(np.abs(got.symbols - ref.symbols)) < 1e-3
