@@ -241,11 +241,12 @@ class ReceivedFrame:
     def payload_slice(self) -> tuple[int, int]:
         return frame_slice(self.image_symbols, self.frame_count, self.frame_index)
 
-    def meta(self) -> dict:
+    def meta(self, symbol_noise: bool = True) -> dict:
         """Plain Python values, for a PDU's metadata dictionary.
 
         ``received_ranges``: [start, stop) pairs of received payload symbols;
-        ``symbol_noise_var`` only when the receiver gives one per symbol.
+        ``symbol_noise_var`` only when the receiver gives one per symbol (and
+        ``symbol_noise``: a PDU carries the array itself, not a list of floats).
         """
         meta = {
             "image_id": int(self.image_id),
@@ -266,10 +267,14 @@ class ReceivedFrame:
             "h_sample": float(self.h_sample),
             "complete": self.complete,
             "received_symbols": self.received_count,
-            "received_ranges": mask_to_ranges(self.mask()),
+            "received_ranges": (
+                [[0, int(np.size(self.symbols))]]
+                if self.received_mask is None and np.size(self.symbols)
+                else mask_to_ranges(self.mask())
+            ),
             "waveform": str(self.waveform),
         }
-        if self.symbol_noise_var is not None:
+        if symbol_noise and self.symbol_noise_var is not None:
             meta["symbol_noise_var"] = [float(v) for v in np.asarray(self.symbol_noise_var)]
         return meta
 
