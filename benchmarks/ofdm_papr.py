@@ -2,6 +2,10 @@
 """PAPR of both waveforms, clip-and-filter, and PSNR through a Rapp amplifier.
 
     python benchmarks/ofdm_papr.py --json /tmp/ofdm_papr.json
+    python benchmarks/ofdm_papr.py --fft-size 512 --used-carriers 256 --pilot-spacing 16 --ibo 0 3 6
+
+``--fft-size --used-carriers --cp-length --pilot-spacing --pilot-stagger`` set the
+OFDM layout (``OfdmConfig``'s fields; default its own), as in ``ofdm_robustness.py``.
 
 Part 1: peak-to-average power of the bursts of one image (astronaut, centre crop
 256x384, CBR 1/384, the real encoder): the 99.9th percentile of instantaneous
@@ -12,7 +16,8 @@ without clipping (``clip_ratio_db``), and the SNR that clipping alone leaves
 Part 2: the bursts (scaled to an input back-off IBO below the amplifier's
 saturation) go through a Rapp amplifier (smoothness p = 2, output saturating at
 amplitude 1), then AWGN whose level is fixed against the saturation power
-(``--snr-sat``: the SNR a unit-power signal would have), then the receiver and
+(``--snr-sat``: the SNR a unit-power signal would have, in each waveform's own
+convention, ``noise_voltage``), then the receiver and
 the JSCC decoder. Small IBO: distortion; large IBO: a weak signal. The best IBO
 is the amplitude to give a USRP sink whose DAC or amplifier clips at 1
 (p = 20 is close to a hard limit, like a DAC's full scale).
@@ -44,11 +49,13 @@ def _rx(kind, cfg, x):
     return frames + rx.flush()
 
 
-def run(clips, ibos, snr_sat, draws, smoothness=(2.0,), log=print) -> dict:
+def run(clips, ibos, snr_sat, draws, smoothness=(2.0,), layout=None, log=print) -> dict:
     from diffjscc.metrics import psnr
     from diffjscc.radio import FrameConfig, build_bursts
+    from diffjscc.radio.config import noise_voltage as sc_noise
     from diffjscc.radio.ofdm import OfdmConfig
     from diffjscc.radio.ofdm import build_bursts as ofdm_bursts
+    from diffjscc.radio.ofdm import noise_voltage as ofdm_noise
     from diffjscc.radio.ofdm_papr import papr_db, rapp
     from diffjscc.zoo import load_codec
 
@@ -57,7 +64,8 @@ def run(clips, ibos, snr_sat, draws, smoothness=(2.0,), log=print) -> dict:
     enc = codec.encode(image, snr_db=10.0)
     variants = {"sc": (FrameConfig(), None)}
     for c in clips:
-        variants["ofdm" if c == 0 else f"ofdm_clip{c:g}"] = (OfdmConfig(clip_ratio_db=c), c)
+        cfg = OfdmConfig(**(layout or {}), clip_ratio_db=c)
+        variants["ofdm" if c == 0 else f"ofdm_clip{c:g}"] = (cfg, c)
     bursts = {}
     for name, (cfg, _) in variants.items():
         b = build_bursts(enc, 1, cfg)[0] if name == "sc" else ofdm_bursts(enc, 1, cfg)[0]
@@ -86,7 +94,9 @@ def run(clips, ibos, snr_sat, draws, smoothness=(2.0,), log=print) -> dict:
                 )
                 x = rapp(x * 10 ** (-ibo / 20), 1.0, p)
                 power = float(np.mean(np.abs(x[300 : 300 + bursts[name].size]) ** 2))
-                sigma = np.sqrt(2.0 * 10 ** (-snr_sat / 10))  # sps 2 / oversampling 2 at unit power
+                # The waveform's own convention (sps 2; OFDM fft_size / used_carriers, 2.08
+                # at the default layout) for a unit-power signal.
+                sigma = (sc_noise if name == "sc" else ofdm_noise)(snr_sat, cfg)
                 x = x + (
                     sigma
                     / np.sqrt(2)
@@ -110,7 +120,7 @@ def run(clips, ibos, snr_sat, draws, smoothness=(2.0,), log=print) -> dict:
             }
             rows.append(row)
             log(json.dumps(row))
-    return {"papr": papr, "amplifier": rows, "snr_sat_db": snr_sat}
+    return {"papr": papr, "amplifier": rows, "snr_sat_db": snr_sat, "layout": layout or {}}
 
 
 def main(argv=None) -> int:
@@ -123,13 +133,25 @@ def main(argv=None) -> int:
         "--smoothness", type=float, nargs="+", default=[2.0, 20.0], help="Rapp p (20: a hard limit)"
     )
     p.add_argument("--json")
+    layout_options = ("fft_size", "used_carriers", "cp_length", "pilot_spacing", "pilot_stagger")
+    for name in layout_options:
+        p.add_argument("--" + name.replace("_", "-"), type=int, help="OfdmConfig; default its own")
     args = p.parse_args(argv)
+    from diffjscc.errors import ConfigError
+    from diffjscc.radio.ofdm import OfdmConfig
+
+    layout = {k: getattr(args, k) for k in layout_options if getattr(args, k) is not None}
+    try:
+        OfdmConfig(**layout)
+    except ConfigError as exc:
+        p.error(str(exc))
     report = run(
         args.clips,
         args.ibo,
         args.snr_sat,
         args.draws,
         smoothness=args.smoothness,
+        layout=layout,
         log=lambda m: print(m, file=sys.stderr),
     )
     if args.json:
