@@ -483,6 +483,21 @@ def _interpolate_delays(hs, x, at, used_bins, pick, twiddle, mse, scale, power, 
     m, p = hs.shape
     count = x.shape[0]
     n = twiddle.size
+    # E_t once per call, [used, delays]: consecutive delays step each phase index by the
+    # subcarrier's bin (an add where a modulo per product cost most of the pass).
+    et = np.empty((used_bins.size, count), dtype=np.complex128)
+    for k in range(used_bins.size):
+        f = used_bins[k]
+        idx = (f * at[0]) % n
+        et[k, 0] = twiddle[idx]
+        for d in range(1, count):
+            if at[d] == at[d - 1] + 1 or (at[d] == 0 and at[d - 1] == n - 1):
+                idx += f
+                if idx >= n:
+                    idx -= n
+            else:
+                idx = (f * at[d]) % n
+            et[k, d] = twiddle[idx]
     response = np.empty(count, dtype=np.complex128)
     for i in range(m):
         for d in range(count):
@@ -492,10 +507,9 @@ def _interpolate_delays(hs, x, at, used_bins, pick, twiddle, mse, scale, power, 
             response[d] = acc
         for j in range(pick.shape[1]):
             k = pick[i, j]
-            f = used_bins[k]
             acc = 0j
             for d in range(count):
-                acc += response[d] * twiddle[(f * at[d]) % n]
+                acc += response[d] * et[k, d]
             h[i, j] = acc
             err[i, j] = power * mse[k] * scale[i] + half_drift
 
@@ -916,14 +930,50 @@ def derotate_numpy(seg, step, count, n, cfo, starts):
 
 
 def _derotate(seg, step, count, n, cfo, starts, out):
+    # The ramp from two short tables (32 + n / 32 exponentials, products in float64:
+    # the same to a float32 rounding) where n exponentials cost most of the pass.
+    block = 32
+    fine = np.empty(block, dtype=np.complex128)
+    for r in range(block):
+        fine[r] = np.exp(-2j * np.pi * cfo * r)
     ramp = np.empty(n, dtype=np.complex64)
-    for k in range(n):
-        ramp[k] = np.complex64(np.exp(-2j * np.pi * cfo * k))
+    for b in range(0, n, block):
+        coarse = np.exp(-2j * np.pi * cfo * b)
+        for r in range(min(block, n - b)):
+            ramp[b + r] = np.complex64(coarse * fine[r])
     for i in range(count):
         lead = np.complex64(np.exp(-2j * np.pi * cfo * np.float64(starts[i])))
         base = i * step
         for k in range(n):
             out[i, k] = seg[base + k] * ramp[k] * lead
+
+
+def prefix_products_numpy(seg, count, length, n, cp):
+    """``prefix_products`` in numpy."""
+    sym = seg[: count * length].reshape(count, length).astype(np.complex128)
+    return complex(np.vdot(sym[:, :cp], sym[:, n : n + cp]))
+
+
+def _prefix_products(seg, count, length, n, cp):
+    acc = 0j
+    for i in range(count):
+        base = i * length
+        for k in range(cp):
+            acc += np.conj(np.complex128(seg[base + k])) * np.complex128(seg[base + n + k])
+    return acc
+
+
+def prefix_products(seg, count, length, n, cp):
+    """Sum over ``count`` OFDM symbols (``length`` samples each, from the start of
+    ``seg``) of conj(cyclic prefix) times the symbol's end that it copies (n samples
+    later, ``cp`` of them), accumulated in complex128."""
+    if not AVAILABLE:
+        return prefix_products_numpy(seg, count, length, n, cp)
+    return complex(
+        _kernels["prefix"](
+            np.ascontiguousarray(seg, dtype=np.complex64), int(count), int(length), int(n), int(cp)
+        )
+    )
 
 
 def derotate(seg, step, count, n, cfo, starts):
@@ -985,6 +1035,7 @@ def _warm_up() -> None:
     _kernels["inband"](c, c, np.ones((2, 3)), idx, idx, idx, c[0], idx, 0.1)
     seg = np.ones(8, np.complex64)
     _kernels["derotate"](seg, 4, 2, 4, 0.01, idx, np.empty((2, 4), np.complex64))
+    _kernels["prefix"](seg, 2, 4, 3, 1)
 
 
 _loader = KernelLoader(
@@ -1010,6 +1061,7 @@ _loader = KernelLoader(
         Kernel("known", _known_comb),
         Kernel("inband", _inband),
         Kernel("derotate", _derotate, fastmath=False),
+        Kernel("prefix", _prefix_products),
     ),
     _warm_up,
     _kernels,

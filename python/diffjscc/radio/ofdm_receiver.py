@@ -400,6 +400,7 @@ def clear_caches() -> None:
         _comb_interpolator,
         _known_interpolator,
         _known_factor,
+        _known_row_error,
     ):
         cached.cache_clear()
 
@@ -500,15 +501,14 @@ def estimate_channel_grid(y: np.ndarray, cfg: OfdmConfig, known=None) -> Channel
             # Every comb subcarrier observed at a symbol with known data; that symbol's
             # own pilots are in its estimate, so its pilot observation is left out.
             obs = []
-            rel_rows = {t: rel[position].mean(axis=1).tolist() for t, (_, rel) in dense.items()}
             for r in range(have):
                 times = [t for t in range(r, m, k) if t not in dense]
                 values = [hp[t] for t in times]
                 var = [noise_var] * len(times)
-                for t, (est, _) in sorted(dense.items()):
+                for t, (est, _, rel_rows) in sorted(dense.items()):
                     times.append(t)
                     values.append(est[position[r]])
-                    var.append(max(power * rel_rows[t][r], 1e-3 * noise_var))
+                    var.append(max(power * rel_rows[r], 1e-3 * noise_var))
                 order = np.argsort(times, kind="stable")
                 obs.append(
                     (
@@ -533,7 +533,7 @@ def estimate_channel_grid(y: np.ndarray, cfg: OfdmConfig, known=None) -> Channel
         key_delays = tuple(np.round(delays).astype(np.int64).tolist())
         own = np.empty_like(hs)
         own_err = np.empty(m)
-        for i, (est, rel) in dense.items():
+        for i, (est, rel, _) in dense.items():
             own[i] = est
             own_err[i] = power * float(np.mean(rel))
         # Leave-one-out residuals of the symbols' pilots: what the model misses.
@@ -631,8 +631,9 @@ def _inband_plan(cfg: OfdmConfig, slots: bytes, m: int):
 
 
 def _known_estimates(y, cfg: OfdmConfig, known, xp, delays, rho: float, rows: int) -> dict:
-    """symbol -> (channel at the comb, its relative error) for every symbol with at least
-    a comb's worth of known data symbols, by a Wiener filter from its pilots and those."""
+    """symbol -> (channel at the comb, its relative error, that error's mean over each
+    layout row's pilots) for every symbol with at least a comb's worth of known data
+    symbols, by a Wiener filter from its pilots and those."""
     slots, values = known
     values = np.asarray(values)
     out = {}
@@ -644,9 +645,10 @@ def _known_estimates(y, cfg: OfdmConfig, known, xp, delays, rho: float, rows: in
     for i, take, bins, order, key in plan:
         sent = np.concatenate([xp[i], values[take]])[order]
         ls = y[i, bins] / sent  # |known| = 1
+        row_error = _known_row_error(cfg, key, rows, key_delays, rho_db10)
         if len(key_delays) >= bins.size:
             w, rel = _known_interpolator(cfg, key, rows, key_delays, rho_db10)
-            out[i] = (_fast_ofdm.product_bt(ls[None, :], w)[0], rel)
+            out[i] = (_fast_ofdm.product_bt(ls[None, :], w)[0], rel, row_error)
             continue
         # Fewer delays than known symbols: W ls = E_t G^-1 (E_o^H ls), and E_o^H ls, the
         # observations' response at the prior's delays, is one inverse FFT; the cached
@@ -656,13 +658,25 @@ def _known_estimates(y, cfg: OfdmConfig, known, xp, delays, rho: float, rows: in
             est = _fast_ofdm.known_comb(
                 y, i, bins, xp[i], values, take, order, delay_array, _twiddles(n), factor
             )
-            out[i] = (est, rel)
+            out[i] = (est, rel, row_error)
             continue
         spectrum = np.zeros(n, dtype=np.complex128)
         spectrum[bins] = ls
         response = np.fft.ifft(spectrum)[np.asarray(key_delays) % n] * n
-        out[i] = (_fast_ofdm.product_bt(factor, response[None, :])[:, 0], rel)
+        out[i] = (_fast_ofdm.product_bt(factor, response[None, :])[:, 0], rel, row_error)
     return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _known_row_error(cfg: OfdmConfig, known: bytes, rows: int, delays: tuple, rho_db10: float):
+    """The known symbols' comb estimate's relative error (``_known_estimates``) averaged
+    over the pilots of each of the first ``rows`` layout rows."""
+    if len(delays) >= len(known) // 8:
+        rel = _known_interpolator(cfg, known, rows, delays, rho_db10)[1]
+    else:
+        rel = _known_factor(cfg, known, rows, delays, rho_db10)[1]
+    position = np.searchsorted(_pilot_comb(cfg, rows), cfg.layout.pilot_freqs[:rows])
+    return tuple(rel[position].mean(axis=1).tolist())
 
 
 @functools.lru_cache(maxsize=1024)
@@ -1142,8 +1156,7 @@ class OfdmReceiver:
         seg = self._samples(first, first + count * length)
         if seg is None:
             return 0.0
-        sym = seg.reshape(count, length)
-        z = np.vdot(sym[:, :cp], sym[:, n:])  # sum conj(prefix) * copy
+        z = _fast_ofdm.prefix_products(seg, count, length, n, cp)  # sum conj(prefix) * copy
         if z == 0:
             return 0.0
         z *= cmath.exp(-2j * math.pi * p.cfo * n)
