@@ -289,12 +289,12 @@ OFDM_LAYOUT = {
     "ofdm_pilot_spacing": "pilot_spacing",
     "pilot_stagger": "pilot_stagger",
 }
-# Flowgraphs whose ends may run apart: the layout is an option, like -w/--waveform.
-LAYOUT_FLOWGRAPHS = [p.stem for p in FLOWGRAPHS if p.stem.startswith("usrp_")]
+# Flowgraphs with the layout as options, like -w/--waveform (the replay reads its meta).
+LAYOUT_FLOWGRAPHS = [p.stem for p in FLOWGRAPHS if p.stem != "replay_no_gui"]
 
 
 def test_the_ofdm_layout_is_wired_like_the_waveform():
-    """The USRP flowgraphs take the layout as parameters (--fft-size ...) with OfdmConfig's
+    """The flowgraphs take the layout as parameters (--fft-size ...) with OfdmConfig's
     defaults, the replay from the recording's meta; every waveform block gets them."""
     from diffjscc.radio.ofdm import OfdmConfig
 
@@ -360,11 +360,16 @@ def test_loopback_noise_follows_the_waveforms_snr_convention(name):
     expr = {v: blocks[v]["parameters"]["value"] for v in names}
     imports = {}
     exec(blocks["import_waveform"]["parameters"]["imports"], imports)  # noqa: S102
-    for waveform, settings in (("sc", dict(sps=2)), ("sc", dict(sps=4)), ("ofdm", {})):
+    mobile = dict(fft_size=512, used_carriers=256, ofdm_pilot_spacing=16)
+    cases = (("sc", dict(sps=2)), ("sc", dict(sps=4)), ("ofdm", {}), ("ofdm", mobile))
+    for waveform, settings in cases:
         sps = settings.get("sps", 2)
         want = get_waveform(waveform, **settings)
+        # The flowgraph's layout parameters: the OFDM waveform's (GRC defaults otherwise).
+        layout = {k: int(blocks[k]["parameters"]["value"]) for k in OFDM_LAYOUT}
+        layout.update({k: v for k, v in settings.items() if k in OFDM_LAYOUT})
         for snr_db in (-3.0, 10.0):
-            ns = dict(imports, waveform=waveform, sps=sps, rolloff=0.35, snr_db=snr_db)
+            ns = dict(imports, waveform=waveform, sps=sps, rolloff=0.35, snr_db=snr_db, **layout)
             for var in names:
                 ns[var] = eval(expr[var], ns)  # noqa: S307
             assert ns["noise_voltage"] == pytest.approx(want.noise_voltage(snr_db), rel=1e-9)
@@ -374,7 +379,7 @@ def test_loopback_noise_follows_the_waveforms_snr_convention(name):
     # GRC under a python without diffjscc still evaluates the flowgraph (display values).
     ns = {}
     exec(blocks["import_waveform"]["parameters"]["imports"].replace("diffjscc", "no_such_pkg"), ns)  # noqa: S102
-    ns.update(waveform="ofdm", sps=2, rolloff=0.35, snr_db=10.0)
+    ns.update(waveform="ofdm", sps=2, rolloff=0.35, snr_db=10.0, **layout)
     for var in names:
         ns[var] = eval(expr[var], ns)  # noqa: S307
     assert ns["waveform_from_block_params"] is None and ns["band_ratio"] == pytest.approx(2.0)
