@@ -173,7 +173,7 @@ def test_compiled_payload_equaliser_matches_numpy():
 @pytest.mark.parametrize("lags", [1, 777, 5000])
 def test_compiled_detection_sums_match_numpy(lags):
     """The detection kernel (loops split for vectorising) against the receiver's numpy
-    twin, a loud stretch included (the energy's prefix sums in float64)."""
+    twin, a loud stretch included (the energy's running sum in float64)."""
     rx = BurstReceiver(CFG)
     rng = np.random.default_rng(lags)
     reach = rx._metric_reach
@@ -183,17 +183,18 @@ def test_compiled_detection_sums_match_numpy(lags):
     seg[lags // 3 : lags // 3 + 400] *= 1e3
     corr = rx._correlate(seg)
     dsum, energy = np.empty(lags, np.complex64), np.empty(lags, np.float32)
+    metric = np.empty(lags, np.float32)
     flat = seg.view(np.float32)
     D = rx._tables.segment_period
-    _fast.detection_sums(corr, flat, lags, D, rx._signs, reach, dsum, energy)
+    top, low = _fast.detection(
+        corr, flat, lags, D, rx._signs, reach, rx._metric_scale, dsum, energy, metric
+    )
     twin_dsum, twin_energy = rx._detection_sums(seg, corr, lags)
     scale = np.max(np.abs(twin_dsum))
     assert np.max(np.abs(dsum - twin_dsum)) < 1e-5 * scale
     np.testing.assert_allclose(energy, twin_energy, rtol=1e-5)
     # The metric, compiled (no floor needed: the loud stretch is 60 dB up, the floor
     # starts at 70) and by the receiver's numpy normalisation.
-    metric = np.empty(lags, np.float32)
-    top, low = _fast.detection_metric(dsum, energy, rx._metric_scale, metric)
     assert top == pytest.approx(energy.max()) and low == pytest.approx(energy.min())
     assert not 1e-7 * top > low
     rx._normalise_metric(twin_dsum, twin_energy)

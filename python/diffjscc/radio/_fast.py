@@ -28,8 +28,7 @@ _KERNELS = (
     "_unit_phasors",
     "fir_complex",
     "fir_real",
-    "detection_sums",
-    "detection_metric",
+    "detection",
     "periodogram_grid",
     "_parabola_offset",
     "frequency_search",
@@ -37,6 +36,7 @@ _KERNELS = (
     "mix",
     "smoothed_phase",
     "segment_energies",
+    "fine_timing",
     "blocks_clean",
     "viterbi",
     "equalise_payload",
@@ -46,82 +46,72 @@ _KERNELS = (
 )
 
 
-def _detection_sums(corr, flat, n, period, signs, reach, dsum, energy):
-    """The detection metric's parts at ``n`` lags, from the preamble-segment
-    correlations ``corr`` and the samples (interleaved float32 ``flat``):
+def _detection(corr, flat, n, period, signs, reach, scale, dsum, energy, metric):
+    """The detection metric at ``n`` lags, from the preamble-segment correlations
+    ``corr`` and the samples (interleaved float32 ``flat``):
 
     dsum[m] = sum_k signs[k] corr[m + (k+1) D] conj(corr[m + k D]), D = ``period``
     (each product computed once, the sum term by term as numpy's twin does);
-    energy[m] = sum of |x|^2 over x[m : m + reach] (prefix sums in float64).
+    energy[m] = sum of |x|^2 over x[m : m + reach] (a running sum in float64);
+    metric[m] = |dsum[m]| / (max(energy[m], 1e-30) scale).
 
-    Every loop runs over one contiguous real array at a time: interleaved parts,
-    or real and imaginary updates in one loop, keep LLVM from vectorising (4x).
+    Returns the largest and the smallest energy, which tell whether the metric
+    needs a floor. Every loop runs over contiguous real arrays (real and
+    imaginary parts side by side in one loop): interleaved parts keep LLVM from
+    vectorising (4x).
     """
     terms = signs.size
-    count = n + (terms - 1) * period
     cf = corr.view(np.float32)
-    size = count + period
-    re = np.empty(size, dtype=np.float32)
-    im = np.empty(size, dtype=np.float32)
-    for m in range(size):
-        re[m] = cf[2 * m]
-    for m in range(size):
-        im[m] = cf[2 * m + 1]
+    used = n + terms * period
+    re = np.empty(used, dtype=np.float32)
+    im = np.empty(used, dtype=np.float32)
+    for i in range(used):
+        re[i] = cf[2 * i]
+        im[i] = cf[2 * i + 1]
+    count = n + (terms - 1) * period
     prod_re = np.empty(count, dtype=np.float32)
     prod_im = np.empty(count, dtype=np.float32)
-    for m in range(count):
-        prod_re[m] = re[m + period] * re[m] + im[m + period] * im[m]
-    for m in range(count):
-        prod_im[m] = im[m + period] * re[m] - re[m + period] * im[m]
+    for i in range(count):
+        prod_re[i] = re[i + period] * re[i] + im[i + period] * im[i]
+        prod_im[i] = im[i + period] * re[i] - re[i + period] * im[i]
     sum_re = np.empty(n, dtype=np.float32)
     sum_im = np.empty(n, dtype=np.float32)
-    for k in range(terms):
+    s0 = signs[0]
+    for i in range(n):
+        sum_re[i] = s0 * prod_re[i]
+        sum_im[i] = s0 * prod_im[i]
+    for k in range(1, terms):
         sign = signs[k]
-        a = prod_re[k * period : k * period + n]
-        b = prod_im[k * period : k * period + n]
-        if k == 0:
-            for m in range(n):
-                sum_re[m] = sign * a[m]
-            for m in range(n):
-                sum_im[m] = sign * b[m]
-        else:
-            for m in range(n):
-                sum_re[m] += sign * a[m]
-            for m in range(n):
-                sum_im[m] += sign * b[m]
+        pr = prod_re[k * period : k * period + n]
+        pi = prod_im[k * period : k * period + n]
+        for i in range(n):
+            sum_re[i] += sign * pr[i]
+            sum_im[i] += sign * pi[i]
     out = dsum.view(np.float32)
-    for m in range(n):
-        out[2 * m] = sum_re[m]
-        out[2 * m + 1] = sum_im[m]
+    for i in range(n):
+        out[2 * i] = sum_re[i]
+        out[2 * i + 1] = sum_im[i]
     samples = flat.size // 2
-    prefix = np.empty(samples + 1, dtype=np.float64)
-    prefix[0] = 0.0
+    power = np.empty(samples)
     for j in range(samples):
-        prefix[j + 1] = float(flat[2 * j]) * flat[2 * j] + float(flat[2 * j + 1]) * flat[2 * j + 1]
-    for j in range(samples):
-        prefix[j + 1] += prefix[j]
-    full = max(0, min(n, samples - reach + 1))  # lags whose window lies in the samples
-    for m in range(full):
-        energy[m] = max(prefix[m + reach] - prefix[m], 0.0)  # rounding after a loud stretch
-    for m in range(full, n):
-        energy[m] = max(prefix[samples] - prefix[m], 0.0)
-
-
-def _detection_metric(dsum, energy, scale, metric):
-    """metric = |dsum| / (max(energy, 1e-30) * scale), as the receiver's numpy
-    normalisation computes it when no floor is needed; returns the largest and
-    the smallest energy, which tell whether one is."""
+        power[j] = float(flat[2 * j]) * flat[2 * j] + float(flat[2 * j + 1]) * flat[2 * j + 1]
+    run = 0.0
+    for j in range(min(reach, samples)):
+        run += power[j]
     top = 0.0
     low = np.inf
-    for m in range(energy.size):
-        e = energy[m]
+    for m in range(n):
+        if m > 0:
+            ahead = m + reach - 1
+            run += (power[ahead] if ahead < samples else 0.0) - power[m - 1]
+        e = max(run, 0.0)  # rounding after a loud stretch
+        energy[m] = e
         top = max(top, e)
         low = min(low, e)
-    d = dsum.view(np.float32)
-    for m in range(energy.size):
-        re = d[2 * m]
-        im = d[2 * m + 1]
-        metric[m] = np.sqrt(re * re + im * im) / (max(energy[m], np.float32(1e-30)) * scale)
+    for i in range(n):
+        a = sum_re[i]
+        b = sum_im[i]
+        metric[i] = np.sqrt(a * a + b * b) / (max(energy[i], np.float32(1e-30)) * scale)
     return top, low
 
 
@@ -338,6 +328,44 @@ def _segment_energies(seg, bases, rows, table, segments, period, out):
                 acc += table[rows[j], i] * seg[lo + i]
             total += float(acc.real) ** 2 + float(acc.imag) ** 2
         out[j] = total
+
+
+def _fine_timing(seg, offset, table, fraction_steps, segments, period, reach, steps, out):
+    """The receiver's fine timing search in one call: from ``offset`` (the burst's
+    start in ``seg``, in samples), for each step of ``steps``, the preamble's
+    matched-filter energies (``segment_energies``) a step early, on time and late,
+    and a move to the parabola's vertex (at most 1.5 steps; towards the larger side
+    where the three are not concave). out[0] = the start found; False (out[0] the
+    offset reached) when a probe would leave the samples."""
+    width = table.shape[1]
+    pos = np.empty(3)
+    bases = np.empty(3, dtype=np.int64)
+    rows = np.empty(3, dtype=np.int64)
+    e = np.empty(3)
+    for step in steps:
+        for j in range(3):
+            pos[j] = offset + (j - 1) * step
+            bases[j] = np.int64(np.floor(pos[j]))
+        lo = bases[0]
+        span = width + bases[2] - lo
+        if lo < 0 or lo + reach + span - width > seg.size:
+            out[0] = offset
+            return False
+        for j in range(3):
+            rows[j] = np.int64(np.rint((pos[j] - bases[j]) * fraction_steps))
+        segment_energies(seg, bases, rows, table, segments, period, e)
+        a = e[0]
+        b = e[1]
+        c = e[2]
+        denom = a - 2.0 * b + c
+        if denom < 0.0:
+            offset += step * min(max(0.5 * (a - c) / denom, -1.5), 1.5)
+        elif c > a:
+            offset += step
+        elif c < a:
+            offset -= step
+    out[0] = offset
+    return True
 
 
 def _parabola_offset(values, i):
@@ -587,10 +615,10 @@ def _pilot_residual_phase(y, known, t, h, freq, t_ref, window, phase):
 
 
 # The compiled kernels, set by load(); None until then.
-fir_complex = fir_real = detection_sums = detection_metric = periodogram_grid = derotated_fit = None
+fir_complex = fir_real = detection = periodogram_grid = derotated_fit = None
 frequency_search = blocks_clean = viterbi = equalise_payload = None
 mix = smoothed_phase = segment_energies = None
-damage_precheck = drift_probe = pilot_residual_phase = None
+damage_precheck = drift_probe = pilot_residual_phase = fine_timing = None
 
 
 def load() -> bool:
@@ -615,8 +643,18 @@ def _warm_up() -> None:
     dsum = np.zeros(4, np.complex64)
     energy = np.zeros(4, np.float32)
     signs = np.ones(3, np.float32)
-    detection_sums(np.zeros(64, np.complex64), x, 4, 16, signs, 32, dsum, energy)
-    detection_metric(dsum, energy, np.float32(1.0), np.empty(4, np.float32))
+    detection(
+        np.zeros(64, np.complex64),
+        x,
+        4,
+        16,
+        signs,
+        32,
+        np.float32(1.0),
+        dsum,
+        energy,
+        energy.copy(),
+    )
     fir_real(x, 0, 4, 2, taps, energy)
     fir_complex(x, 0, 4, 2, taps, dsum)
     z = np.ones(4, np.complex128)
@@ -644,6 +682,8 @@ def _warm_up() -> None:
     three = np.zeros(3, np.int64)
     table = _readonly(np.zeros((2, 2), np.complex64))
     segment_energies(dsum, three, three, table, 1, 1, np.empty(3))
+    steps = _readonly(np.array([0.5, 0.15]))
+    fine_timing(dsum, 1.5, table, 1024, 1, 1, 2, steps, np.empty(1))
 
 
 _loader = KernelLoader(

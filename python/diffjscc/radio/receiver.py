@@ -218,6 +218,10 @@ class _Growable:
         self._lo = self._hi = 0
 
 
+# Steps (samples) of the fine timing's parabolic search, shrinking.
+_FINE_STEPS = np.array([0.5, 0.15, 0.04])
+_FINE_STEPS.flags.writeable = False
+
 # FFT length of the overlap-save correlation: about 30 times the template at sps=2,
 # where the FFT's cost per output sample is lowest in measurements.
 _CORR_FFT = 2048
@@ -428,9 +432,10 @@ class BurstReceiver:
             dsum = np.empty(n, dtype=np.complex64)
             energy = np.empty(n, dtype=np.float32)
             flat = np.ascontiguousarray(seg).view(np.float32)
-            _fast.detection_sums(corr, flat, n, D, self._signs, reach, dsum, energy)
             metric = np.empty(n, dtype=np.float32)
-            top, low = _fast.detection_metric(dsum, energy, self._metric_scale, metric)
+            top, low = _fast.detection(
+                corr, flat, n, D, self._signs, reach, self._metric_scale, dsum, energy, metric
+            )
             if not 1e-7 * top > low:  # no floor needed (see _normalise_metric)
                 self._metric_store.append(metric)
                 self._dsum_store.append(dsum)
@@ -440,7 +445,7 @@ class BurstReceiver:
         self._normalise_metric(dsum, energy)
 
     def _detection_sums(self, seg: np.ndarray, corr: np.ndarray, n: int):
-        """numpy twin of ``_fast.detection_sums``."""
+        """numpy twin of ``_fast.detection``'s sums and energies."""
         K, D = SEGMENTS, self._tables.segment_period
         # Products of correlations one segment apart, then their signed sum.
         prod = corr[D : (K - 1) * D + n] * np.conj(corr[: (K - 2) * D + n])
@@ -633,8 +638,25 @@ class BurstReceiver:
         # The coarse start (a parabola through the detection metric at 2 samples
         # per symbol) can be half a sample off; shrinking parabolic steps, each
         # allowed to move a little beyond its points, reach a hundredth of a sample.
+        if _fast.AVAILABLE:
+            out = np.empty(1)
+            inside = _fast.fine_timing(
+                seg,
+                p.start - origin,
+                table,
+                FRACTION_STEPS,
+                SEGMENTS,
+                self._tables.segment_period,
+                reach,
+                _FINE_STEPS,
+                out,
+            )
+            if not inside:
+                raise FrameError(f"fine timing left its samples (offset {float(out[0]):.2f})")
+            p.start = origin + float(out[0])
+            return
         start = p.start
-        for step in (0.5, 0.15, 0.04):
+        for step in _FINE_STEPS:
             a, b, c = energies(start, step)
             denom = a - 2 * b + c
             if denom < 0:
