@@ -17,7 +17,9 @@ What each setting means physically (``channels.impairments`` of GNU Radio 3.10):
 
 - ``phase_noise_mag`` (dB): Gaussian noise of that amplitude through a one-pole
   low-pass (alpha 0.01) is the phase, so its rms is 10^(mag/20) * sqrt(0.01 / 1.99)
-  radians, correlated over about 100 samples; reported as ``phase_rms_deg``.
+  radians, correlated over about 100 samples; reported as ``phase_rms_deg``. It is
+  always there: 0 dB (the block's default) is 4 degrees rms, so the other rows set
+  it to -300 dB.
 - ``magbal`` (dB) and ``phasebal`` (degrees): IQ imbalance; reported as the image
   rejection ratio ``irr_db`` (the power of the mirror image against the signal).
 - ``i_ofs``, ``q_ofs``: DC offset, reported as ``dc_db`` against the signal's power.
@@ -41,18 +43,22 @@ import time
 
 import numpy as np
 
+# channels.impairments always has its phase noise: phase_noise_mag 0 is 0 dB (4 degrees
+# rms), not off. The other rows turn it down to nothing.
+_QUIET = -300.0
+
 # name, channels.impairments keywords, sample-rate offset in ppm
 ROWS = [
     ("none", {}, 0.0),
     ("phase noise -6 dB", {"phase_noise_mag": -6.0}, 0.0),
     ("phase noise 0 dB", {"phase_noise_mag": 0.0}, 0.0),
     ("phase noise 6 dB", {"phase_noise_mag": 6.0}, 0.0),
-    ("IQ 0.5 dB / 3 deg", {"magbal": 0.5, "phasebal": 3.0}, 0.0),
-    ("IQ 1 dB / 5 deg", {"magbal": 1.0, "phasebal": 5.0}, 0.0),
-    ("IQ 2 dB / 10 deg", {"magbal": 2.0, "phasebal": 10.0}, 0.0),
-    ("DC -20 dB", {"i_ofs": 0.1, "q_ofs": 0.0}, 0.0),
-    ("DC -10 dB", {"i_ofs": 0.3, "q_ofs": 0.1}, 0.0),
-    ("DC -3 dB", {"i_ofs": 0.5, "q_ofs": 0.5}, 0.0),
+    ("IQ 0.5 dB / 3 deg", {"phase_noise_mag": _QUIET, "magbal": 0.5, "phasebal": 3.0}, 0.0),
+    ("IQ 1 dB / 5 deg", {"phase_noise_mag": _QUIET, "magbal": 1.0, "phasebal": 5.0}, 0.0),
+    ("IQ 2 dB / 10 deg", {"phase_noise_mag": _QUIET, "magbal": 2.0, "phasebal": 10.0}, 0.0),
+    ("DC -20 dB", {"phase_noise_mag": _QUIET, "i_ofs": 0.1, "q_ofs": 0.0}, 0.0),
+    ("DC -10 dB", {"phase_noise_mag": _QUIET, "i_ofs": 0.3, "q_ofs": 0.1}, 0.0),
+    ("DC -3 dB", {"phase_noise_mag": _QUIET, "i_ofs": 0.5, "q_ofs": 0.5}, 0.0),
     ("clock 20 ppm", {}, 20.0),
     ("clock 100 ppm", {}, 100.0),
 ]
@@ -155,7 +161,7 @@ def run(snr_db: float, frames: int, seed: int = 0, rows=ROWS, dc_remover=False, 
                 "psnr_db": float(np.mean(values)),
                 "seconds": time.perf_counter() - t,
             }
-            if "phase_noise_mag" in imp:
+            if imp.get("phase_noise_mag", _QUIET) > _QUIET:
                 row["phase_rms_deg"] = phase_rms_deg(imp["phase_noise_mag"])
             if "magbal" in imp:
                 row["irr_db"] = image_rejection_db(imp["magbal"], imp.get("phasebal", 0.0))

@@ -49,3 +49,31 @@ def test_non_finite_chunk_does_not_poison_the_estimate():
 def test_bad_time_constant_is_refused(tc):
     with pytest.raises(ConfigError, match="time constant"):
         DcRemover(time_constant=tc)
+
+
+def test_gnuradio_impairments_apply_only_what_is_asked():
+    """channels.impairments' phase noise is on at its default (0 dB, ~4 degrees rms):
+    gnuradio_channel turns it off unless asked, so a DC offset comes alone."""
+    from diffjscc.radio.channel_presets import gnuradio_channel
+    from gnuradio import blocks, gr
+
+    x = _noise(20_000, seed=3)
+
+    def through(impairments):
+        tb = gr.top_block()
+        src, sink = blocks.vector_source_c(x.tolist(), False), blocks.vector_sink_c()
+        chain = [src, *gnuradio_channel("awgn", impairments=impairments), sink]
+        for a, b in zip(chain, chain[1:], strict=False):
+            tb.connect(a, b)
+        tb.run()
+        return np.asarray(sink.data(), np.complex64)
+
+    clean = through(None)  # channel_model's resampler keeps back a few samples
+    y = through({"i_ofs": 0.2, "q_ofs": -0.1})
+    n = min(y.size, clean.size)
+    assert n > 19_000
+    assert np.max(np.abs(y[:n] - clean[:n] - np.complex64(0.2 - 0.1j))) < 1e-4
+    noisy = through({"phase_noise_mag": 0.0})
+    n = min(noisy.size, clean.size)
+    phase = np.angle(noisy[:n] * np.conj(clean[:n]))
+    assert 2.0 < np.degrees(np.std(phase[1000:])) < 8.0

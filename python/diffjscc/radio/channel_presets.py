@@ -47,6 +47,7 @@ import numpy as np
 from diffjscc.errors import ConfigError
 
 _FADING_LEAD = 4  # taps before the first path in selective_fading_model's filter
+NO_PHASE_NOISE = -300.0  # dB: channels.impairments' phase noise turned down to nothing
 
 
 @dataclass(frozen=True)
@@ -272,7 +273,8 @@ def gnuradio_channel(
     over time with ``channels.selective_fading_model`` (Rayleigh, or Rician with
     ``rician_k`` > 0). ``impairments``: keyword arguments of ``channels.impairments``
     (phase_noise_mag, magbal, phasebal, q_ofs, i_ofs, ...), applied after the channel
-    model, noise included, as a receiver's front end would. ``normalise`` and
+    model, noise included, as a receiver's front end would; without phase_noise_mag,
+    no phase noise (the block's own default, 0 dB, is about 4 degrees rms). ``normalise`` and
     ``spectrum`` scale the preset's static draw as in ``draw_taps``.
     """
     from gnuradio import channels
@@ -318,5 +320,7 @@ def gnuradio_channel(
         )
     )
     if impairments:
-        blocks.append(channels.impairments(**impairments))
+        # channels.impairments always adds phase noise: its phase_noise_mag of 0 is 0 dB
+        # (about 4 degrees rms), not off. Only the impairments asked for are applied.
+        blocks.append(channels.impairments(**{"phase_noise_mag": NO_PHASE_NOISE, **impairments}))
     return blocks
