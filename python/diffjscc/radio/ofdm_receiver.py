@@ -234,6 +234,12 @@ def channel_delays(cfg: OfdmConfig, hs: np.ndarray, nu: float, rows: int | None 
     early paths). Grid points whose mean power stands out of the noise are kept with
     their neighbours, and the delay prior spreads evenly over every sample they cover;
     the whole cyclic prefix when none stands out."""
+    return _delay_prior(cfg, hs, nu, rows)[0]
+
+
+def _delay_prior(cfg: OfdmConfig, hs: np.ndarray, nu: float, rows: int | None = None):
+    """``channel_delays``, with the delays as a cache key (a tuple of whole samples) and
+    as an int64 array."""
     rows = cfg.pilot_stagger if rows is None else rows
     p = hs.shape[1]
     span = cfg.fft_size * rows / cfg.pilot_spacing
@@ -241,12 +247,25 @@ def channel_delays(cfg: OfdmConfig, hs: np.ndarray, nu: float, rows: int | None 
     floor = nu / p
     keep = _fast_ofdm.delay_keep(grid, floor)  # points whose mean power stands out
     if not keep.any() or floor <= 0:
-        return np.arange(max(cfg.cp_length, 1), dtype=np.float64)
+        return _whole_prefix(cfg.cp_length)
     return _prior_delays(keep.tobytes(), span)
 
 
+def _delay_forms(delays: np.ndarray) -> tuple:
+    delays.flags.writeable = False
+    whole = np.ascontiguousarray(np.round(delays), dtype=np.int64)
+    whole.flags.writeable = False
+    return delays, tuple(whole.tolist()), whole
+
+
+@functools.lru_cache(maxsize=16)
+def _whole_prefix(cp_length: int) -> tuple:
+    """The delay prior over the whole cyclic prefix, in ``_delay_prior``'s forms."""
+    return _delay_forms(np.arange(max(cp_length, 1), dtype=np.float64))
+
+
 @functools.lru_cache(maxsize=1024)
-def _prior_delays(keep_bytes: bytes, span: float) -> np.ndarray:
+def _prior_delays(keep_bytes: bytes, span: float) -> tuple:
     """The delays (samples) that the kept points of the pilots' delay grid and their
     neighbours cover; cached by the pattern (a steady link repeats it)."""
     keep = np.frombuffer(keep_bytes, dtype=bool)
@@ -256,9 +275,7 @@ def _prior_delays(keep_bytes: bytes, span: float) -> np.ndarray:
     centre = np.where(centre >= span - span / 8, centre - span, centre)
     reach = math.ceil(res / 2)
     fine = np.round(centre[:, None] + np.arange(-reach, reach + 1)[None, :]).reshape(-1)
-    out = np.unique(fine).astype(np.float64)
-    out.flags.writeable = False
-    return out
+    return _delay_forms(np.unique(fine).astype(np.float64))
 
 
 def wiener_interpolator(
@@ -494,9 +511,10 @@ def estimate_channel_grid(y: np.ndarray, cfg: OfdmConfig, known=None) -> Channel
         return max(mean_square - float(np.mean(nu)), 0.1 * mean_square, 1e-12)
 
     power = channel_power(hs, nu)
-    delays = channel_delays(cfg, hs, float(np.mean(nu)), have)
+    delays, key_delays, delay_array = _delay_prior(cfg, hs, float(np.mean(nu)), have)
     if known is not None:
-        dense = _known_estimates(y, cfg, known, xp, delays, noise_var / power, have)
+        prior = (key_delays, delay_array)
+        dense = _known_estimates(y, cfg, known, xp, prior, noise_var / power, have)
         if dense:
             # Every comb subcarrier observed at a symbol with known data; that symbol's
             # own pilots are in its estimate, so its pilot observation is left out.
@@ -530,7 +548,6 @@ def estimate_channel_grid(y: np.ndarray, cfg: OfdmConfig, known=None) -> Channel
         # known symbols), interpolated across frequency, where that is expected to err
         # less than the time smoother's estimate with what it misses.
         rho = _rho_db10(noise_var / power)
-        key_delays = tuple(np.round(delays).astype(np.int64).tolist())
         own = np.empty_like(hs)
         own_err = np.empty(m)
         for i, (est, rel, _) in dense.items():
@@ -559,7 +576,6 @@ def estimate_channel_grid(y: np.ndarray, cfg: OfdmConfig, known=None) -> Channel
             hs, nu, drift, name = own, own_err, 0.0, "per-symbol"
             self_weight[:] = 0.0
     nu_mean = float(np.mean(nu))
-    key_delays = tuple(np.round(delays).astype(np.int64).tolist())
     at, w, mse = _comb_interpolator(cfg, have, key_delays, _rho_db10(nu_mean / power))
     # What the smoother misses of the channel's change over time is about half its
     # leave-one-out excess (a fit that sees the symbol itself misses less).
@@ -630,18 +646,18 @@ def _inband_plan(cfg: OfdmConfig, slots: bytes, m: int):
     return out
 
 
-def _known_estimates(y, cfg: OfdmConfig, known, xp, delays, rho: float, rows: int) -> dict:
+def _known_estimates(y, cfg: OfdmConfig, known, xp, prior, rho: float, rows: int) -> dict:
     """symbol -> (channel at the comb, its relative error, that error's mean over each
     layout row's pilots) for every symbol with at least a comb's worth of known data
-    symbols, by a Wiener filter from its pilots and those."""
+    symbols, by a Wiener filter from its pilots and those, for the delay prior ``prior``
+    (its key tuple and int64 array)."""
     slots, values = known
     values = np.asarray(values)
     out = {}
-    key_delays = tuple(np.round(delays).astype(np.int64).tolist())
+    key_delays, delay_array = prior
     rho_db10 = _rho_db10(rho)
     plan = _known_plan(cfg, np.ascontiguousarray(slots, dtype=np.int64).tobytes(), y.shape[0])
     n = cfg.fft_size
-    delay_array = np.asarray(key_delays, dtype=np.int64)
     for i, take, bins, order, key in plan:
         sent = np.concatenate([xp[i], values[take]])[order]
         ls = y[i, bins] / sent  # |known| = 1
@@ -662,7 +678,7 @@ def _known_estimates(y, cfg: OfdmConfig, known, xp, delays, rho: float, rows: in
             continue
         spectrum = np.zeros(n, dtype=np.complex128)
         spectrum[bins] = ls
-        response = np.fft.ifft(spectrum)[np.asarray(key_delays) % n] * n
+        response = np.fft.ifft(spectrum)[delay_array % n] * n
         out[i] = (_fast_ofdm.product_bt(factor, response[None, :])[:, 0], rel, row_error)
     return out
 
@@ -1112,9 +1128,12 @@ class OfdmReceiver:
         blocks = -(-valid // step)
         padded = np.zeros(blocks * step + taps - 1, dtype=np.complex64)
         padded[: x.size] = x
-        windows = np.lib.stride_tricks.as_strided(
-            padded, (blocks, size), (step * padded.itemsize, padded.itemsize)
-        )
+        if blocks == 1:  # right after a frame: one block, no strided view to make
+            windows = padded.reshape(1, size)
+        else:
+            windows = np.lib.stride_tricks.as_strided(
+                padded, (blocks, size), (step * padded.itemsize, padded.itemsize)
+            )
         spec = scipy.fft.fft(windows, axis=1) * self._template_fft[size]
         out = scipy.fft.ifft(spec, axis=1)[:, taps - 1 :]
         return out.reshape(-1)[:valid]
