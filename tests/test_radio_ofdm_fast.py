@@ -133,3 +133,143 @@ def test_compiled_estimator_kernels_match_their_numpy_twins(monkeypatch):
     twin = _fast_ofdm.sync_slope(x, 0.001, signs, block)
     assert compiled == pytest.approx(twin, abs=1e-12)
     assert twin / (2 * np.pi * 32) == pytest.approx(0.002, abs=2e-4)
+
+
+def _twins(monkeypatch, fn, *args):
+    """fn(*args) with the kernels, then with the numpy twins."""
+    compiled = fn(*args)
+    monkeypatch.setattr(_fast_ofdm, "AVAILABLE", False)
+    twin = fn(*args)
+    monkeypatch.setattr(_fast_ofdm, "AVAILABLE", True)
+    return compiled, twin
+
+
+def _close(a, b, tol=1e-12):
+    if isinstance(a, tuple | list):
+        for x, y in zip(a, b, strict=True):
+            _close(x, y, tol)
+        return
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape and a.dtype.kind == b.dtype.kind
+    scale = max(float(np.max(np.abs(b))) if b.size else 0.0, 1e-30)
+    assert np.allclose(a, b, rtol=tol, atol=tol * scale)
+
+
+def _rotated(y, hp, step):
+    y, hp = y.copy(), hp.copy()
+    _fast_ofdm.rotate(y, hp, step)
+    return y, hp
+
+
+def _smoothed(s, values, var, times, cols, m):
+    hs, nu, weight = np.zeros((m, 30), complex), np.ones(m), np.zeros(m)
+    _fast_ofdm.smooth_row(s, values, var, times, cols, hs, nu, weight)
+    return hs, nu, weight
+
+
+@needs_numba
+def test_compiled_frame_kernels_match_their_numpy_twins(monkeypatch):
+    """The per-frame kernels (guard noise and pilots, the residual rotation, one comb
+    row's smoothing, the delay profile's kept points, both interpolation forms with
+    their error, the pilots' excess, the windows' derotation and the prefix products)
+    against their twins on a frame's shapes, edge cases included (one symbol, a single
+    observation, a delay prior that wraps below zero, a flat delay profile)."""
+    rng = np.random.default_rng(5)
+
+    def cplx(*shape):
+        return rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+
+    f = _fast_ofdm
+    twiddle = np.exp(-2j * np.pi * np.arange(1024) / 1024)
+    bins = (np.arange(-246, 246) % 1024).astype(np.int64)
+    for m in (1, 2, 7):
+        y, hp = cplx(m, 64), cplx(m, 15)
+        noise = np.array([0, 1, 62, 63])
+        flat = (np.arange(m)[:, None] * 64 + rng.integers(2, 60, (m, 15))).astype(np.int64)
+        xp = (cplx(m, 15) / np.sqrt(2)).astype(np.complex64)
+        _close(*_twins(monkeypatch, f.frame_pilots, y, noise, flat, xp))
+        _close(*_twins(monkeypatch, _rotated, y, hp, 0.05))
+        times = np.arange(0, m, 2)
+        s = rng.uniform(-0.2, 1.0, (m, times.size))
+        values, var = cplx(times.size, 15), rng.uniform(0.1, 1, times.size)
+        cols = np.arange(1, 30, 2)
+        _close(*_twins(monkeypatch, _smoothed, s, values, var, times, cols, m))
+        grid = cplx(m, 32) * 0.1
+        grid[:, 3] += 2.0  # one path stands out
+        for floor in (1e-3, 0.5, 10.0):
+            _close(*_twins(monkeypatch, f.delay_keep, grid, floor))
+        _close(*_twins(monkeypatch, f.mean_power, grid))
+        hs, pick = cplx(m, 30), rng.integers(0, 492, (m, 476)).astype(np.int64)
+        mse, scale, w = rng.uniform(0, 0.5, 492), rng.uniform(0.5, 2, m), cplx(492, 30)
+        _close(*_twins(monkeypatch, f.interpolate, hs, w, pick, mse, scale, 2.0, 0.1))
+        for delays in (np.arange(-3, 9), np.array([-40, -2, -1, 0, 5, 6, 7, 30])):
+            at = (delays % 1024).astype(np.int64)
+            x = cplx(delays.size, 30)
+            args = (hs, x, at, bins, pick, twiddle, mse, scale, 2.0, 0.1)
+            _close(*_twins(monkeypatch, f.interpolate_delays, *args))
+        own = rng.integers(0, 30, (m, 15)).astype(np.int64)
+        err = rng.uniform(0, 0.1, (m, 476))
+        weight, nu = rng.uniform(0, 0.5, m), rng.uniform(0, 0.1, m)
+        for half in (0.0, 0.05, 5.0):
+            args = (hs, hp, own, weight, nu, 0.3, half, err)
+            _close(*_twins(monkeypatch, f.pilot_excess, *args))
+    seg = cplx(5000).astype(np.complex64)
+    starts = np.array([123456789, 123457845, 123458901])
+    for cfo in (0.0, 0.0047, -0.3):
+        _close(*_twins(monkeypatch, f.derotate, seg, 1056, 3, 1024, cfo, starts), tol=2e-6)
+    _close(*_twins(monkeypatch, f.prefix_products, seg, 4, 1056, 1024, 32))
+
+
+def _equalised(yd, h, err, slots, kind, gain):
+    from diffjscc.radio import ofdm_receiver as orx
+
+    grid = orx.ChannelGrid(h.copy(), err, 0.1, 0.0)
+    return orx.equalise_payload(yd, grid, slots, kind, gain, whole_image=False)
+
+
+@needs_numba
+def test_compiled_only_steps_match_the_receivers_numpy_path(monkeypatch):
+    """Steps with a kernel and no twin of their own against the receiver's numpy path:
+    the payload's gain, equalisation at the slots (both equalisers), the known symbols'
+    comb estimate, the in-band excess; and the comb interpolator's delay form against
+    the dense weights it replaces."""
+    from diffjscc.radio import ofdm_receiver as orx
+
+    rng = np.random.default_rng(8)
+    cfg = OfdmConfig()
+    m, d = 7, cfg.data_per_symbol
+    yd = rng.standard_normal((m, d)) + 1j * rng.standard_normal((m, d))
+    h = (rng.standard_normal((m, d)) + 1j * rng.standard_normal((m, d))) * 0.8
+    h[2, 5] = 0.0  # a dead subcarrier: zero forcing divides by 1 there
+    err = rng.uniform(0, 0.05, (m, d))
+    slots = np.sort(rng.choice(m * d, 3000, replace=False))
+    for kind in ("mmse", "zf"):
+        for gain in (True, False):
+            # complex64 and float32 out: their rounding
+            _close(*_twins(monkeypatch, _equalised, yd, h, err, slots, kind, gain), tol=1e-5)
+    y = rng.standard_normal((m, cfg.fft_size)) + 1j * rng.standard_normal((m, cfg.fft_size))
+    known = (np.arange(0, 600, dtype=np.int64), np.exp(2j * np.pi * rng.uniform(size=600)))
+    xp = np.exp(2j * np.pi * rng.uniform(size=(m, cfg.pilots_per_symbol))).astype(np.complex64)
+    for delays in (np.arange(-3, 12), np.arange(0, 300)):
+        whole = delays.astype(np.int64)
+        prior = (tuple(whole.tolist()), whole)
+        args = (y, cfg, known, xp, prior, 0.1, 2)
+        compiled, twin = _twins(monkeypatch, orx._known_estimates, *args)
+        assert sorted(compiled) == sorted(twin) and compiled
+        for i in compiled:
+            _close(compiled[i][0], twin[i][0], tol=1e-10)
+            assert compiled[i][2] == twin[i][2]
+    args = (y, cfg, known, h, err, 0.1)
+    _close(*_twins(monkeypatch, orx._inband_excess, *args))
+    assert orx._inband_excess(*args) > 0.0
+    for rows in (1, 2):
+        comb = orx._pilot_comb(cfg, rows).size
+        for delays in (tuple(range(-3, 12)), tuple(range(comb + 2))):
+            w_dense, mse_dense = orx.wiener_interpolator(cfg, 0.05, np.array(delays), rows)
+            at, x, mse = orx._comb_interpolator(cfg, rows, delays, orx._rho_db10(0.05))
+            if len(delays) >= comb:
+                assert at is None
+                continue
+            et = orx._twiddles(cfg.fft_size)[np.outer(orx._used_bins(cfg), at) % cfg.fft_size]
+            _close(et @ x, w_dense, tol=1e-9)
+            assert np.allclose(mse, mse_dense, atol=1e-9)
