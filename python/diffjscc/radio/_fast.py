@@ -33,6 +33,9 @@ _KERNELS = (
     "_parabola_offset",
     "frequency_search",
     "derotated_fit",
+    "channel_fit",
+    "first_above",
+    "header_soft",
     "mix",
     "smoothed_phase",
     "segment_energies",
@@ -397,6 +400,53 @@ def _frequency_search(z, t, center, halfwidth):
     return best + fine * _parabola_offset(power3, 1)
 
 
+def _channel_fit(y, times, known, center, halfwidth):
+    """``estimation.estimate_channel_at``'s arithmetic in one call: z = y[t] conj(known)
+    at the known symbols' times, the frequency (``frequency_search`` when
+    ``halfwidth`` > 0, else ``center``), t_ref = mean time, and ``derotated_fit``.
+    Returns (h, freq, t_ref, residual energy)."""
+    n = times.size
+    z = np.empty(n, dtype=np.complex128)
+    t = np.empty(n)
+    total = 0.0
+    for k in range(n):
+        v = known[k]
+        z[k] = complex(y[times[k]]) * complex(v.real, -v.imag)
+        t[k] = times[k]
+        total += t[k]
+    freq = center
+    if halfwidth > 0.0 and n > 0:
+        freq = frequency_search(z, t, center, halfwidth)
+    t_ref = total / n if n else np.nan
+    h, energy = derotated_fit(z, t, freq, t_ref)
+    return h, freq, t_ref, energy
+
+
+def _header_soft(y, times, h, freq, t_ref, out):
+    """out[k] = Re(y[t] conj(g(t))), g(t) = h exp(2j pi freq (t - t_ref)) rounded to
+    complex64 (as ``ChannelEstimate.gain``), t = times[k]: the header's soft bits."""
+    n = times.size
+    w = np.empty(n, dtype=np.complex128)
+    t = np.empty(n)
+    for k in range(n):
+        t[k] = times[k]
+    _unit_phasors(t, -freq, w)  # exp(2j pi freq t)
+    a = -2.0 * np.pi * freq * t_ref
+    shift = complex(np.cos(a), np.sin(a))
+    for k in range(n):
+        g = np.complex64(h * (w[k] * shift))
+        v = y[times[k]]
+        out[k] = np.float32(float(v.real) * float(g.real) + float(v.imag) * float(g.imag))
+
+
+def _first_above(values, bar):
+    """Index of the first value above ``bar``; -1 when none is."""
+    for i in range(values.size):
+        if values[i] > bar:
+            return i
+    return -1
+
+
 def _blocks_clean(z, residual, times, count, blocks):
     """``equalise._looks_clean`` in one call (the same test, block by block)."""
     starts = np.empty(blocks + 1, dtype=np.int64)
@@ -619,6 +669,7 @@ fir_complex = fir_real = detection = periodogram_grid = derotated_fit = None
 frequency_search = blocks_clean = viterbi = equalise_payload = None
 mix = smoothed_phase = segment_energies = None
 damage_precheck = drift_probe = pilot_residual_phase = fine_timing = None
+channel_fit = header_soft = first_above = None
 
 
 def load() -> bool:
@@ -684,6 +735,10 @@ def _warm_up() -> None:
     segment_energies(dsum, three, three, table, 1, 1, np.empty(3))
     steps = _readonly(np.array([0.5, 0.15]))
     fine_timing(dsum, 1.5, table, 1024, 1, 1, 2, steps, np.empty(1))
+    for known, times in ((_readonly(values.copy()), order), (values, np.arange(4))):
+        for halfwidth in (0.0, 0.01):
+            channel_fit(dsum, times, known, 0.0, halfwidth)
+        header_soft(dsum, times, 1.0 + 0j, 0.01, 1.5, np.empty(4, np.float32))
 
 
 _loader = KernelLoader(

@@ -15,7 +15,7 @@ import numpy as np
 from diffjscc.radio import _fast
 from diffjscc.radio import header as hdr
 from diffjscc.radio.config import FrameConfig, ReceiverTuning
-from diffjscc.radio.estimation import ChannelEstimate, cis, estimate_channel, pilot_phase
+from diffjscc.radio.estimation import ChannelEstimate, cis, estimate_channel_at, pilot_phase
 from diffjscc.radio.frame import body_layout
 from diffjscc.radio.pulse import (
     FRACTION_STEPS,
@@ -55,19 +55,22 @@ def _known_layout(payload_len: int, cfg: FrameConfig, header_len: int):
     pilots = pilot_symbols(pilots_t.size)
     payload_t = PREAMBLE_LENGTH + layout.data_positions[header_len:]
     order = np.argsort(times, kind="stable")
-    for a in (pilots_t, times, pilots, payload_t, order):
+    # The known values with the header's left at zero: a frame's copy gets its header.
+    values = np.concatenate([preamble(), np.zeros(header_len, np.complex64), pilots])
+    for a in (pilots_t, times, pilots, payload_t, order, values):
         a.flags.writeable = False
-    return times, pilots_t, pilots, payload_t, order
+    return times, pilots_t, pilots, payload_t, order, values
 
 
 def frame_known(header: hdr.FrameHeader, payload_len: int, cfg: FrameConfig) -> KnownSymbols:
     header_len = hdr.header_symbols(header.version)
-    times, pilots_t, pilots, payload_t, order = _known_layout(int(payload_len), cfg, header_len)
+    layout = _known_layout(int(payload_len), cfg, header_len)
+    times, pilots_t, pilots, payload_t, order, template = layout
+    values = template.copy()
+    values[PREAMBLE_LENGTH : PREAMBLE_LENGTH + header_len] = hdr.encode_symbols(header)
     return KnownSymbols(
         times=times,
-        values=np.concatenate(
-            [preamble(), hdr.encode_symbols(header).astype(np.complex64), pilots]
-        ),
+        values=values,
         pilot_times=pilots_t,
         pilot_values=pilots,
         payload_times=payload_t,
@@ -103,7 +106,7 @@ def equalise_frame(
         times, values = times[keep], values[keep]
         keep = usable[pilot_times]
         pilot_times, pilot_values = pilot_times[keep], pilot_values[keep]
-    est = estimate_channel(y[times], values, times, freq_center, freq_halfwidth)
+    est = estimate_channel_at(y, times, values, freq_center, freq_halfwidth)
     knots = np.zeros(0)
     phase = np.zeros(0)
     if track_window > 1:

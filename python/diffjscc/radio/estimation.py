@@ -142,6 +142,13 @@ def estimate_channel(
         derotated = z * cis(-2 * np.pi * freq * (t - t_ref))
         h = complex(np.mean(derotated))
         energy = np.sum(np.abs(derotated - h) ** 2)
+    return _estimate(h, freq, t_ref, float(energy), n, free_params)
+
+
+def _estimate(
+    h: complex, freq: float, t_ref: float, energy: float, n: int, free_params: int
+) -> ChannelEstimate:
+    """The estimate from the fit's gain and residual energy over ``n`` known symbols."""
     dof = n - free_params / 2.0  # complex degrees of freedom left in the residuals
     noise_var = float(energy / max(dof, 1.0))
     # |h_hat|^2 carries sigma^2/n of noise; E[1/sigma_hat^2] = (1/sigma^2) dof/(dof-1).
@@ -152,6 +159,25 @@ def estimate_channel(
         else signal / max(noise_var, 1e-30)
     )
     return ChannelEstimate(h=h, freq=freq, t_ref=t_ref, noise_var=noise_var, snr=snr, num_known=n)
+
+
+def estimate_channel_at(
+    y: np.ndarray,
+    t: np.ndarray,
+    known: np.ndarray,
+    freq_center: float = 0.0,
+    freq_halfwidth: float = 0.0,
+) -> ChannelEstimate:
+    """``estimate_channel(y[t], known, t, ...)``: ``y`` the matched-filter outputs of a
+    frame, ``t`` the known symbols' indices in it (integers). One compiled call where
+    numba is in use (the gathering, frequency search and fit)."""
+    if _fast.AVAILABLE and y.dtype == np.complex64 and t.dtype == np.int64 and t.size:
+        h, freq, t_ref, energy = _fast.channel_fit(
+            y, t, known, float(freq_center), float(freq_halfwidth)
+        )
+        free_params = 3 if freq_halfwidth > 0.0 else 2  # Re h, Im h (, f)
+        return _estimate(complex(h), float(freq), float(t_ref), float(energy), t.size, free_params)
+    return estimate_channel(y[t], known, t, freq_center, freq_halfwidth)
 
 
 def track_phase(

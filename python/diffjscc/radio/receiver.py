@@ -55,7 +55,7 @@ from diffjscc.radio.equalise import (  # noqa: F401  (re-exported: the names' ol
     frame_known,
     matched_filter_drifting,
 )
-from diffjscc.radio.estimation import ChannelEstimate, estimate_channel, phasor
+from diffjscc.radio.estimation import ChannelEstimate, estimate_channel_at, phasor
 from diffjscc.radio.frame import (  # noqa: F401  (re-exported: the names' old home)
     FrameError,
     ReceivedFrame,
@@ -134,6 +134,24 @@ def _header_form(version: int, cfg: FrameConfig) -> _HeaderForm:
         known_values=np.concatenate([preamble(), pilot_symbols(pilots.size)]),
         data_times=PREAMBLE_LENGTH + data,
     )
+
+
+def _first_above(metric: np.ndarray, bar: float) -> int:
+    """Index of the first value of the (float32) metric above ``bar``; -1 when none is."""
+    bar32 = np.float32(bar)  # the comparison numpy makes of a float32 array and a float
+    if _fast.AVAILABLE and metric.dtype == np.float32:
+        return int(_fast.first_above(metric, bar32))
+    hits = np.flatnonzero(metric > bar32)
+    return int(hits[0]) if hits.size else -1
+
+
+def _header_soft(y: np.ndarray, times: np.ndarray, est: ChannelEstimate) -> np.ndarray:
+    """Soft bits of the header symbols at ``times``: y derotated by the estimate's gain."""
+    if _fast.AVAILABLE and y.dtype == np.complex64 and times.dtype == np.int64:
+        out = np.empty(times.size, dtype=np.float32)
+        _fast.header_soft(y, times, complex(est.h), float(est.freq), float(est.t_ref), out)
+        return out
+    return (y[times] * np.conj(est.gain(times))).real
 
 
 # Header versions a receiver decodes. It tries first the one that decoded last
@@ -518,12 +536,11 @@ class BurstReceiver:
         cfg, t = self.cfg, self._tables
         metric_end = self._metric_start + self._metric.size
         if self._pending is None:
-            region = self._metric_at(self._search, metric_end)
-            hits = np.flatnonzero(region > self._threshold)
-            if hits.size == 0:
+            hit = _first_above(self._metric_at(self._search, metric_end), self._threshold)
+            if hit < 0:
                 self._search = max(self._search, metric_end)
                 return False, None
-            first = self._search + int(hits[0])
+            first = self._search + hit
             # The peak follows the first crossing by at most the preamble's length
             # (earlier crossings are cover-code sidelobes of partial overlaps).
             window_end = first + self._metric_reach + t.preamble_samples + 1
@@ -539,8 +556,8 @@ class BurstReceiver:
                 denom = a - 2 * b + c
                 if denom < 0:
                     frac = min(max(0.5 * (a - c) / denom, -0.5), 0.5)
-            dsum = self._dsum[peak - self._metric_start]
-            cfo = float(np.angle(dsum)) / (2 * math.pi * t.segment_period)
+            dsum = complex(self._dsum[peak - self._metric_start])
+            cfo = cmath.phase(dsum) / (2 * math.pi * t.segment_period)
             self.stats["bursts_detected"] += 1
             self._pending = _Candidate(start=peak + frac, cfo=cfo, peak_metric=float(window[i]))
             return True, None
@@ -559,12 +576,12 @@ class BurstReceiver:
         # can reach the detection threshold at high SNR.
         inside = self._metric_at(int(p.start) + t.preamble_samples, body_end_lag)
         bar = max(self._threshold, 0.5 * p.peak_metric)
-        hits = np.flatnonzero(inside > bar)
+        hit = _first_above(inside, bar)
         other = None
-        if hits.size:
+        if hit >= 0:
             # Decoded up to where the other burst begins; the search resumes there.
-            other = (t.preamble_samples + int(hits[0])) / cfg.sps
-            self._search = int(p.start) + t.preamble_samples + int(hits[0])
+            other = (t.preamble_samples + hit) / cfg.sps
+            self._search = int(p.start) + t.preamble_samples + hit
         else:
             self._search = body_end_lag
         self._resume = None
@@ -680,10 +697,9 @@ class BurstReceiver:
             # symbol (a short frame of version 2 may end before version 1's); each
             # estimate also gives the versions tried before another chance.
             t = form.known_times
-            est = estimate_channel(y[t], form.known_values, t, 0.0, halfwidth)
+            est = estimate_channel_at(y, t, form.known_values, 0.0, halfwidth)
             for other in (form, *forms[:i]):
-                soft = (y[other.data_times] * np.conj(est.gain(other.data_times))).real
-                header = hdr.decode_version(soft, other.version)
+                header = hdr.decode_version(_header_soft(y, other.data_times, est), other.version)
                 if header is not None:
                     p.header_span = other.span
                     if other is not forms[0]:
@@ -810,7 +826,10 @@ class BurstReceiver:
         # The receiver's own scaling of the samples (``_LEVEL_RANGE``) is taken out.
         centre = 0.5 * float(known.payload_times[0] + known.payload_times[-1])
         at = start + (cfg.filter_span + centre * (1.0 + drift)) * cfg.sps
-        h = complex(est.gain(np.array([centre]))[0]) * cmath.exp(2j * math.pi * p.cfo * at)
+        gain = complex(
+            np.complex64(est.h * cmath.exp(2j * math.pi * est.freq * (centre - est.t_ref)))
+        )
+        h = gain * cmath.exp(2j * math.pi * p.cfo * at)
         scale = self._scale
         return ReceivedFrame(
             image_id=header.image_id,
