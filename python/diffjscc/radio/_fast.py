@@ -272,19 +272,41 @@ def _derotated_fit(z, t, freq, t_ref):
 
 
 def _mix(x, freq, out):
-    """out[n] = x[n] exp(2j pi freq n): an exact phasor every 64 samples, and the
-    ones between from a 64-entry table (as ``estimation.phasor``)."""
+    """out[n] = x[n] exp(2j pi freq n), as ``estimation.phasor``: the phasor of every
+    64th sample times a 64-entry table; those of the 64th samples exact every 1024
+    samples and products of their neighbours' between (relative error below 1e-14).
+    Each block's phasors are made first, then applied in one loop (vectorised)."""
     block = 64
     table = np.empty(block, dtype=np.complex128)
-    for j in range(block):
-        a = 2.0 * np.pi * freq * j
-        table[j] = complex(np.cos(a), np.sin(a))
+    _anchored_powers(2.0 * np.pi * freq, table)
+    t_re = table.real.copy()
+    t_im = table.imag.copy()
+    p_re = np.empty(block, dtype=np.float32)
+    p_im = np.empty(block, dtype=np.float32)
+    xf = x.view(np.float32)
+    of = out.view(np.float32)
     n = x.size
+    s_re = np.cos(2.0 * np.pi * freq * block)
+    s_im = np.sin(2.0 * np.pi * freq * block)
+    a_re = 1.0
+    a_im = 0.0
     for lo in range(0, n, block):
-        a = 2.0 * np.pi * freq * lo
-        anchor = complex(np.cos(a), np.sin(a))
-        for j in range(min(block, n - lo)):
-            out[lo + j] = x[lo + j] * np.complex64(anchor * table[j])
+        if lo % (16 * block) == 0:  # exact anchors; between them, a product per block
+            a = 2.0 * np.pi * freq * lo
+            a_re = np.cos(a)
+            a_im = np.sin(a)
+        else:
+            a_re, a_im = a_re * s_re - a_im * s_im, a_re * s_im + a_im * s_re
+        m = min(block, n - lo)
+        for j in range(m):
+            p_re[j] = np.float32(a_re * t_re[j] - a_im * t_im[j])
+            p_im[j] = np.float32(a_re * t_im[j] + a_im * t_re[j])
+        for j in range(m):
+            k = 2 * (lo + j)
+            xr = xf[k]
+            xi = xf[k + 1]
+            of[k] = xr * p_re[j] - xi * p_im[j]
+            of[k + 1] = xr * p_im[j] + xi * p_re[j]
 
 
 def _smoothed_phase(z, window, phase):
