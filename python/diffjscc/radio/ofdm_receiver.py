@@ -312,9 +312,10 @@ def _comb_interpolator(cfg: OfdmConfig, rows: int, delays: tuple, rho_db10: floa
     (None, W [used, comb], mse) when the prior has at least as many delays as the comb
     has pilots; else (the delays modulo N, X [delays, comb], mse) with W = E_t X, X = G^-1
     E_o^H, G = E_o^H E_o + rho D I (push-through, as ``_wiener_weights``): a fifth of
-    the memory or less (the cache held up to 120 MB of W), and a miss skips W's
-    product. Its error is rho [E_t G^-1 E_t^H]_kk, the FFT of G^-1 summed along its
-    lags (``_wiener_weights``: 1 - [W R_ot]_kk, the same to rounding)."""
+    the memory or less (the cache held up to 120 MB of W). Its error is rho [E_t G^-1
+    E_t^H]_kk (``_wiener_weights``: 1 - [W R_ot]_kk, the same to rounding). G^-1 comes
+    from the eigenvectors of E_o^H E_o, cached per delay prior (``_comb_basis``), so a
+    new noise level costs two small products, not a solve."""
     comb = _pilot_comb(cfg, rows)
     rho = 10.0**rho_db10
     d = np.asarray(delays, dtype=np.int64).reshape(-1)
@@ -322,21 +323,40 @@ def _comb_interpolator(cfg: OfdmConfig, rows: int, delays: tuple, rho_db10: floa
         w, mse = _wiener_weights(cfg.layout.used_freqs, comb, cfg.fft_size, delays, rho)
         out = (None, w, mse)
     else:
-        n = cfg.fft_size
-        eo_h = _twiddles(n)[np.outer(d, comb) % n].conj()  # E_o^H [D, comb]
-        gram = _observed_gram(comb, d, n)
-        gram[np.diag_indices(d.size)] += rho * d.size
-        both = np.linalg.solve(gram, np.concatenate([eo_h, np.eye(d.size)], axis=1))
-        x, inverse = both[:, : comb.size], both[:, comb.size :]
-        lags = (np.subtract.outer(d, d) % n).reshape(-1)
-        summed = np.bincount(lags, inverse.real.reshape(-1), n) + 1j * np.bincount(
-            lags, inverse.imag.reshape(-1), n
-        )
-        spectrum = np.fft.fft(summed)[cfg.layout.used_freqs % n]
-        out = (d % n, np.ascontiguousarray(x), np.clip(rho * spectrum.real, 0.0, 1.0))
+        at, lam, v, b, power = _comb_basis(cfg, rows, delays)
+        inv = 1.0 / (lam + rho * d.size)
+        x = _fast_ofdm.product_bt(v * inv, np.ascontiguousarray(b.T))  # V diag(inv) V^H E_o^H
+        out = (at, x, np.clip(rho * np.einsum("ke,e->k", power, inv), 0.0, 1.0))
     for a in out:
         if a is not None:
             a.flags.writeable = False
+    return out
+
+
+def _eigen_basis(observed: np.ndarray, targets: np.ndarray, d: np.ndarray, n: int) -> tuple:
+    """For G = E_o^H E_o over the delays d: its eigenvalues and eigenvectors V, E_t V
+    [targets, delays] and |E_t V|^2, so that for any rho, with g = 1 / (eigenvalues + rho
+    D), G'^-1 = V diag(g) V^H and rho [E_t G'^-1 E_t^H]_kk = rho sum_e |E_t V|^2_ke g_e
+    (G' = G + rho D I)."""
+    lam, v = np.linalg.eigh(_observed_gram(observed, d, n))
+    et = _twiddles(n)[np.outer(targets, d) % n]
+    etv = _fast_ofdm.product_bt(et, np.ascontiguousarray(v.T))
+    return lam, v, etv, etv.real**2 + etv.imag**2
+
+
+@functools.lru_cache(maxsize=128)
+def _comb_basis(cfg: OfdmConfig, rows: int, delays: tuple) -> tuple:
+    """(delays modulo N, eigenvalues, V, V^H E_o^H [delays, comb], |E_t V|^2 [used,
+    delays]) of the pilot comb's interpolator (``_eigen_basis``) for a delay prior."""
+    n = cfg.fft_size
+    comb = _pilot_comb(cfg, rows)
+    d = np.asarray(delays, dtype=np.int64)
+    lam, v, _, power = _eigen_basis(comb, cfg.layout.used_freqs, d, n)
+    eo = _twiddles(n)[np.outer(comb, d) % n]  # E_o [comb, delays]
+    b = _fast_ofdm.product_bt(np.ascontiguousarray(v.conj().T), eo.conj())  # V^H E_o^H
+    out = (d % n, lam, v, b, power)
+    for a in out:
+        a.flags.writeable = False
     return out
 
 
@@ -415,8 +435,10 @@ def clear_caches() -> None:
         _prior_delays,
         _wiener_cached,
         _comb_interpolator,
+        _comb_basis,
         _known_interpolator,
         _known_factor,
+        _known_basis,
         _known_row_error,
     ):
         cached.cache_clear()
@@ -699,18 +721,27 @@ def _known_row_error(cfg: OfdmConfig, known: bytes, rows: int, delays: tuple, rh
 def _known_factor(cfg: OfdmConfig, known: bytes, rows: int, delays: tuple, rho_db10: float):
     """E_t G^-1 [comb, delays], G = E_o^H E_o + rho D I, for the known subcarriers (as
     ``_known_interpolator``'s key), and the comb's relative error, rho E_t G^-1 E_t^H."""
-    n = cfg.fft_size
     rho = 10.0**rho_db10
-    d = np.asarray(delays, dtype=np.int64)
-    observed = np.frombuffer(known, dtype=np.int64)
-    et = _twiddles(n)[np.outer(_pilot_comb(cfg, rows), d) % n]
-    gram = _observed_gram(observed, d, n)
-    gram[np.diag_indices(d.size)] += rho * d.size
-    factor = np.linalg.solve(gram, et.conj().T).conj().T  # G is Hermitian
-    mse = np.clip(rho * np.einsum("kd,kd->k", factor, et.conj()).real, 0.0, 1.0)
+    lam, v, etv, power = _known_basis(cfg, known, rows, delays)
+    inv = 1.0 / (lam + rho * len(delays))
+    factor = _fast_ofdm.product_bt(etv * inv, v.conj())  # E_t V diag(inv) V^H
+    mse = np.clip(rho * np.einsum("ke,e->k", power, inv), 0.0, 1.0)
     factor.flags.writeable = False
     mse.flags.writeable = False
     return factor, mse
+
+
+@functools.lru_cache(maxsize=256)
+def _known_basis(cfg: OfdmConfig, known: bytes, rows: int, delays: tuple) -> tuple:
+    """``_eigen_basis`` from the known subcarriers (``_known_factor``'s key) to the pilot
+    comb of the first ``rows`` layout rows, for a delay prior: a new noise level then
+    costs two small products, not a solve."""
+    observed = np.frombuffer(known, dtype=np.int64)
+    d = np.asarray(delays, dtype=np.int64)
+    out = _eigen_basis(observed, _pilot_comb(cfg, rows), d, cfg.fft_size)
+    for a in out:
+        a.flags.writeable = False
+    return out
 
 
 def _observed_gram(observed: np.ndarray, d: np.ndarray, n: int) -> np.ndarray:
