@@ -12,6 +12,8 @@ import numpy as np
 import pmt
 from gnuradio import gr
 
+from diffjscc.radio.frontend import DcRemover
+
 from ._frames import frame_to_pdu
 
 PDU_PORT = pmt.intern("pdus")
@@ -42,6 +44,11 @@ class jscc_receiver(gr.sync_block):
     pilot_stagger, 0 = its default) must be those of the transmitter: the
     header does not carry them.
 
+    ``dc_removal`` (default on) subtracts a running mean of the stream (65,536
+    samples' time constant, ``diffjscc.radio.frontend.DcRemover``) before the
+    receiver sees it: a front end's DC offset 10 dB below the signal otherwise took
+    0.6 to 0.9 dB of PSNR at 10 dB SNR; the waveforms' own signals have no DC.
+
     The receiver works in batches of samples, so the last burst of a stream
     that ends completes only if silence follows it: the image source adds
     enough at the end of a run; a recording should end with a few frames'
@@ -60,6 +67,7 @@ class jscc_receiver(gr.sync_block):
         used_carriers=0,
         ofdm_pilot_spacing=0,
         pilot_stagger=0,
+        dc_removal=True,
         **settings,
     ):
         gr.sync_block.__init__(
@@ -84,6 +92,10 @@ class jscc_receiver(gr.sync_block):
         )
         self.cfg = getattr(self.waveform, "cfg", None)  # the FrameConfig of a single carrier
         self._rx = self.waveform.make_receiver()
+        # A front end's DC offset (LO leakage) passes the single carrier's matched filter
+        # and, after the frequency correction, lands inside the OFDM band: a running mean
+        # of the stream, far longer than a frame, is taken out first (radio.frontend).
+        self._dc = DcRemover() if dc_removal else None
         self._lock = threading.Lock()  # stats() is called from other threads
         self._frames_out = 0
         self._pdu_errors = 0
@@ -110,7 +122,7 @@ class jscc_receiver(gr.sync_block):
         samples = input_items[0]
         started = time.thread_time()
         with self._lock:
-            frames = self._rx.feed(samples)
+            frames = self._rx.feed(samples if self._dc is None else self._dc.process(samples))
             self._frames_out += len(frames)
             received = time.thread_time()
             self._feed_cpu_s += received - started
