@@ -120,6 +120,32 @@ def setup_args() -> argparse.ArgumentParser:
         default=0.0,
         help="fading taps of --channel with this normalised Doppler fD*Ts (0: static)",
     )
+    p.add_argument(
+        "--phase-noise",
+        type=float,
+        default=None,
+        metavar="DB",
+        help="front-end phase noise of GNU Radio's channels.impairments (its phase_noise_mag: "
+        "0 dB is about 4 degrees rms; default none)",
+    )
+    p.add_argument(
+        "--iq-imbalance",
+        default="",
+        metavar="DB,DEG",
+        help="front-end IQ imbalance: amplitude (dB) and phase (degrees), e.g. '1,5'",
+    )
+    p.add_argument(
+        "--dc-offset",
+        default="",
+        metavar="I,Q",
+        help="front-end DC offset added to the samples, e.g. '0.1,0.05' (the receiver "
+        "removes DC unless --no-dc-removal)",
+    )
+    p.add_argument(
+        "--no-dc-removal",
+        action="store_true",
+        help="turn off the receiver's DC removal (jscc_receiver dc_removal=False)",
+    )
     p.add_argument("--seed", type=int, default=None, help="seed of noise, delay and fading")
     p.add_argument("--sps", type=int, default=2, help="samples per symbol (default 2)")
     from diffjscc.radio.layout_args import add_layout_options
@@ -341,9 +367,17 @@ class Loopback(gr.top_block):
             noise_seed=noise_seed,
             block_tags=False,
         )
+        # A receiver's front end after the channel: channels.impairments (phase noise,
+        # IQ imbalance, DC offset), only what was asked for (gnuradio_channel).
+        front_end = (
+            gnuradio_channel("awgn", impairments=args.impairments)[1:] if args.impairments else []
+        )
         # The same layout at both ends: the frame header does not carry it.
         self.receiver = diffjscc.jscc_receiver(
-            sps=args.sps, waveform=args.waveform, **args.waveform_settings
+            sps=args.sps,
+            waveform=args.waveform,
+            dc_removal=not args.no_dc_removal,
+            **args.waveform_settings,
         )
         self.sink = diffjscc.image_sink(
             output_dir=str(output_dir),
@@ -356,7 +390,7 @@ class Loopback(gr.top_block):
             drain_timeout_s=args.timeout,
             decode_timeout_s=args.timeout,
         )
-        self.connect(*stages, self.channel, self.receiver)
+        self.connect(*stages, self.channel, *front_end, self.receiver)
         self.msg_connect(self.receiver, "pdus", self.sink, "pdus")
         # No tx_info -> sink: in a run that ends by itself GNU Radio would end the sink when
         # the source ends, before the last frames arrive. PSNR is computed here instead.
@@ -367,6 +401,38 @@ class Loopback(gr.top_block):
             # received over transmitted signal power of the static taps (dB; 0 for "band")
             "band_gain_db": 10 * math.log10(max(band_gain(taps, spectrum), 1e-30)),
         }
+
+
+def _pair(text: str, option: str) -> tuple[float, float]:
+    parts = [t.strip() for t in str(text).split(",")]
+    try:
+        values = [float(t) for t in parts]
+    except ValueError:
+        values = []
+    if len(values) != 2 or not all(math.isfinite(v) for v in values):
+        raise DiffJSCCError(f"{option} takes two numbers 'A,B', got {str(text)[:40]!r}")
+    return values[0], values[1]
+
+
+def front_end_impairments(args) -> dict | None:
+    """channels.impairments keywords from --phase-noise, --iq-imbalance, --dc-offset
+    (None: none asked for)."""
+    out = {}
+    if args.phase_noise is not None:
+        if not -300.0 <= args.phase_noise <= 20.0:
+            raise DiffJSCCError(f"--phase-noise must be in [-300, 20] dB, got {args.phase_noise}")
+        out["phase_noise_mag"] = float(args.phase_noise)
+    if args.iq_imbalance:
+        mag, phase = _pair(args.iq_imbalance, "--iq-imbalance")
+        if not (abs(mag) <= 6.0 and abs(phase) <= 45.0):
+            raise DiffJSCCError("--iq-imbalance: amplitude within 6 dB, phase within 45 degrees")
+        out["magbal"], out["phasebal"] = mag, phase
+    if args.dc_offset:
+        i_ofs, q_ofs = _pair(args.dc_offset, "--dc-offset")
+        if not (abs(i_ofs) <= 10.0 and abs(q_ofs) <= 10.0):
+            raise DiffJSCCError("--dc-offset: each part within +-10")
+        out["i_ofs"], out["q_ofs"] = i_ofs, q_ofs
+    return out or None
 
 
 def build_flowgraph(args, image_path, encoder, decoder, worker_address, output_dir):
@@ -493,6 +559,7 @@ def run(args, encoder=None, decoder=None, log=print) -> dict:
             raise DiffJSCCError("--taps replaces --channel and --doppler: give one of them")
     if not 0.0 <= args.doppler <= 0.01:
         raise DiffJSCCError(f"--doppler must be in [0, 0.01] (fD*Ts), got {args.doppler}")
+    args.impairments = front_end_impairments(args)
     if args.refiner:
         if not Path(args.refiner).is_dir():
             raise DiffJSCCError(f"--refiner {args.refiner}: no such folder")
@@ -591,6 +658,8 @@ def run(args, encoder=None, decoder=None, log=print) -> dict:
         "taps": tb.channel_info["taps"],
         "normalise": None if args.taps or args.doppler else args.normalise,
         "band_gain_db": None if args.doppler else round(tb.channel_info["band_gain_db"], 3),
+        "impairments": args.impairments,
+        "dc_removal": not args.no_dc_removal,
         "served_by": None,
         "error": None,
         "receiver": rx_stats,

@@ -211,6 +211,9 @@ def test_example_reports_bad_input_clearly(loopback, tmp_path, capsys):
         (["--timing-offset", "-2"], "--timing-offset"),
         (["--tx-opt-steps", "-1"], "--tx-opt-steps"),
         (["--output", "{file}/out"], "output folder"),
+        (["--iq-imbalance", "1"], "--iq-imbalance"),
+        (["--dc-offset", "a,b"], "--dc-offset"),
+        (["--phase-noise", "50"], "--phase-noise"),
     ],
 )
 def test_example_refuses_bad_settings_before_starting(
@@ -223,6 +226,29 @@ def test_example_refuses_bad_settings_before_starting(
     assert loopback.main(argv) == 2
     err = capsys.readouterr().err
     assert said in err and "Traceback" not in err
+
+
+def test_example_front_end_impairments_and_dc_removal(loopback, tmp_path, image_path):
+    """--dc-offset/--iq-imbalance/--phase-noise go through channels.impairments after the
+    channel; the receiver's DC removal keeps the SNR estimate, without it the offset shows."""
+    codec = BlockMeanCodec()
+    extra = ["--snr", "12", "--dc-offset", "0.3,0.2", "--iq-imbalance", "0.5,3"]
+    extra += ["--phase-noise", "-6"]
+    summary = loopback.run(_args(loopback, tmp_path, image_path, *extra), encoder=codec)
+    assert summary["impairments"] == {
+        "phase_noise_mag": -6.0,
+        "magbal": 0.5,
+        "phasebal": 3.0,
+        "i_ofs": 0.3,
+        "q_ofs": 0.2,
+    }
+    assert summary["dc_removal"] is True
+    assert summary["frames_decoded"] == summary["frames_sent"] >= 1
+    assert abs(summary["snr_est_db"] - 12.0) < 1.5
+    args = _args(loopback, tmp_path, image_path, *extra, "--no-dc-removal", "--no-worker")
+    without = loopback.run(args, encoder=codec, decoder=codec)
+    assert without["dc_removal"] is False
+    assert without["snr_est_db"] < summary["snr_est_db"] - 2.0
 
 
 def test_example_without_a_frame_says_why(loopback, tmp_path, image_path):
