@@ -542,6 +542,56 @@ def interpolate_delays(hs, x, at, used_bins, pick, twiddle, mse, scale, power, h
     return h, err
 
 
+def phasor_product_numpy(bins, at, twiddle, v):
+    """``phasor_product`` in numpy."""
+    et = twiddle[np.outer(bins, at) % twiddle.size]
+    out = np.einsum("kd,de->ke", et, v)
+    return out, out.real**2 + out.imag**2
+
+
+def _phasor_product(bins, at, twiddle, vt, out, power):
+    n = twiddle.size
+    count = at.size
+    row = np.empty(count, dtype=np.complex128)
+    for k in range(bins.size):
+        f = bins[k]
+        idx = (f * at[0]) % n
+        row[0] = twiddle[idx]
+        for d in range(1, count):
+            if at[d] == at[d - 1] + 1 or (at[d] == 0 and at[d - 1] == n - 1):
+                idx += f
+                if idx >= n:
+                    idx -= n
+            else:
+                idx = (f * at[d]) % n
+            row[d] = twiddle[idx]
+        for e in range(vt.shape[0]):
+            acc = 0j
+            for d in range(count):
+                acc += row[d] * vt[e, d]
+            out[k, e] = acc
+            power[k, e] = acc.real * acc.real + acc.imag * acc.imag
+
+
+def phasor_product(bins, at, twiddle, v):
+    """E V and |E V|^2 for the phasors E[k, d] = twiddle[bins_k at_d mod N] (``bins``,
+    ``at``: subcarriers and delays modulo N) without forming E: an interpolator's
+    basis on a new delay prior (``ofdm_receiver._eigen_basis``)."""
+    if not AVAILABLE:
+        return phasor_product_numpy(bins, at, twiddle, v)
+    out = np.empty((bins.size, v.shape[1]), dtype=np.complex128)
+    power = np.empty(out.shape)
+    _kernels["phasors"](
+        np.ascontiguousarray(bins, dtype=np.int64),
+        np.ascontiguousarray(at, dtype=np.int64),
+        np.ascontiguousarray(twiddle, dtype=np.complex128),
+        np.ascontiguousarray(v.T, dtype=np.complex128),
+        out,
+        power,
+    )
+    return out, power
+
+
 def _slot_means(yd, h, err, slots):
     """Means over ``slots`` (flat indices) of |y|^2, |h|^2 and err."""
     yf, hf, ef = yd.reshape(-1), h.reshape(-1), err.reshape(-1)
@@ -1014,6 +1064,7 @@ def _warm_up() -> None:
     at = np.arange(2, dtype=np.int64)
     tw = np.ones(4, np.complex128)
     _kernels["interpolate_delays"](c, c, at, at, pick, tw, np.ones(3), np.ones(2), 1.0, 0.0, h, err)
+    _kernels["phasors"](at, at, tw, c[:, :2].copy(), h, err)
     slots = np.arange(3, dtype=np.int64)
     _kernels["means"](c, c, np.ones((2, 3)), slots)
     for mmse in (True, False):
@@ -1050,6 +1101,7 @@ _loader = KernelLoader(
         Kernel("loo", _loo_totals),
         Kernel("interpolate", _interpolate),
         Kernel("interpolate_delays", _interpolate_delays),
+        Kernel("phasors", _phasor_product),
         Kernel("means", _slot_means),
         Kernel("equalise", _equalise_slots),
         Kernel("pilots", _frame_pilots),

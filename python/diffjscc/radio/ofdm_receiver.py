@@ -339,9 +339,8 @@ def _eigen_basis(observed: np.ndarray, targets: np.ndarray, d: np.ndarray, n: in
     D), G'^-1 = V diag(g) V^H and rho [E_t G'^-1 E_t^H]_kk = rho sum_e |E_t V|^2_ke g_e
     (G' = G + rho D I)."""
     lam, v = np.linalg.eigh(_observed_gram(observed, d, n))
-    et = _twiddles(n)[np.outer(targets, d) % n]
-    etv = _fast_ofdm.product_bt(et, np.ascontiguousarray(v.T))
-    return lam, v, etv, etv.real**2 + etv.imag**2
+    etv, power = _fast_ofdm.phasor_product(np.asarray(targets) % n, d % n, _twiddles(n), v)
+    return lam, v, etv, power
 
 
 @functools.lru_cache(maxsize=128)
