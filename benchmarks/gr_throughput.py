@@ -16,6 +16,13 @@ times each:
 
 Both use the same stream buffer size (--buffer, 32768 items by default).
 
+The source and ``channel_model`` share the core with the receiver and cap both
+chains; so a second pair, unless ``--recorded-periods 0``, compares the receivers
+alone on the same input: ``ours`` chain's channel output recorded once (that many
+bursts with their gaps, not timed) and replayed by a repeating
+``blocks.vector_source_c`` -> head -> diffjscc.jscc_receiver, beside the same
+replay -> head -> digital.corr_est_cc -> null sink.
+
 The image is encoded once (the source keeps the encoding when repeating), so the
 encoder hardly counts; it is the stand-in codec of the QA tests, unless
 --onnx asks for the real ONNX encoder (needs its weights). Reports samples per
@@ -121,6 +128,60 @@ def stock(args, encoder):
     return tb
 
 
+def recorded(args, encoder) -> tuple[np.ndarray, int, int]:
+    """``ours`` chain's channel output for --recorded-periods whole bursts and gaps:
+    (samples, samples of a burst and its gap, samples of the leading gap)."""
+    from diffjscc.image import load_image
+    from diffjscc.radio import build_bursts
+    from gnuradio import blocks, diffjscc, gr
+
+    tb = gr.top_block()
+    src = diffjscc.image_source(
+        str(args.image), repeat=0, interval_s=0, encoder=encoder, sps=args.sps
+    )
+    # The source sends a gap, then each burst followed by a gap (one burst an image).
+    enc = encoder.encode(load_image(args.image), snr_db=args.snr)
+    (burst,) = build_bursts(enc, 0, src.cfg)
+    count = src.gap_samples + args.recorded_periods * (burst.size + src.gap_samples)
+    head = blocks.head(gr.sizeof_gr_complex, count)
+    chan = channel(args, src.cfg)
+    sink = blocks.vector_sink_c()
+    tb.connect(src, head, chan, sink)
+    tb.run()
+    tape = np.asarray(sink.data(), dtype=np.complex64)
+    return tape, burst.size + src.gap_samples, src.gap_samples
+
+
+def replay_ours(args, samples):
+    from gnuradio import blocks, diffjscc, gr
+
+    tb = gr.top_block()
+    src = blocks.vector_source_c(samples.tolist(), repeat=True)
+    head = blocks.head(gr.sizeof_gr_complex, args.samples)
+    rx = diffjscc.jscc_receiver(sps=args.sps)
+    buffers(args, src, head)
+    tb.connect(src, head, rx)
+    tb.blocks = (rx,)
+    return tb
+
+
+def replay_stock(args, samples):
+    from diffjscc.radio import FrameConfig
+    from diffjscc.radio.pulse import shape
+    from diffjscc.radio.sequences import preamble
+    from gnuradio import blocks, digital, gr
+
+    template = shape(preamble(), FrameConfig(sps=args.sps))
+    tb = gr.top_block()
+    src = blocks.vector_source_c(samples.tolist(), repeat=True)
+    head = blocks.head(gr.sizeof_gr_complex, args.samples)
+    corr = digital.corr_est_cc(template.tolist(), 1, 0, 0.9, digital.THRESHOLD_ABSOLUTE)
+    sink = blocks.null_sink(gr.sizeof_gr_complex)
+    buffers(args, src, head, corr)
+    tb.connect(src, head, corr, sink)
+    return tb
+
+
 def _compiled() -> str:
     """Whether the receiver ran its numba kernels (diffjscc.radio._fast), and why not."""
     try:
@@ -153,6 +214,12 @@ def main(argv=None) -> int:
     p.add_argument(
         "--buffer", type=int, default=1 << 15, help="min output buffer, items (0: default)"
     )
+    p.add_argument(
+        "--recorded-periods",
+        type=int,
+        default=64,
+        help="bursts of the recorded channel output replayed to both receivers (0: skip)",
+    )
     p.add_argument("--onnx", action="store_true", help="use the real ONNX encoder")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
@@ -172,6 +239,15 @@ def main(argv=None) -> int:
     cpu = {"ours": [], "stock": []}
     frames = []
     receiver_cpu, receiver_block_cpu = [], []
+    replay = {k: [] for k in ("ours", "stock", "ours_cpu", "stock_cpu", "receiver_block_cpu")}
+    replay["frames"] = []
+    tape = None
+    if args.recorded_periods > 0:
+        tape, period, lead = recorded(args, encoder)
+        # Bursts wholly inside the replayed samples: each pass of the tape has
+        # recorded_periods of them (the channel's delay keeps them inside a period).
+        passes, rest = divmod(args.samples, tape.size)
+        whole_replayed = passes * args.recorded_periods + max(rest - lead, 0) // period
     for _ in range(args.repeats):
         tb = ours(args, encoder)
         wall, used = timed(tb)
@@ -192,6 +268,19 @@ def main(argv=None) -> int:
         wall, used = timed(stock(args, encoder))
         runs["stock"].append(wall)
         cpu["stock"].append(used)
+        if tape is not None:
+            tb = replay_ours(args, tape)
+            wall, used = timed(tb)
+            (rx,) = tb.blocks
+            stats = rx.stats()
+            replay["frames"].append((whole_replayed, stats["frames_ok"], stats["header_crc_fail"]))
+            block_cpu = rx.cpu_seconds()
+            replay["ours"].append(wall)
+            replay["ours_cpu"].append(used)
+            replay["receiver_block_cpu"].append(block_cpu["feed"] + block_cpu["pdus"])
+            wall, used = timed(replay_stock(args, tape))
+            replay["stock"].append(wall)
+            replay["stock_cpu"].append(used)
     result = {
         "machine": f"{platform.node()} {platform.processor() or platform.machine()}, 1 core (#{args.core})",
         "python": sys.version.split()[0],
@@ -220,6 +309,22 @@ def main(argv=None) -> int:
         "frames_whole_received_crcfail": frames,
     }
     result["ratio_ours_to_stock"] = result["ours_msps"] / result["stock_msps"]
+    if tape is not None:
+        med = {k: statistics.median(v) for k, v in replay.items() if k != "frames"}
+        result["replay"] = {
+            "what": "recorded channel output -> receiver (ours) / corr_est_cc (stock)",
+            "recorded_samples": int(tape.size),
+            "ours_msps": args.samples / med["ours"] / 1e6,
+            "stock_msps": args.samples / med["stock"] / 1e6,
+            "ratio_ours_to_stock": med["stock"] / med["ours"],
+            "ours_msps_cpu": args.samples / med["ours_cpu"] / 1e6,
+            "stock_msps_cpu": args.samples / med["stock_cpu"] / 1e6,
+            "receiver_block_msps_cpu": args.samples / med["receiver_block_cpu"] / 1e6,
+            "receiver_block_cpu_seconds": replay["receiver_block_cpu"],
+            "ours_seconds": replay["ours"],
+            "stock_seconds": replay["stock"],
+            "frames_whole_received_crcfail": replay["frames"],
+        }
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:
