@@ -5,14 +5,22 @@ nothing is compiled or imported until ``load()`` (which ``OfdmReceiver`` calls),
 and without numba, or with ``DIFFJSCC_NUMBA=0`` in the environment, ``AVAILABLE``
 stays False and the numpy twin runs, which gives the same results to rounding
 (``tests/test_radio_ofdm_fast.py``). Kernels are cached on disk (``cache=True``:
-all of them about 7 s to compile once, 1.3 s to load with numba's import, on the 2-core VM).
+all of them about 5.5 s to compile once; then 0.2-0.3 s to load, after numba's own
+import of 0.5-0.6 s, on the 2-core VM).
 
 The sync metric is the receiver's cost on every sample (an idle stream is nothing
 else): numpy makes a temporary per Barker term and per step of the lag sum; the
-kernel runs through the correlations once. The others are a frame's small, many-call
-steps (the sync's phase slope, the channel estimate's residual phase step, time
-smoother, leave-one-out residuals and interpolation product), where numpy's cost is
-its calls (1-50 us each, some forty a frame) rather than the arithmetic.
+kernel runs through the correlations once. The others are a frame's steps, where
+numpy's cost is its calls (1-50 us each, a hundred and more a frame) rather than the
+arithmetic: the FFT windows' derotation, the cyclic-prefix products, the guard
+noise and pilots, the residual phase step and its rotation, the time smoother, its
+leave-one-out residuals and each comb row's smoothing, the delay profile's kept
+points, the known symbols' comb estimate, the interpolation to the data subcarriers
+with its error (dense weights or the delay form), the pilots' and the known
+symbols' excess, the payload's gain and equalisation at its slots, and the phasor
+products of a new interpolator basis. A few have no twin here (``slot_means``,
+``equalise_slots``, ``known_comb``, ``inband_excess``): the receiver's numpy path is
+their twin, tested against them.
 """
 
 from __future__ import annotations
