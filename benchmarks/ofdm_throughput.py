@@ -103,7 +103,7 @@ def stock(args, bursts):
     return tb
 
 
-def fresh_rx(bursts, frames=300, passes=2) -> float:
+def fresh_rx(bursts, frames=300, passes=4) -> float:
     """Samples per CPU second of the OFDM receiver core on ``frames`` frames, each with
     its own noise draw, from empty caches (best of ``passes``): the steady state of a
     link whose noise estimate and delay profile move from frame to frame."""
