@@ -21,8 +21,9 @@ AVAILABLE = False  # the kernels below are compiled and in use
 REASON = "not loaded yet"  # why not, when AVAILABLE is False
 
 # The kernels, in the order they are compiled (helpers named with their underscore,
-# _fir_part, _anchored_powers and _unit_phasors, first: the kernels after them call the compiled ones).
+# _phase_taps, _fir_part, _anchored_powers and _unit_phasors, first: the kernels after them call the compiled ones).
 _KERNELS = (
+    "_phase_taps",
     "_fir_part",
     "_anchored_powers",
     "_unit_phasors",
@@ -118,6 +119,30 @@ def _detection(corr, flat, n, period, signs, reach, scale, dsum, energy, metric)
     return top, low
 
 
+def _phase_taps(phase, taps, p, step, count, acc):
+    """acc[i] += sum_q taps[q step + p] phase[i + q]: four taps a pass over ``acc``
+    (each pass loads and stores it once: one tap a pass was bound by that)."""
+    nq = (taps.size - p + step - 1) // step
+    q = 0
+    while q + 4 <= nq:
+        t0 = taps[q * step + p]
+        t1 = taps[(q + 1) * step + p]
+        t2 = taps[(q + 2) * step + p]
+        t3 = taps[(q + 3) * step + p]
+        for i in range(count):
+            acc[i] += (
+                t0 * phase[i + q]
+                + t1 * phase[i + q + 1]
+                + (t2 * phase[i + q + 2] + t3 * phase[i + q + 3])
+            )
+        q += 4
+    while q < nq:
+        t = taps[q * step + p]
+        for i in range(count):
+            acc[i] += t * phase[i + q]
+        q += 1
+
+
 def _fir_part(flat, offset, stride, base, count, step, taps, acc):
     """acc[i] += sum_j taps[j] v[base + i step + j], v[k] = flat[offset + k stride],
     in polyphase form: each tap's products run over contiguous phase arrays
@@ -127,24 +152,60 @@ def _fir_part(flat, offset, stride, base, count, step, taps, acc):
     size = (flat.size - offset + stride - 1) // stride
     phase = np.empty(count + span, dtype=np.float32)
     for p in range(min(step, width)):
-        for m in range(count + span):
-            k = base + m * step + p
-            phase[m] = flat[offset + k * stride] if k < size else np.float32(0.0)
-        for q in range(span):
-            j = q * step + p
-            if j >= width:
-                break
-            t = taps[j]
-            for i in range(count):
-                acc[i] += t * phase[i + q]
+        # Phase p holds v[base + m step + p]; past the samples' end, zeros.
+        valid = min(count + span, max(0, (size - base - p + step - 1) // step))
+        for m in range(valid):
+            phase[m] = flat[offset + (base + m * step + p) * stride]
+        for m in range(valid, count + span):
+            phase[m] = np.float32(0.0)
+        _phase_taps(phase, taps, p, step, count, acc)
 
 
 def _fir_complex(flat, base, count, step, taps, out):
-    """Complex samples (interleaved float32 ``flat``), real taps: complex64 ``out``."""
+    """Complex samples (interleaved float32 ``flat``), real taps: complex64 ``out``.
+    As ``_fir_part`` for both parts, each phase's real and imaginary parts taken
+    apart in one pass over the samples."""
+    width = taps.size
+    span = (width + step - 1) // step
+    size = flat.size // 2
+    n = count + span
     acc_re = np.zeros(count, dtype=np.float32)
     acc_im = np.zeros(count, dtype=np.float32)
-    _fir_part(flat, 0, 2, base, count, step, taps, acc_re)
-    _fir_part(flat, 1, 2, base, count, step, taps, acc_im)
+    re = np.empty(n, dtype=np.float32)
+    im = np.empty(n, dtype=np.float32)
+    for p in range(min(step, width)):
+        valid = min(n, max(0, (size - base - p + step - 1) // step))
+        for m in range(valid):
+            k = 2 * (base + m * step + p)
+            re[m] = flat[k]
+            im[m] = flat[k + 1]
+        for m in range(valid, n):
+            re[m] = np.float32(0.0)
+            im[m] = np.float32(0.0)
+        # As _phase_taps on each part, written out here (a call did not inline).
+        nq = (width - p + step - 1) // step
+        q = 0
+        while q + 4 <= nq:
+            t0 = taps[q * step + p]
+            t1 = taps[(q + 1) * step + p]
+            t2 = taps[(q + 2) * step + p]
+            t3 = taps[(q + 3) * step + p]
+            for i in range(count):
+                acc_re[i] += (
+                    t0 * re[i + q] + t1 * re[i + q + 1] + (t2 * re[i + q + 2] + t3 * re[i + q + 3])
+                )
+            for i in range(count):
+                acc_im[i] += (
+                    t0 * im[i + q] + t1 * im[i + q + 1] + (t2 * im[i + q + 2] + t3 * im[i + q + 3])
+                )
+            q += 4
+        while q < nq:
+            t = taps[q * step + p]
+            for i in range(count):
+                acc_re[i] += t * re[i + q]
+            for i in range(count):
+                acc_im[i] += t * im[i + q]
+            q += 1
     for i in range(count):
         out[i] = complex(acc_re[i], acc_im[i])
 
