@@ -491,13 +491,18 @@ def _interpolate_delays(hs, x, at, used_bins, pick, twiddle, mse, scale, power, 
     m, p = hs.shape
     count = x.shape[0]
     n = twiddle.size
-    # E_t once per call, [used, delays]: consecutive delays step each phase index by the
-    # subcarrier's bin (an add where a modulo per product cost most of the pass).
-    et = np.empty((used_bins.size, count), dtype=np.complex128)
-    for k in range(used_bins.size):
+    used = used_bins.size
+    # E_t once per call, real and imaginary parts apart, [delays, used]: consecutive
+    # delays step each phase index by the subcarrier's bin (an add where a modulo per
+    # product cost most of the pass), and the product below runs along contiguous rows
+    # (vectorised: a third of the time of a gather per product).
+    er = np.empty((count, used))
+    ei = np.empty((count, used))
+    for k in range(used):
         f = used_bins[k]
         idx = (f * at[0]) % n
-        et[k, 0] = twiddle[idx]
+        er[0, k] = twiddle[idx].real
+        ei[0, k] = twiddle[idx].imag
         for d in range(1, count):
             if at[d] == at[d - 1] + 1 or (at[d] == 0 and at[d - 1] == n - 1):
                 idx += f
@@ -505,20 +510,27 @@ def _interpolate_delays(hs, x, at, used_bins, pick, twiddle, mse, scale, power, 
                     idx -= n
             else:
                 idx = (f * at[d]) % n
-            et[k, d] = twiddle[idx]
-    response = np.empty(count, dtype=np.complex128)
+            er[d, k] = twiddle[idx].real
+            ei[d, k] = twiddle[idx].imag
+    hr = np.empty(used)
+    hi = np.empty(used)
     for i in range(m):
+        hr[:] = 0.0
+        hi[:] = 0.0
         for d in range(count):
             acc = 0j
             for q in range(p):
                 acc += hs[i, q] * x[d, q]
-            response[d] = acc
+            a = acc.real
+            b = acc.imag
+            row_r = er[d]
+            row_i = ei[d]
+            for k in range(used):
+                hr[k] += a * row_r[k] - b * row_i[k]
+                hi[k] += a * row_i[k] + b * row_r[k]
         for j in range(pick.shape[1]):
             k = pick[i, j]
-            acc = 0j
-            for d in range(count):
-                acc += response[d] * et[k, d]
-            h[i, j] = acc
+            h[i, j] = complex(hr[k], hi[k])
             err[i, j] = power * mse[k] * scale[i] + half_drift
 
 
