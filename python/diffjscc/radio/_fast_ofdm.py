@@ -923,8 +923,17 @@ def _known_comb(y, i, bins, pilots, values, take, order, delays, twiddle, factor
         o = order[b]
         sent = np.complex128(pilots[o]) if o < p else values[take[o - p]]
         ls = y[i, bins[b]] / sent
-        for d in range(delays.size):
-            response[d] += ls * np.conj(twiddle[(bins[b] * (delays[d] % n)) % n])
+        f = bins[b]
+        idx = (f * (delays[0] % n)) % n
+        response[0] += ls * np.conj(twiddle[idx])
+        for d in range(1, delays.size):
+            if delays[d] == delays[d - 1] + 1:  # the next phase index by an add
+                idx += f
+                if idx >= n:
+                    idx -= n
+            else:
+                idx = (f * (delays[d] % n)) % n
+            response[d] += ls * np.conj(twiddle[idx])
     for c in range(factor.shape[0]):
         acc = 0j
         for d in range(delays.size):
