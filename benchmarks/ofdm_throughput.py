@@ -192,6 +192,7 @@ def main(argv=None) -> int:
     runs = {"ofdm": [], "sc": [], "stock": []}
     frames = {"ofdm": [], "sc": []}
     block_cpu = {"ofdm": [], "sc": []}
+    feed_cpu = {"ofdm": [], "sc": []}
     with tempfile.TemporaryDirectory() as tmp:
         image = _image(Path(tmp))
         bursts = build_bursts(encoder.encode(load_image(image), snr_db=10.0), 0)
@@ -204,6 +205,7 @@ def main(argv=None) -> int:
                 frames[kind].append(tb.keep[1].stats()["frames_ok"])
                 cpu = tb.keep[1].cpu_seconds()  # the receiver block's own thread
                 block_cpu[kind].append(cpu["feed"] + cpu["pdus"])
+                feed_cpu[kind].append(cpu["feed"])
             tb = stock(args, bursts)
             t = time.perf_counter()
             tb.run()
@@ -221,6 +223,10 @@ def main(argv=None) -> int:
         # The receiver block's CPU time in work() (receiving and making PDUs), same runs.
         "receiver_block_msps_cpu": {
             k: args.samples / statistics.median(v) / 1e6 for k, v in block_cpu.items()
+        },
+        # The same, receiving alone (feed), without making and posting the PDUs.
+        "receiver_block_feed_msps_cpu": {
+            k: args.samples / statistics.median(v) / 1e6 for k, v in feed_cpu.items()
         },
         "numpy_ofdm_rx_msps_cpu": numpy_rx(bursts) / 1e6,
         "numpy_ofdm_rx_cold_msps_cpu": numpy_rx(bursts, cold=True) / 1e6,
