@@ -264,10 +264,11 @@ def test_compiled_only_steps_match_the_receivers_numpy_path(monkeypatch):
     assert orx._inband_excess(*args) > 0.0
     for rows in (1, 2):
         comb = orx._pilot_comb(cfg, rows).size
-        for delays in (tuple(range(-3, 12)), tuple(range(comb + 2))):
+        # Fewer delays than pilots, more (G singular, G + rho D I not), and the dense form.
+        for delays in (tuple(range(-3, 12)), tuple(range(comb + 2)), tuple(range(2 * comb))):
             w_dense, mse_dense = orx.wiener_interpolator(cfg, 0.05, np.array(delays), rows)
             at, x, mse = orx._comb_interpolator(cfg, rows, delays, orx._rho_db10(0.05))
-            if len(delays) >= comb:
+            if len(delays) >= 2 * comb:
                 assert at is None
                 continue
             et = orx._twiddles(cfg.fft_size)[np.outer(orx._used_bins(cfg), at) % cfg.fft_size]

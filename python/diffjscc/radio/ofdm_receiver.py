@@ -267,15 +267,19 @@ def _whole_prefix(cp_length: int) -> tuple:
 @functools.lru_cache(maxsize=1024)
 def _prior_delays(keep_bytes: bytes, span: float) -> tuple:
     """The delays (samples) that the kept points of the pilots' delay grid and their
-    neighbours cover; cached by the pattern (a steady link repeats it)."""
-    keep = np.frombuffer(keep_bytes, dtype=bool)
-    res = span / keep.size
-    keep = keep | np.roll(keep, 1) | np.roll(keep, -1)
-    centre = np.flatnonzero(keep) * res
-    centre = np.where(centre >= span - span / 8, centre - span, centre)
+    neighbours cover; cached by the pattern (a steady link repeats it). Plain Python:
+    a few dozen values, where numpy's calls cost more (the same roundings as np.round)."""
+    size = len(keep_bytes)
+    res = span / size
     reach = math.ceil(res / 2)
-    fine = np.round(centre[:, None] + np.arange(-reach, reach + 1)[None, :]).reshape(-1)
-    return _delay_forms(np.unique(fine).astype(np.float64))
+    fine = set()
+    for i in range(size):
+        if keep_bytes[i] or keep_bytes[i - 1] or keep_bytes[(i + 1) % size]:
+            centre = i * res
+            if centre >= span - span / 8:
+                centre -= span
+            fine.update(round(centre + o) for o in range(-reach, reach + 1))
+    return _delay_forms(np.asarray(sorted(fine), dtype=np.float64))
 
 
 def wiener_interpolator(
@@ -309,8 +313,8 @@ def _wiener_cached(cfg: OfdmConfig, rows: int, delays: tuple, rho_db10: float):
 @functools.lru_cache(maxsize=512)
 def _comb_interpolator(cfg: OfdmConfig, rows: int, delays: tuple, rho_db10: float) -> tuple:
     """The interpolator of ``wiener_interpolator`` in the smaller of two forms:
-    (None, W [used, comb], mse) when the prior has at least as many delays as the comb
-    has pilots; else (the delays modulo N, X [delays, comb], mse) with W = E_t X, X = G^-1
+    (None, W [used, comb], mse) when the prior has at least twice as many delays as the
+    comb has pilots; else (the delays modulo N, X [delays, comb], mse) with W = E_t X, X = G^-1
     E_o^H, G = E_o^H E_o + rho D I (push-through, as ``_wiener_weights``): a fifth of
     the memory or less (the cache held up to 120 MB of W). Its error is rho [E_t G^-1
     E_t^H]_kk (``_wiener_weights``: 1 - [W R_ot]_kk, the same to rounding). G^-1 comes
@@ -319,7 +323,10 @@ def _comb_interpolator(cfg: OfdmConfig, rows: int, delays: tuple, rho_db10: floa
     comb = _pilot_comb(cfg, rows)
     rho = 10.0**rho_db10
     d = np.asarray(delays, dtype=np.int64).reshape(-1)
-    if d.size >= comb.size or d.size == 0:
+    # The delay form holds for any number of delays (G' = G + rho D I is invertible even
+    # where G, of rank comb at most, is not); up to twice the comb's size it is also the
+    # cheaper: a one-symbol header estimate's prior often has 15-30 delays for 15 pilots.
+    if d.size >= 2 * comb.size or d.size == 0:
         w, mse = _wiener_weights(cfg.layout.used_freqs, comb, cfg.fft_size, delays, rho)
         out = (None, w, mse)
     else:
