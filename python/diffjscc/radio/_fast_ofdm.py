@@ -572,11 +572,16 @@ def phasor_product_numpy(bins, at, twiddle, v):
 def _phasor_product(bins, at, twiddle, vt, out, power):
     n = twiddle.size
     count = at.size
-    row = np.empty(count, dtype=np.complex128)
-    for k in range(bins.size):
+    width = bins.size
+    # E's real and imaginary parts as [delays, bins] rows (phase index stepped by an add
+    # along consecutive delays), then the products along contiguous rows (vectorised).
+    er = np.empty((count, width))
+    ei = np.empty((count, width))
+    for k in range(width):
         f = bins[k]
         idx = (f * at[0]) % n
-        row[0] = twiddle[idx]
+        er[0, k] = twiddle[idx].real
+        ei[0, k] = twiddle[idx].imag
         for d in range(1, count):
             if at[d] == at[d - 1] + 1 or (at[d] == 0 and at[d - 1] == n - 1):
                 idx += f
@@ -584,13 +589,24 @@ def _phasor_product(bins, at, twiddle, vt, out, power):
                     idx -= n
             else:
                 idx = (f * at[d]) % n
-            row[d] = twiddle[idx]
-        for e in range(vt.shape[0]):
-            acc = 0j
-            for d in range(count):
-                acc += row[d] * vt[e, d]
-            out[k, e] = acc
-            power[k, e] = acc.real * acc.real + acc.imag * acc.imag
+            er[d, k] = twiddle[idx].real
+            ei[d, k] = twiddle[idx].imag
+    acc_r = np.empty(width)
+    acc_i = np.empty(width)
+    for e in range(vt.shape[0]):
+        acc_r[:] = 0.0
+        acc_i[:] = 0.0
+        for d in range(count):
+            a = vt[e, d].real
+            b = vt[e, d].imag
+            row_r = er[d]
+            row_i = ei[d]
+            for k in range(width):
+                acc_r[k] += a * row_r[k] - b * row_i[k]
+                acc_i[k] += a * row_i[k] + b * row_r[k]
+        for k in range(width):
+            out[k, e] = complex(acc_r[k], acc_i[k])
+            power[k, e] = acc_r[k] * acc_r[k] + acc_i[k] * acc_i[k]
 
 
 def phasor_product(bins, at, twiddle, v):

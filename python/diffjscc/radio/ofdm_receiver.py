@@ -317,9 +317,10 @@ def _comb_interpolator(cfg: OfdmConfig, rows: int, delays: tuple, rho_db10: floa
     comb has pilots; else (the delays modulo N, X [delays, comb], mse) with W = E_t X, X = G^-1
     E_o^H, G = E_o^H E_o + rho D I (push-through, as ``_wiener_weights``): a fifth of
     the memory or less (the cache held up to 120 MB of W). Its error is rho [E_t G^-1
-    E_t^H]_kk (``_wiener_weights``: 1 - [W R_ot]_kk, the same to rounding). G^-1 comes
-    from the eigenvectors of E_o^H E_o, cached per delay prior (``_comb_basis``), so a
-    new noise level costs two small products, not a solve."""
+    E_t^H]_kk (``_wiener_weights``: 1 - [W R_ot]_kk, the same to rounding), the FFT of
+    G'^-1 summed along its lags. G'^-1 comes from the eigenvectors of E_o^H E_o,
+    cached per delay prior (``_comb_basis``), so a new noise level costs two small
+    products and an FFT, not a solve."""
     comb = _pilot_comb(cfg, rows)
     rho = 10.0**rho_db10
     d = np.asarray(delays, dtype=np.int64).reshape(-1)
@@ -330,10 +331,15 @@ def _comb_interpolator(cfg: OfdmConfig, rows: int, delays: tuple, rho_db10: floa
         w, mse = _wiener_weights(cfg.layout.used_freqs, comb, cfg.fft_size, delays, rho)
         out = (None, w, mse)
     else:
-        at, lam, v, b, power = _comb_basis(cfg, rows, delays)
-        inv = 1.0 / (lam + rho * d.size)
-        x = _fast_ofdm.product_bt(v * inv, np.ascontiguousarray(b.T))  # V diag(inv) V^H E_o^H
-        out = (at, x, np.clip(rho * np.einsum("ke,e->k", power, inv), 0.0, 1.0))
+        n = cfg.fft_size
+        at, lam, v, b, lags = _comb_basis(cfg, rows, delays)
+        scaled = v / (lam + rho * d.size)  # V diag(g)
+        x = _fast_ofdm.product_bt(scaled, np.ascontiguousarray(b.T))  # G'^-1 E_o^H
+        inverse = _fast_ofdm.product_bt(scaled, v.conj()).reshape(-1)  # G'^-1
+        # diag(E_t G'^-1 E_t^H): G'^-1 summed along its lags, at each subcarrier (an FFT).
+        summed = np.bincount(lags, inverse.real, n) + 1j * np.bincount(lags, inverse.imag, n)
+        spectrum = np.fft.fft(summed)[_used_bins(cfg)]
+        out = (at, x, np.clip(rho * spectrum.real, 0.0, 1.0))
     for a in out:
         if a is not None:
             a.flags.writeable = False
@@ -352,15 +358,18 @@ def _eigen_basis(observed: np.ndarray, targets: np.ndarray, d: np.ndarray, n: in
 
 @functools.lru_cache(maxsize=128)
 def _comb_basis(cfg: OfdmConfig, rows: int, delays: tuple) -> tuple:
-    """(delays modulo N, eigenvalues, V, V^H E_o^H [delays, comb], |E_t V|^2 [used,
-    delays]) of the pilot comb's interpolator (``_eigen_basis``) for a delay prior."""
+    """(delays modulo N, eigenvalues and eigenvectors V of G = E_o^H E_o, V^H E_o^H
+    [delays, comb], the lags d_i - d_j modulo N of G's entries, flat) of the pilot
+    comb's interpolator for a delay prior."""
     n = cfg.fft_size
     comb = _pilot_comb(cfg, rows)
     d = np.asarray(delays, dtype=np.int64)
-    lam, v, _, power = _eigen_basis(comb, cfg.layout.used_freqs, d, n)
+    lam, v = np.linalg.eigh(_observed_gram(comb, d, n))
+    v = np.ascontiguousarray(v)
     eo = _twiddles(n)[np.outer(comb, d) % n]  # E_o [comb, delays]
     b = _fast_ofdm.product_bt(np.ascontiguousarray(v.conj().T), eo.conj())  # V^H E_o^H
-    out = (d % n, lam, v, b, power)
+    lags = (np.subtract.outer(d, d) % n).reshape(-1)
+    out = (d % n, lam, v, b, lags)
     for a in out:
         a.flags.writeable = False
     return out
@@ -737,7 +746,7 @@ def _known_factor(cfg: OfdmConfig, known: bytes, rows: int, delays: tuple, rho_d
     lam, v, etv, power = _known_basis(cfg, known, rows, delays)
     inv = 1.0 / (lam + rho * len(delays))
     factor = _fast_ofdm.product_bt(etv * inv, v.conj())  # E_t V diag(inv) V^H
-    mse = np.clip(rho * np.einsum("ke,e->k", power, inv), 0.0, 1.0)
+    mse = np.clip(rho * (power * inv).sum(axis=1), 0.0, 1.0)
     factor.flags.writeable = False
     mse.flags.writeable = False
     return factor, mse
