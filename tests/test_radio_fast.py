@@ -136,6 +136,33 @@ def test_compiled_block_test_matches_numpy(monkeypatch):
 
 
 @needs_numba
+def test_compiled_change_points_match_numpy(monkeypatch):
+    """energy_stretches (binary segmentation) with the compiled split gains and with
+    numpy's: the same stretches, for a cut, a collision seen in the residuals only,
+    forced change points, and no residuals."""
+    from diffjscc.radio.equalise import energy_stretches
+
+    rng = np.random.default_rng(12)
+    times = np.sort(rng.choice(4000, 600, replace=False))
+    for trial in range(12):
+        power = rng.exponential(1.0, 4000).astype(np.float32)
+        residual = rng.exponential(0.1, times.size)
+        if trial % 3 == 1:
+            power[2500:] *= 0.01  # cut short
+        if trial % 3 == 2:
+            residual[times > 1800] *= 3.0  # another burst, hardly more power
+        forced = (1000,) if trial % 4 == 3 else ()
+        answers = []
+        for compiled in (True, False):
+            monkeypatch.setattr(_fast, "AVAILABLE", compiled)
+            args = (residual, times) if trial % 5 else (None, None)
+            answers.append(energy_stretches(power, forced, *args))
+        assert answers[0] == answers[1]
+        if trial % 3 == 1 and trial % 5:
+            assert any(abs(a - 2500) <= 8 for a, _ in answers[0])
+
+
+@needs_numba
 def test_compiled_viterbi_matches_numpy(monkeypatch):
     from diffjscc.radio import header as hdr
 

@@ -36,6 +36,7 @@ _KERNELS = (
     "derotated_fit",
     "channel_fit",
     "first_above",
+    "split_gains",
     "header_soft",
     "mix",
     "smoothed_phase",
@@ -530,6 +531,35 @@ def _first_above(values, bar):
     return -1
 
 
+def _split_gains(csum, floor_e, rsum, floor_r, rtimes, a, b, c, out):
+    """``equalise.energy_stretches``' split gains in one call: for each candidate
+    change point c[j] in [a, b), the exponential log-likelihood gained by cutting
+    the power's stretch there (from its cumulative sum ``csum``), plus that of the
+    known symbols' residuals (``rsum`` at sorted times ``rtimes``; none when empty)."""
+
+    def loglik(total_lo, total_hi, lo, hi, floor):
+        count = float(hi - lo)
+        return count * np.log(max((total_hi - total_lo) / max(count, 1.0), floor))
+
+    whole = loglik(csum[a], csum[b], a, b, floor_e)
+    residuals = rsum.size > 0
+    ra = rb = 0
+    whole_r = 0.0
+    if residuals:
+        ra = np.searchsorted(rtimes, a)
+        rb = np.searchsorted(rtimes, b)
+        whole_r = loglik(rsum[ra], rsum[rb], ra, rb, floor_r)
+    for j in range(c.size):
+        cj = c[j]
+        g = whole - loglik(csum[a], csum[cj], a, cj, floor_e)
+        g -= loglik(csum[cj], csum[b], cj, b, floor_e)
+        if residuals:
+            rc = np.searchsorted(rtimes, cj)
+            g += whole_r - loglik(rsum[ra], rsum[rc], ra, rc, floor_r)
+            g -= loglik(rsum[rc], rsum[rb], rc, rb, floor_r)
+        out[j] = g
+
+
 def _blocks_clean(z, residual, times, count, blocks):
     """``equalise._looks_clean`` in one call (the same test, block by block)."""
     starts = np.empty(blocks + 1, dtype=np.int64)
@@ -752,7 +782,7 @@ fir_complex = fir_real = detection = periodogram_grid = derotated_fit = None
 frequency_search = blocks_clean = viterbi = equalise_payload = None
 mix = smoothed_phase = segment_energies = None
 damage_precheck = drift_probe = pilot_residual_phase = fine_timing = None
-channel_fit = header_soft = first_above = None
+channel_fit = header_soft = first_above = split_gains = None
 
 
 def load() -> bool:

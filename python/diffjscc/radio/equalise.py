@@ -182,15 +182,23 @@ def energy_stretches(
     csum = np.empty(n + 1)
     csum[0] = 0.0
     np.cumsum(power, out=csum[1:])
-    energy = _scale_loglik(csum, max(1e-12 * csum[-1] / max(n, 1), 1e-300))
+    floor_e = max(1e-12 * csum[-1] / max(n, 1), 1e-300)
+    energy = _scale_loglik(csum, floor_e)
     noise = None
+    rsum, floor_r = np.zeros(0), 1e-300
     if residual is not None and residual.size:
         rsum = np.empty(residual.size + 1)
         rsum[0] = 0.0
         np.cumsum(residual, out=rsum[1:])
-        noise = _scale_loglik(rsum, max(1e-12 * rsum[-1] / residual.size, 1e-300))
+        floor_r = max(1e-12 * rsum[-1] / residual.size, 1e-300)
+        noise = _scale_loglik(rsum, floor_r)
+    rtimes = np.zeros(0, np.int64) if noise is None else np.asarray(residual_times, np.int64)
 
     def gains(a: int, b: int, c: np.ndarray) -> np.ndarray:
+        if _fast.AVAILABLE:
+            out = np.empty(c.size)
+            _fast.split_gains(csum, floor_e, rsum, floor_r, rtimes, a, b, c, out)
+            return out
         g = energy(a, b) - energy(a, c) - energy(c, b)
         if noise is not None:
             ra, rb = np.searchsorted(residual_times, [a, b])
