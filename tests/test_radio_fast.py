@@ -163,6 +163,21 @@ def test_compiled_change_points_match_numpy(monkeypatch):
 
 
 @needs_numba
+def test_compiled_local_gain_noise_matches_numpy(monkeypatch):
+    from diffjscc.radio.equalise import _local_gain_noise
+
+    rng = np.random.default_rng(13)
+    for n in (3, 15, 16, 17, 400):
+        noise = 0.3 * (rng.standard_normal(n) + 1j * rng.standard_normal(n))
+        z = (1.0 + noise) * np.exp(0.01j * np.arange(n))  # a slowly turning gain
+        answers = []
+        for compiled in (True, False):
+            monkeypatch.setattr(_fast, "AVAILABLE", compiled)
+            answers.append(_local_gain_noise(z))
+        np.testing.assert_allclose(answers[0], answers[1], rtol=1e-10)
+
+
+@needs_numba
 def test_compiled_viterbi_matches_numpy(monkeypatch):
     from diffjscc.radio import header as hdr
 

@@ -37,6 +37,7 @@ _KERNELS = (
     "channel_fit",
     "first_above",
     "split_gains",
+    "local_gain_noise",
     "header_soft",
     "mix",
     "smoothed_phase",
@@ -560,6 +561,30 @@ def _split_gains(csum, floor_e, rsum, floor_r, rtimes, a, b, c, out):
         out[j] = g
 
 
+def _local_gain_noise(z, window):
+    """``equalise._local_gain_noise`` in one call: each z_k against the mean of its
+    neighbours in a ``window`` (numpy's ``convolve(..., mode="same")`` with ones,
+    itself left out); returns (|gain|, noise variance)."""
+    n = z.size
+    w = min(window, n)
+    ahead = (w - 1) // 2  # mode="same" centres the window so
+    noise = 0.0
+    power = 0.0
+    for i in range(n):
+        lo = max(i + ahead - (w - 1), 0)
+        hi = min(i + ahead, n - 1)
+        acc = 0j
+        for m in range(lo, hi + 1):
+            acc += z[m]
+        local = (acc - z[i]) / max(hi - lo + 1 - 1.0, 1.0)
+        r = z[i] - local
+        noise += r.real * r.real + r.imag * r.imag
+        power += local.real * local.real + local.imag * local.imag
+    noise = noise / n * (w - 1.0) / w
+    power = power / n - noise / max(w - 1.0, 1.0)
+    return np.sqrt(max(power, 0.0)), noise
+
+
 def _blocks_clean(z, residual, times, count, blocks):
     """``equalise._looks_clean`` in one call (the same test, block by block)."""
     starts = np.empty(blocks + 1, dtype=np.int64)
@@ -782,7 +807,7 @@ fir_complex = fir_real = detection = periodogram_grid = derotated_fit = None
 frequency_search = blocks_clean = viterbi = equalise_payload = None
 mix = smoothed_phase = segment_energies = None
 damage_precheck = drift_probe = pilot_residual_phase = fine_timing = None
-channel_fit = header_soft = first_above = split_gains = None
+channel_fit = header_soft = first_above = split_gains = local_gain_noise = None
 
 
 def load() -> bool:

@@ -261,6 +261,9 @@ def _local_gain_noise(z: np.ndarray) -> tuple[float, float]:
     gain may turn slowly (a frequency error left by an estimate that damage
     spoilt): from a moving mean over ``_LOCAL_WINDOW`` of them rather than one
     mean over the whole stretch."""
+    if _fast.AVAILABLE and z.dtype == np.complex128 and z.size:
+        gain, noise = _fast.local_gain_noise(z, _LOCAL_WINDOW)
+        return float(gain), float(noise)
     w = min(_LOCAL_WINDOW, z.size)
     kernel = np.ones(w)
     norm = np.convolve(np.ones(z.size), kernel, mode="same")
