@@ -174,11 +174,32 @@ class _NotPlain(Exception):
     """A value the byte route does not write (it goes through the pmt calls)."""
 
 
+_KEY_BYTES: dict[str, bytes] = {}  # dictionary keys written already (a frame's are always the same)
+
+
 def _symbol_bytes(text: str) -> bytes:
     data = text.encode()
     if len(data) > 0xFFFF:
         raise _NotPlain
     return _PST_SYMBOL + _LENGTH16.pack(len(data)) + data
+
+
+def _entry_bytes(key) -> bytes:
+    """A dictionary entry's start: PST_DICT, PST_PAIR and the key's symbol."""
+    key = str(key)
+    out = _KEY_BYTES.get(key)
+    if out is None:
+        out = _PST_DICT + _PST_PAIR + _symbol_bytes(key)
+        if len(_KEY_BYTES) < _MAX_KEY_SYMBOLS:
+            _KEY_BYTES[key] = out
+    return out
+
+
+def _big_endian_bytes(values: np.ndarray) -> bytes:
+    """float32 (or complex64, part by part) values as big-endian bytes: a byte swap
+    of the 4-byte words, several times faster than numpy's cast to '>f4'."""
+    words = np.ascontiguousarray(values).view(np.uint32)
+    return (words.byteswap() if np.little_endian else words).tobytes()
 
 
 def _serialise(value, out: list) -> None:
@@ -206,7 +227,7 @@ def _serialise(value, out: list) -> None:
     elif kind is dict:
         # pmt.dict_add puts a new key first: the entries in reverse order of insertion.
         for k, v in reversed(value.items()):
-            out.append(_PST_DICT + _PST_PAIR + _symbol_bytes(str(k)))
+            out.append(_entry_bytes(k))
             _serialise(v, out)
         out.append(_PST_NULL)
     elif isinstance(value, np.generic):
@@ -216,7 +237,7 @@ def _serialise(value, out: list) -> None:
 
 
 def _f32vector_bytes(values: np.ndarray) -> bytes:
-    return _F32_HEADER + values.size.to_bytes(4, "big") + _C32_PAD + values.astype(">f4").tobytes()
+    return _F32_HEADER + values.size.to_bytes(4, "big") + _C32_PAD + _big_endian_bytes(values)
 
 
 def _pdu_by_calls(meta: dict, symbols: np.ndarray, noise: np.ndarray | None):
@@ -232,13 +253,13 @@ def _pdu_by_bytes(meta: dict, symbols: np.ndarray, noise: np.ndarray | None):
     try:
         out = [_PST_PAIR]
         if noise is not None:
-            out.append(_PST_DICT + _PST_PAIR + _symbol_bytes("symbol_noise_var"))
+            out.append(_entry_bytes("symbol_noise_var"))
             out.append(_f32vector_bytes(noise))
         _serialise(meta, out)
     except _NotPlain:
         return _pdu_by_calls(meta, symbols, noise)
-    head = _C32_HEADER + symbols.size.to_bytes(4, "big") + _C32_PAD
-    out.append(head + symbols.astype(">c8").tobytes())
+    out.append(_C32_HEADER + symbols.size.to_bytes(4, "big") + _C32_PAD)
+    out.append(_big_endian_bytes(symbols))
     return pmt.deserialize_str(b"".join(out))
 
 
