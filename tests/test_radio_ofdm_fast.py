@@ -274,3 +274,41 @@ def test_compiled_only_steps_match_the_receivers_numpy_path(monkeypatch):
             et = orx._twiddles(cfg.fft_size)[np.outer(orx._used_bins(cfg), at) % cfg.fft_size]
             _close(et @ x, w_dense, tol=1e-9)
             assert np.allclose(mse, mse_dense, atol=1e-9)
+
+
+_NO_COMPILE = """
+import sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from test_radio_ofdm_fast import _stream
+from diffjscc.radio import _fast_ofdm
+from diffjscc.radio.ofdm import OfdmConfig
+from diffjscc.radio.ofdm_receiver import OfdmReceiver, OfdmTuning
+
+assert _fast_ofdm.load()
+before = {k: len(v.signatures) for k, v in _fast_ofdm._kernels.items()}
+x, _ = _stream(seed=4, snr_db=6.0)
+for tuning in (OfdmTuning(), OfdmTuning(equaliser="zf")):
+    rx = OfdmReceiver(OfdmConfig(), tuning)
+    frames = [f for i in range(0, x.size, 5000) for f in rx.feed(x[i : i + 5000])]
+    assert len(frames + rx.flush()) == 3
+after = {k: len(v.signatures) for k, v in _fast_ofdm._kernels.items()}
+print({k: after[k] - before[k] for k in after if after[k] != before[k]})
+"""
+
+
+@needs_numba
+def test_receiving_compiles_nothing_after_load():
+    """load() compiles every argument type the receiver passes (its cached arrays are
+    read-only, a type of their own to numba): in a fresh process, a stream through both
+    equalisers makes no kernel compile again mid-stream."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = str(Path(__file__).resolve().parent)
+    run = subprocess.run(
+        [sys.executable, "-c", _NO_COMPILE, here], capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().splitlines()[-1] == "{}"

@@ -1132,6 +1132,36 @@ def _warm_up() -> None:
     seg = np.ones(8, np.complex64)
     _kernels["derotate"](seg, 4, 2, 4, 0.01, idx, np.empty((2, 4), np.complex64))
     _kernels["prefix"](seg, 2, 4, 3, 1)
+    # The receiver passes its cached (read-only) arrays where these have "ro": numba
+    # types read-only arrays apart, so those are compiled here too, not mid-stream.
+    ro_w, ro_pick, ro_mse = _ro(c), _ro(pick), _ro(np.ones(3))
+    _kernels["loo"](
+        _ro(np.ones((1, 2, 2))), _ro(np.ones((1, 2))), np.ones((2, 3), np.complex128), np.empty(1)
+    )
+    _kernels["interpolate"](c, ro_w, ro_pick, ro_mse, np.ones(2), 1.0, 0.0, h, err)
+    ro_at, ro_tw = _ro(at), _ro(tw)
+    _kernels["interpolate_delays"](
+        c, ro_w, ro_at, ro_at, ro_pick, ro_tw, ro_mse, np.ones(2), 1.0, 0.0, h, err
+    )
+    _kernels["phasors"](at, at, ro_tw, c[:, :2].copy(), h, err)
+    ro_slots = _ro(slots)
+    _kernels["means"](c, c, np.ones((2, 3)), ro_slots)
+    for mmse in (True, False):
+        out = (np.empty(3, np.complex64), np.empty(3, np.float32))
+        _kernels["equalise"](c, c, np.ones((2, 3)), 0.1, 1.0, ro_slots, mmse, *out)
+    _kernels["pilots"](c, ro_slots, _ro(flat), np.ones((2, 2), np.complex64), hp)
+    _kernels["smooth"](_ro(np.ones((2, 2))), hp, np.ones(2), cols, cols, c.copy(), nu, weight)
+    _kernels["excess"](c, hp, _ro(flat), weight, nu, 0.1, 0.0, np.ones((2, 2)))
+    ro_idx = _ro(idx)
+    known_args = (ro_idx, ro_tw, ro_w, hp[0])
+    _kernels["known"](c, 0, idx, np.ones(1, np.complex64), c[0], idx, idx, *known_args)
+    _kernels["inband"](c, c, np.ones((2, 3)), ro_idx, ro_idx, ro_idx, c[0], ro_idx, 0.1)
+
+
+def _ro(a: np.ndarray) -> np.ndarray:
+    out = np.array(a)
+    out.flags.writeable = False
+    return out
 
 
 _loader = KernelLoader(

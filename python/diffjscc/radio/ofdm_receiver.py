@@ -329,7 +329,8 @@ def _comb_interpolator(cfg: OfdmConfig, rows: int, delays: tuple, rho_db10: floa
     # cheaper: a one-symbol header estimate's prior often has 15-30 delays for 15 pilots.
     if d.size >= 2 * comb.size or d.size == 0:
         w, mse = _wiener_weights(cfg.layout.used_freqs, comb, cfg.fft_size, delays, rho)
-        out = (None, w, mse)
+        # C order once here (a solve's transpose is Fortran-ordered: a copy every frame).
+        out = (None, np.ascontiguousarray(w), np.ascontiguousarray(mse))
     else:
         n = cfg.fft_size
         at, lam, v, b, lags = _comb_basis(cfg, rows, delays)
