@@ -5,8 +5,9 @@ nothing is compiled or imported until ``load()`` (which ``OfdmReceiver`` calls),
 and without numba, or with ``DIFFJSCC_NUMBA=0`` in the environment, ``AVAILABLE``
 stays False and the numpy twin runs, which gives the same results to rounding
 (``tests/test_radio_ofdm_fast.py``). Kernels are cached on disk (``cache=True``:
-all of them about 5.5 s to compile once; then 0.2-0.3 s to load, after numba's own
-import of 0.5-0.6 s, on the 2-core VM).
+all of them, with the read-only argument types the receiver's caches pass, 15 s to
+compile once at load 2-3; then 0.3 s to load, after numba's own import of 0.6-0.8 s,
+on the 2-core VM).
 
 The sync metric is the receiver's cost on every sample (an idle stream is nothing
 else): numpy makes a temporary per Barker term and per step of the lag sum; the
