@@ -308,3 +308,47 @@ def test_kernel_loader_off_switch_and_broken_kernel(monkeypatch, caplog):
     assert module.REASON and "test kernels" in caplog.text
     caplog.clear()
     assert not broken.load() and not caplog.text  # once: no second attempt, no second log
+
+
+_NO_COMPILE_MID_STREAM = """
+import numpy as np
+from diffjscc import channels
+from diffjscc.radio import BurstReceiver, FrameConfig, ReceiverTuning, _fast, build_bursts
+from diffjscc.radio import image_symbol_count
+from diffjscc.radio.sim import impair, resample
+from diffjscc.symbols import EncodedImage
+
+assert _fast.load(), _fast.REASON
+compiled = {name: len(getattr(_fast, name).signatures) for name in _fast._KERNELS}
+cfg = FrameConfig()
+rng = np.random.default_rng(3)
+n = image_symbol_count(2, (256, 384))
+z = channels.normalise_power((rng.standard_normal(n) + 1j * rng.standard_normal(n)).astype(np.complex64))
+bursts = build_bursts(EncodedImage(z, (256, 384), (0, 0, 0), "jscc-awgn-cbr1_96", 3.0), 7, cfg)
+gap = np.zeros(500, np.complex64)
+clean = np.concatenate([gap, *bursts, gap])
+cut = np.concatenate([gap, bursts[0][: bursts[0].size // 2], gap, *bursts[1:], gap])
+rx = BurstReceiver(cfg, ReceiverTuning(max_sample_rate_offset_ppm=200.0))
+for x in (clean, resample(clean, 1.0 + 150e-6), cut):
+    x = impair(x, 6.0, cfg, cfo=0.004, delay=11.6, rng=rng)
+    for i in range(0, x.size, 4096):
+        rx.feed(x[i : i + 4096])
+rx.flush()
+assert rx.stats["frames_partial"] + rx.stats["frames_unusable"] >= 1, rx.stats
+grown = [k for k in compiled if len(getattr(_fast, k).signatures) != compiled[k]]
+assert not grown, grown
+"""
+
+
+@needs_numba
+def test_warm_up_compiles_every_kernel_the_receiver_calls():
+    """In a fresh process: after load(), receiving clean, clock-offset and damaged
+    bursts compiles nothing more (numba types read-only arrays apart; a missed type
+    compiled mid-stream, for seconds)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _NO_COMPILE_MID_STREAM], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]

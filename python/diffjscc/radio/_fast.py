@@ -873,10 +873,17 @@ def _warm_up() -> None:
     segment_energies(dsum, three, three, table, 1, 1, np.empty(3))
     steps = _readonly(np.array([0.5, 0.15]))
     fine_timing(dsum, 1.5, table, 1024, 1, 1, 2, steps, np.empty(1))
-    for known, times in ((_readonly(values.copy()), order), (values, np.arange(4))):
-        for halfwidth in (0.0, 0.01):
-            channel_fit(dsum, times, known, 0.0, halfwidth)
+    # Known symbols' times and values come read-only from the layout caches or as
+    # fresh arrays, in every combination (numba compiles each apart).
+    for times in (order, np.arange(4)):
+        for known in (_readonly(values.copy()), values):
+            channel_fit(dsum, times, known, 0.0, 0.01)
         header_soft(dsum, times, 1.0 + 0j, 0.01, 1.5, np.empty(4, np.float32))
+    first_above(energy, np.float32(0.5))
+    local_gain_noise(z, 16)
+    csum = np.arange(9.0)
+    for rsum, rtimes in ((csum, np.arange(8)), (np.zeros(0), np.zeros(0, np.int64))):
+        split_gains(csum, 1e-300, rsum, 1e-300, rtimes, 0, 8, np.arange(2, 6), np.empty(4))
 
 
 _loader = KernelLoader(
