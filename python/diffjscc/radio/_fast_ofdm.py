@@ -488,23 +488,18 @@ def interpolate_delays_numpy(hs, x, at, used_bins, pick, twiddle, mse, scale, po
     return h, err
 
 
-def _interpolate_delays(hs, x, at, used_bins, pick, twiddle, mse, scale, power, half_drift, h, err):
-    m, p = hs.shape
-    count = x.shape[0]
+def _phasor_rows(bins, at, twiddle, er, ei):
+    # E[d, k] = twiddle[bins_k at_d mod N], real and imaginary parts apart, [delays,
+    # bins]: consecutive delays step each phase index by the bin (an add where a modulo
+    # per entry cost most of the pass), and the products that use E run along its
+    # contiguous rows (vectorised: a third of the time of a gather per product).
     n = twiddle.size
-    used = used_bins.size
-    # E_t once per call, real and imaginary parts apart, [delays, used]: consecutive
-    # delays step each phase index by the subcarrier's bin (an add where a modulo per
-    # product cost most of the pass), and the product below runs along contiguous rows
-    # (vectorised: a third of the time of a gather per product).
-    er = np.empty((count, used))
-    ei = np.empty((count, used))
-    for k in range(used):
-        f = used_bins[k]
+    for k in range(bins.size):
+        f = bins[k]
         idx = (f * at[0]) % n
         er[0, k] = twiddle[idx].real
         ei[0, k] = twiddle[idx].imag
-        for d in range(1, count):
+        for d in range(1, at.size):
             if at[d] == at[d - 1] + 1 or (at[d] == 0 and at[d - 1] == n - 1):
                 idx += f
                 if idx >= n:
@@ -513,6 +508,24 @@ def _interpolate_delays(hs, x, at, used_bins, pick, twiddle, mse, scale, power, 
                 idx = (f * at[d]) % n
             er[d, k] = twiddle[idx].real
             ei[d, k] = twiddle[idx].imag
+
+
+def _phasors(bins, at, twiddle):
+    er = np.empty((at.size, bins.size))
+    ei = np.empty((at.size, bins.size))
+    _kernels["rows"](
+        np.ascontiguousarray(bins, dtype=np.int64),
+        np.ascontiguousarray(at, dtype=np.int64),
+        np.ascontiguousarray(twiddle, dtype=np.complex128),
+        er,
+        ei,
+    )
+    return er, ei
+
+
+def _interpolate_delays(hs, x, er, ei, pick, mse, scale, power, half_drift, h, err):
+    m, p = hs.shape
+    count, used = er.shape
     hr = np.empty(used)
     hi = np.empty(used)
     for i in range(m):
@@ -546,13 +559,13 @@ def interpolate_delays(hs, x, at, used_bins, pick, twiddle, mse, scale, power, h
         )
     h = np.empty(pick.shape, dtype=np.complex128)
     err = np.empty(pick.shape)
+    er, ei = _phasors(used_bins, at, twiddle)
     _kernels["interpolate_delays"](
         np.ascontiguousarray(hs, dtype=np.complex128),
         np.ascontiguousarray(x, dtype=np.complex128),
-        np.ascontiguousarray(at, dtype=np.int64),
-        np.ascontiguousarray(used_bins, dtype=np.int64),
+        er,
+        ei,
         np.ascontiguousarray(pick, dtype=np.int64),
-        np.ascontiguousarray(twiddle, dtype=np.complex128),
         np.ascontiguousarray(mse, dtype=np.float64),
         np.ascontiguousarray(scale, dtype=np.float64),
         float(power),
@@ -570,28 +583,8 @@ def phasor_product_numpy(bins, at, twiddle, v):
     return out, out.real**2 + out.imag**2
 
 
-def _phasor_product(bins, at, twiddle, vt, out, power):
-    n = twiddle.size
-    count = at.size
-    width = bins.size
-    # E's real and imaginary parts as [delays, bins] rows (phase index stepped by an add
-    # along consecutive delays), then the products along contiguous rows (vectorised).
-    er = np.empty((count, width))
-    ei = np.empty((count, width))
-    for k in range(width):
-        f = bins[k]
-        idx = (f * at[0]) % n
-        er[0, k] = twiddle[idx].real
-        ei[0, k] = twiddle[idx].imag
-        for d in range(1, count):
-            if at[d] == at[d - 1] + 1 or (at[d] == 0 and at[d - 1] == n - 1):
-                idx += f
-                if idx >= n:
-                    idx -= n
-            else:
-                idx = (f * at[d]) % n
-            er[d, k] = twiddle[idx].real
-            ei[d, k] = twiddle[idx].imag
+def _phasor_product(er, ei, vt, out, power):
+    count, width = er.shape
     acc_r = np.empty(width)
     acc_i = np.empty(width)
     for e in range(vt.shape[0]):
@@ -618,10 +611,10 @@ def phasor_product(bins, at, twiddle, v):
         return phasor_product_numpy(bins, at, twiddle, v)
     out = np.empty((bins.size, v.shape[1]), dtype=np.complex128)
     power = np.empty(out.shape)
+    er, ei = _phasors(bins, at, twiddle)
     _kernels["phasors"](
-        np.ascontiguousarray(bins, dtype=np.int64),
-        np.ascontiguousarray(at, dtype=np.int64),
-        np.ascontiguousarray(twiddle, dtype=np.complex128),
+        er,
+        ei,
         np.ascontiguousarray(v.T, dtype=np.complex128),
         out,
         power,
@@ -1109,8 +1102,10 @@ def _warm_up() -> None:
     _kernels["interpolate"](c, c, pick, np.ones(3), np.ones(2), 1.0, 0.0, h, err)
     at = np.arange(2, dtype=np.int64)
     tw = np.ones(4, np.complex128)
-    _kernels["interpolate_delays"](c, c, at, at, pick, tw, np.ones(3), np.ones(2), 1.0, 0.0, h, err)
-    _kernels["phasors"](at, at, tw, c[:, :2].copy(), h, err)
+    er, ei = np.ones((2, 3)), np.ones((2, 3))
+    _kernels["rows"](at, at, tw, er, ei)
+    _kernels["interpolate_delays"](c, c, er, ei, pick, np.ones(3), np.ones(2), 1.0, 0.0, h, err)
+    _kernels["phasors"](er[:, :2].copy(), ei[:, :2].copy(), c[:, :2].copy(), h, err)
     slots = np.arange(3, dtype=np.int64)
     _kernels["means"](c, c, np.ones((2, 3)), slots)
     for mmse in (True, False):
@@ -1140,11 +1135,10 @@ def _warm_up() -> None:
         _ro(np.ones((1, 2, 2))), _ro(np.ones((1, 2))), np.ones((2, 3), np.complex128), np.empty(1)
     )
     _kernels["interpolate"](c, ro_w, ro_pick, ro_mse, np.ones(2), 1.0, 0.0, h, err)
-    ro_at, ro_tw = _ro(at), _ro(tw)
-    _kernels["interpolate_delays"](
-        c, ro_w, ro_at, ro_at, ro_pick, ro_tw, ro_mse, np.ones(2), 1.0, 0.0, h, err
-    )
-    _kernels["phasors"](at, at, ro_tw, c[:, :2].copy(), h, err)
+    ro_tw = _ro(tw)
+    _kernels["rows"](_ro(at), _ro(at), ro_tw, er, ei)
+    _kernels["rows"](at, at, ro_tw, er, ei)
+    _kernels["interpolate_delays"](c, ro_w, er, ei, ro_pick, ro_mse, np.ones(2), 1.0, 0.0, h, err)
     ro_slots = _ro(slots)
     _kernels["means"](c, c, np.ones((2, 3)), ro_slots)
     for mmse in (True, False):
@@ -1176,6 +1170,7 @@ _loader = KernelLoader(
         Kernel("slope", _sync_slope, fastmath=False),
         Kernel("loo", _loo_totals),
         Kernel("interpolate", _interpolate),
+        Kernel("rows", _phasor_rows),
         Kernel("interpolate_delays", _interpolate_delays),
         Kernel("phasors", _phasor_product),
         Kernel("means", _slot_means),
