@@ -596,7 +596,9 @@ class BurstReceiver:
         self._pending = None
         if frame is None:
             return True, None
-        if not (np.all(np.isfinite(frame.symbols)) and math.isfinite(frame.snr_db)):
+        # A sum is finite when every term is (the exact test only when it is not).
+        finite = np.isfinite(np.sum(frame.symbols)) or np.all(np.isfinite(frame.symbols))
+        if not (finite and math.isfinite(frame.snr_db)):
             # Only a degenerate channel estimate (h = 0) gets here; never deliver NaN.
             self.stats["estimate_failed"] += 1
             return True, None
