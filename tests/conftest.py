@@ -13,6 +13,19 @@ def rng():
 
 
 @pytest.fixture
+def image_path(tmp_path):
+    """A smooth 96x160 image file (6 x 10 blocks of 16): the stand-in codec keeps it
+    recognisable; the loopback and layout tests send it."""
+    from PIL import Image
+
+    yy, xx = np.mgrid[0:96, 0:160]
+    img = np.stack([xx * 1.5, yy * 2.5, 255 - xx], axis=2).clip(0, 255).astype(np.uint8)
+    path = tmp_path / "test.png"
+    Image.fromarray(img).save(path)
+    return path
+
+
+@pytest.fixture
 def natural_image():
     """A 512x512 photograph that ships with scikit-image (no data folder needed)."""
     from skimage import data

@@ -45,16 +45,6 @@ def loopback():
     return _load_example()
 
 
-@pytest.fixture
-def image_path(tmp_path):
-    """A smooth 96x160 image (6 x 10 blocks of 16): the stand-in codec keeps it recognisable."""
-    yy, xx = np.mgrid[0:96, 0:160]
-    img = np.stack([xx * 1.5, yy * 2.5, 255 - xx], axis=2).clip(0, 255).astype(np.uint8)
-    path = tmp_path / "test.png"
-    Image.fromarray(img).save(path)
-    return path
-
-
 def _psnr(a, b):
     err = np.mean((a.astype(float) - b.astype(float)) ** 2)
     return 10 * np.log10(255**2 / err)

@@ -20,7 +20,6 @@ gnuradio = pytest.importorskip("gnuradio")
 from diffjscc.errors import ConfigError  # noqa: E402
 from diffjscc.radio.layout_args import add_layout_options, layout_settings  # noqa: E402
 from diffjscc.radio.ofdm import OfdmConfig  # noqa: E402
-from PIL import Image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE_SOURCE = ROOT / "gr-diffjscc" / "python"
@@ -44,15 +43,6 @@ BLOCK_YML = {
     name: ROOT / "gr-diffjscc" / "grc" / f"diffjscc_{name}.block.yml"
     for name in ("image_source", "jscc_receiver", "sigmf_recorder")
 }
-
-
-@pytest.fixture
-def image_path(tmp_path):
-    yy, xx = np.mgrid[0:96, 0:160]
-    img = np.stack([xx * 1.5, yy * 2.5, 255 - xx], axis=2).clip(0, 255).astype(np.uint8)
-    path = tmp_path / "test.png"
-    Image.fromarray(img).save(path)
-    return path
 
 
 @pytest.mark.parametrize("name", sorted(BLOCK_YML))
