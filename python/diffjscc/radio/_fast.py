@@ -20,13 +20,14 @@ from diffjscc.radio._numba import Kernel, KernelLoader
 AVAILABLE = False  # the kernels below are compiled and in use
 REASON = "not loaded yet"  # why not, when AVAILABLE is False
 
-# The kernels, in the order they are compiled (helpers named with their underscore,
-# _phase_taps, _fir_part, _anchored_powers and _unit_phasors, first: the kernels after them call the compiled ones).
+# The kernels, in the order they are compiled (helpers named with their underscore
+# first: _fir_part, _anchored_powers, _unit_phasors, _model_gains; the kernels after
+# them call the compiled ones).
 _KERNELS = (
-    "_phase_taps",
     "_fir_part",
     "_anchored_powers",
     "_unit_phasors",
+    "_model_gains",
     "fir_complex",
     "fir_real",
     "detection",
@@ -121,30 +122,6 @@ def _detection(corr, flat, n, period, signs, reach, scale, dsum, energy, metric)
     return top, low
 
 
-def _phase_taps(phase, taps, p, step, count, acc):
-    """acc[i] += sum_q taps[q step + p] phase[i + q]: four taps a pass over ``acc``
-    (each pass loads and stores it once: one tap a pass was bound by that)."""
-    nq = (taps.size - p + step - 1) // step
-    q = 0
-    while q + 4 <= nq:
-        t0 = taps[q * step + p]
-        t1 = taps[(q + 1) * step + p]
-        t2 = taps[(q + 2) * step + p]
-        t3 = taps[(q + 3) * step + p]
-        for i in range(count):
-            acc[i] += (
-                t0 * phase[i + q]
-                + t1 * phase[i + q + 1]
-                + (t2 * phase[i + q + 2] + t3 * phase[i + q + 3])
-            )
-        q += 4
-    while q < nq:
-        t = taps[q * step + p]
-        for i in range(count):
-            acc[i] += t * phase[i + q]
-        q += 1
-
-
 def _fir_part(flat, offset, stride, base, count, step, taps, acc):
     """acc[i] += sum_j taps[j] v[base + i step + j], v[k] = flat[offset + k stride],
     in polyphase form: each tap's products run over contiguous phase arrays
@@ -160,7 +137,13 @@ def _fir_part(flat, offset, stride, base, count, step, taps, acc):
             phase[m] = flat[offset + (base + m * step + p) * stride]
         for m in range(valid, count + span):
             phase[m] = np.float32(0.0)
-        _phase_taps(phase, taps, p, step, count, acc)
+        for q in range(span):
+            j = q * step + p
+            if j >= width:
+                break
+            t = taps[j]
+            for i in range(count):
+                acc[i] += t * phase[i + q]
 
 
 def _fir_complex(flat, base, count, step, taps, out):
@@ -184,7 +167,8 @@ def _fir_complex(flat, base, count, step, taps, out):
         for m in range(valid, n):
             re[m] = np.float32(0.0)
             im[m] = np.float32(0.0)
-        # As _phase_taps on each part, written out here (a call did not inline).
+        # Four taps a pass over the sums: each pass loads and stores them once (one
+        # tap a pass, as _fir_part, was bound by that).
         nq = (width - p + step - 1) // step
         q = 0
         while q + 4 <= nq:
@@ -507,9 +491,9 @@ def _channel_fit(y, times, known, center, halfwidth):
     return h, freq, t_ref, energy
 
 
-def _header_soft(y, times, h, freq, t_ref, out):
-    """out[k] = Re(y[t] conj(g(t))), g(t) = h exp(2j pi freq (t - t_ref)) rounded to
-    complex64 (as ``ChannelEstimate.gain``), t = times[k]: the header's soft bits."""
+def _model_gains(times, h, freq, t_ref, out):
+    """out[k] = h exp(2j pi freq (t - t_ref)) at t = times[k], rounded to complex64
+    (as ``ChannelEstimate.gain``)."""
     n = times.size
     w = np.empty(n, dtype=np.complex128)
     t = np.empty(n)
@@ -519,9 +503,17 @@ def _header_soft(y, times, h, freq, t_ref, out):
     a = -2.0 * np.pi * freq * t_ref
     shift = complex(np.cos(a), np.sin(a))
     for k in range(n):
-        g = np.complex64(h * (w[k] * shift))
+        out[k] = np.complex64(h * (w[k] * shift))
+
+
+def _header_soft(y, times, h, freq, t_ref, out):
+    """out[k] = Re(y[t] conj(g(t))), g = ``_model_gains``, t = times[k]: the header's
+    soft bits."""
+    g = np.empty(times.size, dtype=np.complex64)
+    _model_gains(times, h, freq, t_ref, g)
+    for k in range(times.size):
         v = y[times[k]]
-        out[k] = np.float32(float(v.real) * float(g.real) + float(v.imag) * float(g.imag))
+        out[k] = np.float32(float(v.real) * float(g[k].real) + float(v.imag) * float(g[k].imag))
 
 
 def _first_above(values, bar):
@@ -784,21 +776,15 @@ def _drift_probe(flat, bases, rows, table, count, step, y, los, out):
 
 def _pilot_residual_phase(y, known, t, h, freq, t_ref, window, phase):
     """``estimation.pilot_phase`` in one call: the pilots' residual phasors after
-    the linear model, z = y conj(known) / (h exp(2j pi freq (t - t_ref))) (the
-    model's gain rounded to complex64, as ``ChannelEstimate.gain``), then
+    the linear model, z = y conj(known) / g (g = ``_model_gains``), then
     ``smoothed_phase``."""
     n = t.size
+    g = np.empty(n, dtype=np.complex64)
+    _model_gains(t, h, freq, t_ref, g)
     z = np.empty(n, dtype=np.complex128)
-    tf = np.empty(n)
     for k in range(n):
-        tf[k] = t[k]
-    _unit_phasors(tf, -freq, z)  # exp(2j pi freq t)
-    a = -2.0 * np.pi * freq * t_ref
-    shift = complex(np.cos(a), np.sin(a))
-    for k in range(n):
-        g = np.complex64(h * (z[k] * shift))
         v = known[k]
-        z[k] = complex(y[k]) * complex(v.real, -v.imag) / complex(g)
+        z[k] = complex(y[k]) * complex(v.real, -v.imag) / complex(g[k])
     smoothed_phase(z, window, phase)
 
 
