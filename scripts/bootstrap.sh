@@ -60,3 +60,16 @@ import numpy
 from gnuradio import gr  # noqa: F401  (fails loudly if numpy was upgraded)
 assert numpy.__version__.startswith("1."), numpy.__version__
 PYCHECK
+
+# The receivers' numba kernels compile once (about 40 s on a 2-core VM) into numba's cache
+# beside their sources; done here, so that the first run of the main job or of a live
+# flowgraph does not stall on it. Again whenever the kernels' sources change.
+kernels_stamp="$VENV/.diffjscc-kernels"
+kernels=$(cat python/diffjscc/radio/_numba.py python/diffjscc/radio/_fast.py \
+    python/diffjscc/radio/_fast_ofdm.py "$stamp" | sha1sum | cut -d' ' -f1)
+if [ "${DIFFJSCC_NUMBA:-1}" != 0 ] && { [ ! -f "$kernels_stamp" ] \
+    || [ "$(cat "$kernels_stamp")" != "$kernels" ]; }; then
+    echo "[bootstrap] compiling the receivers' kernels (numba, once)"
+    "$PY" -c "from diffjscc.radio import _fast, _fast_ofdm; _fast.load(); _fast_ofdm.load()" \
+        && echo "$kernels" >"$kernels_stamp"
+fi
