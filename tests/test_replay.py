@@ -348,3 +348,22 @@ def test_replay_flowgraph_decodes_a_recording_with_the_meta_settings(tmp_path):
     (result,) = tb.diffjscc_image_sink_0.results()
     assert not result["partial"] and Path(result["path"]).is_file()
     assert result["snr_db"] == pytest.approx(rec.annotations[0].snr_db, abs=0.05)
+
+
+def test_replay_takes_out_a_dc_offset_as_the_receiver_block_does(capsys, tmp_path, rng):
+    """A recording with a front end's DC offset 3 dB below the signal: replay subtracts the
+    stream's running mean first (as jscc_receiver's dc_removal), so the frames keep their SNR;
+    ``--no-dc-removal`` shows the offset as lost SNR."""
+    cfg = FrameConfig(max_payload_symbols=40)
+    x = _samples(cfg, rng, snr_db=15.0)
+    lead = np.zeros(70000, np.complex64)  # the running mean settles on the offset first
+    x = np.concatenate([lead, x]) + np.complex64(0.3 + 0.3j)
+    _record(tmp_path / "dc", x.astype(np.complex64), cfg, annotate=False)
+    status, lines, _ = _replay(capsys, tmp_path / "dc", "--no-decode")
+    assert status == 0
+    images = [line for line in lines if "image_id" in line]
+    assert len(images) == 1 and not images[0]["partial"]
+    assert images[0]["snr_db"] > 12.0
+    status, lines, _ = _replay(capsys, tmp_path / "dc", "--no-decode", "--no-dc-removal")
+    worse = [line for line in lines if "image_id" in line]
+    assert not worse or worse[0]["snr_db"] < images[0]["snr_db"] - 3.0

@@ -85,6 +85,12 @@ def setup_args() -> argparse.ArgumentParser:
         help="seconds an image waits for missing frames (default 2)",
     )
     p.add_argument("--no-decode", action="store_true", help="receive and assemble only")
+    p.add_argument(
+        "--no-dc-removal",
+        action="store_true",
+        help="do not subtract the stream's running mean first (the receiver block's "
+        "dc_removal, on by default there and here)",
+    )
     p.add_argument("--quiet", action="store_true", help="print the summary line only")
     return p
 
@@ -183,10 +189,13 @@ def main(argv: list[str] | None = None) -> int:
         raise DiffJSCCError(f"--out {out}: exists and is not a folder")
 
     from diffjscc.radio import ImageAssembler
+    from diffjscc.radio.frontend import DcRemover
 
     stream_clock = [0.0]  # seconds of recording received so far
     clock = time.monotonic if args.realtime else (lambda: stream_clock[0])
     rx = waveform.make_receiver()
+    # As the GNU Radio receiver block does: a front end's DC offset taken out first.
+    dc = None if args.no_dc_removal else DcRemover()
     asm = ImageAssembler(timeout_s=args.assembly_timeout, clock=clock)
     decoder = _make_decoder(args)
     originals: dict[int, np.ndarray | None] = {}
@@ -245,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
                 lag = wall_start + stream_clock[0] / args.speed - time.monotonic()
                 if lag > 0:
                     time.sleep(lag)
-            take(rx.feed(chunk), clock())
+            take(rx.feed(chunk if dc is None else dc.process(chunk)), clock())
         take(rx.flush(), clock())
         for image in asm.flush():
             handle(image)
