@@ -114,7 +114,9 @@ def equalise_frame(
         if 2 * window <= pilot_times.size:
             knots = pilot_times.astype(np.float64)
             phase = pilot_phase(y[pilot_times], pilot_values, pilot_times, est, window)
-    if _fast.AVAILABLE and y.dtype == np.complex64:
+    # A zero or non-finite gain (degenerate samples) takes the numpy path, whose inf/NaN
+    # symbols the receiver counts as estimate_failed; the compiled division would raise.
+    if _fast.AVAILABLE and y.dtype == np.complex64 and 0 < abs(est.h) < math.inf:
         out = np.empty(k.payload_times.size, dtype=np.complex64)
         _fast.equalise_payload(y, k.payload_times, est.h, est.freq, est.t_ref, knots, phase, out)
         return out, est

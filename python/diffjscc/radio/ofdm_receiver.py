@@ -460,6 +460,14 @@ def clear_caches() -> None:
         cached.cache_clear()
 
 
+# A chunk whose peak leaves 2 ** +-_LEVEL_RANGE (in the buffer's units) rescales the buffer.
+_LEVEL_RANGE = 10
+
+
+class DegenerateEstimate(ArithmeticError):
+    """A burst's channel estimate is not finite (overflowing or degenerate samples)."""
+
+
 def _rho_db10(rho: float) -> float:
     # At least -40 dB: a narrow delay prior leaves the pilot correlations nearly
     # singular, and a smaller load would amplify what noise there is without bound.
@@ -549,6 +557,10 @@ def estimate_channel_grid(y: np.ndarray, cfg: OfdmConfig, known=None) -> Channel
         return max(mean_square - _mean(nu), 0.1 * mean_square, 1e-12)
 
     power = channel_power(hs, nu)
+    if not (math.isfinite(power) and math.isfinite(_mean(nu)) and math.isfinite(noise_var)):
+        # Samples so large that their products overflow float32 (or garbage that
+        # sums to it): no estimate, the burst is dropped and counted.
+        raise DegenerateEstimate("channel estimate not finite")
     delays, key_delays, delay_array = _delay_prior(cfg, hs, _mean(nu), have)
     if known is not None:
         prior = (key_delays, delay_array)
@@ -982,6 +994,8 @@ class OfdmReceiver:
         _fast.load()  # the header's Viterbi decoder (numpy without numba)
         _fast_ofdm.load()  # the sync metric
         self.stats = {k: 0 for k in RECEIVER_STAT_KEYS}
+        self.stats["estimate_failed"] = 0
+        self.stats["rescaled"] = 0
         self.stats["header_crc_fail"] = 0
         self.reset()
 
@@ -994,8 +1008,32 @@ class OfdmReceiver:
         self._pending: _Candidate | None = None
         self._unprocessed = 0
         self._after_frame = False  # the search resumes right after a decoded frame
+        self._scale = 1.0  # power of two the buffered samples carry (_level)
 
     # -- input ------------------------------------------------------------------------
+
+    def _level(self, x: np.ndarray) -> np.ndarray:
+        """The chunk in the buffer's units: samples are kept (scaled by a power of two)
+        with their peak within 2 ** +-_LEVEL_RANGE, where float32 products neither
+        overflow nor fall under the estimator's absolute floors (its noise variance of at
+        least 1e-12); the buffer follows when the level moves out of that range. The
+        frames' h and noise_var are given back in the input's units."""
+        if self.genie is not None:  # the genie's noise is in the input's units
+            return x
+        parts = x.view(np.float32)
+        peak = max(float(parts.max()), -float(parts.min()))
+        if peak > 0 and not (2.0**-_LEVEL_RANGE <= peak * self._scale <= 2.0**_LEVEL_RANGE):
+            scale = 2.0 ** -math.floor(math.log2(peak))
+            factor = scale / self._scale
+            if factor <= 2.0**40:
+                self._buf *= np.float32(factor)
+            else:
+                # Buffered samples far louder than these would overflow float32 products
+                # once scaled up: they are silence at the new level.
+                self._buf[:] = 0
+            self._scale = scale
+            self.stats["rescaled"] += 1
+        return x * np.float32(self._scale) if self._scale != 1.0 else x
 
     def feed(self, samples) -> list[ReceivedFrame]:
         try:
@@ -1010,6 +1048,7 @@ class OfdmReceiver:
         if bad.any():
             self.stats["nonfinite_samples"] += int(np.count_nonzero(bad))
             x = np.where(bad, 0, x).astype(np.complex64)
+        x = self._level(x)
         self._buf = np.concatenate([self._buf, x]) if self._buf.size else x.copy()
         self._end += x.size
         self._unprocessed += x.size
@@ -1050,6 +1089,12 @@ class OfdmReceiver:
         for _ in range(10000):  # bounded: each step consumes samples or waits
             try:
                 progressed, frame = self._step()
+            except DegenerateEstimate:
+                self.stats["estimate_failed"] += 1
+                start = self._pending.start if self._pending else self._search
+                self._pending = None
+                self._search = max(self._search, start + SYNC_LENGTH)
+                progressed, frame = True, None
             except Exception:  # noqa: BLE001 - a serving loop must not die
                 log.exception("OFDM receiver: internal error, burst dropped")
                 self.stats["internal_errors"] += 1
@@ -1058,6 +1103,9 @@ class OfdmReceiver:
                 self._search = max(self._search, start + SYNC_LENGTH)
                 progressed, frame = True, None
             if frame is not None:
+                if self._scale != 1.0:
+                    frame.h = complex(frame.h) / self._scale
+                    frame.noise_var = float(frame.noise_var) / self._scale**2
                 frames.append(frame)
             if not progressed:
                 break
