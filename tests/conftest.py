@@ -25,6 +25,27 @@ def image_path(tmp_path):
     return path
 
 
+@pytest.fixture(scope="module")
+def loopback():
+    """examples/loopback.py, the main job, as a module (with the GNU Radio module of this
+    checkout importable as gnuradio.diffjscc)."""
+    import importlib.util
+    from pathlib import Path
+
+    import gnuradio
+
+    root = Path(__file__).resolve().parents[1]
+    source = str(root / "gr-diffjscc" / "python")
+    if source not in gnuradio.__path__:
+        gnuradio.__path__.insert(0, source)
+    spec = importlib.util.spec_from_file_location(
+        "loopback_example", root / "examples" / "loopback.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture
 def natural_image():
     """A 512x512 photograph that ships with scikit-image (no data folder needed)."""

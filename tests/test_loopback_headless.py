@@ -31,20 +31,6 @@ if str(MODULE_SOURCE) not in gnuradio.__path__:
 from gnuradio.diffjscc._fakes import BlockMeanCodec  # noqa: E402
 
 
-def _load_example():
-    spec = importlib.util.spec_from_file_location(
-        "loopback_example", ROOT / "examples" / "loopback.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def loopback():
-    return _load_example()
-
-
 def _psnr(a, b):
     err = np.mean((a.astype(float) - b.astype(float)) ** 2)
     return 10 * np.log10(255**2 / err)

@@ -9,7 +9,6 @@ delivers nothing, and says so in its counters.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -150,17 +149,7 @@ def test_block_settings_that_do_not_fit_are_one_line_errors(image_path):
     assert jscc_receiver(waveform="sc", fft_size=512).waveform.name == "sc"
 
 
-def _load_loopback():
-    spec = importlib.util.spec_from_file_location(
-        "loopback_layout", ROOT / "examples" / "loopback.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_loopback_with_the_mobile_layout(image_path, tmp_path):
-    loopback = _load_loopback()
+def test_loopback_with_the_mobile_layout(loopback, image_path, tmp_path):
     common = ["--image", str(image_path), "--output", str(tmp_path / "out"), "--quiet"]
     args = loopback.setup_args().parse_args(
         [*common, "--seed", "2", "--snr", "10", "--waveform", "ofdm", "--fft-size", "512"]
@@ -184,8 +173,9 @@ def test_loopback_with_the_mobile_layout(image_path, tmp_path):
         (["--waveform", "ofdm", "--cp-length", "0"], "--cp-length"),
     ],
 )
-def test_loopback_refuses_a_layout_that_does_not_fit(tmp_path, image_path, capsys, extra, said):
-    loopback = _load_loopback()
+def test_loopback_refuses_a_layout_that_does_not_fit(
+    loopback, tmp_path, image_path, capsys, extra, said
+):
     argv = ["--image", str(image_path), "--output", str(tmp_path / "o"), "--quiet", "--no-worker"]
     try:
         status = loopback.main([*argv, *extra])

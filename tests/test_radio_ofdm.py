@@ -323,24 +323,11 @@ def test_gnuradio_fading_and_impairment_blocks():
         gnuradio_channel("epa", taps=[1.0], doppler=1e-4)
 
 
-def test_loopback_example_with_ofdm_over_epa(tmp_path):
+def test_loopback_example_with_ofdm_over_epa(loopback, tmp_path):
     """examples/loopback.py --waveform ofdm --channel epa, with the stand-in codec."""
-    import importlib.util
-
-    import gnuradio
-
-    root = Path(__file__).resolve().parents[1]
-    module = str(root / "gr-diffjscc" / "python")
-    if module not in gnuradio.__path__:
-        gnuradio.__path__.insert(0, module)
     from gnuradio.diffjscc._fakes import BlockMeanCodec
     from PIL import Image
 
-    spec = importlib.util.spec_from_file_location(
-        "loopback_ofdm", root / "examples" / "loopback.py"
-    )
-    loopback = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(loopback)
     path = tmp_path / "img.png"
     yy, xx = np.mgrid[0:96, 0:160]
     Image.fromarray(np.stack([xx, yy * 2, 255 - xx], 2).astype(np.uint8)).save(path)
