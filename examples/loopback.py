@@ -312,6 +312,7 @@ class Loopback(gr.top_block):
         from diffjscc.radio.channel_presets import (
             band_gain,
             draw_taps,
+            front_end,
             gnuradio_channel,
             parse_taps,
             signal_spectrum,
@@ -369,9 +370,7 @@ class Loopback(gr.top_block):
         )
         # A receiver's front end after the channel: channels.impairments (phase noise,
         # IQ imbalance, DC offset), only what was asked for (gnuradio_channel).
-        front_end = (
-            gnuradio_channel("awgn", impairments=args.impairments)[1:] if args.impairments else []
-        )
+        impairments = front_end(args.impairments)
         # The same layout at both ends: the frame header does not carry it.
         self.receiver = diffjscc.jscc_receiver(
             sps=args.sps,
@@ -390,7 +389,7 @@ class Loopback(gr.top_block):
             drain_timeout_s=args.timeout,
             decode_timeout_s=args.timeout,
         )
-        self.connect(*stages, self.channel, *front_end, self.receiver)
+        self.connect(*stages, self.channel, *impairments, self.receiver)
         self.msg_connect(self.receiver, "pdus", self.sink, "pdus")
         # No tx_info -> sink: in a run that ends by itself GNU Radio would end the sink when
         # the source ends, before the last frames arrive. PSNR is computed here instead.

@@ -319,8 +319,17 @@ def gnuradio_channel(
             block_tags=False,
         )
     )
-    if impairments:
-        # channels.impairments always adds phase noise: its phase_noise_mag of 0 is 0 dB
-        # (about 4 degrees rms), not off. Only the impairments asked for are applied.
-        blocks.append(channels.impairments(**{"phase_noise_mag": NO_PHASE_NOISE, **impairments}))
-    return blocks
+    return blocks + front_end(impairments)
+
+
+def front_end(impairments: dict | None) -> list:
+    """A receiver front end's impairments as GNU Radio blocks: ``channels.impairments``
+    with the keyword arguments given (phase_noise_mag, magbal, phasebal, i_ofs, q_ofs,
+    ...), or no block when there are none."""
+    if not impairments:
+        return []
+    from gnuradio import channels
+
+    # channels.impairments always adds phase noise: its phase_noise_mag of 0 is 0 dB
+    # (about 4 degrees rms), not off. Only the impairments asked for are applied.
+    return [channels.impairments(**{"phase_noise_mag": NO_PHASE_NOISE, **impairments})]
