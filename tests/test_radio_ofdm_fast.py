@@ -286,13 +286,13 @@ from diffjscc.radio.ofdm import OfdmConfig
 from diffjscc.radio.ofdm_receiver import OfdmReceiver, OfdmTuning
 
 assert _fast_ofdm.load()
-before = {k: len(v.signatures) for k, v in _fast_ofdm._kernels.items()}
+before = {k: len(v.signatures) for k, v in _fast_ofdm.compiled().items()}
 x, _ = _stream(seed=4, snr_db=6.0)
 for tuning in (OfdmTuning(), OfdmTuning(equaliser="zf")):
     rx = OfdmReceiver(OfdmConfig(), tuning)
     frames = [f for i in range(0, x.size, 5000) for f in rx.feed(x[i : i + 5000])]
     assert len(frames + rx.flush()) == 3
-after = {k: len(v.signatures) for k, v in _fast_ofdm._kernels.items()}
+after = {k: len(v.signatures) for k, v in _fast_ofdm.compiled().items()}
 print({k: after[k] - before[k] for k in after if after[k] != before[k]})
 """
 

@@ -173,30 +173,6 @@ def _local_linear(
     return _fast_ofdm.local_linear(t_obs, m, half, fit, weight)
 
 
-def _select_smoother(groups: list[np.ndarray], m: int, stagger: int, noise_var: float):
-    """The candidate with the smallest leave-one-out prediction error over every row's
-    pilots (``groups[r]``: [n_r, pilots] least-squares estimates of row r), and the
-    part of that error the noise does not explain: the channel's own change that the
-    smoother cannot follow (Doppler), counted as estimation error. Returns the name,
-    the row's [m, n_r] matrices and that excess."""
-    cands = [time_smoothers(m, stagger, r) for r in range(len(groups))]
-    if len(cands[0]) == 1:
-        return cands[0][0][0], [c[0][1] for c in cands], 0.0
-    parts = [_loo_parts(m, stagger, r) for r in range(len(groups))]
-    best, best_score, best_excess = 0, math.inf, 0.0
-    size = sum(g.size for g in groups)
-    totals = sum(_fast_ofdm.loo_totals(parts[r][0], parts[r][1], g) for r, g in enumerate(groups))
-    for k in range(len(cands[0])):
-        total = float(totals[k])
-        expected = sum(parts[r][2][k] * g.shape[1] for r, g in enumerate(groups))
-        score = total / size
-        if score < best_score:
-            # Less twice the score's own scatter, so that noise alone adds nothing.
-            excess = score - noise_var * expected / size * (1.0 + 2.0 / math.sqrt(size))
-            best, best_score, best_excess = k, score, max(0.0, excess)
-    return cands[0][best][0], [c[best][1] for c in cands], best_excess
-
-
 @functools.lru_cache(maxsize=256)
 def _loo_parts(m: int, stagger: int, row: int) -> tuple:
     """For the candidates of ``time_smoothers(m, stagger, row)``: their rows at the
@@ -499,6 +475,59 @@ def _own_columns(cfg: OfdmConfig, m: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
+def _pilot_plan(cfg: OfdmConfig, m: int) -> tuple:
+    """What the pilot stage of a frame of m symbols needs that depends on the layout and
+    m alone (``_fast_ofdm.pilot_stage``'s plan: guard bins, the pilots' flat indices and
+    values, the stagger, every row's candidate time smoothers and their leave-one-out
+    parts, padded to the longest row, the rows' observation counts, each row's pilots'
+    positions in the comb, the comb's inverse DFT), and the candidates' names, the
+    comb, those positions."""
+    lay = cfg.layout
+    k = cfg.pilot_stagger
+    have = min(m, k)
+    cands = [time_smoothers(m, k, r) for r in range(have)]
+    counts = np.asarray([len(range(r, m, k)) for r in range(have)], dtype=np.int64)
+    width, size = len(cands[0]), int(counts.max())
+    smoothers = np.zeros((have, width, m, size))
+    loo_rows = np.zeros((have, width, size, size))
+    loo_keep = np.ones((have, width, size))
+    loo_noise = np.zeros((have, width))
+    for r in range(have):
+        n = int(counts[r])
+        for c, (_, s) in enumerate(cands[r]):
+            smoothers[r, c, :, :n] = s
+        if width > 1:
+            rows, keeps, noise = _loo_parts(m, k, r)
+            loo_rows[r, :, :n, :n] = rows
+            loo_keep[r, :, :n] = keeps
+            loo_noise[r] = noise
+    comb = _pilot_comb(cfg, have)
+    position = np.ascontiguousarray(np.searchsorted(comb, lay.pilot_freqs[:have]), np.int64)
+    q = comb.size
+    dft = np.exp(2j * np.pi * np.outer(np.arange(q), np.arange(q)) / q) / q
+    xp = np.ascontiguousarray(pilot_values(m, cfg), dtype=np.complex64)
+    noise_bins = np.ascontiguousarray(lay.noise, dtype=np.int64)
+    flat = np.ascontiguousarray(_flat_index(cfg, m, "pilots"), dtype=np.int64)
+    arrays = (noise_bins, flat, xp, smoothers, loo_rows, loo_keep, loo_noise, counts, position)
+    for a in (*arrays, dft, comb):
+        a.flags.writeable = False
+    plan = (
+        noise_bins,
+        flat,
+        xp,
+        k,
+        smoothers,
+        loo_rows,
+        loo_keep,
+        loo_noise,
+        counts,
+        position,
+        dft,
+    )
+    return plan, tuple(name for name, _ in cands[0]), comb, position
+
+
+@functools.lru_cache(maxsize=64)
 def _data_in_used(cfg: OfdmConfig, m: int) -> np.ndarray:
     """[m, data]: each symbol's data subcarriers as positions among the used ones."""
     out = np.ascontiguousarray(cfg.layout.data_in_used[cfg.layout.rows(m)], dtype=np.int64)
@@ -524,44 +553,43 @@ def estimate_channel_grid(y: np.ndarray, cfg: OfdmConfig, known=None) -> Channel
     lay = cfg.layout
     m = y.shape[0]
     k = cfg.pilot_stagger
-    xp = pilot_values(m, cfg)
-    noise_var, hp = _fast_ofdm.frame_pilots(y, lay.noise, _flat_index(cfg, m, "pilots"), xp)
-    step = _residual_step(hp, k)
-    cfo_res = step / (2.0 * math.pi * cfg.symbol_length)
-    if step:
-        _fast_ofdm.rotate(y, hp, step)
+    plan, names, comb, position = _pilot_plan(cfg, m)
+    xp = plan[2]
     have = min(m, k)  # layout rows this frame has (a one-symbol frame: the first only)
-    groups = [hp[r::k] for r in range(have)]
-    name, smoothers, drift = _select_smoother(groups, m, k, noise_var)
-    comb = _pilot_comb(cfg, have)
-    position = np.searchsorted(comb, lay.pilot_freqs[:have])
+    hp = np.empty((m, cfg.pilots_per_symbol), dtype=np.complex128)
+    hs = np.empty((m, comb.size), dtype=np.complex128)
+    nu = np.empty(m)
+    self_weight = np.zeros(m)
+    # Pilots, residual phase, the time smoother's choice, smoothing, power and the delay
+    # profile: one compiled call (the steps' numpy twins where numba is not).
+    noise_var, step, best, drift, power, nu_mean, keep = _fast_ofdm.pilot_stage(
+        y, plan, hp, hs, nu, self_weight
+    )
+    cfo_res = step / (2.0 * math.pi * cfg.symbol_length)
+    name = names[best]
 
     def smooth(obs):
         """obs[r]: (times, values [n, pilots], variances [n]) -> hs [m, comb], nu [m]."""
         hs = np.empty((m, comb.size), dtype=np.complex128)
         nu = np.zeros(m)
         for r, (times, values, var) in enumerate(obs):
-            if var is None:
-                s, var = smoothers[r], np.full(len(times), noise_var)
-            else:
-                s = _local_linear(times, m, *_shape(name, k), weight=1.0 / var)
+            s = _local_linear(times, m, *_shape(name, k), weight=1.0 / var)
             _fast_ofdm.smooth_row(s, values, var, times, position[r], hs, nu, self_weight)
         return hs, nu / have
-
-    self_weight = np.zeros(m)
-
-    hs, nu = smooth([(np.arange(r, m, k), groups[r], None) for r in range(have)])
 
     def channel_power(hs, nu):
         mean_square = _fast_ofdm.mean_power(hs)
         return max(mean_square - _mean(nu), 0.1 * mean_square, 1e-12)
 
-    power = channel_power(hs, nu)
-    if not (math.isfinite(power) and math.isfinite(_mean(nu)) and math.isfinite(noise_var)):
+    if not (math.isfinite(power) and math.isfinite(nu_mean) and math.isfinite(noise_var)):
         # Samples so large that their products overflow float32 (or garbage that
         # sums to it): no estimate, the burst is dropped and counted.
         raise DegenerateEstimate("channel estimate not finite")
-    delays, key_delays, delay_array = _delay_prior(cfg, hs, _mean(nu), have)
+    if not keep.any() or nu_mean <= 0:
+        delays, key_delays, delay_array = _whole_prefix(cfg.cp_length)
+    else:
+        span = cfg.fft_size * have / cfg.pilot_spacing
+        delays, key_delays, delay_array = _prior_delays(keep.tobytes(), span)
     if known is not None:
         prior = (key_delays, delay_array)
         dense = _known_estimates(y, cfg, known, xp, prior, noise_var / power, have)
