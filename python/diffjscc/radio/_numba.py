@@ -30,12 +30,16 @@ FASTMATH = frozenset({"reassoc", "contract"})
 
 @dataclass(frozen=True)
 class Kernel:
-    """One kernel: the key it is stored under, its Python source function, and
-    whether it may be compiled with ``FASTMATH`` (not where exact IEEE order matters)."""
+    """One kernel: the key it is stored under, its Python source function,
+    whether it may be compiled with ``FASTMATH`` (not where exact IEEE order
+    matters), and numba's ``error_model``: "python" raises ZeroDivisionError,
+    testing every divisor, which keeps a loop with a division from vectorising;
+    "numpy" (inf or NaN instead) where every divisor is known to be nonzero."""
 
     name: str
     python: Callable
     fastmath: bool = True
+    error_model: str = "python"
 
 
 class KernelLoader:
@@ -78,7 +82,9 @@ class KernelLoader:
 
                 for kernel in self.kernels:
                     flags = set(FASTMATH) if kernel.fastmath else False
-                    jit = numba.njit(cache=True, nogil=True, fastmath=flags)
+                    jit = numba.njit(
+                        cache=True, nogil=True, fastmath=flags, error_model=kernel.error_model
+                    )
                     self.store[kernel.name] = jit(kernel.python)
                 self.warm_up()
             except Exception as exc:  # ImportError, or a numba that cannot compile here
