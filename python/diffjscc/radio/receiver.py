@@ -69,6 +69,7 @@ from diffjscc.radio.pulse import (
     matched_filter,
     rx_taps_table,
     shape,
+    tx_taps,
 )
 from diffjscc.radio.pulse import _windows as pulse_windows
 from diffjscc.radio.sequences import (
@@ -254,6 +255,17 @@ class _Tables:
     template_fft: np.ndarray  # of the reversed, conjugated template, _corr_fft points
     segment_period: int  # samples between preamble segments
     preamble_samples: int
+    # The template's factors, for the compiled correlation: the transmit pulse
+    # (real, symmetric) and the conjugated segment symbols' parts.
+    pulse: np.ndarray
+    segment_re: np.ndarray
+    segment_im: np.ndarray
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a = np.ascontiguousarray(a)
+    a.flags.writeable = False
+    return a
 
 
 class BurstReceiver:
@@ -270,6 +282,9 @@ class BurstReceiver:
             template_fft=scipy.fft.fft(np.conj(template[::-1]), self._corr_fft(template.size)),
             segment_period=SEGMENT_LENGTH * cfg.sps,
             preamble_samples=PREAMBLE_LENGTH * cfg.sps,
+            pulse=_readonly(tx_taps(cfg).astype(np.float32)),
+            segment_re=_readonly(np.conj(preamble_segment()).real.astype(np.float32)),
+            segment_im=_readonly(np.conj(preamble_segment()).imag.astype(np.float32)),
         )
         # Samples needed after a lag to compute its metric.
         self._metric_reach = max(
@@ -445,7 +460,6 @@ class BurstReceiver:
         hi = new_end - self._buf_start
         D = t.segment_period
         seg = self._buf[lo : hi - 1 + self._metric_reach]
-        corr = self._correlate(seg)  # corr[n] at lag lo + n
         n = hi - lo
         reach = self._metric_reach
         if _fast.AVAILABLE:
@@ -454,13 +468,26 @@ class BurstReceiver:
             flat = np.ascontiguousarray(seg).view(np.float32)
             metric = np.empty(n, dtype=np.float32)
             top, low = _fast.detection(
-                corr, flat, n, D, self._signs, reach, self._metric_scale, dsum, energy, metric
+                flat,
+                n,
+                D,
+                self._signs,
+                reach,
+                self._metric_scale,
+                t.pulse,
+                t.segment_re,
+                t.segment_im,
+                self.cfg.sps,
+                dsum,
+                energy,
+                metric,
             )
             if not 1e-7 * top > low:  # no floor needed (see _normalise_metric)
                 self._metric_store.append(metric)
                 self._dsum_store.append(dsum)
                 return
         else:
+            corr = self._correlate(seg)  # corr[n] at lag lo + n
             dsum, energy = self._detection_sums(seg, corr, n)
         self._normalise_metric(dsum, energy)
 
