@@ -126,6 +126,50 @@ def sync_metric(corr, x, count, period, signs, lags, norm):
     return metric, summed, single
 
 
+def _correlate(x, block, out):
+    # out[n] = sum_i conj(block[i]) x[n + i]: tap by tap over contiguous real and
+    # imaginary parts (vectorised along n), summed in float64.
+    count = out.size
+    taps = block.size
+    xr = np.empty(count + taps - 1)
+    xi = np.empty(count + taps - 1)
+    for n in range(count + taps - 1):
+        xr[n] = x[n].real
+        xi[n] = x[n].imag
+    cr = np.zeros(count)
+    ci = np.zeros(count)
+    for i in range(taps):
+        br = block[i].real
+        bi = block[i].imag
+        for n in range(count):
+            a = xr[n + i]
+            b = xi[n + i]
+            cr[n] += br * a + bi * b
+            ci[n] += br * b - bi * a
+    for n in range(count):
+        out[n] = complex(cr[n], ci[n])
+
+
+def _sync_direct(x, block, count, period, signs, lags, norm, metric, summed, single):
+    corr = np.empty(count + lags + signs.size * period, dtype=np.complex64)
+    _correlate(x, block, corr)
+    _sync_metric(corr, x, count, period, signs, lags, norm, metric, summed, single)
+
+
+def sync_search(x, block, count, period, signs, lags, norm):
+    """``sync_metric`` with the correlations with the sync block ``block`` made here,
+    directly (32 taps: cheaper than the overlap-save FFTs, whose two 2,048-point
+    transforms cost 30-50 us for a short search window). Compiled only: the receiver's
+    numpy path correlates by FFT and calls ``sync_metric``."""
+    metric = np.empty(count)
+    summed = np.empty(count, dtype=np.complex128)
+    single = np.empty(count + lags)
+    _sync_direct(
+        x, block, int(count), int(period), signs, int(lags), float(norm), metric, summed, single
+    )
+    return metric, summed, single
+
+
 def local_linear_numpy(t_obs, m, half, fit=True, weight=None):
     """The time smoother's weights (``ofdm_receiver._local_linear``), in numpy."""
     t_obs = np.asarray(t_obs, dtype=np.float64)
@@ -507,6 +551,33 @@ def _phasor_rows(bins, at, twiddle, er, ei):
                 idx = (f * at[d]) % n
             er[d, k] = twiddle[idx].real
             ei[d, k] = twiddle[idx].imag
+
+
+def phasor_rows(bins, at, twiddle):
+    """E[d, k] = twiddle[bins_k at_d mod N] as its real and imaginary parts, [delays,
+    bins] each (``interpolate_phasors``'s form). Compiled only."""
+    return _phasors(bins, at, twiddle)
+
+
+def interpolate_phasors(hs, x, er, ei, pick, mse, scale, power, half_drift):
+    """``interpolate_delays`` with its phasors made beforehand (``phasor_rows``: cached
+    per delay prior by the receiver). Compiled only; ``interpolate_delays`` is the twin."""
+    h = np.empty(pick.shape, dtype=np.complex128)
+    err = np.empty(pick.shape)
+    _interpolate_delays(
+        np.ascontiguousarray(hs, dtype=np.complex128),
+        np.ascontiguousarray(x, dtype=np.complex128),
+        er,
+        ei,
+        np.ascontiguousarray(pick, dtype=np.int64),
+        np.ascontiguousarray(mse, dtype=np.float64),
+        np.ascontiguousarray(scale, dtype=np.float64),
+        float(power),
+        float(half_drift),
+        h,
+        err,
+    )
+    return h, err
 
 
 def _phasors(bins, at, twiddle):
@@ -1292,6 +1363,7 @@ def _warm_up() -> None:
     _phasor_rows(_ro(at), _ro(at), ro_tw, er, ei)
     _phasor_rows(at, at, ro_tw, er, ei)
     _interpolate_delays(c, ro_w, er, ei, ro_pick, ro_mse, np.ones(2), 1.0, 0.0, h, err)
+    _interpolate_delays(c, ro_w, _ro(er), _ro(ei), ro_pick, ro_mse, np.ones(2), 1.0, 0.0, h, err)
     ro_slots = _ro(slots)
     _slot_means(c, c, np.ones((2, 3)), ro_slots)
     for mmse in (True, False):
@@ -1311,6 +1383,8 @@ def _warm_up() -> None:
     ro_pilots = _ro(np.ones((2, 1), np.complex64))[0]
     _known_comb(c, 0, idx, ro_pilots, c[0], idx, idx, *known_args)
     _warm_up_stage()
+    out = (np.empty(4), np.empty(4, np.complex128), np.empty(6))
+    _sync_direct(x, _ro(np.ones(4, np.complex128)), 4, 4, _ro(np.ones(3)), 2, 1.0, *out)
 
 
 def _warm_up_stage() -> None:
@@ -1346,6 +1420,8 @@ _loader = KernelLoader(
     "OFDM kernels",
     (
         Kernel("_sync_metric", _sync_metric),
+        Kernel("_correlate", _correlate),
+        Kernel("_sync_direct", _sync_direct),
         Kernel("_product_bt", _product_bt),
         Kernel("_local_linear", _local_linear, fastmath=False),
         Kernel("_residual_step", _residual_step, fastmath=False),

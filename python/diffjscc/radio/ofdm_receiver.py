@@ -352,6 +352,19 @@ def _comb_basis(cfg: OfdmConfig, rows: int, delays: tuple) -> tuple:
     return out
 
 
+@functools.lru_cache(maxsize=32)
+def _used_phasors(cfg: OfdmConfig, rows: int, delays: tuple) -> tuple:
+    """The phasors E_t [delays, used] (real and imaginary parts apart) of the comb
+    interpolator's delay form for a delay prior (``_comb_interpolator``): the same for
+    every frame and noise level with that prior (15-30 us a frame to make; 140-470 kB
+    an entry, hence the small cache)."""
+    at = _comb_basis(cfg, rows, delays)[0]
+    er, ei = _fast_ofdm.phasor_rows(_used_bins(cfg), at, _twiddles(cfg.fft_size))
+    er.flags.writeable = False
+    ei.flags.writeable = False
+    return er, ei
+
+
 @functools.lru_cache(maxsize=16)
 def _used_bins(cfg: OfdmConfig) -> np.ndarray:
     out = np.ascontiguousarray(cfg.layout.used_freqs % cfg.fft_size, dtype=np.int64)
@@ -425,6 +438,7 @@ def clear_caches() -> None:
     fill; each new delay prior or noise level costs a solve)."""
     for cached in (
         _prior_delays,
+        _used_phasors,
         _wiener_cached,
         _comb_interpolator,
         _comb_basis,
@@ -662,10 +676,16 @@ def estimate_channel_grid(y: np.ndarray, cfg: OfdmConfig, known=None) -> Channel
     if at is None:
         h, err = _fast_ofdm.interpolate(hs, w, pick, mse, scale, power, 0.5 * drift)
     else:
-        twiddle = _twiddles(cfg.fft_size)
-        h, err = _fast_ofdm.interpolate_delays(
-            hs, w, at, _used_bins(cfg), pick, twiddle, mse, scale, power, 0.5 * drift
-        )
+        if _fast_ofdm.AVAILABLE:
+            er, ei = _used_phasors(cfg, have, key_delays)
+            h, err = _fast_ofdm.interpolate_phasors(
+                hs, w, er, ei, pick, mse, scale, power, 0.5 * drift
+            )
+        else:
+            twiddle = _twiddles(cfg.fft_size)
+            h, err = _fast_ofdm.interpolate_delays(
+                hs, w, at, _used_bins(cfg), pick, twiddle, mse, scale, power, 0.5 * drift
+            )
     if known is not None and m > k:
         # Where the smoother leans on the known symbols' estimates, the pilots' own
         # residuals show what it misses of a changing channel, symbol by symbol (the
@@ -999,6 +1019,11 @@ class OfdmReceiver:
             )
         block = sync_block(cfg.fft_size, cfg.used_carriers).astype(np.complex128)
         self._block = block
+        # Read-only, as the kernels were compiled for (numba types them apart).
+        self._sync_block = np.array(block, dtype=np.complex128)
+        self._signs = np.array(_SIGNS)
+        self._sync_block.flags.writeable = False
+        self._signs.flags.writeable = False
         self._cover = np.asarray(COVER_SIGNS, dtype=np.float64)
         self._template = np.conj(block[::-1])
         self._template_fft = {}
@@ -1243,8 +1268,12 @@ class OfdmReceiver:
         products by the silence's power). |S| = 7 |g|^2 E_b^2 gain for a clean burst;
         the power is |g|^2 + noise."""
         x = self._samples(lo, hi + SYNC_LENGTH + _LAGS)
-        corr = self._correlate(x)  # [n] = sum_i conj(t[i]) x[n + i]
         norm = (SYNC_BLOCKS - 1) * self._block_energy**2 * self._lag_gain
+        if _fast_ofdm.AVAILABLE:
+            return _fast_ofdm.sync_search(
+                x, self._sync_block, hi - lo, SYNC_PERIOD, self._signs, _LAGS, norm
+            )
+        corr = self._correlate(x)  # [n] = sum_i conj(t[i]) x[n + i]
         return _fast_ofdm.sync_metric(corr, x, hi - lo, SYNC_PERIOD, _SIGNS, _LAGS, norm)
 
     def _correlate(self, x: np.ndarray) -> np.ndarray:
