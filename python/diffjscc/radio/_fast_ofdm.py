@@ -719,6 +719,7 @@ def _equalise_slots(yd, h, err, noise_var, gain, slots, mmse, symbols, var):
     mean_shrink = max(total / max(hf.size, 1), 1e-12)
     sh = 0.0
     hsum = 0j
+    vsum = 0.0
     for j in range(slots.size):
         s = slots[j]
         b = hf[s] * gain
@@ -734,8 +735,9 @@ def _equalise_slots(yd, h, err, noise_var, gain, slots, mmse, symbols, var):
         else:
             symbols[j] = yf[s] / (b if p > 0 else 1.0)
             var[j] = noise / max(p, 1e-30)
+        vsum += var[j]  # the float32 value handed on
     n = max(slots.size, 1)
-    return sh / n, hsum / n
+    return sh / n, hsum / n, vsum / n
 
 
 def slot_means(yd, h, err, slots):
@@ -753,11 +755,12 @@ def equalise_slots(yd, h, err, noise_var, gain, slots, mmse):
     """The equalised symbols (complex64) and their error variances (float32) at
     ``slots`` of the [m, data] grids, for the channel ``h`` times ``gain`` (see
     ``ofdm_receiver.equalise``: mmse weights divided by their mean gain over the whole
-    grid, or zero forcing), and the mean |h|^2 and mean h over the slots. Compiled
+    grid, or zero forcing), the mean |h|^2 and mean h over the slots, and the
+    variances' mean. Compiled
     only: the receiver's numpy path is ``equalise`` on the whole grid."""
     symbols = np.empty(slots.size, dtype=np.complex64)
     var = np.empty(slots.size, dtype=np.float32)
-    power, mean = _equalise_slots(
+    power, mean, var_mean = _equalise_slots(
         np.ascontiguousarray(yd, dtype=np.complex128),
         np.ascontiguousarray(h, dtype=np.complex128),
         np.ascontiguousarray(err, dtype=np.float64),
@@ -768,7 +771,7 @@ def equalise_slots(yd, h, err, noise_var, gain, slots, mmse):
         symbols,
         var,
     )
-    return symbols, var, float(power), complex(mean)
+    return symbols, var, float(power), complex(mean), float(var_mean)
 
 
 def frame_pilots_numpy(y, noise_bins, pilot_flat, xp):

@@ -562,7 +562,7 @@ def estimate_channel_grid(y: np.ndarray, cfg: OfdmConfig, known=None) -> Channel
     """Channel over the data subcarriers of ``y`` ([symbols, fft_size], the FFT outputs
     scaled to unit-energy subcarrier symbols) from its pilots and guard band, and from
     ``known`` data symbols (``(slots, values)``, flat indices into [symbols, data]: the
-    decoded header, the padding) where a symbol has at least a comb's worth of them.
+    decoded header, the padding; optionally the slots' ``_slots_key`` third) where a symbol has at least a comb's worth of them.
     ``y`` is derotated in place by the residual frequency offset it finds."""
     lay = cfg.layout
     m = y.shape[0]
@@ -711,10 +711,9 @@ def _inband_excess(y, cfg: OfdmConfig, known, h, err, noise_var: float) -> float
     in-band distortion. The guard band sees none of it. Counted on every symbol, less
     twice the residual's own scatter, so that noise alone adds nothing."""
     lay = cfg.layout
-    slots, values = known
+    slots, values = known[:2]
     if _fast_ofdm.AVAILABLE:
-        key = np.ascontiguousarray(slots, dtype=np.int64).tobytes()
-        plan = _inband_plan(cfg, key, y.shape[0])
+        plan = _inband_plan(cfg, _slots_key(known), y.shape[0])
         if plan is None:
             return 0.0
         return _fast_ofdm.inband_excess(y, h, err, *plan, values, noise_var)
@@ -730,6 +729,25 @@ def _inband_excess(y, cfg: OfdmConfig, known, h, err, noise_var: float) -> float
     power = float(np.mean(resid.real**2 + resid.imag**2))
     expected = noise_var + float(np.mean(err[sym, col]))
     return max(0.0, power - expected * (1.0 + 2.0 / math.sqrt(resid.size)))
+
+
+def _slots_key(known) -> bytes:
+    """The known slots as int64 bytes, the key of the plans cached for them: the
+    third item of ``known`` where the caller has it (a frame's layout gives the same
+    slots frame after frame: ``_known_slots``)."""
+    if len(known) > 2:
+        return known[2]
+    return np.ascontiguousarray(known[0], dtype=np.int64).tobytes()
+
+
+@functools.lru_cache(maxsize=64)
+def _known_slots(payload_len: int, data_per_symbol: int, version: int) -> tuple:
+    """A frame's known slots (the decoded header's, then the padding's; read-only)
+    and their ``_slots_key``."""
+    layout = frame_slots(payload_len, data_per_symbol, version)
+    slots = np.ascontiguousarray(np.concatenate([layout.header, layout.padding]), np.int64)
+    slots.flags.writeable = False
+    return slots, slots.tobytes()
 
 
 @functools.lru_cache(maxsize=64)
@@ -755,19 +773,17 @@ def _known_estimates(y, cfg: OfdmConfig, known, xp, prior, rho: float, rows: int
     layout row's pilots) for every symbol with at least a comb's worth of known data
     symbols, by a Wiener filter from its pilots and those, for the delay prior ``prior``
     (its key tuple and int64 array)."""
-    slots, values = known
-    values = np.asarray(values)
+    values = np.asarray(known[1])
     out = {}
     key_delays, delay_array = prior
     rho_db10 = _rho_db10(rho)
-    plan = _known_plan(cfg, np.ascontiguousarray(slots, dtype=np.int64).tobytes(), y.shape[0])
+    plan = _known_plan(cfg, _slots_key(known), y.shape[0])
     n = cfg.fft_size
     for i, take, bins, order, key in plan:
-        sent = np.concatenate([xp[i], values[take]])[order]
-        ls = y[i, bins] / sent  # |known| = 1
         row_error = _known_row_error(cfg, key, rows, key_delays, rho_db10)
         if len(key_delays) >= bins.size:
             w, rel = _known_interpolator(cfg, key, rows, key_delays, rho_db10)
+            ls = y[i, bins] / np.concatenate([xp[i], values[take]])[order]  # |known| = 1
             out[i] = (_fast_ofdm.product_bt(ls[None, :], w)[0], rel, row_error)
             continue
         # Fewer delays than known symbols: W ls = E_t G^-1 (E_o^H ls), and E_o^H ls, the
@@ -781,7 +797,7 @@ def _known_estimates(y, cfg: OfdmConfig, known, xp, prior, rho: float, rows: int
             out[i] = (est, rel, row_error)
             continue
         spectrum = np.zeros(n, dtype=np.complex128)
-        spectrum[bins] = ls
+        spectrum[bins] = y[i, bins] / np.concatenate([xp[i], values[take]])[order]
         response = np.fft.ifft(spectrum)[delay_array % n] * n
         out[i] = (_fast_ofdm.product_bt(factor, response[None, :])[:, 0], rel, row_error)
     return out
@@ -941,17 +957,20 @@ def equalise_payload(yd, grid: ChannelGrid, slots, kind="mmse", gain=True, whole
     [symbols, data] grid ``yd``) and their error variances (float32), the channel
     first scaled by ``payload_gain`` (``gain``); and the mean |h|^2 and mean h over
     the slots. Compiled, one pass over the slots (the mmse weights' mean gain over
-    the whole grid first) where numpy equalises the whole grid and gathers."""
+    the whole grid first) where numpy equalises the whole grid and gathers; and the
+    error variances' mean (``effective_snr``'s, summed in float64 when compiled)."""
     if not _fast_ofdm.AVAILABLE:
         if gain:
             grid.h *= payload_gain(yd.reshape(-1)[slots], grid, slots, whole_image)
         x, var = equalise(yd, grid, kind)
         hflat = grid.h.reshape(-1)[slots]
+        var = var.reshape(-1)[slots].astype(np.float32)
         return (
             x.reshape(-1)[slots].astype(np.complex64),
-            var.reshape(-1)[slots].astype(np.float32),
+            var,
             float(np.mean(np.abs(hflat) ** 2)),
             complex(np.mean(hflat)),
+            float(np.mean(var)),
         )
     scale = 1.0
     if gain:
@@ -1411,15 +1430,12 @@ class OfdmReceiver:
         p.cfo += self._prefix_residual(p, p.symbols)
         y = self._fft_symbols(p, 0, p.symbols)
         layout = frame_slots(p.payload_len, cfg.data_per_symbol, p.header.version)
-        known = (
-            np.concatenate([layout.header, layout.padding]),
-            np.concatenate(
-                [hdr.encode_symbols(p.header), padding_values(layout.padding.size)]
-            ).astype(np.complex128),
-        )
+        slots, key = _known_slots(p.payload_len, cfg.data_per_symbol, p.header.version)
+        values = np.concatenate([hdr.encode_symbols(p.header), padding_values(layout.padding.size)])
+        known = (slots, values.astype(np.complex128), key)
         grid = self._grid(p, y, known)
         yd = _take(y, cfg, "data")
-        symbols, sym_var, h_power, h_mean = equalise_payload(
+        symbols, sym_var, h_power, h_mean, var_mean = equalise_payload(
             yd,
             grid,
             layout.payload,
@@ -1427,7 +1443,7 @@ class OfdmReceiver:
             gain=self.genie is None,
             whole_image=p.header.frame_count == 1,
         )
-        snr = effective_snr(sym_var)
+        snr = 1.0 / max(var_mean, 1e-12)  # effective_snr(sym_var)
         h_rms = math.sqrt(h_power)
         h = cmath.rect(h_rms, cmath.phase(h_mean))
         header = p.header
