@@ -273,6 +273,25 @@ def test_linear_conv_encoder_matches_the_shift_register():
 
 
 @needs_numba
+def test_compiled_header_encoder_matches_numpy(monkeypatch):
+    from diffjscc.radio import header as hdr
+
+    headers = [
+        hdr.FrameHeader(i * 977 % 65536, i % 16, (512, 768), -3.5 + i, i, 40, 2) for i in range(20)
+    ]
+    for compiled in (True, False):
+        monkeypatch.setattr(_fast, "AVAILABLE", compiled)
+        hdr._encode_cached.cache_clear()
+        symbols = [hdr.encode_symbols(h) for h in headers]
+        if compiled:
+            fast = symbols
+    hdr._encode_cached.cache_clear()
+    for f, s in zip(fast, symbols, strict=True):
+        assert f.dtype == s.dtype == np.float32
+        np.testing.assert_array_equal(f, s)
+
+
+@needs_numba
 def test_unit_phasors_match_exp_on_every_kind_of_step():
     """Known symbols' times: runs of consecutive integers (preamble), steps of 17
     (pilots), jumps back (pilots after the header), long gaps, fractions."""

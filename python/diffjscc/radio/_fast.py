@@ -51,9 +51,11 @@ _KERNELS = (
     "fine_timing",
     "blocks_clean",
     "viterbi",
+    "conv_symbols",
     "equalise_payload",
     "damage_precheck",
     "drift_probe",
+    "block_timings",
     "pilot_residual_phase",
 )
 
@@ -756,7 +758,7 @@ def _local_gain_noise(z, window):
     return np.sqrt(max(power, 0.0)), noise
 
 
-def _blocks_clean(z, residual, times, count, blocks):
+def _blocks_clean(z, residual, times, count, blocks, spreads):
     """``equalise._looks_clean`` in one call (the same test, block by block)."""
     starts = np.empty(blocks + 1, dtype=np.int64)
     starts[0] = 0
@@ -782,7 +784,7 @@ def _blocks_clean(z, residual, times, count, blocks):
     top = gains.max()
     for b in range(blocks):
         size = starts[b + 1] - starts[b]
-        bound = means[best] * (1.0 + 4.0 * np.sqrt(1.0 / size + 1.0 / best_size))
+        bound = means[best] * (1.0 + spreads * np.sqrt(1.0 / size + 1.0 / best_size))
         if means[b] > bound or gains[b] < 0.5 * top:
             return False
     return True
@@ -848,6 +850,30 @@ def _viterbi(soft, prev, signs, top, bits):
         state = prev[state, choices[i, state]]
 
 
+def _conv_symbols(bits, generators, scrambler, out):
+    """``header.encode_symbols``' convolutional code: the shift register (the
+    newest bit at bit K-1 of the register) from state 0, code bits g0, g1, ... per
+    input bit, each sent as 1 - 2 bit and multiplied by the scrambler's sign."""
+    k = 0
+    register = 0
+    top = 0
+    g_max = 0
+    for g in generators:
+        g_max = max(g_max, g)
+    while (1 << (top + 1)) <= g_max:
+        top += 1
+    for i in range(bits.size):
+        register = (register >> 1) | (np.int64(bits[i]) << top)
+        for g in generators:
+            v = register & g
+            parity = 0
+            while v:
+                parity ^= 1
+                v &= v - 1
+            out[k] = np.float32(1.0 - 2.0 * parity) * scrambler[k]
+            k += 1
+
+
 def _equalise_payload(y, t_out, h, freq, t_ref, knot_t, knot_phase, out):
     """out[k] = y[t] / (h exp(2j pi freq (t - t_ref)) exp(1j phase(t))), t = t_out[k],
     phase(t) interpolated linearly between the knots (held at the end ones, as
@@ -902,7 +928,7 @@ def _equalise_payload(y, t_out, h, freq, t_ref, knot_t, knot_phase, out):
         out[k] = y[t] * current
 
 
-def _damage_precheck(y, times, values, order, freq, t_ref, h, count, blocks, z, residual):
+def _damage_precheck(y, times, values, order, freq, t_ref, h, count, blocks, spreads, z, residual):
     """``equalise.find_damage``'s first step in one call: the known symbols in time
     order (``order`` sorts ``times``), derotated by the frame's estimate
     (z = y[t] conj(value) exp(-2j pi freq (t - t_ref)), complex128), their
@@ -925,7 +951,7 @@ def _damage_precheck(y, times, values, order, freq, t_ref, h, count, blocks, z, 
     sorted_times = np.empty(n, dtype=np.int64)
     for k in range(n):
         sorted_times[k] = times[order[k]]
-    return blocks_clean(z, residual, sorted_times, count, blocks)
+    return blocks_clean(z, residual, sorted_times, count, blocks, spreads)
 
 
 def _drift_probe(flat, bases, rows, table, count, step, y, los, out):
@@ -953,6 +979,33 @@ def _drift_probe(flat, bases, rows, table, count, step, y, los, out):
         out[j] = np.arctan2(0.5 * (late - early), centre - 0.5 * (late + early))
 
 
+def _block_timings(flat, start, size, sps, quarter, blocks, table, fraction_steps, y, out):
+    """``equalise.estimate_drift``'s block timings (samples, wrapped to +-sps/2) of
+    the blocks ``blocks`` of ``size`` symbols: ``drift_probe`` with the probes'
+    sample bases and tap rows worked out here (a quarter symbol late and early).
+    False, ``out`` untouched, when a probe would leave the samples."""
+    n = blocks.size
+    bases = np.empty(2 * n, dtype=np.int64)
+    rows = np.empty(2 * n, dtype=np.int64)
+    los = np.empty(n, dtype=np.int64)
+    width = table.shape[1]
+    samples = flat.size // 2
+    for j in range(n):
+        los[j] = blocks[j] * size
+        for d in range(2):
+            pos = start + blocks[j] * size * sps + (quarter if d == 0 else -quarter)
+            base = np.int64(np.floor(pos))
+            if base < 0 or base + (size - 1) * sps + width > samples:
+                return False
+            bases[2 * j + d] = base
+            rows[2 * j + d] = np.int64(np.rint((pos - base) * fraction_steps))
+    drift_probe(flat, bases, rows, table, size, sps, y, los, out)
+    scale = sps / (2.0 * np.pi)
+    for j in range(n):
+        out[j] *= scale
+    return True
+
+
 def _pilot_residual_phase(y, known, t, h, freq, t_ref, window, phase):
     """``estimation.pilot_phase`` in one call: the pilots' residual phasors after
     the linear model, z = y conj(known) / g (g = ``_model_gains``), then
@@ -969,9 +1022,9 @@ def _pilot_residual_phase(y, known, t, h, freq, t_ref, window, phase):
 
 # The compiled kernels, set by load(); None until then.
 fir_complex = fir_real = detection = segment_correlation = periodogram_grid = derotated_fit = None
-frequency_search = blocks_clean = viterbi = equalise_payload = None
+frequency_search = blocks_clean = viterbi = conv_symbols = equalise_payload = None
 mix = smoothed_phase = segment_energies = None
-damage_precheck = drift_probe = pilot_residual_phase = fine_timing = None
+damage_precheck = drift_probe = block_timings = pilot_residual_phase = fine_timing = None
 channel_fit = header_soft = first_above = split_gains = local_gain_noise = None
 
 
@@ -1021,9 +1074,12 @@ def _warm_up() -> None:
     periodogram_grid(z, times, 0.0, 0.01, 3, np.zeros(3))
     derotated_fit(z, times, 0.01, 1.5)
     frequency_search(z, times, 0.0, 0.01)
-    blocks_clean(z, np.ones(4), np.arange(4), 4, 2)
+    blocks_clean(z, np.ones(4), np.arange(4), 4, 2, 5.0)
     prev = np.zeros((4, 2), np.int64)
     viterbi(np.zeros(8), prev, np.ones((2, 4, 2)), 1, np.empty(4, np.uint8))
+    conv_symbols(
+        np.zeros(4, np.uint8), _readonly(np.array([3, 2])), _readonly(np.ones(8, np.float32)), x
+    )
     times = _readonly(np.arange(4))
     for knots in (np.zeros(0), np.arange(4.0)):
         equalise_payload(dsum, times, 1.0 + 0j, 0.0, 0.0, knots, np.zeros(knots.size), dsum.copy())
@@ -1031,11 +1087,17 @@ def _warm_up() -> None:
     smoothed_phase(z, 2, np.empty(4))
     order = _readonly(np.arange(4))
     values = np.ones(4, np.complex64)
-    damage_precheck(dsum, order, values, order, 0.01, 1.5, 1.0 + 0j, 4, 2, z.copy(), np.empty(4))
+    damage_precheck(
+        dsum, order, values, order, 0.01, 1.5, 1.0 + 0j, 4, 2, 5.0, z.copy(), np.empty(4)
+    )
     rows = np.zeros(4, np.int64)
     drift_probe(
         x, rows, rows, _readonly(np.zeros((2, 8), np.float32)), 2, 2, dsum, rows, np.empty(2)
     )
+    for blocks in (_readonly(np.array([0, 1])), np.arange(2)):
+        block_timings(
+            x, 0.5, 2, 2, 0.5, blocks, _readonly(np.zeros((2, 8), np.float32)), 1, dsum, np.empty(2)
+        )
     for known, times in ((_readonly(values.copy()), order), (values, np.arange(4))):
         pilot_residual_phase(dsum, known, times, 1.0 + 0j, 0.01, 1.5, 2, np.empty(4))
     three = np.zeros(3, np.int64)
