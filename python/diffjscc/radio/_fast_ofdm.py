@@ -1081,6 +1081,107 @@ def inband_excess(y, h, err, sym, col, bins, pick, values, noise_var):
     )
 
 
+def dense_smooth_numpy(
+    hp, dense_t, dense_est, dense_var, noise_var, position, half, fit, hs, nu, self_weight
+):
+    """``dense_smooth`` in numpy."""
+    m, stagger = hp.shape[0], position.shape[0]
+    hs[:] = 0.0
+    nu[:] = 0.0
+    dense = dense_t.tolist()
+    for r in range(stagger):
+        times = [t for t in range(r, m, stagger) if t not in dense] + dense
+        values = [hp[t] for t in times[: len(times) - len(dense)]]
+        values += [est[position[r]] for est in dense_est]
+        var = [noise_var] * (len(times) - len(dense)) + dense_var[:, r].tolist()
+        order = np.argsort(times, kind="stable")
+        times, values, var = (
+            np.asarray(times)[order],
+            np.asarray(values)[order],
+            np.asarray(var)[order],
+        )
+        s = local_linear_numpy(times, m, half, fit, 1.0 / var)
+        smooth_row_numpy(s, values, var, times, position[r], hs, nu, self_weight)
+    nu /= stagger
+    self_weight[dense_t] = 0.0
+    mean_square = mean_power_numpy(hs)
+    return max(mean_square - float(nu.sum()) / nu.size, 0.1 * mean_square, 1e-12)
+
+
+def _dense_smooth(
+    hp, dense_t, dense_est, dense_var, noise_var, position, half, fit, hs, nu, self_weight
+):
+    m = hp.shape[0]
+    rows, p = position.shape
+    count = dense_t.size
+    hs[:] = 0.0
+    nu[:] = 0.0
+    is_dense = np.zeros(m, dtype=np.bool_)
+    for d in range(count):
+        is_dense[dense_t[d]] = True
+    for r in range(rows):
+        n = count
+        for t in range(r, m, rows):
+            if not is_dense[t]:
+                n += 1
+        times = np.empty(n, dtype=np.int64)
+        values = np.empty((n, p), dtype=np.complex128)
+        var = np.empty(n)
+        # Merged in time order: the row's symbols on their pilots, the known symbols'
+        # estimates at the row's comb positions (dense_t ascending).
+        j = 0
+        d = 0
+        t = r
+        while j < n:
+            while t < m and is_dense[t]:
+                t += rows
+            if d < count and (t >= m or dense_t[d] < t):
+                times[j] = dense_t[d]
+                for q in range(p):
+                    values[j, q] = dense_est[d, position[r, q]]
+                var[j] = dense_var[d, r]
+                d += 1
+            else:
+                times[j] = t
+                for q in range(p):
+                    values[j, q] = hp[t, q]
+                var[j] = noise_var
+                t += rows
+            j += 1
+        t_obs = np.empty(n)
+        weight = np.empty(n)
+        for j in range(n):
+            t_obs[j] = times[j]
+            weight[j] = 1.0 / var[j]
+        s = np.empty((m, n))
+        _local_linear(t_obs, m, half, fit, weight, s)
+        _smooth_row(s, values, var, times, position[r], hs, nu, self_weight)
+    total = 0.0
+    for i in range(m):
+        nu[i] /= rows
+        total += nu[i]
+    for d in range(count):
+        self_weight[dense_t[d]] = 0.0
+    mean_square = _mean_power(hs.reshape(-1))
+    return max(mean_square - total / m, 0.1 * mean_square, 1e-12)
+
+
+def dense_smooth(
+    hp, dense_t, dense_est, dense_var, noise_var, position, half, fit, hs, nu, self_weight
+):
+    """The time smoothing again with the known symbols' comb estimates: for each of the
+    ``position.shape[0]`` comb rows, the row's symbols on their pilots ``hp`` (those at
+    ``dense_t`` left out) and the estimates ``dense_est`` [symbols, comb] at the row's
+    comb positions, with variances ``noise_var`` and ``dense_var`` [symbols, rows],
+    merged in time; a local-linear smoother (``half``, ``fit``) weighted by 1 / variance
+    into ``hs``, ``nu`` and ``self_weight`` (out; zero at ``dense_t``). Returns the
+    channel's power (mean |hs|^2 less the mean noise, at least a tenth of it)."""
+    args = (hp, dense_t, dense_est, dense_var, float(noise_var), position, float(half), bool(fit))
+    if not AVAILABLE:
+        return dense_smooth_numpy(*args, hs, nu, self_weight)
+    return float(_dense_smooth(*args, hs, nu, self_weight))
+
+
 def pilot_stage_numpy(y, plan, hp, hs, nu, self_weight):
     """``pilot_stage`` in numpy: its steps' twins one after the other."""
     noise_bins, flat, xp, stagger, smoothers, loo_rows, loo_keep, loo_noise, counts = plan[:9]
@@ -1410,6 +1511,10 @@ def _warm_up_stage() -> None:
     y = np.ones((m, 8), np.complex128)
     hp, hs = np.empty((m, p), np.complex128), np.empty((m, q), np.complex128)
     _pilot_stage(y, *plan, hp, hs, np.empty(m), np.zeros(m), np.empty(q, np.bool_))
+    dense_t = np.array([1], dtype=np.int64)
+    args = (dense_t, np.ones((1, q), np.complex128), np.ones((1, 2)), 0.1, plan[9])
+    for half, fit in ((math.inf, False), (1.0, True)):
+        _dense_smooth(hp, *args, half, fit, hs, np.empty(m), np.zeros(m))
 
 
 def _ro(a: np.ndarray) -> np.ndarray:
@@ -1447,6 +1552,7 @@ _loader = KernelLoader(
         Kernel("_derotate", _derotate, fastmath=False),
         Kernel("_prefix_products", _prefix_products),
         Kernel("_pilot_stage", _pilot_stage, fastmath=False),
+        Kernel("_dense_smooth", _dense_smooth, fastmath=False),
     ),
     _warm_up,
     globals(),  # each kernel replaces its Python source: kernels call kernels

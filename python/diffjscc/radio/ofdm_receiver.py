@@ -582,19 +582,6 @@ def estimate_channel_grid(y: np.ndarray, cfg: OfdmConfig, known=None) -> Channel
     cfo_res = step / (2.0 * math.pi * cfg.symbol_length)
     name = names[best]
 
-    def smooth(obs):
-        """obs[r]: (times, values [n, pilots], variances [n]) -> hs [m, comb], nu [m]."""
-        hs = np.empty((m, comb.size), dtype=np.complex128)
-        nu = np.zeros(m)
-        for r, (times, values, var) in enumerate(obs):
-            s = _local_linear(times, m, *_shape(name, k), weight=1.0 / var)
-            _fast_ofdm.smooth_row(s, values, var, times, position[r], hs, nu, self_weight)
-        return hs, nu / have
-
-    def channel_power(hs, nu):
-        mean_square = _fast_ofdm.mean_power(hs)
-        return max(mean_square - _mean(nu), 0.1 * mean_square, 1e-12)
-
     if not (math.isfinite(power) and math.isfinite(nu_mean) and math.isfinite(noise_var)):
         # Samples so large that their products overflow float32 (or garbage that
         # sums to it): no estimate, the burst is dropped and counted.
@@ -610,27 +597,26 @@ def estimate_channel_grid(y: np.ndarray, cfg: OfdmConfig, known=None) -> Channel
         if dense:
             # Every comb subcarrier observed at a symbol with known data; that symbol's
             # own pilots are in its estimate, so its pilot observation is left out.
-            obs = []
-            for r in range(have):
-                times = [t for t in range(r, m, k) if t not in dense]
-                values = [hp[t] for t in times]
-                var = [noise_var] * len(times)
-                for t, (est, _, rel_rows) in sorted(dense.items()):
-                    times.append(t)
-                    values.append(est[position[r]])
-                    var.append(max(power * rel_rows[r], 1e-3 * noise_var))
-                order = np.argsort(times, kind="stable")
-                obs.append(
-                    (
-                        np.asarray(times)[order],
-                        np.asarray(values)[order],
-                        np.asarray(var)[order],
-                    )
-                )
-            hs, nu = smooth(obs)
-            self_weight[list(dense)] = 0.0  # not the pilots' own observations there
+            dense_t = np.asarray(sorted(dense), dtype=np.int64)
+            dense_est = np.stack([dense[t][0] for t in dense_t.tolist()])
+            dense_var = np.maximum(
+                power * np.asarray([dense[t][2] for t in dense_t.tolist()]), 1e-3 * noise_var
+            )
+            hs = np.empty((m, comb.size), dtype=np.complex128)
+            nu = np.empty(m)
             # The delay prior stays the pilots' (recomputing it changed nothing measurable).
-            power = channel_power(hs, nu)
+            power = _fast_ofdm.dense_smooth(
+                hp,
+                dense_t,
+                dense_est,
+                dense_var,
+                noise_var,
+                position,
+                *_shape(name, k),
+                hs,
+                nu,
+                self_weight,
+            )
     else:
         dense = {}
     if m > k and drift > 0.0:
