@@ -57,6 +57,7 @@ _KERNELS = (
     "drift_probe",
     "block_timings",
     "pilot_residual_phase",
+    "payload_path",
 )
 
 
@@ -1020,11 +1021,130 @@ def _pilot_residual_phase(y, known, t, h, freq, t_ref, window, phase):
     smoothed_phase(z, window, phase)
 
 
+# Outcomes of ``payload_path``.
+PAYLOAD_DONE = 0  # equalised, no clock offset to follow, the pre-check clean
+PAYLOAD_DRIFT = 1  # the quick probe sees a clock offset: the full measurement follows
+PAYLOAD_DAMAGE = 2  # equalised, the pre-check failed: the full damage search follows
+PAYLOAD_OTHER = 3  # anything else (samples short, a degenerate gain): the general path
+
+
+def _payload_path(
+    seg,
+    start,
+    count,
+    sps,
+    taps_table,
+    fraction_steps,
+    drift_snr,
+    quick_blocks,
+    preamble_length,
+    times,
+    values,
+    order,
+    pilot_times,
+    pilot_values,
+    payload_times,
+    freq_center,
+    halfwidth,
+    track_window,
+    tracker_noise,
+    pre_blocks,
+    pre_spreads,
+    y,
+    symbols,
+    fit,
+):
+    """The payload stage of a frame in one call, as the receiver's general path
+    does it step by step (``matched_filter``, the quick two-block test of
+    ``equalise.estimate_drift`` when ``drift_snr`` > 0, ``equalise_frame`` from every
+    known symbol, and ``find_damage``'s pre-check): fills the matched-filter outputs
+    ``y`` and, when equalised, ``symbols`` and fit = [Re h, Im h, freq, t_ref,
+    residual energy, snr]. Returns one of the PAYLOAD_* outcomes; past DONE the
+    receiver goes on from ``y`` (and the fit, for DAMAGE) in Python."""
+    width = taps_table.shape[1]
+    base = np.int64(np.floor(start))
+    stop = base + (count - 1) * sps + width
+    if base < 0 or stop > seg.size or count < 1:
+        return PAYLOAD_OTHER
+    row = np.int64(np.rint((start - base) * fraction_steps))
+    if row < 0 or row > fraction_steps:
+        return PAYLOAD_OTHER
+    fir_complex(seg[base:stop].view(np.float32), 0, count, sps, taps_table[row], y)
+    if drift_snr > 0.0:
+        size = count // 8
+        if size < 1:
+            return PAYLOAD_OTHER
+        delays = np.empty(2)
+        if not block_timings(
+            seg.view(np.float32),
+            start,
+            size,
+            sps,
+            sps / 4.0,
+            quick_blocks,
+            taps_table,
+            fraction_steps,
+            y,
+            delays,
+        ):
+            return PAYLOAD_OTHER
+        min_slide = min(max(sps * np.sqrt(0.045 / max(drift_snr, 1e-3)), 0.03), 0.5)
+        c1 = (quick_blocks[0] + 0.5) * size - 0.5 - 0.5 * preamble_length
+        c_last = (quick_blocks[1] + 0.5) * size - 0.5 - 0.5 * preamble_length
+        step = sps * np.rint((delays[0] * c_last / c1 - delays[1]) / sps)
+        quick = (delays[1] + step) / c_last
+        if not abs(quick) * count < min_slide:
+            return PAYLOAD_DRIFT
+    h, freq, t_ref, energy = channel_fit(y, times, values, freq_center, halfwidth)
+    n = times.size
+    free = 3.0 if halfwidth > 0.0 else 2.0
+    dof = n - free / 2.0
+    noise_var = energy / max(dof, 1.0)
+    signal = max(h.real * h.real + h.imag * h.imag - noise_var / n, 0.0)
+    snr = signal / max(noise_var, 1e-30)
+    if dof > 1.0:
+        snr *= (dof - 1.0) / dof
+    fit[0] = h.real
+    fit[1] = h.imag
+    fit[2] = freq
+    fit[3] = t_ref
+    fit[4] = energy
+    fit[5] = snr
+    gain = np.sqrt(h.real * h.real + h.imag * h.imag)
+    if not (gain > 0.0 and gain < np.inf):
+        return PAYLOAD_OTHER
+    knots = np.zeros(0)
+    phase = np.zeros(0)
+    if track_window > 1:
+        window = max(track_window, np.int64(np.ceil(0.5 / (tracker_noise * max(snr, 1e-3)))))
+        if 2 * window <= pilot_times.size:
+            m = pilot_times.size
+            knots = np.empty(m)
+            at_pilots = np.empty(m, dtype=np.complex64)
+            for k in range(m):
+                knots[k] = pilot_times[k]
+                at_pilots[k] = y[pilot_times[k]]
+            phase = np.empty(m)
+            pilot_residual_phase(
+                at_pilots, pilot_values, pilot_times, h, freq, t_ref, window, phase
+            )
+    equalise_payload(y, payload_times, h, freq, t_ref, knots, phase, symbols)
+    z = np.empty(order.size, dtype=np.complex128)
+    residual = np.empty(order.size)
+    if damage_precheck(
+        y, times, values, order, freq, t_ref, h, count, pre_blocks, pre_spreads, z, residual
+    ):
+        return PAYLOAD_DONE
+    return PAYLOAD_DAMAGE
+
+
 # The compiled kernels, set by load(); None until then.
 fir_complex = fir_real = detection = segment_correlation = periodogram_grid = derotated_fit = None
 frequency_search = blocks_clean = viterbi = conv_symbols = equalise_payload = None
 mix = smoothed_phase = segment_energies = None
-damage_precheck = drift_probe = block_timings = pilot_residual_phase = fine_timing = None
+damage_precheck = drift_probe = block_timings = pilot_residual_phase = payload_path = (
+    fine_timing
+) = None
 channel_fit = header_soft = first_above = split_gains = local_gain_noise = None
 
 
@@ -1112,6 +1232,39 @@ def _warm_up() -> None:
             channel_fit(dsum, times, known, 0.0, 0.01)
         header_soft(dsum, times, 1.0 + 0j, 0.01, 1.5, np.empty(4, np.float32))
     first_above(energy, np.float32(0.5))
+    # The payload stage, with the layout caches' read-only arrays and a frame's own
+    # known values; each outcome's branch compiled.
+    table = _readonly(np.zeros((3, 5), np.float32))
+    ro_times = _readonly(np.arange(40, dtype=np.int64))
+    fresh = np.ones(40, np.complex64)
+    pilots = _readonly(np.arange(0, 40, 4, dtype=np.int64))
+    for snr in (0.0, 1.0):
+        payload_path(
+            np.ones(100, np.complex64),
+            1.5,
+            40,
+            2,
+            table,
+            2,
+            snr,
+            _readonly(np.array([1, 7])),
+            8,
+            ro_times,
+            fresh,
+            ro_times,
+            pilots,
+            _readonly(np.ones(pilots.size, np.complex64)),
+            ro_times,
+            0.0,
+            0.01,
+            2,
+            0.01,
+            2,
+            5.0,
+            np.empty(40, np.complex64),
+            np.empty(40, np.complex64),
+            np.empty(6),
+        )
     local_gain_noise(z, 16)
     csum = np.arange(9.0)
     for rsum, rtimes in ((csum, np.arange(8)), (np.zeros(0), np.zeros(0, np.int64))):

@@ -48,6 +48,10 @@ from diffjscc.radio import header as hdr
 from diffjscc.radio.config import MAX_PAYLOAD_SYMBOLS, FrameConfig, ReceiverTuning
 from diffjscc.radio.equalise import (  # noqa: F401  (re-exported: the names' old home)
     _DRIFT_EXTRA_MAX,
+    _PRECHECK_BLOCKS,
+    _PRECHECK_SPREADS,
+    _QUICK_BLOCKS,
+    _TRACKER_NOISE,
     KnownSymbols,
     equalise_frame,
     estimate_drift,
@@ -55,7 +59,7 @@ from diffjscc.radio.equalise import (  # noqa: F401  (re-exported: the names' ol
     frame_known,
     matched_filter_drifting,
 )
-from diffjscc.radio.estimation import ChannelEstimate, estimate_channel_at, phasor
+from diffjscc.radio.estimation import ChannelEstimate, _estimate, estimate_channel_at, phasor
 from diffjscc.radio.frame import (  # noqa: F401  (re-exported: the names' old home)
     FrameError,
     ReceivedFrame,
@@ -312,6 +316,7 @@ class BurstReceiver:
         # Tables built now rather than during the first frames.
         pilot_symbols(1)
         self._segment_filters = _segment_filter_table(cfg)
+        self._rx_taps = rx_taps_table(cfg)
         # Cover-code differences, signs of the detection sum's terms.
         self._signs = np.ascontiguousarray(BARKER_7[: SEGMENTS - 1], dtype=np.float32)
         _fast.load()  # compiled kernels, where numba is installed
@@ -783,19 +788,10 @@ class BurstReceiver:
         extra = self._drift_extra(count)
         seg, origin = self._samples(p.start, count, p.cfo, extra)
         start = p.start - origin
-        y = matched_filter(seg, start, count, cfg)
         known = frame_known(header, p.payload_len, cfg)
-        drift = 0.0
-        if self._max_sro > 0:
-            drift = estimate_drift(seg, start, y, cfg, self._max_sro, p.header_est.snr)
-            if drift:
-                y = matched_filter_drifting(seg, start, count, drift, cfg)
         # Stage A's frequency error (std 5e-5 cycles/symbol at -5 to 0 dB) is a small
         # fraction of its main lobe (1/span): +-0.15/span is 4 standard deviations or more.
         halfwidth = 0.15 / (PREAMBLE_LENGTH + p.header_span)
-        symbols, est = equalise_frame(
-            y, header, p.payload_len, cfg, p.header_est.freq, halfwidth, known, self.tuning
-        )
         mask = None
         bad_after = None if other is None else max(int(other), 1)
         bad_before = None
@@ -803,7 +799,22 @@ class BurstReceiver:
             # Symbol k's matched filter reaches back to the pulse of symbol k - span,
             # which starts where this burst's sample k * sps is.
             bad_before = min(int(math.ceil((self._collided_until - p.start) / cfg.sps)), count)
-        damage = find_damage(y, known, est, bad_after=bad_after, bad_before=bad_before)
+        outcome, y, symbols, est = self._payload_compiled(seg, start, count, known, p, halfwidth)
+        drift = 0.0
+        if outcome in (None, _fast.PAYLOAD_OTHER):
+            y = matched_filter(seg, start, count, cfg)
+        if outcome in (None, _fast.PAYLOAD_OTHER, _fast.PAYLOAD_DRIFT):
+            if self._max_sro > 0:
+                drift = estimate_drift(seg, start, y, cfg, self._max_sro, p.header_est.snr)
+                if drift:
+                    y = matched_filter_drifting(seg, start, count, drift, cfg)
+            symbols, est = equalise_frame(
+                y, header, p.payload_len, cfg, p.header_est.freq, halfwidth, known, self.tuning
+            )
+        if outcome == _fast.PAYLOAD_DONE and bad_after is None and bad_before is None:
+            damage = None  # the pre-check passed, as find_damage's would
+        else:
+            damage = find_damage(y, known, est, bad_after=bad_after, bad_before=bad_before)
         if damage is not None and drift:
             # The clock offset was measured over noise or another burst as well:
             # measured again over the undamaged start of the frame (or left alone),
@@ -881,6 +892,56 @@ class BurstReceiver:
             h_sample=origin + at,
             received_mask=None if mask is None or mask.all() else mask,
         )
+
+    def _payload_compiled(
+        self,
+        seg: np.ndarray,
+        start: float,
+        count: int,
+        known: KnownSymbols,
+        p: _Candidate,
+        halfwidth: float,
+    ):
+        """``_fast.payload_path``: (outcome, y, symbols, estimate), the last two None
+        unless equalised; outcome None where the compiled kernels are not in use."""
+        if not (_fast.AVAILABLE and seg.dtype == np.complex64 and known.order is not None):
+            return None, None, None, None
+        y = np.empty(count, dtype=np.complex64)
+        symbols = np.empty(known.payload_times.size, dtype=np.complex64)
+        fit = np.empty(6)
+        outcome = _fast.payload_path(
+            seg,
+            start,
+            count,
+            self.cfg.sps,
+            self._rx_taps,
+            FRACTION_STEPS,
+            p.header_est.snr if self._max_sro > 0 else 0.0,
+            _QUICK_BLOCKS,
+            PREAMBLE_LENGTH,
+            known.times,
+            known.values,
+            known.order,
+            known.pilot_times,
+            known.pilot_values,
+            known.payload_times,
+            p.header_est.freq,
+            halfwidth,
+            self.tuning.phase_track_window,
+            _TRACKER_NOISE,
+            _PRECHECK_BLOCKS,
+            _PRECHECK_SPREADS,
+            y,
+            symbols,
+            fit,
+        )
+        if outcome not in (_fast.PAYLOAD_DONE, _fast.PAYLOAD_DAMAGE):
+            return outcome, y, None, None
+        free_params = 3 if halfwidth > 0.0 else 2  # Re h, Im h (, f)
+        est = _estimate(
+            complex(fit[0], fit[1]), fit[2], fit[3], fit[4], known.times.size, free_params
+        )
+        return outcome, y, symbols, est
 
     def _trim(self) -> None:
         keep_from = self._search if self._pending is None else int(self._pending.start)
