@@ -66,10 +66,12 @@ PYCHECK
 # flowgraph does not stall on it. Again whenever the kernels' sources change.
 kernels_stamp="$VENV/.diffjscc-kernels"
 kernels=$(cat python/diffjscc/radio/_numba.py python/diffjscc/radio/_fast.py \
-    python/diffjscc/radio/_fast_ofdm.py "$stamp" | sha1sum | cut -d' ' -f1)
+    python/diffjscc/radio/_fast_ofdm.py python/diffjscc/radio/frontend.py "$stamp" \
+    | sha1sum | cut -d' ' -f1)
 if [ "${DIFFJSCC_NUMBA:-1}" != 0 ] && { [ ! -f "$kernels_stamp" ] \
     || [ "$(cat "$kernels_stamp")" != "$kernels" ]; }; then
     echo "[bootstrap] compiling the receivers' kernels (numba, once)"
-    "$PY" -c "from diffjscc.radio import _fast, _fast_ofdm; _fast.load(); _fast_ofdm.load()" \
+    "$PY" -c "from diffjscc.radio import _fast, _fast_ofdm, frontend
+_fast.load(); _fast_ofdm.load(); frontend.load()" \
         && echo "$kernels" >"$kernels_stamp"
 fi

@@ -45,6 +45,32 @@ def test_non_finite_chunk_does_not_poison_the_estimate():
     assert dc.process(np.zeros(0, np.complex64)).size == 0
 
 
+def test_compiled_removal_matches_its_numpy_twin():
+    """The one-call kernel gives the twin's offsets and samples (float32 rounding),
+    through the start-up, a chunk with NaN in it, a read-only chunk and an empty one."""
+    from diffjscc.radio import frontend
+
+    if not frontend.load():
+        pytest.skip(f"numba unavailable: {frontend.REASON}")
+    x = _noise(150_000, seed=4) + np.complex64(0.2 + 0.4j)
+    x[70_000:70_010] = np.nan
+    chunks = [x[i : i + 9000] for i in range(0, x.size, 9000)] + [x[:0]]
+    chunks[3] = chunks[3].copy()
+    chunks[3].flags.writeable = False
+    states = {"kernel": (0j, 0.0), "numpy": (0j, 0.0)}
+    for chunk in chunks:
+        outs = {}
+        for name, remove in (("kernel", frontend.remove_dc), ("numpy", frontend.remove_dc_numpy)):
+            out = np.empty_like(chunk)
+            if chunk.size:
+                states[name] = remove(chunk, *states[name], 65536.0, out)
+            outs[name] = out
+        assert abs(states["kernel"][0] - states["numpy"][0]) < 1e-9
+        assert states["kernel"][1] == states["numpy"][1]
+        np.testing.assert_allclose(outs["kernel"], outs["numpy"], rtol=0, atol=1e-6)
+    assert abs(states["kernel"][0] - (0.2 + 0.4j)) < 0.01
+
+
 @pytest.mark.parametrize("tc", [0, 8, -5, "x", 2**31])
 def test_bad_time_constant_is_refused(tc):
     with pytest.raises(ConfigError, match="time constant"):

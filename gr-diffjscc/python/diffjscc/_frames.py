@@ -9,6 +9,7 @@ and friends: ``pmt.cons(metadata dict, c32vector of equalised symbols)``.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import numbers
 import struct
@@ -130,13 +131,65 @@ def _c32vector_by_bytes(symbols: np.ndarray):
     return pmt.deserialize_str(head + symbols.astype(">c8").tobytes())
 
 
+# Fastest of all: a vector made by PMT and the symbols copied into its storage, whose
+# address the bindings hand out in a capsule (``uniform_vector_writable_elements``):
+# 7 us for 3072 symbols, against 30 us through the wire format. Trusted only where a
+# probe reads back through that address what PMT holds (``_storage_address_works``).
+_capsule_name = ctypes.pythonapi.PyCapsule_GetName
+_capsule_name.restype = ctypes.c_char_p
+_capsule_name.argtypes = [ctypes.py_object]
+_capsule_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+_capsule_pointer.restype = ctypes.c_void_p
+_capsule_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+
+
+def _storage_address(vector) -> int:
+    capsule = pmt.uniform_vector_writable_elements(vector, 0)
+    return _capsule_pointer(capsule, _capsule_name(capsule))
+
+
+def _uniform_vector_by_memory(make, values: np.ndarray):
+    vector = make(values.size, 0)
+    if values.size:
+        ctypes.memmove(_storage_address(vector), values.ctypes.data, values.nbytes)
+    return vector
+
+
+def _c32vector_by_memory(symbols: np.ndarray):
+    symbols = np.ascontiguousarray(symbols, dtype=np.complex64)
+    return _uniform_vector_by_memory(pmt.make_c32vector, symbols)
+
+
+def _f32vector_by_memory(values: np.ndarray):
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    return _uniform_vector_by_memory(pmt.make_f32vector, values)
+
+
+def _storage_address_works() -> bool:
+    """The capsule's address is the vectors' elements: read before anything is written."""
+    try:
+        for make, fill, dtype in (
+            (pmt.make_c32vector, 1.5 - 2.25j, np.complex64),
+            (pmt.make_f32vector, -0.75, np.float32),
+        ):
+            vector = make(3, fill)
+            seen = ctypes.string_at(_storage_address(vector), 3 * np.dtype(dtype).itemsize)
+            if seen != np.full(3, fill, dtype).tobytes():
+                return False
+        return True
+    except Exception:  # noqa: BLE001 - bindings without the capsule: not usable
+        return False
+
+
 def _c32vector_route():
     probe = np.array([1 + 2j, -3.5 + 0j, 0.25 - 1e-3j], dtype=np.complex64)
-    try:
-        if pmt.equal(_c32vector_by_bytes(probe), _c32vector_by_list(probe)):
-            return _c32vector_by_bytes
-    except Exception:  # noqa: BLE001 - any failure means: use the list route
-        pass
+    routes = ([_c32vector_by_memory] if _storage_address_works() else []) + [_c32vector_by_bytes]
+    for route in routes:
+        try:
+            if pmt.equal(route(probe), _c32vector_by_list(probe)):
+                return route
+        except Exception:  # noqa: BLE001 - any failure means: the next route
+            pass
     return _c32vector_by_list
 
 
@@ -263,6 +316,25 @@ def _pdu_by_bytes(meta: dict, symbols: np.ndarray, noise: np.ndarray | None):
     return pmt.deserialize_str(b"".join(out))
 
 
+def _meta_by_bytes(meta: dict):
+    out = []
+    _serialise(meta, out)
+    return pmt.deserialize_str(b"".join(out))
+
+
+def _pdu_by_memory(meta: dict, symbols: np.ndarray, noise: np.ndarray | None):
+    """The metadata from its wire bytes, the vectors copied into PMT's storage."""
+    try:
+        meta_pmt = _meta_by_bytes(meta)
+    except _NotPlain:
+        meta_pmt = meta_to_pmt(meta)
+    if noise is not None:
+        meta_pmt = pmt.dict_add(
+            meta_pmt, _key_symbol("symbol_noise_var"), _f32vector_by_memory(noise)
+        )
+    return pmt.cons(meta_pmt, _c32vector_by_memory(symbols))
+
+
 def _pdu_route():
     probe = {
         "image_id": 3,
@@ -278,14 +350,16 @@ def _pdu_route():
     }
     symbols = np.array([1 + 2j, -3.5 + 0j], dtype=np.complex64)
     noise = np.array([0.5, 2.0], dtype=np.float32)
-    try:
-        if all(
-            pmt.equal(_pdu_by_bytes(probe, symbols, n), _pdu_by_calls(probe, symbols, n))
-            for n in (None, noise)
-        ):
-            return _pdu_by_bytes
-    except Exception:  # noqa: BLE001 - any failure means: use the pmt calls
-        pass
+    routes = ([_pdu_by_memory] if _storage_address_works() else []) + [_pdu_by_bytes]
+    for route in routes:
+        try:
+            if all(
+                pmt.equal(route(probe, symbols, n), _pdu_by_calls(probe, symbols, n))
+                for n in (None, noise)
+            ):
+                return route
+        except Exception:  # noqa: BLE001 - any failure means: the next route
+            pass
     return _pdu_by_calls
 
 

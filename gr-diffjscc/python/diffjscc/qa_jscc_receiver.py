@@ -176,18 +176,22 @@ class qa_jscc_receiver(gr_unittest.TestCase):
         self.assertTrue(pmt.equal(vector, pmt.init_c32vector(symbols.size, symbols.tolist())))
         got = np.array(pmt.c32vector_elements(vector), dtype=np.complex64)
         np.testing.assert_array_equal(got, symbols)
+        symbols[0] = 99.0  # the vector holds a copy, not the receiver's array
+        self.assertEqual(pmt.c32vector_ref(vector, 0), complex(got[0]))
         self.assertEqual(pmt.length(_frames.c32vector(symbols[:0])), 0)
 
     def test_007_pdu_from_wire_bytes_matches_the_pmt_calls(self):
-        """frame_to_pdu writes the PDU in PMT's wire format and deserialises it once:
-        the same PDU as the pmt calls, for complete and partial frames, with and
-        without per-symbol noise, and the frame read back from it is the frame."""
+        """frame_to_pdu writes the metadata in PMT's wire format and copies the vectors
+        into PMT's storage (the fallback: the whole PDU as wire bytes): the same PDU as
+        the pmt calls, for complete and partial frames, with and without per-symbol
+        noise, and the frame read back from it is the frame."""
         from gnuradio.diffjscc import _frames
 
         from diffjscc.radio import ReceivedFrame
         from diffjscc.registry import get_model_spec
 
-        self.assertIs(_frames._make_pdu, _frames._pdu_by_bytes)  # the check at import passed
+        self.assertIs(_frames._make_pdu, _frames._pdu_by_memory)  # the checks at import passed
+        self.assertIs(_frames.c32vector, _frames._c32vector_by_memory)
         rng = np.random.default_rng(8)
         symbols = (rng.standard_normal(3072) + 1j * rng.standard_normal(3072)).astype(np.complex64)
         mask = np.ones(3072, bool)
@@ -216,6 +220,7 @@ class qa_jscc_receiver(gr_unittest.TestCase):
             pdu = _frames.frame_to_pdu(frame)
             by_calls = _frames._pdu_by_calls(meta, symbols, per_symbol)
             self.assertTrue(pmt.equal(pdu, by_calls))
+            self.assertTrue(pmt.equal(_frames._pdu_by_bytes(meta, symbols, per_symbol), by_calls))
             meta["snr_db"] = 6.5  # pmt.equal sees a changed value
             self.assertFalse(pmt.equal(pdu, _frames._pdu_by_calls(meta, symbols, per_symbol)))
             back = _frames.pdu_to_frame(pdu)
