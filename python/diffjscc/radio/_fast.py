@@ -24,16 +24,17 @@ AVAILABLE = False  # the kernels below are compiled and in use
 REASON = "not loaded yet"  # why not, when AVAILABLE is False
 
 # The kernels, in the order they are compiled (helpers named with their underscore
-# first: _fir_part, _anchored_powers, _unit_phasors, _model_gains; the kernels after
+# first: _fir_part, _anchored_powers, _unit_phasors, _model_gains, ...; the kernels after
 # them call the compiled ones).
 _KERNELS = (
     "_fir_part",
     "_anchored_powers",
     "_unit_phasors",
     "_model_gains",
+    "_fir_accumulate",
+    "_fir_block",
     "fir_complex",
     "fir_real",
-    "_fir_block",
     "segment_correlation",
     "detection",
     "periodogram_grid",
@@ -62,13 +63,18 @@ _KERNELS = (
 
 
 def _fir_block(x, taps, out):
-    """out[i] = sum_j taps[j] x[i + j] (real), four taps a pass over ``out``; every
+    """out[i] = sum_j taps[j] x[i + j] (real)."""
+    for i in range(out.size):
+        out[i] = np.float32(0.0)
+    _fir_accumulate(x, taps, out)
+
+
+def _fir_accumulate(x, taps, out):
+    """out[i] += sum_j taps[j] x[i + j] (real), four taps a pass over ``out``; every
     operand a slice, so that the loops vectorise (indices such as x[i + q] with q a
     variable kept LLVM from it here: 4-6x slower)."""
     n = out.size
     width = taps.size
-    for i in range(n):
-        out[i] = np.float32(0.0)
     q = 0
     while q + 4 <= width:
         t0 = taps[q]
@@ -329,9 +335,11 @@ def _fir_part(flat, offset, stride, base, count, step, taps, acc):
 
 
 def _fir_complex(flat, base, count, step, taps, out):
-    """Complex samples (interleaved float32 ``flat``), real taps: complex64 ``out``.
-    As ``_fir_part`` for both parts, each phase's real and imaginary parts taken
-    apart in one pass over the samples."""
+    """Complex samples (interleaved float32 ``flat``), real taps: complex64 ``out``,
+    out[i] = sum_j taps[j] v[base + i step + j]. Polyphase: each phase's real and
+    imaginary parts taken apart in one pass over the samples, then filtered by
+    that phase's taps with ``_fir_accumulate`` (slices: 3x the speed of the same
+    loops indexed with offsets)."""
     width = taps.size
     span = (width + step - 1) // step
     size = flat.size // 2
@@ -340,6 +348,7 @@ def _fir_complex(flat, base, count, step, taps, out):
     acc_im = np.zeros(count, dtype=np.float32)
     re = np.empty(n, dtype=np.float32)
     im = np.empty(n, dtype=np.float32)
+    phase_taps = np.empty(span, dtype=np.float32)
     for p in range(min(step, width)):
         valid = min(n, max(0, (size - base - p + step - 1) // step))
         for m in range(valid):
@@ -349,31 +358,11 @@ def _fir_complex(flat, base, count, step, taps, out):
         for m in range(valid, n):
             re[m] = np.float32(0.0)
             im[m] = np.float32(0.0)
-        # Four taps a pass over the sums: each pass loads and stores them once (one
-        # tap a pass, as _fir_part, was bound by that).
         nq = (width - p + step - 1) // step
-        q = 0
-        while q + 4 <= nq:
-            t0 = taps[q * step + p]
-            t1 = taps[(q + 1) * step + p]
-            t2 = taps[(q + 2) * step + p]
-            t3 = taps[(q + 3) * step + p]
-            for i in range(count):
-                acc_re[i] += (
-                    t0 * re[i + q] + t1 * re[i + q + 1] + (t2 * re[i + q + 2] + t3 * re[i + q + 3])
-                )
-            for i in range(count):
-                acc_im[i] += (
-                    t0 * im[i + q] + t1 * im[i + q + 1] + (t2 * im[i + q + 2] + t3 * im[i + q + 3])
-                )
-            q += 4
-        while q < nq:
-            t = taps[q * step + p]
-            for i in range(count):
-                acc_re[i] += t * re[i + q]
-            for i in range(count):
-                acc_im[i] += t * im[i + q]
-            q += 1
+        for q in range(nq):
+            phase_taps[q] = taps[q * step + p]
+        _fir_accumulate(re, phase_taps[:nq], acc_re)
+        _fir_accumulate(im, phase_taps[:nq], acc_im)
     for i in range(count):
         out[i] = complex(acc_re[i], acc_im[i])
 
