@@ -28,9 +28,11 @@ encoder hardly counts; it is the stand-in codec of the QA tests, unless
 --onnx asks for the real ONNX encoder (needs its weights). Reports samples per
 second of each chain, and for ours the frames wholly inside the measured samples, the
 frames delivered and the header CRC failures, and the CPU time of the receiver
-block's own thread (``jscc_receiver.cpu_seconds``: its ``feed``, and ``feed`` plus
-making the PDUs) as samples per CPU second: the rate the receiver keeps up with
-on the core, apart from the source and ``channel_model`` that share it.
+block's own thread (``jscc_receiver.cpu_seconds``: its ``feed``, and the whole
+block: DC removal, ``feed`` and making the PDUs) as samples per CPU second: the
+rate the receiver keeps up with on the core, apart from the source and
+``channel_model`` that share it; with the samples per ``work`` call and the
+involuntary context switches of the process (``getrusage``) during each run.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -191,13 +194,31 @@ def _compiled() -> str:
     return "numba" if _fast.AVAILABLE else f"numpy ({_fast.REASON})"
 
 
+SWITCHES: list[int] = []  # involuntary context switches of the process, each timed run
+
+
 def timed(tb) -> tuple[float, float]:
     """Wall-clock and CPU seconds (this process: every thread, all on the one
     pinned core) of one run; the CPU figure is what other jobs on a shared
     machine distort least."""
+    switches = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
     t, c = time.perf_counter(), time.process_time()
     tb.run()
-    return time.perf_counter() - t, time.process_time() - c
+    wall, cpu = time.perf_counter() - t, time.process_time() - c
+    SWITCHES.append(resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw - switches)
+    return wall, cpu
+
+
+def block_cpu_seconds(rx) -> tuple[float, float]:
+    """The receiver block's thread: (``feed``, the whole block). Blocks before the
+    DC removal was timed apart count it in ``feed``."""
+    parts = rx.cpu_seconds()
+    return parts["feed"], sum(parts.values())
+
+
+def samples_per_call(rx) -> float:
+    stats = rx.stats()
+    return stats["samples_in"] / stats["work_calls"] if stats.get("work_calls") else float("nan")
 
 
 def main(argv=None) -> int:
@@ -238,9 +259,9 @@ def main(argv=None) -> int:
     runs = {"ours": [], "stock": []}
     cpu = {"ours": [], "stock": []}
     frames = []
-    receiver_cpu, receiver_block_cpu = [], []
+    receiver_cpu, receiver_block_cpu, chunks, switches = [], [], [], []
     replay = {k: [] for k in ("ours", "stock", "ours_cpu", "stock_cpu", "receiver_block_cpu")}
-    replay["frames"] = []
+    replay["frames"], replay["chunks"], replay["switches"] = [], [], []
     tape = None
     if args.recorded_periods > 0:
         tape, period, lead = recorded(args, encoder)
@@ -262,9 +283,11 @@ def main(argv=None) -> int:
         frames.append((whole, stats["frames_ok"], stats["header_crc_fail"]))
         # The receiver block's own thread: the whole chain shares the one core, so the
         # chain's rate is bounded by the source and channel_model too.
-        block_cpu = rx.cpu_seconds()
-        receiver_cpu.append(block_cpu["feed"])
-        receiver_block_cpu.append(block_cpu["feed"] + block_cpu["pdus"])
+        feed, block = block_cpu_seconds(rx)
+        receiver_cpu.append(feed)
+        receiver_block_cpu.append(block)
+        chunks.append(samples_per_call(rx))
+        switches.append(SWITCHES[-1])
         wall, used = timed(stock(args, encoder))
         runs["stock"].append(wall)
         cpu["stock"].append(used)
@@ -274,10 +297,11 @@ def main(argv=None) -> int:
             (rx,) = tb.blocks
             stats = rx.stats()
             replay["frames"].append((whole_replayed, stats["frames_ok"], stats["header_crc_fail"]))
-            block_cpu = rx.cpu_seconds()
             replay["ours"].append(wall)
             replay["ours_cpu"].append(used)
-            replay["receiver_block_cpu"].append(block_cpu["feed"] + block_cpu["pdus"])
+            replay["receiver_block_cpu"].append(block_cpu_seconds(rx)[1])
+            replay["chunks"].append(samples_per_call(rx))
+            replay["switches"].append(SWITCHES[-1])
             wall, used = timed(replay_stock(args, tape))
             replay["stock"].append(wall)
             replay["stock_cpu"].append(used)
@@ -304,13 +328,19 @@ def main(argv=None) -> int:
         "receiver_block_msps_cpu": args.samples / statistics.median(receiver_block_cpu) / 1e6,
         "receiver_feed_cpu_seconds": receiver_cpu,
         "receiver_block_cpu_seconds": receiver_block_cpu,
+        "receiver_samples_per_work_call": chunks,
+        "ours_involuntary_switches": switches,
         "compiled_kernels": _compiled(),
         "load_average": os.getloadavg(),
         "frames_whole_received_crcfail": frames,
     }
     result["ratio_ours_to_stock"] = result["ours_msps"] / result["stock_msps"]
     if tape is not None:
-        med = {k: statistics.median(v) for k, v in replay.items() if k != "frames"}
+        med = {
+            k: statistics.median(v)
+            for k, v in replay.items()
+            if k not in ("frames", "chunks", "switches")
+        }
         result["replay"] = {
             "what": "recorded channel output -> receiver (ours) / corr_est_cc (stock)",
             "recorded_samples": int(tape.size),
@@ -324,6 +354,8 @@ def main(argv=None) -> int:
             "ours_seconds": replay["ours"],
             "stock_seconds": replay["stock"],
             "frames_whole_received_crcfail": replay["frames"],
+            "receiver_samples_per_work_call": replay["chunks"],
+            "ours_involuntary_switches": replay["switches"],
         }
     text = json.dumps(result, indent=2)
     print(text)

@@ -193,6 +193,7 @@ def main(argv=None) -> int:
     frames = {"ofdm": [], "sc": []}
     block_cpu = {"ofdm": [], "sc": []}
     feed_cpu = {"ofdm": [], "sc": []}
+    chunks = {"ofdm": [], "sc": []}
     with tempfile.TemporaryDirectory() as tmp:
         image = _image(Path(tmp))
         bursts = build_bursts(encoder.encode(load_image(image), snr_db=10.0), 0)
@@ -204,8 +205,11 @@ def main(argv=None) -> int:
                 runs[kind].append(time.perf_counter() - t)
                 frames[kind].append(tb.keep[1].stats()["frames_ok"])
                 cpu = tb.keep[1].cpu_seconds()  # the receiver block's own thread
-                block_cpu[kind].append(cpu["feed"] + cpu["pdus"])
+                block_cpu[kind].append(sum(cpu.values()))  # DC removal, feed, PDUs
                 feed_cpu[kind].append(cpu["feed"])
+                stats = tb.keep[1].stats()
+                calls = stats.get("work_calls")  # absent before the block counted them
+                chunks[kind].append(stats["samples_in"] / calls if calls else float("nan"))
             tb = stock(args, bursts)
             t = time.perf_counter()
             tb.run()
@@ -224,6 +228,8 @@ def main(argv=None) -> int:
         "receiver_block_msps_cpu": {
             k: args.samples / statistics.median(v) / 1e6 for k, v in block_cpu.items()
         },
+        # Samples per work() call of the receiver block, each run.
+        "receiver_samples_per_work_call": chunks,
         # The same, receiving alone (feed), without making and posting the PDUs.
         "receiver_block_feed_msps_cpu": {
             k: args.samples / statistics.median(v) / 1e6 for k, v in feed_cpu.items()

@@ -99,6 +99,8 @@ class jscc_receiver(gr.sync_block):
         self._lock = threading.Lock()  # stats() is called from other threads
         self._frames_out = 0
         self._pdu_errors = 0
+        self._work_calls = 0
+        self._dc_cpu_s = 0.0
         self._feed_cpu_s = 0.0
         self._pdus_cpu_s = 0.0
         self.message_port_register_out(PDU_PORT)
@@ -109,27 +111,33 @@ class jscc_receiver(gr.sync_block):
             counters = dict(self._rx.stats)
             counters["pdus_sent"] = self._frames_out - self._pdu_errors
             counters["pdu_errors"] = self._pdu_errors
+            counters["work_calls"] = self._work_calls  # samples_in / work_calls: chunk size
         return counters
 
     def cpu_seconds(self) -> dict:
-        """CPU time of this block's own thread in ``work``: receiving (``feed``) and
-        making and posting the PDUs (``pdus``); what the block costs beside the
-        rest of a flowgraph sharing its core."""
+        """CPU time of this block's own thread in ``work``: the DC removal (``dc``),
+        receiving (``feed``) and making and posting the PDUs (``pdus``); what the
+        block costs beside the rest of a flowgraph sharing its core."""
         with self._lock:
-            return {"feed": self._feed_cpu_s, "pdus": self._pdus_cpu_s}
+            return {"dc": self._dc_cpu_s, "feed": self._feed_cpu_s, "pdus": self._pdus_cpu_s}
 
     def work(self, input_items, output_items):
         samples = input_items[0]
-        started = time.thread_time()
+        started = cleaned = time.thread_time()
         with self._lock:
-            frames = self._rx.feed(samples if self._dc is None else self._dc.process(samples))
+            self._work_calls += 1
+            if self._dc is not None:
+                samples = self._dc.process(samples)
+                cleaned = time.thread_time()
+            frames = self._rx.feed(samples)
             self._frames_out += len(frames)
             received = time.thread_time()
-            self._feed_cpu_s += received - started
+            self._dc_cpu_s += cleaned - started
+            self._feed_cpu_s += received - cleaned
         self._publish(frames)
         with self._lock:
             self._pdus_cpu_s += time.thread_time() - received
-        return len(samples)
+        return len(input_items[0])
 
     def _publish(self, frames) -> None:
         for frame in frames:
