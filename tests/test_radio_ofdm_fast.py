@@ -312,3 +312,127 @@ def test_receiving_compiles_nothing_after_load():
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip().splitlines()[-1] == "{}"
+
+
+def _staged(y, plan, comb_size):
+    y = y.copy()
+    m = y.shape[0]
+    hp = np.empty(plan[1].shape, dtype=np.complex128)
+    hs = np.empty((m, comb_size), dtype=np.complex128)
+    nu, weight = np.empty(m), np.zeros(m)
+    out = _fast_ofdm.pilot_stage(y, plan, hp, hs, nu, weight)
+    return (*out, y, hp, hs, nu, weight)
+
+
+def _dense_smoothed(args, comb_size):
+    m = args[0].shape[0]
+    hs, nu, weight = np.empty((m, comb_size), complex), np.empty(m), np.ones(m)
+    power = _fast_ofdm.dense_smooth(*args, hs, nu, weight)
+    return power, hs, nu, weight
+
+
+@needs_numba
+def test_pilot_stage_matches_its_twin(monkeypatch):
+    """The pilot stage in one compiled call (pilots, residual phase, the time smoother's
+    choice by leave-one-out residuals, smoothing, power, delay profile) against its
+    numpy twin on frames of 1 to 9 symbols, static and fading; the choice differs
+    between a static channel and a fast-fading one (the comparison covers both)."""
+    from diffjscc.radio import ofdm_receiver as orx
+
+    rng = np.random.default_rng(11)
+    cfg = OfdmConfig()
+    lay = cfg.layout
+    chosen = set()
+    for m in (1, 2, 3, 7, 9):
+        for doppler, slope in ((0.0, 0.0), (0.0, 0.15), (0.8, 0.0)):
+            plan, names, comb, _ = orx._pilot_plan(cfg, m)
+            taps = rng.standard_normal(4) + 1j * rng.standard_normal(4)
+            freqs = np.fft.fftfreq(cfg.fft_size) * cfg.fft_size
+            phasors = np.exp(-2j * np.pi * np.outer(freqs, np.arange(4)) / cfg.fft_size)
+            # Each path turns at its own rate (Doppler) or all grow along a line: a
+            # change over time that the common phase step does not remove.
+            t = np.arange(m)[:, None]
+            taps_t = taps * (1.0 + slope * t) * np.exp(1j * doppler * t * np.array([0, 1, -1, 0.5]))
+            h = taps_t @ phasors.T * np.exp(0.02j * t)
+            noise = rng.standard_normal((m, cfg.fft_size)) + 1j * rng.standard_normal(
+                (m, cfg.fft_size)
+            )
+            y = h * 0.3 + 0.02 * noise
+            xp = plan[2]
+            y.reshape(-1)[plan[1]] *= xp  # the pilots carry their known values
+            y[:, lay.noise] = 0.05 * noise[:, lay.noise]
+
+            compiled, twin = _twins(monkeypatch, _staged, y, plan, comb.size)
+            assert compiled[2] == twin[2] and np.array_equal(compiled[6], twin[6])
+            for a, b in zip(compiled[:6] + compiled[7:], twin[:6] + twin[7:], strict=True):
+                _close(a, b, tol=1e-10)
+            chosen.add(names[compiled[2]])
+    assert len(chosen) >= 3, chosen
+
+
+@needs_numba
+def test_dense_smoothing_and_cached_phasors_match_their_twins(monkeypatch):
+    """The known symbols' time smoothing (one or two symbols with known data, in either
+    comb row, every smoother shape) and the interpolation with the phasors cached per
+    delay prior against their numpy twins."""
+    from diffjscc.radio import ofdm_receiver as orx
+
+    rng = np.random.default_rng(12)
+    cfg = OfdmConfig()
+
+    def cplx(*shape):
+        return rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+
+    for m in (3, 7, 9):
+        _, names, comb, position = orx._pilot_plan(cfg, m)
+        hp = cplx(m, cfg.pilots_per_symbol)
+        for dense_t in ([0], [0, m - 1], [1, 2]):
+            dense_t = np.asarray(dense_t, dtype=np.int64)
+            dense_est = cplx(dense_t.size, comb.size)
+            dense_var = rng.uniform(0.001, 0.2, (dense_t.size, 2))
+            for name in names:
+                shape = orx._shape(name, 2)
+                args = (hp, dense_t, dense_est, dense_var, 0.05, position, *shape)
+                compiled, twin = _twins(monkeypatch, _dense_smoothed, args, comb.size)
+                _close(compiled, twin, tol=1e-10)
+                assert np.all(compiled[3][dense_t] == 0.0)
+    delays = tuple(range(-3, 15))
+    at, x, mse = orx._comb_interpolator(cfg, 2, delays, orx._rho_db10(0.05))
+    er, ei = orx._used_phasors(cfg, 2, delays)
+    hs, scale = cplx(7, x.shape[1]), rng.uniform(0.5, 2, 7)
+    pick = orx._data_in_used(cfg, 7)
+    compiled = _fast_ofdm.interpolate_phasors(hs, x, er, ei, pick, mse, scale, 2.0, 0.1)
+    twiddle = orx._twiddles(cfg.fft_size)
+    args = (hs, x, at, orx._used_bins(cfg), pick, twiddle, mse, scale, 2.0, 0.1)
+    monkeypatch.setattr(_fast_ofdm, "AVAILABLE", False)
+    _close(compiled, _fast_ofdm.interpolate_delays(*args), tol=1e-10)
+
+
+@needs_numba
+def test_direct_sync_correlation_matches_the_fft_path(monkeypatch):
+    """The sync search with its correlation made in the kernel against the receiver's
+    overlap-save FFT correlation and the metric's numpy twin, on a window holding a
+    sync (noise, a frequency offset) and on silence then signal."""
+    from diffjscc.radio import ofdm_receiver as orx
+
+    rng = np.random.default_rng(13)
+    rx = OfdmReceiver(OfdmConfig())
+    x, _ = _stream(seed=5, snr_db=6.0)
+    norm = (orx.SYNC_BLOCKS - 1) * rx._block_energy**2 * rx._lag_gain
+    for lo, count in ((0, 1776), (300, 336), (0, 4000)):
+        seg = x[lo : lo + count + orx.SYNC_LENGTH + orx._LAGS].copy()
+        assert seg.size == count + orx.SYNC_LENGTH + orx._LAGS
+        if count == 336:
+            seg[:100] = 0
+        seg += (0.01 * rng.standard_normal(seg.size)).astype(np.complex64)
+        args = (count, orx.SYNC_PERIOD)
+        compiled = _fast_ofdm.sync_search(seg, rx._sync_block, *args, rx._signs, orx._LAGS, norm)
+        monkeypatch.setattr(_fast_ofdm, "AVAILABLE", False)
+        corr = rx._correlate(seg)
+        twin = _fast_ofdm.sync_metric(corr, seg, *args, orx._SIGNS, orx._LAGS, norm)
+        monkeypatch.setattr(_fast_ofdm, "AVAILABLE", True)
+        for a, b in zip(compiled, twin, strict=True):
+            assert a.shape == b.shape
+            assert np.allclose(a, b, rtol=1e-4, atol=1e-5 * np.max(np.abs(b)))
+        assert int(np.argmax(compiled[0])) == int(np.argmax(twin[0]))
+    assert float(np.max(compiled[0])) > 0.5  # a sync in the window
