@@ -53,12 +53,14 @@ _KERNELS = (
     "blocks_clean",
     "viterbi",
     "conv_symbols",
+    "_conj_turn",
     "equalise_payload",
     "damage_precheck",
     "drift_probe",
     "block_timings",
     "pilot_residual_phase",
     "payload_path",
+    "header_path",
 )
 
 
@@ -864,6 +866,26 @@ def _conv_symbols(bits, generators, scrambler, out):
             k += 1
 
 
+# Turns (radians) small enough for ``_conj_turn``'s series, and how many lines of
+# the payload equaliser may follow one another by such turns before an exact anchor.
+_SMALL_TURN = 0.25
+_TURN_ANCHOR = 32
+
+
+def _conj_turn(a):
+    """exp(-1j a) for |a| < _SMALL_TURN, by the Taylor series of the cosine and sine
+    to a^10 and a^11 (the first term left out is below 1.3e-16)."""
+    a2 = a * a
+    c = 1.0 - a2 / 2.0 * (
+        1.0 - a2 / 12.0 * (1.0 - a2 / 30.0 * (1.0 - a2 / 56.0 * (1.0 - a2 / 90.0)))
+    )
+    s = a * (
+        1.0
+        - a2 / 6.0 * (1.0 - a2 / 20.0 * (1.0 - a2 / 42.0 * (1.0 - a2 / 72.0 * (1.0 - a2 / 110.0))))
+    )
+    return complex(c, -s)
+
+
 def _equalise_payload(y, t_out, h, freq, t_ref, knot_t, knot_phase, out):
     """out[k] = y[t] / (h exp(2j pi freq (t - t_ref)) exp(1j phase(t))), t = t_out[k],
     phase(t) interpolated linearly between the knots (held at the end ones, as
@@ -881,6 +903,8 @@ def _equalise_payload(y, t_out, h, freq, t_ref, knot_t, knot_phase, out):
     interval = -1
     line_of = -4  # the interval whose base, slope and origin are below
     base = slope = origin = 0.0
+    last_angle = 0.0
+    since = 0
     for k in range(t_out.size):
         t = t_out[k]
         if knots == 0:
@@ -905,16 +929,26 @@ def _equalise_payload(y, t_out, h, freq, t_ref, knot_t, knot_phase, out):
                 slope = (knot_phase[interval + 1] - base) / (knot_t[interval + 1] - t0)
                 origin = t0
         held = min(interval, knots - 1)
+        angle = two_pi_f * (t - t_ref) + base + slope * (t - origin)
         if held == last_interval and t - last_t == 1:
             current = current * step
         else:
-            angle = two_pi_f * (t - t_ref) + base + slope * (t - origin)
             # 1 / exp(1j angle) = exp(-1j angle): the division becomes a product.
-            current = complex(np.cos(angle), -np.sin(angle)) * inv_h
+            # Past a pilot the angle has turned little since the last symbol: that
+            # turn by a series (exact to 1e-16) rather than a sine and cosine of the
+            # whole angle, which are anchored afresh every _TURN_ANCHOR lines.
+            turn = angle - last_angle
+            if k > 0 and since < _TURN_ANCHOR and abs(turn) < _SMALL_TURN:
+                current = current * _conj_turn(turn)
+                since += 1
+            else:
+                current = complex(np.cos(angle), -np.sin(angle)) * inv_h
+                since = 0
             w = two_pi_f + slope
-            step = complex(np.cos(w), -np.sin(w))
+            step = _conj_turn(w) if abs(w) < _SMALL_TURN else complex(np.cos(w), -np.sin(w))
         last_interval = held
         last_t = t
+        last_angle = angle
         out[k] = y[t] * current
 
 
@@ -1127,13 +1161,109 @@ def _payload_path(
     return PAYLOAD_DAMAGE
 
 
+# Outcomes of ``header_path``.
+HEADER_DECODED = 0  # bits decoded (their CRC is checked in Python)
+HEADER_OTHER = 1  # fine timing left its samples, or samples short: the general path
+
+
+def _header_path(
+    buf,
+    buf_start,
+    burst_start,
+    cfo,
+    sps,
+    num_taps,
+    fine_count,
+    segment_table,
+    fraction_steps,
+    segments,
+    period,
+    reach,
+    fine_steps,
+    taps_table,
+    count,
+    known_times,
+    known_values,
+    data_times,
+    halfwidth,
+    scrambler,
+    prev,
+    signs,
+    top,
+    timing,
+    y,
+    fit,
+    bits,
+):
+    """The header stage of a burst in one call, as the receiver's general path
+    does it step by step for a convolutional header: the samples around the
+    preamble frequency corrected (``mix``) and the fine timing (``fine_timing``);
+    the samples of preamble and header corrected again from the new start, the
+    matched filter (``count`` symbols into ``y``), the channel fit from the known
+    symbols (``channel_fit``: fit = [Re h, Im h, freq, t_ref, residual energy]),
+    the header's soft bits, descrambled, and ``viterbi`` into ``bits``.
+    ``timing[0]``: the burst's start found (absolute sample). Returns one of the
+    HEADER_* outcomes."""
+    # Fine timing, from two samples before the coarse start.
+    first = burst_start - 2.0
+    lo = np.int64(np.floor(first)) - 1
+    hi = np.int64(np.floor(first)) + 1 + (fine_count - 1) * sps + num_taps
+    if lo - buf_start < 0 or hi - buf_start > buf.size:
+        return HEADER_OTHER
+    seg = np.empty(hi - lo, dtype=np.complex64)
+    mix(buf[lo - buf_start : hi - buf_start], -cfo, seg)
+    found = np.empty(1)
+    if not fine_timing(
+        seg,
+        burst_start - lo,
+        segment_table,
+        fraction_steps,
+        segments,
+        period,
+        reach,
+        fine_steps,
+        found,
+    ):
+        return HEADER_OTHER
+    start = lo + found[0]
+    timing[0] = start
+    # Preamble and header.
+    lo = np.int64(np.floor(start)) - 1
+    hi = np.int64(np.floor(start)) + 1 + (count - 1) * sps + num_taps
+    if lo - buf_start < 0 or hi - buf_start > buf.size:
+        return HEADER_OTHER
+    seg = np.empty(hi - lo, dtype=np.complex64)
+    mix(buf[lo - buf_start : hi - buf_start], -cfo, seg)
+    offset = start - lo
+    base = np.int64(np.floor(offset))
+    stop = base + (count - 1) * sps + taps_table.shape[1]
+    row = np.int64(np.rint((offset - base) * fraction_steps))
+    if base < 0 or stop > seg.size or row < 0 or row > fraction_steps:
+        return HEADER_OTHER
+    fir_complex(seg[base:stop].view(np.float32), 0, count, sps, taps_table[row], y)
+    h, freq, t_ref, energy = channel_fit(y, known_times, known_values, 0.0, halfwidth)
+    fit[0] = h.real
+    fit[1] = h.imag
+    fit[2] = freq
+    fit[3] = t_ref
+    fit[4] = energy
+    soft = np.empty(data_times.size, dtype=np.float32)
+    header_soft(y, data_times, h, freq, t_ref, soft)
+    n = min(soft.size, scrambler.size)
+    steps = n // 2
+    descrambled = np.empty(2 * steps)
+    for k in range(2 * steps):
+        descrambled[k] = np.float32(soft[k] * scrambler[k])
+    viterbi(descrambled, prev, signs, top, bits[:steps])
+    return HEADER_DECODED
+
+
 # The compiled kernels, set by load(); None until then.
 fir_complex = fir_real = detection = segment_correlation = periodogram_grid = derotated_fit = None
 frequency_search = blocks_clean = viterbi = conv_symbols = equalise_payload = None
 mix = smoothed_phase = segment_energies = None
-damage_precheck = drift_probe = block_timings = pilot_residual_phase = payload_path = (
-    fine_timing
-) = None
+damage_precheck = drift_probe = block_timings = pilot_residual_phase = fine_timing = None
+payload_path = header_path = None
 channel_fit = header_soft = first_above = split_gains = local_gain_noise = None
 
 
@@ -1221,6 +1351,36 @@ def _warm_up() -> None:
             channel_fit(dsum, times, known, 0.0, 0.01)
         header_soft(dsum, times, 1.0 + 0j, 0.01, 1.5, np.empty(4, np.float32))
     first_above(energy, np.float32(0.5))
+    # The header stage, with the receiver's tables (read-only) and header forms.
+    header_path(
+        np.zeros(64, np.complex64),
+        0,
+        8.0,
+        0.001,
+        2,
+        5,
+        4,
+        _readonly(np.zeros((3, 6), np.complex64)),
+        2,
+        2,
+        4,
+        10,
+        _readonly(np.array([0.5, 0.15])),
+        _readonly(np.zeros((3, 5), np.float32)),
+        4,
+        np.arange(2),
+        np.ones(2, np.complex64),
+        np.arange(2, 4),
+        0.004,
+        _readonly(np.ones(2, np.float32)),
+        np.zeros((4, 2), np.int64),
+        np.ones((2, 4, 2)),
+        1,
+        np.empty(1),
+        np.empty(4, np.complex64),
+        np.empty(5),
+        np.empty(1, np.uint8),
+    )
     # The payload stage, with the layout caches' read-only arrays and a frame's own
     # known values; each outcome's branch compiled.
     table = _readonly(np.zeros((3, 5), np.float32))

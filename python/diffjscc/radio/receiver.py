@@ -81,6 +81,7 @@ from diffjscc.radio.sequences import (
     PREAMBLE_LENGTH,
     SEGMENT_LENGTH,
     SEGMENTS,
+    header_scrambler,
     pilot_symbols,
     preamble,
     preamble_segment,
@@ -317,6 +318,11 @@ class BurstReceiver:
         pilot_symbols(1)
         self._segment_filters = _segment_filter_table(cfg)
         self._rx_taps = rx_taps_table(cfg)
+        self._conv_scrambler = header_scrambler(hdr.CONV_SYMBOLS)
+        # Samples of the preamble's segment windows that the fine timing reads.
+        self._fine_reach = (SEGMENTS - 1) * self._tables.segment_period + (
+            (SEGMENT_LENGTH - 1) * cfg.sps + cfg.num_taps
+        )
         # Cover-code differences, signs of the detection sum's terms.
         self._signs = np.ascontiguousarray(BARKER_7[: SEGMENTS - 1], dtype=np.float32)
         _fast.load()  # compiled kernels, where numba is installed
@@ -721,15 +727,19 @@ class BurstReceiver:
 
     def _decode_header(self, p: _Candidate) -> None:
         cfg = self.cfg
-        self._fine_timing(p)
         count = PREAMBLE_LENGTH + self._header_span
-        seg, origin = self._samples(p.start, count, p.cfo)
-        y = matched_filter(seg, p.start - origin, count, cfg)
         # The coarse estimate from the preamble errs by < 0.002 cycles/symbol at -5 dB.
         halfwidth = min(0.004, self.tuning.max_cfo)
         header = None
         forms = self._header_forms
-        for i, form in enumerate(forms):
+        y, header, est = self._header_compiled(p, count, halfwidth)
+        if header is not None:
+            p.header_span = forms[0].span
+        elif y is None:
+            self._fine_timing(p)
+            seg, origin = self._samples(p.start, count, p.cfo)
+            y = matched_filter(seg, p.start - origin, count, cfg)
+        for i, form in enumerate(() if header is not None else forms):
             # The estimate from the known symbols up to this version's last header
             # symbol (a short frame of version 2 may end before version 1's); each
             # estimate also gives the versions tried before another chance.
@@ -768,6 +778,56 @@ class BurstReceiver:
         p.header_est = est
         p.payload_len = stop - start
         p.body_len = body_layout(hdr.header_symbols(header.version) + p.payload_len, cfg).length
+
+    def _header_compiled(self, p: _Candidate, count: int, halfwidth: float):
+        """``_fast.header_path`` for a first-tried convolutional header: (y, header,
+        estimate), the header None when its CRC or version failed (the general
+        loop goes on from ``y``, with the start fine-timed), all three None where
+        the kernels are not in use or the general path must run from the start."""
+        form = self._header_forms[0]
+        if not (_fast.AVAILABLE and form.version == hdr.VERSION_CONV):
+            return None, None, None
+        cfg, t = self.cfg, self._tables
+        timing = np.empty(1)
+        y = np.empty(count, dtype=np.complex64)
+        fit = np.empty(5)
+        bits = np.empty(hdr.HEADER_BITS + hdr.CONV_TAIL, dtype=np.uint8)
+        outcome = _fast.header_path(
+            self._buf,
+            self._buf_start,
+            p.start,
+            p.cfo,
+            cfg.sps,
+            cfg.num_taps,
+            PREAMBLE_LENGTH + 4 * cfg.sps,
+            self._segment_filters,
+            FRACTION_STEPS,
+            SEGMENTS,
+            t.segment_period,
+            self._fine_reach,
+            _FINE_STEPS,
+            self._rx_taps,
+            count,
+            form.known_times,
+            form.known_values,
+            form.data_times,
+            halfwidth,
+            self._conv_scrambler,
+            hdr._PREV,
+            hdr._SIGNS,
+            hdr.CONV_K - 2,
+            timing,
+            y,
+            fit,
+            bits,
+        )
+        if outcome != _fast.HEADER_DECODED:
+            return None, None, None
+        p.start = float(timing[0])
+        free_params = 3 if halfwidth > 0.0 else 2  # Re h, Im h (, f)
+        t_known = form.known_times.size
+        est = _estimate(complex(fit[0], fit[1]), fit[2], fit[3], fit[4], t_known, free_params)
+        return y, hdr.unpack(bits[: hdr.HEADER_BITS], hdr.VERSION_CONV), est
 
     def _drop_pending(self) -> None:
         """Give up the burst in progress; the search goes on after its preamble."""
