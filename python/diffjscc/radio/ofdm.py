@@ -300,8 +300,16 @@ def pilot_values(num_symbols: int, cfg: OfdmConfig) -> np.ndarray:
 
 def padding_values(count: int) -> np.ndarray:
     """Known QPSK on the last symbol's unused data subcarriers (the pilot table's far end)."""
+    return _padding(int(count)).copy()
+
+
+@functools.lru_cache(maxsize=64)
+def _padding(count: int) -> np.ndarray:
+    # Cached: the receiver needs them on every frame, and the table is 16383 long.
     table = pilot_symbols(16383)
-    return table[table.size - count :] if count else np.zeros(0, np.complex64)
+    out = table[table.size - count :].copy() if count else np.zeros(0, np.complex64)
+    out.flags.writeable = False
+    return out
 
 
 @dataclass(frozen=True)

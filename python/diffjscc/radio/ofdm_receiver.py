@@ -598,7 +598,9 @@ def estimate_channel_grid(y: np.ndarray, cfg: OfdmConfig, known=None) -> Channel
             # Every comb subcarrier observed at a symbol with known data; that symbol's
             # own pilots are in its estimate, so its pilot observation is left out.
             dense_t = np.asarray(sorted(dense), dtype=np.int64)
-            dense_est = np.stack([dense[t][0] for t in dense_t.tolist()])
+            dense_est = np.empty((dense_t.size, comb.size), dtype=np.complex128)
+            for j, t in enumerate(dense_t.tolist()):
+                dense_est[j] = dense[t][0]
             dense_var = np.maximum(
                 power * np.asarray([dense[t][2] for t in dense_t.tolist()]), 1e-3 * noise_var
             )
@@ -1305,7 +1307,8 @@ class OfdmReceiver:
         cfg = self.cfg
         n = cfg.fft_size
         w0 = p.start + SYNC_LENGTH + cfg.cp_length - self._backoff
-        starts = w0 + (first + np.arange(count)) * cfg.symbol_length
+        length = cfg.symbol_length
+        starts = np.arange(w0 + first * length, w0 + (first + count) * length, length)
         seg = self._samples(int(starts[0]), int(starts[-1]) + n)
         if p.cfo:
             win = _fast_ofdm.derotate(seg, cfg.symbol_length, count, n, p.cfo, starts)
