@@ -222,7 +222,11 @@ class _Growable:
         return self._hi - self._lo
 
     def append(self, x: np.ndarray) -> None:
-        n = x.size
+        self.grow(x.size)[...] = x
+
+    def grow(self, n: int) -> np.ndarray:
+        """``n`` more elements at the back, uninitialised: the writable view of them
+        (valid until the next append or grow), for a kernel to fill in place."""
         if self._hi + n > self._data.size:
             live = self.size
             if live + n > self._data.size // 2:
@@ -232,8 +236,9 @@ class _Growable:
             else:
                 self._data[:live] = self.view.copy()
             self._lo, self._hi = 0, live
-        self._data[self._hi : self._hi + n] = x
+        tail = self._data[self._hi : self._hi + n]
         self._hi += n
+        return tail
 
     def drop(self, n: int) -> None:
         self._lo += min(max(n, 0), self.size)
@@ -338,6 +343,7 @@ class BurstReceiver:
         self._buf_start = -self._margin
         self._metric_store = _Growable(np.float32)
         self._dsum_store = _Growable(np.complex64)
+        self._energy_work = np.empty(0, dtype=np.float32)
         self._metric_start = self._buf_start  # absolute lag of _metric[0]
         self._search = 0  # absolute lag where the search for preambles continues
         self._pending: _Candidate | None = None
@@ -474,10 +480,14 @@ class BurstReceiver:
         n = hi - lo
         reach = self._metric_reach
         if _fast.AVAILABLE:
-            dsum = np.empty(n, dtype=np.complex64)
-            energy = np.empty(n, dtype=np.float32)
+            # Written in place at the stores' ends (their copies cost a tenth of the
+            # kernel); the energy into a work array kept between calls.
+            if self._energy_work.size < n:
+                self._energy_work = np.empty(max(n, 1 << 15), dtype=np.float32)
+            energy = self._energy_work[:n]
             flat = np.ascontiguousarray(seg).view(np.float32)
-            metric = np.empty(n, dtype=np.float32)
+            metric = self._metric_store.grow(n)
+            dsum = self._dsum_store.grow(n)
             top, low = _fast.detection(
                 flat,
                 n,
@@ -493,10 +503,9 @@ class BurstReceiver:
                 energy,
                 metric,
             )
-            if not 1e-7 * top > low:  # no floor needed (see _normalise_metric)
-                self._metric_store.append(metric)
-                self._dsum_store.append(dsum)
-                return
+            if 1e-7 * top > low:  # a floor is needed (see _normalise_metric)
+                metric[...] = self._floored_metric(dsum, energy)
+            return
         else:
             corr = self._correlate(seg)  # corr[n] at lag lo + n
             dsum, energy = self._detection_sums(seg, corr, n)
@@ -526,6 +535,11 @@ class BurstReceiver:
 
     def _normalise_metric(self, dsum: np.ndarray, energy: np.ndarray) -> None:
         """Metric = |dsum| / energy (floored), appended with dsum to the stores."""
+        self._metric_store.append(self._floored_metric(dsum, energy))
+        self._dsum_store.append(dsum)
+
+    def _floored_metric(self, dsum: np.ndarray, energy: np.ndarray) -> np.ndarray:
+        """|dsum| / energy, the energy floored (changed in place)."""
         t = self._tables
         reach = self._metric_reach
         # The FFT leaves rounding noise where the input is silent; without a
@@ -543,8 +557,7 @@ class BurstReceiver:
         energy *= self._metric_scale
         metric = np.abs(dsum)
         metric /= energy
-        self._metric_store.append(metric)
-        self._dsum_store.append(dsum)
+        return metric
 
     @staticmethod
     def _corr_fft(taps: int) -> int:
