@@ -436,3 +436,14 @@ def test_direct_sync_correlation_matches_the_fft_path(monkeypatch):
             assert np.allclose(a, b, rtol=1e-4, atol=1e-5 * np.max(np.abs(b)))
         assert int(np.argmax(compiled[0])) == int(np.argmax(twin[0]))
     assert float(np.max(compiled[0])) > 0.5  # a sync in the window
+
+
+@needs_numba
+def test_input_scan_counts_nonfinite_samples_and_finds_the_peak():
+    rng = np.random.default_rng(14)
+    x = (rng.standard_normal(5000) + 1j * rng.standard_normal(5000)).astype(np.complex64)
+    x[[3, 70, 4000]] = [np.nan, complex(1.0, np.inf), complex(-np.inf, 0.0)]
+    clean = np.where(np.isfinite(x), x, 0).view(np.float32)
+    assert _fast_ofdm.input_scan(x) == (3, float(np.max(np.abs(clean))))
+    assert _fast_ofdm.input_scan(x[::2])[0] == int(np.count_nonzero(~np.isfinite(x[::2])))
+    assert _fast_ofdm.input_scan(np.zeros(8, np.complex64)) == (0, 0.0)

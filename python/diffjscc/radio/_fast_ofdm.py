@@ -171,6 +171,26 @@ def sync_search(x, block, count, period, signs, lags, norm):
     return metric, summed, single
 
 
+def _input_scan(x):
+    bad = 0
+    peak = np.float32(0.0)
+    for v in x:
+        a = v.real
+        b = v.imag
+        if math.isfinite(a) and math.isfinite(b):
+            peak = max(peak, abs(a), abs(b))
+        else:
+            bad += 1
+    return bad, peak
+
+
+def input_scan(x):
+    """(non-finite samples, largest |real| or |imag| of the finite ones) of a complex64
+    chunk, in one pass (numpy: isfinite, count, max and min, four). Compiled only."""
+    bad, peak = _input_scan(np.ascontiguousarray(x, dtype=np.complex64))
+    return int(bad), float(peak)
+
+
 def local_linear_numpy(t_obs, m, half, fit=True, weight=None):
     """The time smoother's weights (``ofdm_receiver._local_linear``), in numpy."""
     t_obs = np.asarray(t_obs, dtype=np.float64)
@@ -1495,6 +1515,9 @@ def _warm_up() -> None:
     _warm_up_stage()
     out = (np.empty(4), np.empty(4, np.complex128), np.empty(6))
     _sync_direct(x, _ro(np.ones(4, np.complex128)), 4, 4, _ro(np.ones(3)), 2, 1.0, *out)
+    # The chunks fed: fresh arrays, or read-only views of a caller's buffer.
+    for chunk in (x, _ro(x)):
+        _input_scan(chunk)
 
 
 def _warm_up_stage() -> None:
@@ -1536,6 +1559,7 @@ _loader = KernelLoader(
         Kernel("_sync_metric", _sync_metric),
         Kernel("_correlate", _correlate),
         Kernel("_sync_direct", _sync_direct),
+        Kernel("_input_scan", _input_scan),
         Kernel("_product_bt", _product_bt),
         Kernel("_local_linear", _local_linear, fastmath=False),
         Kernel("_residual_step", _residual_step, fastmath=False),

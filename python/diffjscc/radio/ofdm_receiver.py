@@ -1072,16 +1072,18 @@ class OfdmReceiver:
 
     # -- input ------------------------------------------------------------------------
 
-    def _level(self, x: np.ndarray) -> np.ndarray:
+    def _level(self, x: np.ndarray, peak: float | None = None) -> np.ndarray:
         """The chunk in the buffer's units: samples are kept (scaled by a power of two)
         with their peak within 2 ** +-_LEVEL_RANGE, where float32 products neither
         overflow nor fall under the estimator's absolute floors (its noise variance of at
         least 1e-12); the buffer follows when the level moves out of that range. The
-        frames' h and noise_var are given back in the input's units."""
+        frames' h and noise_var are given back in the input's units. ``peak``: the
+        chunk's largest |real| or |imag| where the caller has it."""
         if self.genie is not None:  # the genie's noise is in the input's units
             return x
-        parts = x.view(np.float32)
-        peak = max(float(parts.max()), -float(parts.min()))
+        if peak is None:
+            parts = x.view(np.float32)
+            peak = max(float(parts.max()), -float(parts.min()))
         if peak > 0 and not (2.0**-_LEVEL_RANGE <= peak * self._scale <= 2.0**_LEVEL_RANGE):
             scale = 2.0 ** -math.floor(math.log2(peak))
             factor = scale / self._scale
@@ -1104,11 +1106,15 @@ class OfdmReceiver:
         if x.size == 0:
             return []
         self.stats["samples_in"] += int(x.size)
-        bad = ~np.isfinite(x)
-        if bad.any():
-            self.stats["nonfinite_samples"] += int(np.count_nonzero(bad))
-            x = np.where(bad, 0, x).astype(np.complex64)
-        x = self._level(x)
+        peak = None
+        if _fast_ofdm.AVAILABLE:  # the non-finite samples and the peak in one pass
+            nonfinite, peak = _fast_ofdm.input_scan(x)
+        else:
+            nonfinite = int(np.count_nonzero(~np.isfinite(x)))
+        if nonfinite:
+            self.stats["nonfinite_samples"] += nonfinite
+            x = np.where(np.isfinite(x), x, 0).astype(np.complex64)
+        x = self._level(x, peak)
         self._buf = np.concatenate([self._buf, x]) if self._buf.size else x.copy()
         self._end += x.size
         self._unprocessed += x.size
