@@ -43,6 +43,7 @@ _KERNELS = (
     "derotated_fit",
     "channel_fit",
     "first_above",
+    "burst_peak",
     "split_gains",
     "local_gain_noise",
     "header_soft",
@@ -697,6 +698,41 @@ def _first_above(values, bar):
     return -1
 
 
+def _burst_peak(values, bar, window, out):
+    """The receiver's search for a preamble in one call: the first value above
+    ``bar`` (-1 when none is), and when the ``window`` values from it have all
+    arrived (out[0] = 1, else 0): out[1] = the offset of their first largest from
+    that first one, out[2] = the fraction of a lag (within +-0.5) of the parabola
+    through it and its neighbours (0 at the window's ends or where they are not
+    concave), out[3] = the largest value."""
+    first = -1
+    for i in range(values.size):
+        if values[i] > bar:
+            first = i
+            break
+    out[0] = 0.0
+    if first < 0 or first + window > values.size:
+        return first
+    best = first
+    for i in range(first + 1, first + window):
+        if values[i] > values[best]:
+            best = i
+    i = best - first
+    frac = 0.0
+    if 0 < i < window - 1:
+        a = float(values[best - 1])
+        b = float(values[best])
+        c = float(values[best + 1])
+        denom = a - 2.0 * b + c
+        if denom < 0.0:
+            frac = min(max(0.5 * (a - c) / denom, -0.5), 0.5)
+    out[0] = 1.0
+    out[1] = i
+    out[2] = frac
+    out[3] = values[best]
+    return first
+
+
 def _split_gains(csum, floor_e, rsum, floor_r, rtimes, a, b, c, out):
     """``equalise.energy_stretches``' split gains in one call: for each candidate
     change point c[j] in [a, b), the exponential log-likelihood gained by cutting
@@ -1194,6 +1230,7 @@ def _header_path(
     y,
     fit,
     bits,
+    packed,
 ):
     """The header stage of a burst in one call, as the receiver's general path
     does it step by step for a convolutional header: the samples around the
@@ -1201,7 +1238,8 @@ def _header_path(
     the samples of preamble and header corrected again from the new start, the
     matched filter (``count`` symbols into ``y``), the channel fit from the known
     symbols (``channel_fit``: fit = [Re h, Im h, freq, t_ref, residual energy]),
-    the header's soft bits, descrambled, and ``viterbi`` into ``bits``.
+    the header's soft bits, descrambled, and ``viterbi`` into ``bits``, the first of
+    them packed into the bytes ``packed``.
     ``timing[0]``: the burst's start found (absolute sample). Returns one of the
     HEADER_* outcomes."""
     # Fine timing, from two samples before the coarse start.
@@ -1255,6 +1293,11 @@ def _header_path(
     for k in range(2 * steps):
         descrambled[k] = np.float32(soft[k] * scrambler[k])
     viterbi(descrambled, prev, signs, top, bits[:steps])
+    for j in range(packed.size):  # the first bits, 8 a byte, the first the most significant
+        v = 0
+        for b in range(8):
+            v = (v << 1) | (bits[8 * j + b] if 8 * j + b < steps else 0)
+        packed[j] = v
     return HEADER_DECODED
 
 
@@ -1264,7 +1307,7 @@ frequency_search = blocks_clean = viterbi = conv_symbols = equalise_payload = No
 mix = smoothed_phase = segment_energies = None
 damage_precheck = drift_probe = block_timings = pilot_residual_phase = fine_timing = None
 payload_path = header_path = None
-channel_fit = header_soft = first_above = split_gains = local_gain_noise = None
+channel_fit = header_soft = first_above = burst_peak = split_gains = local_gain_noise = None
 
 
 def load() -> bool:
@@ -1351,6 +1394,7 @@ def _warm_up() -> None:
             channel_fit(dsum, times, known, 0.0, 0.01)
         header_soft(dsum, times, 1.0 + 0j, 0.01, 1.5, np.empty(4, np.float32))
     first_above(energy, np.float32(0.5))
+    burst_peak(energy, np.float32(0.5), 2, np.empty(4))
     # The header stage, with the receiver's tables (read-only) and header forms.
     header_path(
         np.zeros(64, np.complex64),
@@ -1379,6 +1423,7 @@ def _warm_up() -> None:
         np.empty(1),
         np.empty(4, np.complex64),
         np.empty(5),
+        np.empty(1, np.uint8),
         np.empty(1, np.uint8),
     )
     # The payload stage, with the layout caches' read-only arrays and a frame's own

@@ -126,7 +126,13 @@ def pack(header: FrameHeader) -> np.ndarray:
 def unpack(bits: np.ndarray, version: int = VERSION) -> FrameHeader | None:
     """112 bits -> header, or None when the CRC or the version does not match
     (``version``: the one whose code carried the bits)."""
-    data = np.packbits(np.asarray(bits[:HEADER_BITS], dtype=np.uint8)).tobytes()
+    return unpack_bytes(
+        np.packbits(np.asarray(bits[:HEADER_BITS], dtype=np.uint8)).tobytes(), version
+    )
+
+
+def unpack_bytes(data: bytes, version: int = VERSION) -> FrameHeader | None:
+    """``unpack`` of the 14 bytes the 112 bits make (the first bit the most significant)."""
     body, crc = data[: _FIELDS.size], data[_FIELDS.size :]
     if binascii.crc_hqx(body, 0xFFFF) != struct.unpack(">H", crc)[0]:
         return None

@@ -344,6 +344,7 @@ class BurstReceiver:
         self._metric_store = _Growable(np.float32)
         self._dsum_store = _Growable(np.complex64)
         self._energy_work = np.empty(0, dtype=np.float32)
+        self._peak_out = np.empty(4)
         self._metric_start = self._buf_start  # absolute lag of _metric[0]
         self._search = 0  # absolute lag where the search for preambles continues
         self._pending: _Candidate | None = None
@@ -590,30 +591,23 @@ class BurstReceiver:
         cfg, t = self.cfg, self._tables
         metric_end = self._metric_start + self._metric.size
         if self._pending is None:
-            hit = _first_above(self._metric_at(self._search, metric_end), self._threshold)
-            if hit < 0:
-                self._search = max(self._search, metric_end)
-                return False, None
-            first = self._search + hit
             # The peak follows the first crossing by at most the preamble's length
             # (earlier crossings are cover-code sidelobes of partial overlaps).
-            window_end = first + self._metric_reach + t.preamble_samples + 1
-            if window_end > metric_end:
+            window = self._metric_reach + t.preamble_samples + 1
+            found = self._find_peak(self._metric_at(self._search, metric_end), window)
+            if found is None:
+                self._search = max(self._search, metric_end)
+                return False, None
+            hit, i, frac, top = found
+            first = self._search + hit
+            if i is None:  # the window has not all arrived
                 self._search = first
                 return False, None
-            window = self._metric_at(first, window_end)
-            i = int(np.argmax(window))
             peak = first + i
-            frac = 0.0
-            if 0 < i < window.size - 1:
-                a, b, c = (float(v) for v in window[i - 1 : i + 2])
-                denom = a - 2 * b + c
-                if denom < 0:
-                    frac = min(max(0.5 * (a - c) / denom, -0.5), 0.5)
             dsum = complex(self._dsum[peak - self._metric_start])
             cfo = cmath.phase(dsum) / (2 * math.pi * t.segment_period)
             self.stats["bursts_detected"] += 1
-            self._pending = _Candidate(start=peak + frac, cfo=cfo, peak_metric=float(window[i]))
+            self._pending = _Candidate(start=peak + frac, cfo=cfo, peak_metric=top)
             return True, None
         p = self._pending
         need = int(p.start) + self._frame_samples_max() + self._margin
@@ -655,6 +649,35 @@ class BurstReceiver:
             return True, None
         self.stats["frames_ok" if frame.complete else "frames_partial"] += 1
         return True, frame
+
+    def _find_peak(self, metric: np.ndarray, window: int):
+        """The first lag of ``metric`` above the threshold and the peak in the
+        ``window`` lags from it: (first, offset of the peak from it, fraction of a
+        lag by a parabola, peak value); offset None when the window has not all
+        arrived; None when nothing crosses."""
+        bar32 = np.float32(self._threshold)  # the comparison numpy makes with float32
+        if _fast.AVAILABLE and metric.dtype == np.float32:
+            out = self._peak_out
+            hit = int(_fast.burst_peak(metric, bar32, window, out))
+            if hit < 0:
+                return None
+            if not out[0]:
+                return hit, None, 0.0, 0.0
+            return hit, int(out[1]), float(out[2]), float(out[3])
+        hit = _first_above(metric, self._threshold)
+        if hit < 0:
+            return None
+        if hit + window > metric.size:
+            return hit, None, 0.0, 0.0
+        values = metric[hit : hit + window]
+        i = int(np.argmax(values))
+        frac = 0.0
+        if 0 < i < values.size - 1:
+            a, b, c = (float(v) for v in values[i - 1 : i + 2])
+            denom = a - 2 * b + c
+            if denom < 0:
+                frac = min(max(0.5 * (a - c) / denom, -0.5), 0.5)
+        return hit, i, frac, float(values[i])
 
     def _samples(
         self, start: float, count: int, cfo: float, extra: int = 0
@@ -805,6 +828,7 @@ class BurstReceiver:
         y = np.empty(count, dtype=np.complex64)
         fit = np.empty(5)
         bits = np.empty(hdr.HEADER_BITS + hdr.CONV_TAIL, dtype=np.uint8)
+        packed = np.empty(hdr.HEADER_BITS // 8, dtype=np.uint8)
         outcome = _fast.header_path(
             self._buf,
             self._buf_start,
@@ -833,6 +857,7 @@ class BurstReceiver:
             y,
             fit,
             bits,
+            packed,
         )
         if outcome != _fast.HEADER_DECODED:
             return None, None, None
@@ -840,7 +865,7 @@ class BurstReceiver:
         free_params = 3 if halfwidth > 0.0 else 2  # Re h, Im h (, f)
         t_known = form.known_times.size
         est = _estimate(complex(fit[0], fit[1]), fit[2], fit[3], fit[4], t_known, free_params)
-        return y, hdr.unpack(bits[: hdr.HEADER_BITS], hdr.VERSION_CONV), est
+        return y, hdr.unpack_bytes(packed.tobytes(), hdr.VERSION_CONV), est
 
     def _drop_pending(self) -> None:
         """Give up the burst in progress; the search goes on after its preamble."""
