@@ -1061,7 +1061,10 @@ class OfdmReceiver:
 
     def reset(self) -> None:
         """Forget buffered samples and bursts in progress; counters are kept."""
-        self._buf = np.zeros(0, dtype=np.complex64)
+        # The buffered samples, _buf, are a view of _store from _head on (_append, _trim).
+        self._store = np.zeros(0, dtype=np.complex64)
+        self._head = 0
+        self._buf = self._store[:0]
         self._base = 0  # absolute index of _buf[0]
         self._end = 0  # absolute index after the last sample
         self._search = 0  # absolute index where the sync search continues
@@ -1115,7 +1118,7 @@ class OfdmReceiver:
             self.stats["nonfinite_samples"] += nonfinite
             x = np.where(np.isfinite(x), x, 0).astype(np.complex64)
         x = self._level(x, peak)
-        self._buf = np.concatenate([self._buf, x]) if self._buf.size else x.copy()
+        self._append(x)
         self._end += x.size
         self._unprocessed += x.size
         if self._unprocessed < _PASS_SAMPLES:
@@ -1123,18 +1126,33 @@ class OfdmReceiver:
         self._unprocessed = 0
         return self._work()
 
+    def _append(self, x: np.ndarray) -> None:
+        """``x`` after the buffered samples, in a store that doubles when it fills (a
+        concatenation copied the whole buffer on every chunk, and trimming once more)."""
+        size = self._buf.size
+        stop = self._head + size + x.size
+        if stop > self._store.size:
+            if size + x.size > self._store.size // 2:
+                store = np.empty(max(2 * (size + x.size), 1 << 16), dtype=np.complex64)
+            else:
+                store = self._store  # room enough once the buffer moves to the front
+            store[:size] = self._buf  # numpy copies overlapping ranges safely
+            self._store, self._head = store, 0
+            stop = size + x.size
+        self._store[stop - x.size : stop] = x
+        self._buf = self._store[self._head : stop]
+
     def flush(self) -> list[ReceivedFrame]:
         """End of stream: decode what has arrived (zeros after the last sample)."""
         pad = SYNC_LENGTH + 2 * SYNC_PERIOD + _LAGS
-        zeros = np.zeros(pad, dtype=np.complex64)
-        self._buf = np.concatenate([self._buf, zeros])
+        self._append(np.zeros(pad, dtype=np.complex64))
         self._end += pad
         frames = self._work()
         if self._pending is not None and self._pending.header is None:
             # Zeros for the longest header attempt, searched for no sync (a metric over
             # little but silence is no evidence of a burst).
             pad = self._header_span() * self.cfg.symbol_length
-            self._buf = np.concatenate([self._buf, np.zeros(pad, dtype=np.complex64)])
+            self._append(np.zeros(pad, dtype=np.complex64))
             self._end += pad
             self._flushing = True
             try:
@@ -1468,5 +1486,6 @@ class OfdmReceiver:
         keep_from = min(keep_from, self._end) - 2 * SYNC_PERIOD
         drop = keep_from - self._base
         if drop > 0:
-            self._buf = self._buf[drop:].copy() if drop < self._buf.size else self._buf[:0].copy()
+            self._head += min(drop, self._buf.size)
+            self._buf = self._buf[drop:]
             self._base += drop
