@@ -257,6 +257,38 @@ class qa_jscc_receiver(gr_unittest.TestCase):
         self.assertLess(abs(error_db(x_dc) - clean), 0.3)
         self.assertGreater(error_db(x_dc, dc_removal=False), clean + 2.0)
 
+    def test_009_own_input_view_gives_what_the_gateway_gives(self):
+        """The block's own wrapping of the input buffer (GNU Radio 3.10) and the gateway's
+        deliver the same PDUs from the same stream, over many work calls."""
+        import importlib
+
+        module = importlib.import_module("gnuradio.diffjscc.jscc_receiver")
+        rng = np.random.default_rng(9)
+        bursts = build_bursts(_encoded(rng, 64, 128), image_id=4, cfg=FrameConfig())
+        gap = np.zeros(900, np.complex64)
+        x = np.concatenate([gap] + [np.concatenate([b, gap]) for b in bursts * 6] + [TAIL])
+        x = x + noise(x.size, 10.0, rng)
+        runs = []
+        for own in (True, False):
+            tb = gr.top_block()
+            src = blocks.vector_source_c(x.tolist())
+            rx = jscc_receiver(sps=2)
+            rx.set_max_noutput_items(3000)  # many calls, cut anywhere in a burst
+            rx._own_input_view = own and module._OWN_INPUT_VIEW
+            dbg = blocks.message_debug()
+            tb.connect(src, rx)
+            tb.msg_connect(rx, "pdus", dbg, "store")
+            tb.run()
+            self.assertEqual(rx._own_input_view, own and module._OWN_INPUT_VIEW)  # no fallback
+            stats = rx.stats()
+            self.assertEqual(stats["samples_in"], x.size)
+            self.assertGreater(stats["work_calls"], 5)
+            runs.append([dbg.get_message(i) for i in range(dbg.num_messages())])
+        self.assertEqual(len(runs[0]), 6)
+        self.assertEqual(len(runs[0]), len(runs[1]))
+        for a, b in zip(*runs, strict=True):
+            self.assertTrue(pmt.equal(a, b))
+
 
 if __name__ == "__main__":
     gr_unittest.run(qa_jscc_receiver)
