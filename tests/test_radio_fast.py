@@ -273,6 +273,27 @@ def test_linear_conv_encoder_matches_the_shift_register():
 
 
 @needs_numba
+def test_header_kernel_gives_the_header_symbols_as_sent(monkeypatch):
+    """The header kernel's code of the decoded bits is what the transmitter sent
+    (the payload stage uses it as the header's known symbols)."""
+    from diffjscc.radio import header as hdr
+    from diffjscc.radio import receiver
+
+    seen = []
+    original = receiver.frame_known
+
+    def checked(header, payload_len, cfg, header_symbols=None):
+        seen.append(header_symbols is not None)
+        if header_symbols is not None:
+            np.testing.assert_array_equal(header_symbols, hdr.encode_symbols(header))
+        return original(header, payload_len, cfg, header_symbols)
+
+    monkeypatch.setattr(receiver, "frame_known", checked)
+    frames, _ = _receive(_stream(seed=3), True, monkeypatch)
+    assert len(frames) >= 2 and seen and all(seen)
+
+
+@needs_numba
 def test_compiled_header_encoder_matches_numpy(monkeypatch):
     from diffjscc.radio import header as hdr
 

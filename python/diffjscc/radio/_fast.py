@@ -1231,6 +1231,8 @@ def _header_path(
     fit,
     bits,
     packed,
+    generators,
+    encoded,
 ):
     """The header stage of a burst in one call, as the receiver's general path
     does it step by step for a convolutional header: the samples around the
@@ -1239,7 +1241,8 @@ def _header_path(
     matched filter (``count`` symbols into ``y``), the channel fit from the known
     symbols (``channel_fit``: fit = [Re h, Im h, freq, t_ref, residual energy]),
     the header's soft bits, descrambled, and ``viterbi`` into ``bits``, the first of
-    them packed into the bytes ``packed``.
+    them packed into the bytes ``packed``, and ``encoded``: their code (``generators``)
+    sent as scrambled BPSK, the header's known symbols once its CRC has passed.
     ``timing[0]``: the burst's start found (absolute sample). Returns one of the
     HEADER_* outcomes."""
     # Fine timing, from two samples before the coarse start.
@@ -1293,6 +1296,9 @@ def _header_path(
     for k in range(2 * steps):
         descrambled[k] = np.float32(soft[k] * scrambler[k])
     viterbi(descrambled, prev, signs, top, bits[:steps])
+    # The header's symbols as sent, should its CRC pass: the code of the decoded
+    # bits (tail included), as ``header.encode_symbols`` makes them.
+    conv_symbols(bits[:steps], generators, scrambler, encoded)
     for j in range(packed.size):  # the first bits, 8 a byte, the first the most significant
         v = 0
         for b in range(8):
@@ -1425,6 +1431,8 @@ def _warm_up() -> None:
         np.empty(5),
         np.empty(1, np.uint8),
         np.empty(1, np.uint8),
+        _readonly(np.array([3, 2])),
+        np.empty(2, np.float32),
     )
     # The payload stage, with the layout caches' read-only arrays and a frame's own
     # known values; each outcome's branch compiled.

@@ -62,12 +62,22 @@ def _known_layout(payload_len: int, cfg: FrameConfig, header_len: int):
     return times, pilots_t, pilots, payload_t, order, values
 
 
-def frame_known(header: hdr.FrameHeader, payload_len: int, cfg: FrameConfig) -> KnownSymbols:
+def frame_known(
+    header: hdr.FrameHeader,
+    payload_len: int,
+    cfg: FrameConfig,
+    header_symbols: np.ndarray | None = None,
+) -> KnownSymbols:
+    """The known symbols of a frame with this header. ``header_symbols``: the
+    header's symbols as sent (``hdr.encode_symbols(header)``), where the caller
+    has them already."""
     header_len = hdr.header_symbols(header.version)
     layout = _known_layout(int(payload_len), cfg, header_len)
     times, pilots_t, pilots, payload_t, order, template = layout
     values = template.copy()
-    values[PREAMBLE_LENGTH : PREAMBLE_LENGTH + header_len] = hdr.encode_symbols(header)
+    if header_symbols is None or header_symbols.size != header_len:
+        header_symbols = hdr.encode_symbols(header)
+    values[PREAMBLE_LENGTH : PREAMBLE_LENGTH + header_len] = header_symbols
     return KnownSymbols(
         times=times,
         values=values,

@@ -117,6 +117,7 @@ class _Candidate:
     payload_len: int = 0
     body_len: int = 0
     header_span: int = 0  # body symbols up to the header's last (of its version)
+    header_symbols: np.ndarray | None = None  # as sent, where the header kernel gave them
 
 
 @dataclass(frozen=True)
@@ -367,15 +368,17 @@ class BurstReceiver:
             self.stats["invalid_input"] += 1
             log.warning("BurstReceiver.feed: input dropped: %s", exc)
             return []
-        # A sum is NaN or infinite if any term is (or, rarely, if it overflows): one
-        # cheap pass, and the exact per-sample check only then.
-        if not np.isfinite(np.sum(x)):
+        x = np.ascontiguousarray(x)
+        # The largest and smallest parts are NaN or infinite if any sample is: two
+        # cheap passes that the level needs anyway, the per-sample check only then.
+        top, bottom = self._range(x)
+        if not (math.isfinite(top) and math.isfinite(bottom)):
             bad = ~np.isfinite(x)
-            if bad.any():
-                self.stats["nonfinite_samples"] += int(bad.sum())
-                x = np.where(bad, 0, x).astype(np.complex64)
+            self.stats["nonfinite_samples"] += int(bad.sum())
+            x = np.where(bad, 0, x).astype(np.complex64)
+            top, bottom = self._range(x)
         self.stats["samples_in"] += x.size
-        x = self._level(x)
+        x = self._level(x, top, bottom)
         self._samples_store.append(x)
         # Tiny chunks are gathered first: every pass has a fixed cost, and
         # waiting for _MIN_BATCH samples delays nothing by more than that.
@@ -417,13 +420,21 @@ class BurstReceiver:
 
     # --------------------------------------------------------------- internals
 
-    def _level(self, x: np.ndarray) -> np.ndarray:
+    @staticmethod
+    def _range(x: np.ndarray) -> tuple[float, float]:
+        """Largest and smallest real or imaginary part of the samples (0, 0 for none)."""
+        if x.size == 0:
+            return 0.0, 0.0
+        v = x.view(np.float32)
+        return float(v.max()), float(v.min())
+
+    def _level(self, x: np.ndarray, top: float, bottom: float) -> np.ndarray:
         """``x`` at the buffer's scale, which follows the signal's level by powers of
-        two (exact) so that a burst at 1e18 or 1e-20 is received like one at 1."""
+        two (exact) so that a burst at 1e18 or 1e-20 is received like one at 1.
+        ``top``, ``bottom``: its largest and smallest parts."""
         if x.size == 0:
             return x
-        v = x.view(np.float32)
-        peak = max(float(v.max()), -float(v.min())) * self._scale
+        peak = max(top, -bottom) * self._scale
         lo, hi = 2.0**-_LEVEL_RANGE, 2.0**_LEVEL_RANGE
         if peak > hi or 0.0 < peak < lo:
             if peak < lo:  # louder samples still buffered must not overflow
@@ -829,6 +840,7 @@ class BurstReceiver:
         fit = np.empty(5)
         bits = np.empty(hdr.HEADER_BITS + hdr.CONV_TAIL, dtype=np.uint8)
         packed = np.empty(hdr.HEADER_BITS // 8, dtype=np.uint8)
+        encoded = np.empty(hdr.CONV_SYMBOLS, dtype=np.float32)
         outcome = _fast.header_path(
             self._buf,
             self._buf_start,
@@ -858,10 +870,13 @@ class BurstReceiver:
             fit,
             bits,
             packed,
+            hdr._CONV_GENERATOR_ARRAY,
+            encoded,
         )
         if outcome != _fast.HEADER_DECODED:
             return None, None, None
         p.start = float(timing[0])
+        p.header_symbols = encoded
         free_params = 3 if halfwidth > 0.0 else 2  # Re h, Im h (, f)
         t_known = form.known_times.size
         est = _estimate(complex(fit[0], fit[1]), fit[2], fit[3], fit[4], t_known, free_params)
@@ -886,7 +901,8 @@ class BurstReceiver:
         extra = self._drift_extra(count)
         seg, origin = self._samples(p.start, count, p.cfo, extra)
         start = p.start - origin
-        known = frame_known(header, p.payload_len, cfg)
+        symbols_sent = p.header_symbols if header.version == hdr.VERSION_CONV else None
+        known = frame_known(header, p.payload_len, cfg, symbols_sent)
         # Stage A's frequency error (std 5e-5 cycles/symbol at -5 to 0 dB) is a small
         # fraction of its main lobe (1/span): +-0.15/span is 4 standard deviations or more.
         halfwidth = 0.15 / (PREAMBLE_LENGTH + p.header_span)
