@@ -530,6 +530,10 @@ def _mix(x, freq, out):
             of[k + 1] = xr * p_im[j] + xi * p_re[j]
 
 
+# Slopes |im / re| small enough for _smoothed_phase's arctangent series.
+_SMALL_SLOPE = 0.1
+
+
 def _smoothed_phase(z, window, phase):
     """Unwrapped phase of the moving mean of ``z`` over ``window`` neighbours
     (numpy's ``convolve(..., mode="same")`` with ones, divided by the count),
@@ -556,7 +560,32 @@ def _smoothed_phase(z, window, phase):
             total = np.arctan2(mean.imag, mean.real)
         else:
             step = mean * np.conj(prev)
-            total += np.arctan2(step.imag, step.real)
+            re = step.real
+            im = step.imag
+            if re > 0.0 and abs(im) < _SMALL_SLOPE * re:
+                # The phase moves little from pilot to pilot: the arctangent by its
+                # series (the first term left out is below 1e-17), not atan2.
+                x = im / re
+                x2 = x * x
+                total += x * (
+                    1.0
+                    - x2
+                    * (
+                        1.0 / 3.0
+                        - x2
+                        * (
+                            1.0 / 5.0
+                            - x2
+                            * (
+                                1.0 / 7.0
+                                - x2
+                                * (1.0 / 9.0 - x2 * (1.0 / 11.0 - x2 * (1.0 / 13.0 - x2 / 15.0)))
+                            )
+                        )
+                    )
+                )
+            else:
+                total += np.arctan2(im, re)
         phase[i] = total
         prev = mean
 

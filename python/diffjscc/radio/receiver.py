@@ -143,6 +143,12 @@ def _header_form(version: int, cfg: FrameConfig) -> _HeaderForm:
     )
 
 
+# A stream's frames share a few shapes and counts: their slices looked up once
+# (the model registry and the shape arithmetic took 10-30 us a frame). Refusals
+# (exceptions) are not cached and cost what they did.
+_payload_slice = functools.lru_cache(maxsize=1024)(header_payload_slice)
+
+
 def _first_above(metric: np.ndarray, bar: float) -> int:
     """Index of the first value of the (float32) metric above ``bar``; -1 when none is."""
     bar32 = np.float32(bar)  # the comparison numpy makes of a float32 array and a float
@@ -806,7 +812,7 @@ class BurstReceiver:
             self._drop_pending()
             return
         try:
-            start, stop = header_payload_slice(
+            start, stop = _payload_slice(
                 header.rate_code,
                 header.image_shape,
                 header.frame_count,
