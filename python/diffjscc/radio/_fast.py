@@ -522,12 +522,13 @@ def _mix(x, freq, out):
         for j in range(m):
             p_re[j] = np.float32(a_re * t_re[j] - a_im * t_im[j])
             p_im[j] = np.float32(a_re * t_im[j] + a_im * t_re[j])
+        xs = xf[2 * lo : 2 * (lo + m)]  # slices: offsets in the index kept it scalar
+        os = of[2 * lo : 2 * (lo + m)]
         for j in range(m):
-            k = 2 * (lo + j)
-            xr = xf[k]
-            xi = xf[k + 1]
-            of[k] = xr * p_re[j] - xi * p_im[j]
-            of[k + 1] = xr * p_im[j] + xi * p_re[j]
+            xr = xs[2 * j]
+            xi = xs[2 * j + 1]
+            os[2 * j] = xr * p_re[j] - xi * p_im[j]
+            os[2 * j + 1] = xr * p_im[j] + xi * p_re[j]
 
 
 # Slopes |im / re| small enough for _smoothed_phase's arctangent series.
@@ -596,12 +597,18 @@ def _segment_energies(seg, bases, rows, table, segments, period, out):
     width = table.shape[1]
     for j in range(bases.size):
         total = 0.0
+        taps = table[rows[j]]
         for s in range(segments):
             lo = bases[j] + s * period
-            acc = np.complex64(0.0)
+            window = seg[lo : lo + width]  # a slice, and real sums: vectorised
+            acc_re = np.float32(0.0)
+            acc_im = np.float32(0.0)
             for i in range(width):
-                acc += table[rows[j], i] * seg[lo + i]
-            total += float(acc.real) ** 2 + float(acc.imag) ** 2
+                t = taps[i]
+                v = window[i]
+                acc_re += t.real * v.real - t.imag * v.imag
+                acc_im += t.real * v.imag + t.imag * v.real
+            total += float(acc_re) ** 2 + float(acc_im) ** 2
         out[j] = total
 
 
@@ -1053,8 +1060,9 @@ def _drift_probe(flat, bases, rows, table, count, step, y, los, out):
     early_v = np.empty(count, dtype=np.complex64)
     for j in range(out.size):
         centre = 0.0
-        for i in range(los[j], los[j] + count):
-            v = y[i]
+        block = y[los[j] : los[j] + count]
+        for i in range(count):
+            v = block[i]
             centre += float(v.real) ** 2 + float(v.imag) ** 2
         fir_complex(flat, bases[2 * j], count, step, table[rows[2 * j]], late_v)
         fir_complex(flat, bases[2 * j + 1], count, step, table[rows[2 * j + 1]], early_v)
