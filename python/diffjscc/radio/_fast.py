@@ -1155,7 +1155,7 @@ def _payload_path(
     ``equalise.estimate_drift`` when ``drift_snr`` > 0, ``equalise_frame`` from every
     known symbol, and ``find_damage``'s pre-check): fills the matched-filter outputs
     ``y`` and, when equalised, ``symbols`` and fit = [Re h, Im h, freq, t_ref,
-    residual energy, snr]. Returns one of the PAYLOAD_* outcomes; past DONE the
+    residual energy, snr, sum of the symbols' parts]. Returns one of the PAYLOAD_* outcomes; past DONE the
     receiver goes on from ``y`` (and the fit, for DAMAGE) in Python."""
     width = taps_table.shape[1]
     base = np.int64(np.floor(start))
@@ -1225,6 +1225,10 @@ def _payload_path(
                 at_pilots, pilot_values, pilot_times, h, freq, t_ref, window, phase
             )
     equalise_payload(y, payload_times, h, freq, t_ref, knots, phase, symbols)
+    total = 0.0  # NaN or infinite when any symbol is (or, rarely, on overflow)
+    for k in range(symbols.size):
+        total += symbols[k].real + symbols[k].imag
+    fit[6] = total
     z = np.empty(order.size, dtype=np.complex128)
     residual = np.empty(order.size)
     if damage_precheck(
@@ -1502,7 +1506,7 @@ def _warm_up() -> None:
             5.0,
             np.empty(40, np.complex64),
             np.empty(40, np.complex64),
-            np.empty(6),
+            np.empty(7),
         )
     local_gain_noise(z, 16)
     csum = np.arange(9.0)

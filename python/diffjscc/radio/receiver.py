@@ -650,6 +650,7 @@ class BurstReceiver:
         else:
             self._search = body_end_lag
         self._resume = None
+        self._symbols_finite = False  # unless the compiled stage's sum says so
         frame = self._decode_payload(p, other)
         if self._resume is not None:
             # Another burst lies over this one without a preamble seen inside:
@@ -658,8 +659,12 @@ class BurstReceiver:
         self._pending = None
         if frame is None:
             return True, None
-        # A sum is finite when every term is (the exact test only when it is not).
-        finite = np.isfinite(np.sum(frame.symbols)) or np.all(np.isfinite(frame.symbols))
+        # A sum is finite when every term is (the exact test only when it is not);
+        # the compiled payload stage sums the symbols it delivers as it makes them.
+        symbols = frame.symbols
+        finite = (
+            self._symbols_finite or np.isfinite(np.sum(symbols)) or np.all(np.isfinite(symbols))
+        )
         if not (finite and math.isfinite(frame.snr_db)):
             # Only a degenerate channel estimate (h = 0) gets here; never deliver NaN.
             self.stats["estimate_failed"] += 1
@@ -935,6 +940,9 @@ class BurstReceiver:
             damage = None  # the pre-check passed, as find_damage's would
         else:
             damage = find_damage(y, known, est, bad_after=bad_after, bad_before=bad_before)
+        if damage is None and outcome in (_fast.PAYLOAD_DONE, _fast.PAYLOAD_DAMAGE):
+            # The symbols delivered are the kernel's, summed as it made them.
+            self._symbols_finite = self._kernel_symbols_finite
         if damage is not None and drift:
             # The clock offset was measured over noise or another burst as well:
             # measured again over the undamaged start of the frame (or left alone),
@@ -1028,7 +1036,7 @@ class BurstReceiver:
             return None, None, None, None
         y = np.empty(count, dtype=np.complex64)
         symbols = np.empty(known.payload_times.size, dtype=np.complex64)
-        fit = np.empty(6)
+        fit = np.empty(7)
         outcome = _fast.payload_path(
             seg,
             start,
@@ -1057,6 +1065,7 @@ class BurstReceiver:
         )
         if outcome not in (_fast.PAYLOAD_DONE, _fast.PAYLOAD_DAMAGE):
             return outcome, y, None, None
+        self._kernel_symbols_finite = math.isfinite(fit[6])
         free_params = 3 if halfwidth > 0.0 else 2  # Re h, Im h (, f)
         est = _estimate(
             complex(fit[0], fit[1]), fit[2], fit[3], fit[4], known.times.size, free_params
