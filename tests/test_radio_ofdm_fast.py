@@ -447,3 +447,26 @@ def test_input_scan_counts_nonfinite_samples_and_finds_the_peak():
     assert _fast_ofdm.input_scan(x) == (3, float(np.max(np.abs(clean))))
     assert _fast_ofdm.input_scan(x[::2])[0] == int(np.count_nonzero(~np.isfinite(x[::2])))
     assert _fast_ofdm.input_scan(np.zeros(8, np.complex64)) == (0, 0.0)
+
+
+@needs_numba
+def test_sync_peak_matches_its_twin(monkeypatch):
+    """The first crossing, the peak after it, the strongest single-lag sum and the first
+    path, against numpy's: nothing above, a crossing too near the end for its peak
+    window, ties (the first of equals), a plateau of single-lag sums."""
+    rng = np.random.default_rng(15)
+    cases = [(rng.uniform(0, 0.1, 500), rng.uniform(0, 1, 516))]
+    metric = rng.uniform(0, 0.1, 500)
+    metric[[300, 310, 320]] = [0.5, 0.9, 0.9]
+    single = rng.uniform(0, 1, 516)
+    single[305:312] = 2.0
+    single[306] = 1.0  # the first path, weaker than the strongest
+    cases += [(metric, single), (metric[:400], single[:416]), (metric[:305], single[:321])]
+    for m, s in cases:
+        compiled = _fast_ofdm.sync_peak(m, s, 0.16, 64, 16)
+        monkeypatch.setattr(_fast_ofdm, "AVAILABLE", False)
+        assert compiled == _fast_ofdm.sync_peak(m, s, 0.16, 64, 16)
+        monkeypatch.setattr(_fast_ofdm, "AVAILABLE", True)
+    assert _fast_ofdm.sync_peak(*cases[0], 0.16, 64, 16) == (-1, -1, -1, -1)
+    assert _fast_ofdm.sync_peak(*cases[1], 0.16, 64, 16) == (300, 310, 306, 307)
+    assert _fast_ofdm.sync_peak(*cases[3], 0.16, 64, 16)[1:] == (-1, -1, -1)

@@ -9,19 +9,25 @@ all of them, with the read-only argument types the receiver's caches pass, 15 s 
 compile once at load 2-3; then 0.3 s to load, after numba's own import of 0.6-0.8 s,
 on the 2-core VM).
 
-The sync metric is the receiver's cost on every sample (an idle stream is nothing
-else): numpy makes a temporary per Barker term and per step of the lag sum; the
-kernel runs through the correlations once. The others are a frame's steps, where
-numpy's cost is its calls (1-50 us each, a hundred and more a frame) rather than the
-arithmetic: the FFT windows' derotation, the cyclic-prefix products, the guard
-noise and pilots, the residual phase step and its rotation, the time smoother, its
-leave-one-out residuals and each comb row's smoothing, the delay profile's kept
-points, the known symbols' comb estimate, the interpolation to the data subcarriers
-with its error (dense weights or the delay form), the pilots' and the known
-symbols' excess, the payload's gain and equalisation at its slots, and the phasor
-products of a new interpolator basis. A few have no twin here (``slot_means``,
-``equalise_slots``, ``known_comb``, ``inband_excess``): the receiver's numpy path is
-their twin, tested against them.
+The sync search is the receiver's cost on every sample (an idle stream is nothing
+else): one kernel correlates with the 32-sample sync block directly (the overlap-save
+FFTs cost more) and runs through the correlations once for the metric. The others are
+a frame's steps, where numpy's cost is its calls (1-50 us each, a hundred and more a
+frame) rather than the arithmetic. Each kernel is a module global that replaces its
+Python source on ``load()``, so kernels call kernels: the pilot stage (guard noise
+and pilots, residual phase step and rotation, the time smoother's choice by its
+candidates' leave-one-out residuals, each comb row's smoothing, the channel's power,
+the delay profile's kept points) is one call from a plan cached per layout and frame
+length, the known symbols' smoothing (their estimates merged with the pilots in time,
+weights, smoothing, power) another. Single kernels: the FFT windows' derotation, the
+cyclic-prefix products, the known symbols' comb estimate, the interpolation to the
+data subcarriers with its error (dense weights, the delay form, or the delay form
+with its phasors cached per delay prior), the pilots' and the known symbols' excess,
+the payload's gain and equalisation at its slots, a chunk's non-finite samples and
+peak, and the phasor products of a new interpolator basis. A few have no twin here
+(``slot_means``, ``equalise_slots``, ``known_comb``, ``inband_excess``,
+``interpolate_phasors``, ``sync_search``, ``input_scan``): the receiver's numpy path
+is their twin, tested against them.
 """
 
 from __future__ import annotations
@@ -169,6 +175,60 @@ def sync_search(x, block, count, period, signs, lags, norm):
         x, block, int(count), int(period), signs, int(lags), float(norm), metric, summed, single
     )
     return metric, summed, single
+
+
+def sync_peak_numpy(metric, single, threshold, length, lags):
+    """``sync_peak`` in numpy."""
+    above = np.flatnonzero(metric > threshold)
+    if above.size == 0:
+        return -1, -1, -1, -1
+    first = int(above[0])
+    if first + length > metric.size:
+        return first, -1, -1, -1
+    peak = first + int(np.argmax(metric[first : first + length]))
+    early = max(0, peak - lags // 4)
+    window = single[early : peak + lags]
+    start = early + int(np.argmax(window >= 0.3 * float(window.max())))
+    return first, peak, start, early + int(np.argmax(window))
+
+
+def _sync_peak(metric, single, threshold, length, lags):
+    first = -1
+    for n in range(metric.size):
+        if metric[n] > threshold:
+            first = n
+            break
+    if first < 0 or first + length > metric.size:
+        return first, -1, -1, -1
+    peak = first
+    for n in range(first + 1, first + length):
+        if metric[n] > metric[peak]:
+            peak = n
+    early = max(0, peak - lags // 4)
+    stop = min(peak + lags, single.size)
+    strongest = early
+    for n in range(early + 1, stop):
+        if single[n] > single[strongest]:
+            strongest = n
+    bar = 0.3 * single[strongest]
+    start = early
+    while start < stop and not single[start] >= bar:
+        start += 1
+    if start == stop:  # none reaches it (NaN): np.argmax of no True is the first
+        start = early
+    return first, peak, start, strongest
+
+
+def sync_peak(metric, single, threshold, length, lags):
+    """Where the sync metric first exceeds ``threshold`` (-1: nowhere); when the
+    ``length`` starts after it are all there, the highest metric among them, and among
+    the single-lag sums from ``lags // 4`` before that peak to ``lags`` after it, the
+    strongest and the first to reach 30 % of it (the first path): (first, peak,
+    start, strongest), -1 for what is not found. Six numpy calls in the twin."""
+    if not AVAILABLE:
+        return sync_peak_numpy(metric, single, threshold, length, lags)
+    out = _sync_peak(metric, single, float(threshold), int(length), int(lags))
+    return tuple(int(v) for v in out)
 
 
 def _input_scan(x):
@@ -1518,6 +1578,7 @@ def _warm_up() -> None:
     # The chunks fed: fresh arrays, or read-only views of a caller's buffer.
     for chunk in (x, _ro(x)):
         _input_scan(chunk)
+    _sync_peak(np.ones(8), np.ones(10), 0.5, 4, 2)
 
 
 def _warm_up_stage() -> None:
@@ -1560,6 +1621,7 @@ _loader = KernelLoader(
         Kernel("_correlate", _correlate),
         Kernel("_sync_direct", _sync_direct),
         Kernel("_input_scan", _input_scan),
+        Kernel("_sync_peak", _sync_peak, fastmath=False),
         Kernel("_product_bt", _product_bt),
         Kernel("_local_linear", _local_linear, fastmath=False),
         Kernel("_residual_step", _residual_step, fastmath=False),

@@ -1249,23 +1249,23 @@ class OfdmReceiver:
             hi = min(valid_end, lo + _AFTER_FRAME_FFT - SYNC_LENGTH - _LAGS)
             self._after_frame = hi == valid_end  # a short window: the next pass too
         metric, summed, single = self._metric(lo, hi)
-        above = np.flatnonzero(metric > self.tuning.detection_threshold)
-        if above.size == 0:
+        threshold = self.tuning.detection_threshold
+        first, peak, start, strongest = _fast_ofdm.sync_peak(
+            metric, single, threshold, SYNC_LENGTH, _LAGS
+        )
+        if first < 0:
             self._search = hi
             return hi < valid_end
-        first = int(above[0])
         if first + SYNC_LENGTH > metric.size and hi < valid_end:
             metric, summed, single = self._metric(lo, valid_end)  # the whole peak window
+            first, peak, start, strongest = _fast_ofdm.sync_peak(
+                metric, single, threshold, SYNC_LENGTH, _LAGS
+            )
         if first + SYNC_LENGTH > metric.size:
             self._search = lo + first  # wait for the whole peak window
             return False
-        peak = first + int(np.argmax(metric[first : first + SYNC_LENGTH]))
-        # The burst starts at the first path: the first lag of the summed window (and
-        # a few before it) whose own sum reaches 30 % of the strongest.
-        early = max(0, peak - _LAGS // 4)
-        lags = single[early : peak + _LAGS]
-        start = lo + early + int(np.argmax(lags >= 0.3 * float(lags.max())))
-        strongest = lo + early + int(np.argmax(lags))
+        start += lo
+        strongest += lo
         cfo = cmath.phase(complex(summed[peak])) / (2.0 * math.pi * SYNC_PERIOD)
         cfo += self._sync_residual(strongest, cfo)
         if self.genie is not None:
