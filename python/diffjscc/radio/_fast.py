@@ -63,6 +63,7 @@ _KERNELS = (
     "damage_precheck",
     "drift_probe",
     "block_timings",
+    "fir_drifting",
     "pilot_residual_phase",
     "payload_path",
     "header_path",
@@ -1112,6 +1113,25 @@ def _block_timings(flat, start, size, sps, quarter, blocks, table, fraction_step
     return True
 
 
+def _fir_drifting(seg, start, count, drift, sps, piece, table, fraction_steps, out):
+    """``equalise.matched_filter_drifting`` in one call: the matched filter of
+    ``count`` symbols in pieces of ``piece``, each at the delay of its middle symbol
+    on the sliding timing (taps ``table[rows]``). False (``out`` partly written) when
+    a piece would leave the samples: the caller's general path then says why."""
+    width = table.shape[1]
+    for lo in range(0, count, piece):
+        hi = min(count, lo + piece)
+        mid = 0.5 * (lo + hi - 1)
+        at = start + lo * sps + mid * sps * drift
+        base = np.int64(np.floor(at))
+        stop = base + (hi - lo - 1) * sps + width
+        row = np.int64(np.rint((at - base) * fraction_steps))
+        if base < 0 or stop > seg.size or row < 0 or row > fraction_steps:
+            return False
+        fir_complex(seg[base:stop].view(np.float32), 0, hi - lo, sps, table[row], out[lo:hi])
+    return True
+
+
 def _pilot_residual_phase(y, known, t, h, freq, t_ref, window, phase):
     """``estimation.pilot_phase`` in one call: the pilots' residual phasors after
     the linear model, z = y conj(known) / g (g = ``_model_gains``), then
@@ -1362,7 +1382,7 @@ fir_complex = fir_real = detection = segment_correlation = periodogram_grid = de
 frequency_search = blocks_clean = viterbi = conv_symbols = equalise_payload = None
 mix = smoothed_phase = segment_energies = None
 damage_precheck = drift_probe = block_timings = pilot_residual_phase = fine_timing = None
-payload_path = header_path = None
+payload_path = header_path = fir_drifting = None
 channel_fit = header_soft = first_above = burst_peak = split_gains = local_gain_noise = None
 
 
@@ -1432,6 +1452,7 @@ def _warm_up() -> None:
     drift_probe(
         x, rows, rows, _readonly(np.zeros((2, 8), np.float32)), 2, 2, dsum, rows, np.empty(2)
     )
+    fir_drifting(dsum, 0.5, 1, 1e-4, 2, 1, _readonly(np.zeros((2, 8), np.float32)), 1, dsum.copy())
     for blocks in (_readonly(np.array([0, 1])), np.arange(2)):
         block_timings(
             x, 0.5, 2, 2, 0.5, blocks, _readonly(np.zeros((2, 8), np.float32)), 1, dsum, np.empty(2)

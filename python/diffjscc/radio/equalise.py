@@ -575,6 +575,10 @@ def matched_filter_drifting(
     enough that the slide within one stays below 1/20 sample."""
     piece = int(max(16, min(count, 0.05 / max(abs(drift) * cfg.sps, 1e-12))))
     out = np.empty(count, dtype=np.complex64)
+    if _fast.AVAILABLE and seg.dtype == np.complex64 and seg.flags.c_contiguous:
+        table = rx_taps_table(cfg)
+        if _fast.fir_drifting(seg, start, count, drift, cfg.sps, piece, table, FRACTION_STEPS, out):
+            return out
     for lo in range(0, count, piece):
         hi = min(count, lo + piece)
         mid = 0.5 * (lo + hi - 1)
