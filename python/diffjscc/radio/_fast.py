@@ -64,6 +64,7 @@ _KERNELS = (
     "drift_probe",
     "block_timings",
     "fir_drifting",
+    "drift_fit",
     "pilot_residual_phase",
     "payload_path",
     "header_path",
@@ -1146,9 +1147,73 @@ def _pilot_residual_phase(y, known, t, h, freq, t_ref, window, phase):
     smoothed_phase(z, window, phase)
 
 
+def _drift_fit(
+    seg, start, y, count, sps, taps_table, fraction_steps, preamble_length, max_sro, min_slide, out
+):
+    """``equalise.estimate_drift`` past its quick test, in one call: the timing of
+    all 8 blocks (``block_timings``), unwrapped as ``np.unwrap``, the weighted line
+    through zero (``_weighted_slope``), the limits and the James-Stein shrinking.
+    out[0] = the clock offset (0.0: none to follow); False when a probe would leave
+    the samples (the general path then)."""
+    blocks = 8
+    size = count // blocks
+    delays = np.empty(blocks)
+    if not block_timings(
+        seg.view(np.float32),
+        start,
+        size,
+        sps,
+        sps / 4.0,
+        np.arange(blocks),
+        taps_table,
+        fraction_steps,
+        y,
+        delays,
+    ):
+        return False
+    turn = 2.0 * np.pi / sps
+    unwrapped = np.empty(blocks)
+    unwrapped[0] = delays[0] * turn
+    total = 0.0
+    for b in range(1, blocks):
+        d = delays[b] * turn - delays[b - 1] * turn
+        wrapped = (d + np.pi) % (2.0 * np.pi) - np.pi
+        if wrapped == -np.pi and d > 0.0:
+            wrapped = np.pi
+        if abs(d) >= np.pi:
+            total += wrapped - d
+        unwrapped[b] = delays[b] * turn + total
+    # Weighted least squares through the origin (equal weights: equal blocks).
+    sxx = 0.0
+    sxy = 0.0
+    for b in range(blocks):
+        x = (b + 0.5) * size - 0.5 - 0.5 * preamble_length
+        v = unwrapped[b] / turn
+        sxx += x * x / blocks
+        sxy += x * v / blocks
+    out[0] = 0.0
+    if sxx <= 0.0:
+        return True
+    slope = sxy / sxx
+    resid = 0.0
+    for b in range(blocks):
+        x = (b + 0.5) * size - 0.5 - 0.5 * preamble_length
+        r = unwrapped[b] / turn - slope * x
+        resid += r * r / blocks
+    slope_err = np.sqrt(max(resid / max(blocks - 1, 1) / sxx, 0.0))
+    drift = slope / sps
+    sigmas = abs(slope) / max(slope_err, 1e-30)
+    if abs(drift) > 1.2 * max_sro:
+        return True
+    drift *= max(0.0, 1.0 - 1.0 / max(sigmas, 1e-9) ** 2)
+    if abs(drift) * count * sps < min_slide:
+        return True
+    out[0] = drift
+    return True
+
+
 # Outcomes of ``payload_path``.
-PAYLOAD_DONE = 0  # equalised, no clock offset to follow, the pre-check clean
-PAYLOAD_DRIFT = 1  # the quick probe sees a clock offset: the full measurement follows
+PAYLOAD_DONE = 0  # equalised, the pre-check clean
 PAYLOAD_DAMAGE = 2  # equalised, the pre-check failed: the full damage search follows
 PAYLOAD_OTHER = 3  # anything else (samples short, a degenerate gain): the general path
 
@@ -1161,6 +1226,7 @@ def _payload_path(
     taps_table,
     fraction_steps,
     drift_snr,
+    max_sro,
     quick_blocks,
     preamble_length,
     times,
@@ -1180,12 +1246,15 @@ def _payload_path(
     fit,
 ):
     """The payload stage of a frame in one call, as the receiver's general path
-    does it step by step (``matched_filter``, the quick two-block test of
-    ``equalise.estimate_drift`` when ``drift_snr`` > 0, ``equalise_frame`` from every
+    does it step by step (``matched_filter``, ``equalise.estimate_drift`` when
+    ``drift_snr`` > 0 (its quick two-block test, and ``drift_fit`` and ``fir_drifting``
+    when that sees a clock offset), ``equalise_frame`` from every
     known symbol, and ``find_damage``'s pre-check): fills the matched-filter outputs
-    ``y`` and, when equalised, ``symbols`` and fit = [Re h, Im h, freq, t_ref,
-    residual energy, snr, sum of the symbols' parts]. Returns one of the PAYLOAD_* outcomes; past DONE the
-    receiver goes on from ``y`` (and the fit, for DAMAGE) in Python."""
+    ``y`` (along the clock offset measured, when one is followed) and, when
+    equalised, ``symbols`` and fit = [Re h, Im h, freq, t_ref, residual energy, snr,
+    sum of the symbols' parts, clock offset]. Returns one of the PAYLOAD_* outcomes;
+    past DONE the receiver goes on from ``y`` and the fit (DAMAGE: the full damage
+    search) or from the start (OTHER) in Python."""
     width = taps_table.shape[1]
     base = np.int64(np.floor(start))
     stop = base + (count - 1) * sps + width
@@ -1195,6 +1264,7 @@ def _payload_path(
     if row < 0 or row > fraction_steps:
         return PAYLOAD_OTHER
     fir_complex(seg[base:stop].view(np.float32), 0, count, sps, taps_table[row], y)
+    drift = 0.0
     if drift_snr > 0.0:
         size = count // 8
         if size < 1:
@@ -1219,13 +1289,35 @@ def _payload_path(
         step = sps * np.rint((delays[0] * c_last / c1 - delays[1]) / sps)
         quick = (delays[1] + step) / c_last
         if not abs(quick) * count < min_slide:
-            return PAYLOAD_DRIFT
+            found = np.empty(1)
+            if not drift_fit(
+                seg,
+                start,
+                y,
+                count,
+                sps,
+                taps_table,
+                fraction_steps,
+                preamble_length,
+                max_sro,
+                min_slide,
+                found,
+            ):
+                return PAYLOAD_OTHER
+            drift = found[0]
+            if drift != 0.0:
+                piece = np.int64(max(16.0, min(count, 0.05 / max(abs(drift) * sps, 1e-12))))
+                if not fir_drifting(
+                    seg, start, count, drift, sps, piece, taps_table, fraction_steps, y
+                ):
+                    return PAYLOAD_OTHER
     h, freq, t_ref, energy = channel_fit(y, times, values, freq_center, halfwidth)
     n = times.size
     free = 3.0 if halfwidth > 0.0 else 2.0
     dof = n - free / 2.0
     noise_var = energy / max(dof, 1.0)
-    signal = max(h.real * h.real + h.imag * h.imag - noise_var / n, 0.0)
+    gain = abs(h)
+    signal = max(gain * gain - noise_var / n, 0.0)
     snr = signal / max(noise_var, 1e-30)
     if dof > 1.0:
         snr *= (dof - 1.0) / dof
@@ -1235,7 +1327,7 @@ def _payload_path(
     fit[3] = t_ref
     fit[4] = energy
     fit[5] = snr
-    gain = np.sqrt(h.real * h.real + h.imag * h.imag)
+    fit[7] = drift
     if not (gain > 0.0 and gain < np.inf):
         return PAYLOAD_OTHER
     knots = np.zeros(0)
@@ -1382,7 +1474,7 @@ fir_complex = fir_real = detection = segment_correlation = periodogram_grid = de
 frequency_search = blocks_clean = viterbi = conv_symbols = equalise_payload = None
 mix = smoothed_phase = segment_energies = None
 damage_precheck = drift_probe = block_timings = pilot_residual_phase = fine_timing = None
-payload_path = header_path = fir_drifting = None
+payload_path = header_path = fir_drifting = drift_fit = None
 channel_fit = header_soft = first_above = burst_peak = split_gains = local_gain_noise = None
 
 
@@ -1520,6 +1612,7 @@ def _warm_up() -> None:
             table,
             2,
             snr,
+            2e-4,
             _readonly(np.array([1, 7])),
             8,
             ro_times,
@@ -1536,7 +1629,7 @@ def _warm_up() -> None:
             5.0,
             np.empty(40, np.complex64),
             np.empty(40, np.complex64),
-            np.empty(7),
+            np.empty(8),
         )
     local_gain_noise(z, 16)
     csum = np.arange(9.0)

@@ -924,11 +924,12 @@ class BurstReceiver:
             # Symbol k's matched filter reaches back to the pulse of symbol k - span,
             # which starts where this burst's sample k * sps is.
             bad_before = min(int(math.ceil((self._collided_until - p.start) / cfg.sps)), count)
-        outcome, y, symbols, est = self._payload_compiled(seg, start, count, known, p, halfwidth)
-        drift = 0.0
+        outcome, y, symbols, est, drift = self._payload_compiled(
+            seg, start, count, known, p, halfwidth
+        )
         if outcome in (None, _fast.PAYLOAD_OTHER):
             y = matched_filter(seg, start, count, cfg)
-        if outcome in (None, _fast.PAYLOAD_OTHER, _fast.PAYLOAD_DRIFT):
+            drift = 0.0
             if self._max_sro > 0:
                 drift = estimate_drift(seg, start, y, cfg, self._max_sro, p.header_est.snr)
                 if drift:
@@ -1030,13 +1031,14 @@ class BurstReceiver:
         p: _Candidate,
         halfwidth: float,
     ):
-        """``_fast.payload_path``: (outcome, y, symbols, estimate), the last two None
-        unless equalised; outcome None where the compiled kernels are not in use."""
+        """``_fast.payload_path``: (outcome, y, symbols, estimate, clock offset), the
+        last three None unless equalised; outcome None where the compiled kernels are
+        not in use."""
         if not (_fast.AVAILABLE and seg.dtype == np.complex64 and known.order is not None):
-            return None, None, None, None
+            return None, None, None, None, None
         y = np.empty(count, dtype=np.complex64)
         symbols = np.empty(known.payload_times.size, dtype=np.complex64)
-        fit = np.empty(7)
+        fit = np.empty(8)
         outcome = _fast.payload_path(
             seg,
             start,
@@ -1045,6 +1047,7 @@ class BurstReceiver:
             self._rx_taps,
             FRACTION_STEPS,
             p.header_est.snr if self._max_sro > 0 else 0.0,
+            self._max_sro,
             _QUICK_BLOCKS,
             PREAMBLE_LENGTH,
             known.times,
@@ -1064,13 +1067,13 @@ class BurstReceiver:
             fit,
         )
         if outcome not in (_fast.PAYLOAD_DONE, _fast.PAYLOAD_DAMAGE):
-            return outcome, y, None, None
+            return outcome, y, None, None, None
         self._kernel_symbols_finite = math.isfinite(fit[6])
         free_params = 3 if halfwidth > 0.0 else 2  # Re h, Im h (, f)
         est = _estimate(
             complex(fit[0], fit[1]), fit[2], fit[3], fit[4], known.times.size, free_params
         )
-        return outcome, y, symbols, est
+        return outcome, y, symbols, est, float(fit[7])
 
     def _trim(self) -> None:
         keep_from = self._search if self._pending is None else int(self._pending.start)
