@@ -419,3 +419,34 @@ def test_unstaggered_512_point_layout_with_a_two_symbol_header():
     frames, rx = _receive(x, cfg)
     assert rx.stats["internal_errors"] == 0
     assert [f.image_id for f in frames] == [0, 1, 2, 3]
+
+
+def test_chunking_changes_no_frame_and_the_buffer_stays_bounded():
+    """The same frames whether the stream comes in one piece, in chunks of 1-40,000
+    samples or in tiny ones; the sample store is reused (its head moves), not grown
+    with the stream."""
+    rng = np.random.default_rng(21)
+    cfg = OfdmConfig()
+    bursts = [b for i in range(4) for b in build_bursts(_enc(rng), i, cfg)]
+    gaps = [np.zeros(int(rng.integers(0, 3000)), np.complex64) for _ in bursts]
+    pieces = [p for b, g in zip(bursts, gaps, strict=True) for p in (b, g)]
+    x, _ = _channel(pieces, cfg, 8.0, rng, cfo=0.003)
+    whole, _ = _receive(x, cfg, chunk=x.size)
+    tiny, _ = _receive(x, cfg, chunk=97)
+    rx = OfdmReceiver(cfg)
+    mixed, i = [], 0
+    while i < x.size:
+        n = int(rng.choice([1, 5, 800, 8192, 40000]))
+        mixed += rx.feed(x[i : i + n])
+        i += n
+    mixed += rx.flush()
+    assert [f.image_id for f in whole] == [0, 1, 2, 3]
+    for other in (tiny, mixed):
+        assert [f.image_id for f in other] == [0, 1, 2, 3]
+        for a, b in zip(whole, other, strict=True):
+            assert a.timing == b.timing
+            assert np.allclose(a.symbols, b.symbols, atol=1e-5)
+    noise = (0.1 * rng.standard_normal(8192 * 100)).astype(np.complex64)
+    for i in range(0, noise.size, 8192):
+        rx.feed(noise[i : i + 8192])
+    assert rx._store.size < 4 * 40000  # not the 819,200 samples fed

@@ -1127,13 +1127,16 @@ class OfdmReceiver:
         return self._work()
 
     def _append(self, x: np.ndarray) -> None:
-        """``x`` after the buffered samples, in a store that doubles when it fills (a
-        concatenation copied the whole buffer on every chunk, and trimming once more)."""
+        """``x`` after the buffered samples, in a store with room to spare (a
+        concatenation copied the whole buffer on every chunk, and trimming once more):
+        when it fills, the buffer moves to its front, or to a larger store with at least
+        the buffer's size or 64 k samples to spare (not twice a huge chunk)."""
         size = self._buf.size
-        stop = self._head + size + x.size
+        need = size + x.size
+        stop = self._head + need
         if stop > self._store.size:
-            if size + x.size > self._store.size // 2:
-                store = np.empty(max(2 * (size + x.size), 1 << 16), dtype=np.complex64)
+            if need + (1 << 14) > self._store.size:
+                store = np.empty(need + max(size, 1 << 16), dtype=np.complex64)
             else:
                 store = self._store  # room enough once the buffer moves to the front
             store[:size] = self._buf  # numpy copies overlapping ranges safely
