@@ -389,6 +389,11 @@ class Loopback(gr.top_block):
             drain_timeout_s=args.timeout,
             decode_timeout_s=args.timeout,
         )
+        # Larger chunks for the receiver: its thread then switches with the channel's
+        # blocks less often (jscc_receiver.INPUT_BUFFER).
+        (impairments[-1] if impairments else self.channel).set_min_output_buffer(
+            self.receiver.INPUT_BUFFER
+        )
         self.connect(*stages, self.channel, *impairments, self.receiver)
         self.msg_connect(self.receiver, "pdus", self.sink, "pdus")
         # No tx_info -> sink: in a run that ends by itself GNU Radio would end the sink when
