@@ -887,11 +887,13 @@ class BurstReceiver:
         if outcome != _fast.HEADER_DECODED:
             return None, None, None
         p.start = float(timing[0])
-        p.header_symbols = encoded
         free_params = 3 if halfwidth > 0.0 else 2  # Re h, Im h (, f)
         t_known = form.known_times.size
         est = _estimate(complex(fit[0], fit[1]), fit[2], fit[3], fit[4], t_known, free_params)
-        return y, hdr.unpack_bytes(packed.tobytes(), hdr.VERSION_CONV), est
+        header = hdr.unpack_bytes(packed.tobytes(), hdr.VERSION_CONV)
+        if header is not None:  # the code of these bits is what was sent
+            p.header_symbols = encoded
+        return y, header, est
 
     def _drop_pending(self) -> None:
         """Give up the burst in progress; the search goes on after its preamble."""
