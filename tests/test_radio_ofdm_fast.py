@@ -470,3 +470,12 @@ def test_sync_peak_matches_its_twin(monkeypatch):
     assert _fast_ofdm.sync_peak(*cases[0], 0.16, 64, 16) == (-1, -1, -1, -1)
     assert _fast_ofdm.sync_peak(*cases[1], 0.16, 64, 16) == (300, 310, 306, 307)
     assert _fast_ofdm.sync_peak(*cases[3], 0.16, 64, 16)[1:] == (-1, -1, -1)
+
+
+@needs_numba
+def test_scaled_is_numpys_multiply_to_the_bit():
+    rng = np.random.default_rng(16)
+    y = (rng.standard_normal((7, 1024)) + 1j * rng.standard_normal((7, 1024))).astype(np.complex64)
+    ref = np.multiply(y, 0.0216, dtype=np.complex128)
+    out = _fast_ofdm.scaled(y, 0.0216)
+    assert out.dtype == np.complex128 and np.array_equal(out.view(np.float64), ref.view(np.float64))

@@ -586,11 +586,12 @@ def estimate_channel_grid(y: np.ndarray, cfg: OfdmConfig, known=None) -> Channel
         # Samples so large that their products overflow float32 (or garbage that
         # sums to it): no estimate, the burst is dropped and counted.
         raise DegenerateEstimate("channel estimate not finite")
-    if not keep.any() or nu_mean <= 0:
+    kept = keep.tobytes()
+    if not kept.strip(b"\x00") or nu_mean <= 0:  # no point kept (bytes: cheaper than .any())
         delays, key_delays, delay_array = _whole_prefix(cfg.cp_length)
     else:
         span = cfg.fft_size * have / cfg.pilot_spacing
-        delays, key_delays, delay_array = _prior_delays(keep.tobytes(), span)
+        delays, key_delays, delay_array = _prior_delays(kept, span)
     if known is not None:
         prior = (key_delays, delay_array)
         dense = _known_estimates(y, cfg, known, xp, prior, noise_var / power, have)
@@ -1344,7 +1345,7 @@ class OfdmReceiver:
                 seg, (count, n), (cfg.symbol_length * seg.itemsize, seg.itemsize)
             )
         y = scipy.fft.fft(win, axis=1, overwrite_x=bool(p.cfo))
-        return np.multiply(y, math.sqrt(cfg.used_carriers) / n, dtype=np.complex128)
+        return _fast_ofdm.scaled(y, math.sqrt(cfg.used_carriers) / n)
 
     def _grid(self, p: _Candidate, y: np.ndarray, known=None) -> ChannelGrid:
         if self.genie is not None:
