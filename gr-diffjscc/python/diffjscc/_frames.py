@@ -316,10 +316,44 @@ def _pdu_by_bytes(meta: dict, symbols: np.ndarray, noise: np.ndarray | None):
     return pmt.deserialize_str(b"".join(out))
 
 
-def _meta_by_bytes(meta: dict):
+# A flat dictionary's scalar entries: the bytes before the value, per key and tag, so that
+# an entry is one lookup and one pack (a frame's metadata is some 20 of them; the general
+# writer's call per value cost twice as much).
+_SCALAR_PREFIX: dict[tuple[str, bytes], bytes] = {}
+
+
+def _scalar_prefix(key: str, tag: bytes) -> bytes:
+    prefix = _SCALAR_PREFIX.get((key, tag))
+    if prefix is None:
+        prefix = _entry_bytes(key) + tag
+        if len(_SCALAR_PREFIX) < _MAX_KEY_SYMBOLS:
+            _SCALAR_PREFIX[(key, tag)] = prefix
+    return prefix
+
+
+def _flat_dict_bytes(meta: dict) -> bytes:
+    """``_serialise(meta)``'s bytes, the scalar values written in line."""
     out = []
-    _serialise(meta, out)
-    return pmt.deserialize_str(b"".join(out))
+    append = out.append
+    for key, value in reversed(meta.items()):
+        kind = type(value)
+        if kind is float:
+            append(_scalar_prefix(key, _PST_DOUBLE) + _DOUBLE.pack(value))
+        elif kind is int and -(1 << 31) <= value < (1 << 31):
+            append(_scalar_prefix(key, _PST_INT32) + _INT32.pack(value))
+        elif kind is complex:
+            append(_scalar_prefix(key, _PST_COMPLEX) + _COMPLEX.pack(value.real, value.imag))
+        else:
+            append(_entry_bytes(key))
+            _serialise(value, out)
+    append(_PST_NULL)
+    return b"".join(out)
+
+
+def _meta_by_bytes(meta: dict):
+    if type(meta) is not dict:
+        raise _NotPlain
+    return pmt.deserialize_str(_flat_dict_bytes(meta))
 
 
 def _pdu_by_memory(meta: dict, symbols: np.ndarray, noise: np.ndarray | None):
