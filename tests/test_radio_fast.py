@@ -294,6 +294,41 @@ def test_header_kernel_gives_the_header_symbols_as_sent(monkeypatch):
 
 
 @needs_numba
+def test_header_kernel_fallback_decodes_and_codes_afresh(monkeypatch):
+    """Where the header kernel's bits fail (here: made to), the general loop decodes
+    the header from the kernel's matched-filter outputs, and its known symbols are
+    coded from the header, not taken from the failed bits."""
+    from diffjscc.radio import receiver
+
+    x = _stream(seed=5)
+    reference, _ = _receive(x, False, monkeypatch)
+    given = []
+    original = receiver.frame_known
+
+    def recorded(header, payload_len, cfg, header_symbols=None):
+        given.append(header_symbols)
+        return original(header, payload_len, cfg, header_symbols)
+
+    kernel = _fast.header_path
+
+    def failing(*args):
+        outcome = kernel(*args)
+        args[-3][0] ^= 0xFF  # the packed bits: their CRC fails
+        return outcome
+
+    monkeypatch.setattr(receiver, "frame_known", recorded)
+    monkeypatch.setattr(_fast, "header_path", failing)
+    frames, stats = _receive(x, True, monkeypatch)
+    assert stats["header_crc_fail"] == 0 and len(frames) == len(reference) >= 2
+    assert given and all(g is None for g in given)
+    for f, r in zip(frames, reference, strict=True):
+        assert (f.image_id, f.frame_index) == (r.image_id, r.frame_index)
+        assert f.timing == pytest.approx(r.timing, abs=1e-4)
+        err = np.abs(f.symbols - r.symbols).max()
+        assert err < 1e-4 * np.sqrt(np.mean(np.abs(r.symbols) ** 2))
+
+
+@needs_numba
 def test_compiled_header_encoder_matches_numpy(monkeypatch):
     from diffjscc.radio import header as hdr
 
