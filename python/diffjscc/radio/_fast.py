@@ -9,11 +9,12 @@ environment, ``AVAILABLE`` is False and every caller takes its numpy path,
 which gives the same results to float32 rounding (``tests/test_radio_fast.py``)
 at a tenth of the speed (2.7-3.0 against 26-30 Msps per CPU second on the 2-core
 VM, 3072-symbol frames; the numpy Viterbi decoder alone takes milliseconds a
-header). A clean frame takes four compiled calls: the detection metric (the
-correlation without an FFT), the preamble search, ``header_path`` and
-``payload_path``, each the general path's steps in one call; the general path
-(the kernels one by one, with Python between) takes over where a clock offset or
-damage needs it. Kernels are cached on disk (``cache=True``: about 30 s to
+header). Beside the detection metric (the correlation without an FFT, one call
+a chunk), a clean frame takes five compiled calls: the preamble search,
+``header_path``, the check for another preamble inside it, the mixing and
+``payload_path``, the last two stages each the general path's steps in one call;
+the general path (the kernels one by one, with Python between) takes over where
+damage or anything unusual needs it. Kernels are cached on disk (``cache=True``: about 30 s to
 compile once per installation on that VM under load, 1 s to load with numba's
 import). The loading itself is ``radio._numba``'s, shared with the OFDM kernels.
 """
