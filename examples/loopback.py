@@ -31,6 +31,7 @@ _T_START = time.monotonic()  # the command's start, for the timing breakdown
 
 import argparse  # noqa: E402
 import concurrent.futures  # noqa: E402
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import sys  # noqa: E402
@@ -609,7 +610,8 @@ def run(args, encoder=None, decoder=None, log=print) -> dict:
         tb = build_flowgraph(args, image_path, timed, decoder, worker_address, output_dir)
         t_ready = time.monotonic()
         with Progress(tb, enabled=not args.quiet and sys.stderr.isatty()):
-            tb.start()
+            with _quiet_flattening():
+                tb.start()
             finished = threading.Event()
             waiter = threading.Thread(target=lambda: (tb.wait(), finished.set()), daemon=True)
             waiter.start()
@@ -730,6 +732,20 @@ def _jsonable(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+@contextlib.contextmanager
+def _quiet_flattening():
+    """GNU Radio logs, on stdout, one info line for every block inside a hier block
+    (channel_model) that inherits its min output buffer when the flowgraph starts:
+    noise around the job's one line of JSON."""
+    logging_ = gr.logging()
+    level = logging_.default_level()
+    logging_.set_default_level(gr.log_levels.warn)
+    try:
+        yield
+    finally:
+        logging_.set_default_level(level)
 
 
 def main(argv: list[str] | None = None) -> int:
