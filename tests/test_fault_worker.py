@@ -289,7 +289,10 @@ def test_hostile_heartbeats_are_refused_and_status_stays_readable():
                 ).encode(),
             ):
                 sock.send_multipart([HEARTBEAT, body])
-            time.sleep(0.3)
+            wait_for(lambda: broker.counters["bad_worker_messages"] >= 2, "the refusals")
+            # Still alive: the broker's liveness (3 heartbeats of 0.1 s) would otherwise run
+            # out while a loaded machine answers the status request (a fixed 0.3 s sleep did).
+            sock.send_multipart([HEARTBEAT])
             with WorkerClient(broker.frontend_address, timeout_s=5, retries=0) as client:
                 status = client.status(timeout_s=5)
             assert status["broker"]["workers"] == 2

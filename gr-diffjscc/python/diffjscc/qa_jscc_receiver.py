@@ -272,7 +272,9 @@ class qa_jscc_receiver(gr_unittest.TestCase):
         for own in (True, False):
             tb = gr.top_block()
             src = blocks.vector_source_c(x.tolist())
-            rx = jscc_receiver(sps=2)
+            # DC removal off: its running mean depends slightly on where GNU Radio cuts the
+            # stream, which differs from run to run; this test is about the input's wrapping.
+            rx = jscc_receiver(sps=2, dc_removal=False)
             rx.set_max_noutput_items(3000)  # many calls, cut anywhere in a burst
             rx._own_input_view = own and module._OWN_INPUT_VIEW
             dbg = blocks.message_debug()
