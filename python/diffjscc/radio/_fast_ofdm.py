@@ -727,23 +727,8 @@ def interpolate_delays(hs, x, at, used_bins, pick, twiddle, mse, scale, power, h
         return interpolate_delays_numpy(
             hs, x, at, used_bins, pick, twiddle, mse, scale, power, half_drift
         )
-    h = np.empty(pick.shape, dtype=np.complex128)
-    err = np.empty(pick.shape)
     er, ei = _phasors(used_bins, at, twiddle)
-    _interpolate_delays(
-        np.ascontiguousarray(hs, dtype=np.complex128),
-        np.ascontiguousarray(x, dtype=np.complex128),
-        er,
-        ei,
-        np.ascontiguousarray(pick, dtype=np.int64),
-        np.ascontiguousarray(mse, dtype=np.float64),
-        np.ascontiguousarray(scale, dtype=np.float64),
-        float(power),
-        float(half_drift),
-        h,
-        err,
-    )
-    return h, err
+    return interpolate_phasors(hs, x, er, ei, pick, mse, scale, power, half_drift)
 
 
 def phasor_product_numpy(bins, at, twiddle, v):
