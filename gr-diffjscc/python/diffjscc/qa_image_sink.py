@@ -155,6 +155,10 @@ class qa_image_sink(gr_unittest.TestCase):
             deadline = time.monotonic() + 10
             while not settle(sink) and time.monotonic() < deadline:
                 time.sleep(0.02)
+        # The images port is served beside the sink's thread: let what it sent arrive.
+        deadline = time.monotonic() + 10
+        while dbg.num_messages() < len(sink.results()) and time.monotonic() < deadline:
+            time.sleep(0.01)
         tb.stop()
         tb.wait()
         sent = [pmt.to_python(dbg.get_message(i)) for i in range(dbg.num_messages())]

@@ -219,6 +219,8 @@ class qa_image_source(gr_unittest.TestCase):
             for expected in (2, 3):
                 src.to_basic_block()._post(pmt.intern("next"), pmt.PMT_T)
                 self.assertTrue(_until(lambda n=expected: src.stats()["images_sent"] == n))
+            # tx_info goes by message passing, which runs beside the stream: wait for it.
+            self.assertTrue(_until(lambda: info.num_messages() == 3))
         finally:
             self._stop()
         self.assertEqual(src.stats()["next_received"], 2)
@@ -305,6 +307,8 @@ class qa_image_source(gr_unittest.TestCase):
             src.set_amplitude(0.5)
             src.set_interval_s(0.0)  # the next image is due now
             self.assertTrue(_until(lambda: src.stats()["images_sent"] >= 3))
+            # tx_info goes by message passing, which runs beside the stream: wait for it.
+            self.assertTrue(_until(lambda: info.num_messages() >= 2))
         finally:
             self._stop()
         # Encoded again at the new SNR (once: the repeats reuse it), and told so in tx_info.
