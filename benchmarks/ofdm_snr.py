@@ -10,9 +10,14 @@ single carrier's symbol rate (0.005 cycles per sample) and AWGN. For each
 frame the receiver's estimate is compared with the effective SNR computed by
 the genie receiver from the true channel and noise (the definition: the SNR of
 an AWGN channel giving the same mean squared error after equalisation,
-``ofdm_receiver.effective_snr``), and with what the delivered symbols show.
-Target: |bias| <= 0.5 dB. Also reports the estimated receiver's loss against
-the genie (effective SNR of the symbols, both measured against the sent ones).
+``ofdm_receiver.effective_snr``), and with what the delivered symbols show
+(the effective SNR of this receiver's own output, channel-estimate error
+included: 1 / their mean squared error against the sent symbols).
+Target: |estimate - symbols| <= 0.5 dB (``estimate_minus_measured_db``: the
+estimate against the effective SNR of what the decoder gets). ``bias_db`` is
+the estimate against the genie's effective SNR; the difference between the
+two is the estimated receiver's loss against the genie (``loss_vs_genie_db``,
+effective SNR of the symbols, both measured against the sent ones).
 """
 
 from __future__ import annotations
