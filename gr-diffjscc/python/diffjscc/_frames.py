@@ -10,6 +10,7 @@ and friends: ``pmt.cons(metadata dict, c32vector of equalised symbols)``.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import math
 import numbers
 import struct
@@ -362,6 +363,14 @@ def _pdu_by_memory(meta: dict, symbols: np.ndarray, noise: np.ndarray | None):
         meta_pmt = _meta_by_bytes(meta)
     except _NotPlain:
         meta_pmt = meta_to_pmt(meta)
+    return _pdu_with_vectors(meta_pmt, symbols, noise)
+
+
+def _pdu_from_meta_bytes(meta_bytes: bytes, symbols: np.ndarray, noise: np.ndarray | None):
+    return _pdu_with_vectors(pmt.deserialize_str(meta_bytes), symbols, noise)
+
+
+def _pdu_with_vectors(meta_pmt, symbols: np.ndarray, noise: np.ndarray | None):
     if noise is not None:
         meta_pmt = pmt.dict_add(
             meta_pmt, _key_symbol("symbol_noise_var"), _f32vector_by_memory(noise)
@@ -400,14 +409,152 @@ def _pdu_route():
 _make_pdu = _pdu_route()
 
 
+# A complete frame's metadata, as wire bytes, is mostly the same from frame to frame of
+# one image shape and rate: the keys, the model, shape, counts and received ranges. Those
+# are written once per such kind of frame (a template) and only the fields below packed
+# for each frame, in one call: 3 us against 10 (``meta()``) + 7 (writing its bytes) in a
+# loop, twice that in the GNU Radio chain. A template is made from ``meta()`` itself and
+# used only when its keys are these and ``meta()``'s, and its first frame's bytes are
+# ``meta()``'s bytes; any other frame takes the general route.
+_PER_FRAME_FIELDS = frozenset(
+    {
+        "image_id",
+        "frame_index",
+        "design_snr_db",
+        "snr_db",
+        "h",
+        "cfo",
+        "timing",
+        "noise_var",
+        "num_known",
+        "sample_rate_offset",
+        "h_sample",
+    }
+)
+_META_KEYS = (
+    "image_id",
+    "frame_index",
+    "frame_count",
+    "rate_code",
+    "model",
+    "image_shape",
+    "design_snr_db",
+    "snr_db",
+    "h",
+    "cfo",
+    "timing",
+    "noise_var",
+    "num_known",
+    "num_symbols",
+    "sample_rate_offset",
+    "h_sample",
+    "complete",
+    "received_symbols",
+    "received_ranges",
+    "waveform",
+)
+_FIELD_CODES = {float: ("d", _PST_DOUBLE), int: ("i", _PST_INT32), complex: ("dd", _PST_COMPLEX)}
+
+
+class _MetaTemplate:
+    """The wire bytes of a complete frame's metadata with its per-frame fields left
+    open: ``pack(frame)`` fills them in (struct.error or TypeError where one does not
+    fit the template's type, e.g. an integer beyond 32 bits)."""
+
+    __slots__ = ("_struct", "_prefixes", "_names", "_complex", "_tail")
+
+    def __init__(self, meta: dict):
+        prefixes, names, codes = [], [], [">"]
+        constant = []
+        for key, value in reversed(meta.items()):
+            if key not in _PER_FRAME_FIELDS:
+                constant.append(_entry_bytes(key))
+                _serialise(value, constant)
+                continue
+            code, tag = _FIELD_CODES[type(value)]
+            prefixes.append(b"".join([*constant, _entry_bytes(key), tag]))
+            constant = []
+            names.append(key)
+            if code == "dd":  # the imaginary part follows the real part, no bytes between
+                prefixes.append(b"")
+                codes.append(f"{len(prefixes[-2])}sd0sd")
+            else:
+                codes.append(f"{len(prefixes[-1])}s{code}")
+        constant.append(_PST_NULL)
+        self._tail = b"".join(constant)
+        self._struct = struct.Struct("".join(codes))
+        self._prefixes = tuple(prefixes)
+        self._names = tuple(names)
+        self._complex = names.index("h")
+
+    def pack(self, frame) -> bytes:
+        values = [getattr(frame, name) for name in self._names]
+        h = complex(values[self._complex])
+        values[self._complex : self._complex + 1] = (h.real, h.imag)
+        fields = itertools.chain.from_iterable(zip(self._prefixes, values, strict=True))
+        return self._struct.pack(*fields) + self._tail
+
+
+_META_TEMPLATES: dict[tuple, _MetaTemplate | None] = {}
+_MAX_META_TEMPLATES = 256
+_RECEIVED_FRAME: list[type] = []
+
+
+def _received_frame_type() -> type:
+    """``diffjscc.radio.ReceivedFrame``, imported on first use (as ``pdu_to_frame`` does)."""
+    if not _RECEIVED_FRAME:
+        from diffjscc.radio.frame import ReceivedFrame
+
+        _RECEIVED_FRAME.append(ReceivedFrame)
+    return _RECEIVED_FRAME[0]
+
+
+def _complete_meta_bytes(frame) -> bytes | None:
+    """``_flat_dict_bytes(frame.meta(symbol_noise=False))`` from a template, for a
+    complete ``ReceivedFrame``; None where the general route must write them."""
+    if type(frame) is not _received_frame_type() or frame.received_mask is not None:
+        return None
+    try:
+        kind = (
+            frame.rate_code,
+            frame.image_shape,
+            frame.frame_count,
+            np.size(frame.symbols),
+            frame.waveform,
+        )
+        template = _META_TEMPLATES.get(kind, False)
+        if template is False:
+            template = _new_template(frame, kind)
+        return None if template is None else template.pack(frame)
+    except (TypeError, ValueError, KeyError, OverflowError, struct.error):
+        return None
+
+
+def _new_template(frame, kind: tuple) -> _MetaTemplate | None:
+    meta = frame.meta(symbol_noise=False)
+    template = None
+    if tuple(meta) == _META_KEYS and all(
+        type(meta[key]) in _FIELD_CODES for key in _PER_FRAME_FIELDS
+    ):
+        template = _MetaTemplate(meta)
+        if template.pack(frame) != _flat_dict_bytes(meta):
+            template = None
+    if len(_META_TEMPLATES) < _MAX_META_TEMPLATES:
+        _META_TEMPLATES[kind] = template
+    return template
+
+
 def frame_to_pdu(frame):
     """A ``ReceivedFrame`` -> PDU (metadata dict, equalised symbols)."""
     symbols = np.asarray(frame.symbols, dtype=np.complex64).reshape(-1)
-    meta = frame.meta(symbol_noise=False)
     noise = None
     if frame.symbol_noise_var is not None:
         noise = np.ascontiguousarray(frame.symbol_noise_var, dtype=np.float32).reshape(-1)
-    return _make_pdu(meta, symbols, noise)
+    if _make_pdu is _pdu_by_memory:
+        meta_bytes = _complete_meta_bytes(frame)
+        if meta_bytes is not None:
+            return _pdu_from_meta_bytes(meta_bytes, symbols, noise)
+    return _make_pdu(frame.meta(symbol_noise=False), symbols, noise)
 
 
 def pdu_parts(pdu) -> tuple[dict, np.ndarray]:

@@ -230,6 +230,71 @@ class qa_jscc_receiver(gr_unittest.TestCase):
             if per_symbol is not None:
                 np.testing.assert_array_equal(back.symbol_noise_var, per_symbol)
 
+    def test_007b_metadata_template_gives_the_general_routes_pdu(self):
+        """Complete frames' metadata written from a template per kind of frame: the same
+        PDU as the pmt calls for every frame of a kind, numpy scalars and plain values
+        alike; frames the template cannot hold (partial, an id beyond 32 bits) take
+        the general route, with the same result."""
+        import dataclasses
+
+        from gnuradio.diffjscc import _frames
+
+        from diffjscc.radio import ReceivedFrame
+
+        rng = np.random.default_rng(10)
+        symbols = (rng.standard_normal(3072) + 1j * rng.standard_normal(3072)).astype(np.complex64)
+        first = ReceivedFrame(
+            image_id=5,
+            frame_index=0,
+            frame_count=1,
+            rate_code=1,
+            image_shape=(512, 768),
+            design_snr_db=7.5,
+            symbols=symbols,
+            snr_db=6.25,
+            h=0.8 - 0.1j,
+            cfo=1e-3,
+            timing=1234.5,
+            noise_var=0.2,
+            num_known=576,
+            h_sample=5678.0,
+        )
+        # meta() and the template agree on the fields (a new field disables the template).
+        self.assertEqual(tuple(first.meta(symbol_noise=False)), _frames._META_KEYS)
+        mask = np.ones(3072, bool)
+        mask[:100] = False
+        variants = [
+            (first, True),
+            (dataclasses.replace(first, image_id=6, snr_db=-3.0, h=-1j, timing=2e9), True),
+            (
+                dataclasses.replace(
+                    first,
+                    image_id=np.int64(7),
+                    snr_db=np.float32(1.5),
+                    h=np.complex64(0.5 + 0.5j),
+                    timing=np.float64(9.75),
+                    num_known=np.int32(500),
+                ),
+                True,
+            ),
+            (dataclasses.replace(first, timing=3), True),  # meta() makes it 3.0
+            (dataclasses.replace(first, image_id=1 << 40), False),
+            (dataclasses.replace(first, received_mask=mask), False),
+            (
+                dataclasses.replace(
+                    first, waveform="ofdm", symbol_noise_var=np.ones(3072, np.float32)
+                ),
+                True,
+            ),
+        ]
+        for frame, templated in variants:
+            noise = frame.symbol_noise_var
+            by_calls = _frames._pdu_by_calls(frame.meta(symbol_noise=False), frame.symbols, noise)
+            self.assertTrue(pmt.equal(_frames.frame_to_pdu(frame), by_calls))
+            self.assertEqual(_frames._complete_meta_bytes(frame) is not None, templated)
+        changed = dataclasses.replace(first, snr_db=6.5)
+        self.assertFalse(pmt.equal(_frames.frame_to_pdu(changed), _frames.frame_to_pdu(first)))
+
     def test_008_dc_offset_is_removed_before_the_receiver(self):
         """A front end's DC offset 6 dB below the signal: with the block's DC removal (the
         default) the symbols are as good as without the offset; without it they are not."""
