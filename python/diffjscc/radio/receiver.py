@@ -237,7 +237,11 @@ class _Growable:
         if self._hi + n > self._data.size:
             live = self.size
             if live + n > self._data.size // 2:
-                data = np.zeros(max(2 * (live + n), self._data.size), dtype=self._data.dtype)
+                # Twice the old size at least: sized to just twice the need, a stream of
+                # chunks of varying size (GNU Radio's) made it anew every few calls, each
+                # time megabytes of fresh pages faulted in.
+                size = max(2 * (live + n), 2 * self._data.size)
+                data = np.zeros(size, dtype=self._data.dtype)
                 data[:live] = self.view
                 self._data = data
             else:
