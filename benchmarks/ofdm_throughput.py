@@ -136,6 +136,51 @@ def fresh_rx(bursts, frames=300, passes=4) -> float:
     return best
 
 
+def fresh_link(bursts, frames=1000, per=100, cfo=0.01, snr_db=10.0, seed=9) -> dict:
+    """One receiver over ``frames`` frames of a steady flat link, each with its own noise
+    draw, from empty caches (a link's first ``frames`` frames; GNU Radio's channel_model
+    gives the chain the same): Msps per CPU second for each ``per`` frames in turn, and
+    what the caches saw: distinct delay priors (``_prior_delays`` entries), the misses of
+    the interpolators' caches, and the frames delivered."""
+    from diffjscc.radio import ofdm_receiver as orx
+    from diffjscc.radio.ofdm import OfdmConfig, noise_voltage
+    from diffjscc.radio.sim import frequency_offset
+
+    cfg = OfdmConfig()
+    rng = np.random.default_rng(seed)
+    gap = np.zeros(1000, np.complex64)
+    one = np.concatenate([np.concatenate([b, gap]) for b in bursts])
+    block = np.tile(one, max(per // len(bursts), 1))
+    sigma = noise_voltage(snr_db, cfg)
+    orx.clear_caches()
+    rx = orx.OfdmReceiver(cfg)
+    rates, done = [], 0
+    for b in range(frames // (block.size // one.size)):
+        phase = 2.0 * np.pi * cfo * b * block.size
+        noise = rng.standard_normal((2, block.size)) * (sigma / np.sqrt(2))
+        x = (frequency_offset(block, cfo, phase) + noise[0] + 1j * noise[1]).astype(np.complex64)
+        t = time.process_time()
+        for i in range(0, x.size, 8192):
+            done += len(rx.feed(x[i : i + 8192]))
+        rates.append(x.size / (time.process_time() - t) / 1e6)
+    done += len(rx.flush())
+    caches = {
+        name: getattr(orx, name).cache_info()
+        for name in ("_prior_delays", "_used_phasors", "_comb_basis", "_comb_interpolator")
+        + ("_known_basis", "_known_factor", "_known_interpolator", "_known_row_error")
+        if hasattr(orx, name)
+    }
+    return {
+        "msps_cpu_per_block": [round(r, 2) for r in rates],
+        "frames_per_block": block.size // one.size * len(bursts),
+        "frames_ok": done,
+        "distinct_delay_priors": caches["_prior_delays"].currsize,
+        "cache_misses": {k: v.misses for k, v in caches.items()},
+        "cache_entries": {k: v.currsize for k, v in caches.items()},
+        "restarts": getattr(getattr(rx, "delay_prior", None), "restarts", None),
+    }
+
+
 def numpy_rx(bursts, seconds=3.0, idle=False, cold=False) -> float:
     """Samples per CPU second of the OFDM receiver core on a noisy stream of frames, or
     on noise alone (``idle``: what the receiver costs between frames); ``cold``: its
@@ -183,6 +228,17 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--core", type=int, default=0, help="CPU core to pin to")
     p.add_argument("--json", type=Path)
+    p.add_argument(
+        "--core-only",
+        action="store_true",
+        help="only the receiver core alone (warm, cold, fresh, idle, and --link-frames)",
+    )
+    p.add_argument(
+        "--link-frames",
+        type=int,
+        default=0,
+        help="also one receiver over this many fresh-noise frames, per 100 (fresh_link)",
+    )
     args = p.parse_args(argv)
     _module()
     os.sched_setaffinity(0, {args.core})
@@ -200,6 +256,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         image = _image(Path(tmp))
         bursts = build_bursts(encoder.encode(load_image(image), snr_db=10.0), 0)
+        if args.core_only:
+            return _core_only(args, bursts, load_start)
         for _ in range(args.repeats):
             for kind in ("ofdm", "sc"):
                 tb = chain(kind, args, encoder, image)
@@ -244,6 +302,28 @@ def main(argv=None) -> int:
         "compiled_sync_metric": _compiled(),
         "seconds": runs,
     }
+    if args.link_frames:
+        result["fresh_link"] = fresh_link(bursts, args.link_frames)
+    return _report(args, result)
+
+
+def _core_only(args, bursts, load_start) -> int:
+    result = {
+        "machine": f"{platform.node()} {platform.processor() or platform.machine()}, 1 core (#{args.core})",
+        "load_average_start": load_start,
+        "numpy_ofdm_rx_msps_cpu": numpy_rx(bursts) / 1e6,
+        "numpy_ofdm_rx_cold_msps_cpu": numpy_rx(bursts, cold=True) / 1e6,
+        "numpy_ofdm_rx_fresh_msps_cpu": fresh_rx(bursts) / 1e6,
+        "numpy_ofdm_rx_idle_msps_cpu": numpy_rx(bursts, idle=True) / 1e6,
+        "compiled_sync_metric": _compiled(),
+    }
+    if args.link_frames:
+        result["fresh_link"] = fresh_link(bursts, args.link_frames)
+    result["load_average"] = os.getloadavg()
+    return _report(args, result)
+
+
+def _report(args, result) -> int:
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:

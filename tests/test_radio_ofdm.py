@@ -450,3 +450,76 @@ def test_chunking_changes_no_frame_and_the_buffer_stays_bounded():
     for i in range(0, noise.size, 8192):
         rx.feed(noise[i : i + 8192])
     assert rx._store.size < 4 * 40000  # not the 819,200 samples fed
+
+
+def _link(cfg, rng, taps_of_frame, snr_db, frames, cfo=0.01, shape=(512, 768)):
+    """A link's stream, frame by frame: each frame's burst through its own taps, a gap,
+    the frequency offset running on, fresh noise; (pieces, sent symbols)."""
+    sigma = noise_voltage(snr_db, cfg)
+    pieces, sent, at = [], [], 0
+    for i in range(frames):
+        enc = _enc(rng, shape)
+        sent.append(enc.symbols)
+        (burst,) = build_bursts(enc, i, cfg)
+        x = np.convolve(np.concatenate([burst, np.zeros(1000)]), taps_of_frame(i))[
+            : burst.size + 1000
+        ]
+        x = frequency_offset(x, cfo, 2 * np.pi * cfo * at)
+        at += x.size
+        noise = rng.standard_normal((2, x.size)) * (sigma / np.sqrt(2))
+        pieces.append((x + noise[0] + 1j * noise[1]).astype(np.complex64))
+    return pieces, sent
+
+
+def _held_per_frame(rx, pieces):
+    """Frames delivered and the payload comb's held delay prior after each."""
+    frames, held = [], []
+    points = rx.cfg.pilot_stagger * rx.cfg.pilots_per_symbol
+    for piece in pieces:
+        got = rx.feed(piece)
+        frames += got
+        held += [rx.delay_prior.held(points)] * len(got)
+    return frames + rx.flush(), held
+
+
+def test_a_steady_link_keeps_one_delay_prior():
+    """Each frame's fresh noise moves which points of its pilots' delay profile stand
+    out; the receiver's prior, held across the link's frames, stays put (each new one
+    costs its solves), and a reset forgets it."""
+    rng = np.random.default_rng(31)
+    cfg = OfdmConfig()
+    pieces, sent = _link(cfg, rng, lambda i: np.ones(1), 10.0, 40)
+    rx = OfdmReceiver(cfg)
+    frames, held = _held_per_frame(rx, pieces)
+    assert [f.image_id for f in frames] == list(range(40))
+    assert len(set(held)) <= 2 and len(set(held[5:])) == 1, [h.hex() for h in set(held)]
+    assert rx.delay_prior.restarts == 0
+    for f in frames:
+        assert _mse_snr_db(f, sent[f.image_id]) > 9.0
+    rx.reset()
+    assert rx.delay_prior.held(len(held[0])) is None
+
+
+@pytest.mark.parametrize("first, then", [("flat", "eva"), ("eva", "flat")])
+def test_a_changed_channel_is_followed(first, then):
+    """One receiver, a link's frames through one channel, then through another (a new
+    transmitter or a moved antenna: the EVA profile's paths over 20 samples, against a
+    flat channel's one): every frame decodes, the held prior moves, and from the second
+    frame after the change every frame is about as good as a receiver that never saw
+    the first channel makes it (the first can lose a few tenths of a dB: a new path 15
+    dB under the strongest is not told from noise in one frame)."""
+    rng = np.random.default_rng(32)
+    cfg = OfdmConfig()
+    taps = {"flat": np.ones(1), "eva": draw_taps("eva", rng)}
+    change = 12
+    pieces, sent = _link(cfg, rng, lambda i: taps[first if i < change else then], 10.0, 24)
+    rx = OfdmReceiver(cfg)
+    frames, held = _held_per_frame(rx, pieces)
+    assert [f.image_id for f in frames] == list(range(24))
+    assert held[change - 1] != held[-1]
+    loss = []
+    for f in frames[change:]:
+        alone = _receive(np.concatenate([np.zeros(3000, np.complex64), pieces[f.image_id]]), cfg)[0]
+        assert [g.image_id for g in alone] == [f.image_id]
+        loss.append(_mse_snr_db(alone[0], sent[f.image_id]) - _mse_snr_db(f, sent[f.image_id]))
+    assert loss[0] < 0.6 and max(loss[1:]) < 0.3 and np.mean(loss[1:]) < 0.1, loss

@@ -319,9 +319,9 @@ def _staged(y, plan, comb_size):
     m = y.shape[0]
     hp = np.empty(plan[1].shape, dtype=np.complex128)
     hs = np.empty((m, comb_size), dtype=np.complex128)
-    nu, weight = np.empty(m), np.zeros(m)
-    out = _fast_ofdm.pilot_stage(y, plan, hp, hs, nu, weight)
-    return (*out, y, hp, hs, nu, weight)
+    nu, weight, pdp = np.empty(m), np.zeros(m), np.empty(comb_size)
+    out = _fast_ofdm.pilot_stage(y, plan, hp, hs, nu, weight, pdp)
+    return (*out, y, hp, hs, nu, weight, pdp)
 
 
 def _dense_smoothed(args, comb_size):
@@ -479,3 +479,47 @@ def test_scaled_is_numpys_multiply_to_the_bit():
     ref = np.multiply(y, 0.0216, dtype=np.complex128)
     out = _fast_ofdm.scaled(y, 0.0216)
     assert out.dtype == np.complex128 and np.array_equal(out.view(np.float64), ref.view(np.float64))
+
+
+@needs_numba
+def test_link_delay_tracking_matches_its_twin(monkeypatch):
+    """The link's running delay profile and its kept points (``track_delays``) against
+    the numpy twin: a new link (nothing held), a steady one, a new path far from the
+    held points (joins at once), a new strongest point there (starts again), a held
+    point fading (leaves only under half the bar), at the wrap-around of the grid."""
+    rng = np.random.default_rng(13)
+    outcomes = set()
+    for q in (15, 30):
+        base = np.full(q, 1e-3)
+        base[[3, 4, 5]] = [0.05, 1.0, 0.2]
+        floor = 1e-3
+        own = _fast_ofdm.delay_keep(np.sqrt(base)[None, :].astype(complex), floor)
+        held, kept = _fast_ofdm.track_delays(base, floor, own, np.empty(0), own)[:2]
+        cases = []
+        for _ in range(20):
+            pdp = base * rng.exponential(1.0, q) * rng.uniform(0.1, 10.0)
+            cases.append(pdp)
+        far = base.copy()
+        far[q - 2] = 0.3  # a new path far from the held ones
+        cases.append(far)
+        moved = base.copy()
+        moved[10] = 3.0  # a new strongest point there: a new link
+        cases.append(moved)
+        fading = base.copy()
+        fading[3] = 0.004  # a held point fading in one frame: the average keeps it
+        cases.append(fading)
+        for pdp in cases:
+            f = floor * float(pdp.sum() / base.sum())
+            keep = _fast_ofdm.delay_keep(np.sqrt(pdp)[None, :].astype(complex), f)
+            for h, k in ((np.empty(0), keep), (held, kept)):
+                compiled, twin = _twins(monkeypatch, _fast_ofdm.track_delays, pdp, f, keep, h, k)
+                _close(compiled[0], twin[0])
+                assert np.array_equal(compiled[1], twin[1]) and compiled[2] == twin[2]
+                outcomes.add((h.size > 0, compiled[2], compiled[1].tobytes() == k.tobytes()))
+        fresh, stays, joined = (
+            _fast_ofdm.track_delays(c, floor, _fast_ofdm.profile_keep_numpy(c, floor), held, kept)
+            for c in (moved, fading, far)
+        )
+        assert fresh[2] and fresh[1][10] and not stays[2] and stays[1][3]
+        assert not joined[2] and joined[1][q - 2] and joined[1][4]
+    assert {(True, False, True), (True, False, False), (True, True, False)} <= outcomes

@@ -990,7 +990,11 @@ def mean_power(a):
 
 def delay_keep_numpy(grid, floor):
     """``delay_keep`` in numpy."""
-    pdp = np.mean(grid.real**2 + grid.imag**2, axis=0)
+    return profile_keep_numpy(np.mean(grid.real**2 + grid.imag**2, axis=0), floor)
+
+
+def profile_keep_numpy(pdp, floor):
+    """The points of a delay profile ``pdp`` that stand out of the noise ``floor``."""
     # Out of the noise, and within 20 dB of the strongest: a path between grid points
     # leaks into every grid point (the comb sees a finite band), weaker and weaker.
     keep = pdp > max(8.0 * floor, 0.01 * float(pdp.max()))
@@ -1002,9 +1006,9 @@ def delay_keep_numpy(grid, floor):
     return keep
 
 
-def _delay_keep(grid, floor, keep):
+def _delay_keep(grid, floor, keep, pdp):
     m, q = grid.shape
-    pdp = np.zeros(q)
+    pdp[:] = 0.0
     for i in range(m):
         for j in range(q):
             v = grid[i, j]
@@ -1026,8 +1030,117 @@ def delay_keep(grid, floor):
     if not AVAILABLE:
         return delay_keep_numpy(grid, floor)
     keep = np.empty(grid.shape[1], dtype=np.bool_)
-    _delay_keep(np.ascontiguousarray(grid, dtype=np.complex128), float(floor), keep)
+    pdp = np.empty(grid.shape[1])
+    _delay_keep(np.ascontiguousarray(grid, dtype=np.complex128), float(floor), keep, pdp)
     return keep
+
+
+# A link's delay prior (``track_delays``), chosen on streams of 300 frames at 10 dB (flat,
+# EPA redrawn every frame) and on changes between a flat and an EVA channel: the weight
+# of each new frame in the running profile (0.25 took a frame longer to follow a new weak
+# path; 0.4 made half as many priors again), how far under the bar to join a held point
+# must fall to leave, the level of a frame's strongest point above which a new path far
+# from the held ones joins at once (at 0.01, today's bar, noise made 5 times as many
+# priors), and how many points either side of a held one count as near.
+TRACK_WEIGHT = 0.3
+TRACK_LEAVE = 0.5
+TRACK_CLEAR = 0.1
+TRACK_NEAR = 2
+
+
+def track_delays_numpy(pdp, floor, keep, held, kept, weight, state, out_kept):
+    """``track_delays`` in numpy."""
+    q = pdp.size
+    total = float(pdp.sum())
+    p = pdp / total
+    f = floor / total
+    top = int(np.argmax(p))
+    covered = kept.copy()
+    for o in range(1, TRACK_NEAR + 1):
+        covered |= np.roll(kept, o) | np.roll(kept, -o)
+    if held.size == 0 or (not covered[top] and p[top] > 8.0 * f):
+        state[:q] = p
+        state[q] = f
+        out_kept[:] = keep
+        return True
+    state[:] = (1.0 - weight) * held + weight * np.append(p, f)
+    mean, mean_floor = state[:q], state[q]
+    bar = max(8.0 * mean_floor, 0.01 * float(mean.max()))
+    out_kept[:] = mean > np.where(kept, TRACK_LEAVE * bar, bar)
+    best = int(np.argmax(mean))
+    lower = 3.0 * mean_floor * (TRACK_LEAVE if kept[best] else 1.0)
+    out_kept[best] |= float(mean[best]) > lower
+    out_kept |= (p > max(8.0 * f, TRACK_CLEAR * float(p[top]))) & ~covered
+    return False
+
+
+def _track_delays(pdp, floor, keep, held, kept, weight, state, out_kept):
+    q = pdp.size
+    total = 0.0
+    top = 0
+    for j in range(q):
+        total += pdp[j]
+        if pdp[j] > pdp[top]:
+            top = j
+    f = floor / total
+    fresh = held.size == 0
+    if not fresh:
+        fresh = not _near(kept, top) and pdp[top] / total > 8.0 * f
+    if fresh:
+        for j in range(q):
+            state[j] = pdp[j] / total
+            out_kept[j] = keep[j]
+        state[q] = f
+        return True
+    for j in range(q):
+        state[j] = (1.0 - weight) * held[j] + weight * (pdp[j] / total)
+    state[q] = (1.0 - weight) * held[q] + weight * f
+    best = 0
+    for j in range(q):
+        if state[j] > state[best]:
+            best = j
+    bar = max(8.0 * state[q], 0.01 * state[best])
+    for j in range(q):
+        out_kept[j] = state[j] > (TRACK_LEAVE * bar if kept[j] else bar)
+    lower = 3.0 * state[q] * (TRACK_LEAVE if kept[best] else 1.0)
+    out_kept[best] |= state[best] > lower
+    clear = max(8.0 * f, TRACK_CLEAR * (pdp[top] / total))
+    for j in range(q):
+        if pdp[j] / total > clear and not _near(kept, j):
+            out_kept[j] = True
+    return False
+
+
+def _near(kept, j):
+    q = kept.size
+    for o in range(-TRACK_NEAR, TRACK_NEAR + 1):
+        if kept[(j + o) % q]:
+            return True
+    return False
+
+
+def track_delays(pdp, floor, keep, held, kept, weight=TRACK_WEIGHT):
+    """A link's delay prior with a frame's delay profile ``pdp`` (noise ``floor`` per
+    point, ``keep`` the frame's own kept points: ``delay_keep``) folded in: the
+    running profile ``held`` (each point's power and the noise as fractions of the
+    profile's total, averaged over frames with ``weight`` for the newest; empty for a
+    new link) and its kept points ``kept``. The fractions make gain and noise level
+    changes cancel; a point joins where the average stands out as ``delay_keep``'s
+    rule has it, and leaves only when it falls under ``TRACK_LEAVE`` of that bar, so
+    that noise moves no point of a steady link in or out. Far from the held points
+    (no kept point within ``TRACK_NEAR``), a point that stands out clearly in this
+    frame (within 10 dB of its strongest and 8 times its noise) joins at once, and a
+    frame whose strongest point lies there starts the average again from the frame
+    (a new transmitter, a moved antenna). Returns (the new running profile
+    [points + 1], its kept points, whether it started again)."""
+    pdp = np.ascontiguousarray(pdp, dtype=np.float64)
+    state = np.empty(pdp.size + 1)
+    out_kept = np.empty(pdp.size, dtype=np.bool_)
+    if not AVAILABLE:
+        fresh = track_delays_numpy(pdp, floor, keep, held, kept, weight, state, out_kept)
+    else:
+        fresh = _track_delays(pdp, float(floor), keep, held, kept, float(weight), state, out_kept)
+    return state, out_kept, bool(fresh)
 
 
 def pilot_excess_numpy(hs, hp, own_cols, self_weight, nu, noise_var, half_drift, err):
@@ -1272,7 +1385,7 @@ def dense_smooth(
     return float(_dense_smooth(*args, hs, nu, self_weight))
 
 
-def pilot_stage_numpy(y, plan, hp, hs, nu, self_weight):
+def pilot_stage_numpy(y, plan, hp, hs, nu, self_weight, pdp):
     """``pilot_stage`` in numpy: its steps' twins one after the other."""
     noise_bins, flat, xp, stagger, smoothers, loo_rows, loo_keep, loo_noise, counts = plan[:9]
     position = plan[9]
@@ -1294,7 +1407,9 @@ def pilot_stage_numpy(y, plan, hp, hs, nu, self_weight):
     mean_nu = float(nu.sum()) / nu.size
     mean_square = mean_power_numpy(hs)
     power = max(mean_square - mean_nu, 0.1 * mean_square, 1e-12)
-    keep = delay_keep_numpy(np.fft.ifft(hs, axis=1), mean_nu / hs.shape[1])
+    grid = np.fft.ifft(hs, axis=1)
+    pdp[:] = np.mean(grid.real**2 + grid.imag**2, axis=0)
+    keep = profile_keep_numpy(pdp, mean_nu / hs.shape[1])
     return noise_var, step, best, excess, power, mean_nu, keep
 
 
@@ -1337,6 +1452,7 @@ def _pilot_stage(
     nu,
     self_weight,
     keep,
+    pdp,
 ):
     noise_var = _frame_pilots(y, noise_bins, flat, xp, hp)
     step = _residual_step(hp, stagger)
@@ -1399,23 +1515,25 @@ def _pilot_stage(
             for k in range(q):
                 acc += hs[i, k] * dft[k, j]
             grid[i, j] = acc
-    _delay_keep(grid, mean_nu / q, keep)
+    _delay_keep(grid, mean_nu / q, keep, pdp)
     return noise_var, step, best, excess, power, mean_nu
 
 
-def pilot_stage(y, plan, hp, hs, nu, self_weight):
+def pilot_stage(y, plan, hp, hs, nu, self_weight, pdp):
     """A frame's estimate from its pilots alone, in one call: the guard band's noise,
     the pilots' least-squares channel ``hp`` [m, pilots] (out), the residual phase step
     (``y`` and ``hp`` derotated by it in place), the time smoother chosen by the
     leave-one-out residuals of the candidates in ``plan`` (``ofdm_receiver._pilot_plan``:
     the layout's and frame length's arrays), each comb row smoothed with it into ``hs``
     [m, comb] with its noise ``nu`` [m] and each observation's own weight
-    ``self_weight`` (out, zeros on entry), the channel's power, and the delay grid's
-    kept points. Returns (noise_var, step, candidate, excess, power, mean nu, keep)."""
+    ``self_weight`` (out, zeros on entry), the channel's power, the delay profile
+    ``pdp`` [comb] (out: the mean power at each point of the comb's delay grid, whose
+    noise is mean nu / comb) and its kept points. Returns (noise_var, step, candidate,
+    excess, power, mean nu, keep)."""
     if not AVAILABLE or y.dtype != np.complex128 or not y.flags.c_contiguous:
-        return pilot_stage_numpy(y, plan, hp, hs, nu, self_weight)
+        return pilot_stage_numpy(y, plan, hp, hs, nu, self_weight, pdp)
     keep = np.empty(hs.shape[1], dtype=np.bool_)
-    out = _pilot_stage(y, *plan, hp, hs, nu, self_weight, keep)
+    out = _pilot_stage(y, *plan, hp, hs, nu, self_weight, keep, pdp)
     noise_var, step, best, excess, power, mean_nu = out
     return (
         float(noise_var),
@@ -1537,7 +1655,10 @@ def _warm_up() -> None:
     nu, weight = np.zeros(2), np.zeros(2)
     _smooth_row(np.ones((2, 2)), hp, np.ones(2), cols, cols, c.copy(), nu, weight)
     _mean_power(c.reshape(-1))
-    _delay_keep(c, 0.1, np.empty(3, np.bool_))
+    _delay_keep(c, 0.1, np.empty(3, np.bool_), np.empty(3))
+    flags = np.zeros(3, np.bool_)
+    for held in (np.empty(0), np.ones(4)):
+        _track_delays(np.ones(3), 0.1, flags, held, flags, 0.25, np.empty(4), np.empty(3, np.bool_))
     _pilot_excess(c, hp, flat, weight, nu, 0.1, 0.0, np.ones((2, 2)))
     idx = np.zeros(2, np.int64)
     tw = np.ones(4, np.complex128)
@@ -1605,7 +1726,7 @@ def _warm_up_stage() -> None:
     plan = tuple(_ro(a) if isinstance(a, np.ndarray) else a for a in plan)
     y = np.ones((m, 8), np.complex128)
     hp, hs = np.empty((m, p), np.complex128), np.empty((m, q), np.complex128)
-    _pilot_stage(y, *plan, hp, hs, np.empty(m), np.zeros(m), np.empty(q, np.bool_))
+    _pilot_stage(y, *plan, hp, hs, np.empty(m), np.zeros(m), np.empty(q, np.bool_), np.empty(q))
     dense_t = np.array([1], dtype=np.int64)
     args = (dense_t, np.ones((1, q), np.complex128), np.ones((1, 2)), 0.1, plan[9])
     for half, fit in ((math.inf, False), (1.0, True)):
@@ -1644,6 +1765,8 @@ _loader = KernelLoader(
         Kernel("_smooth_row", _smooth_row),
         Kernel("_mean_power", _mean_power),
         Kernel("_delay_keep", _delay_keep),
+        Kernel("_near", _near, fastmath=False),
+        Kernel("_track_delays", _track_delays, fastmath=False),
         Kernel("_pilot_excess", _pilot_excess),
         Kernel("_known_comb", _known_comb),
         Kernel("_inband", _inband),
