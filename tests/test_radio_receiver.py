@@ -299,3 +299,31 @@ def test_version_1_and_version_2_headers_in_one_stream():
         mse = np.mean(np.abs(f.symbols - enc.symbols[start:stop]) ** 2)
         assert abs(-10 * np.log10(mse) - 8.0) < 1.5
         assert abs(f.snr_db - 8.0) < 1.5
+
+
+def test_dc_removal_into_the_buffer_gives_what_its_output_fed_gives():
+    """``feed(x, dc=...)`` (the DC remover writing into the receiver's buffer, as the
+    block does) delivers what ``feed(dc.process(x))`` does, sample for sample: through
+    a DC offset, non-finite samples and the buffer rescaled when the level jumps."""
+    from diffjscc.radio import faults
+    from diffjscc.radio.frontend import DcRemover
+
+    rng = np.random.default_rng(12)
+    clean = faults.hostile_stream("clean", 10.0, rng).samples
+    offset = np.complex64(0.02 - 0.01j)  # at each level, 30 dB below the signal
+    x = np.concatenate([(clean + offset) * np.float32(level) for level in (1e-12, 1e12, 1.0)])
+    x[5000:5010] = np.nan
+    x[9000] = np.inf
+    runs = []
+    for into_buffer in (True, False):
+        rx, dc, frames = BurstReceiver(FrameConfig()), DcRemover(), []
+        for i in range(0, x.size, 30000):
+            chunk = x[i : i + 30000]
+            frames += rx.feed(chunk, dc=dc) if into_buffer else rx.feed(dc.process(chunk))
+        runs.append((frames + rx.flush(), dict(rx.stats), dc.offset))
+    (a, stats_a, offset_a), (b, stats_b, offset_b) = runs
+    assert len(a) >= 4 and stats_a == stats_b and offset_a == offset_b
+    assert stats_a["rescaled"] >= 2 and stats_a["nonfinite_samples"] == 11
+    for fa, fb in zip(a, b, strict=True):
+        assert fa.meta() == fb.meta()
+        np.testing.assert_array_equal(fa.symbols, fb.symbols)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import ctypes
+import inspect
 import threading
 import time
 
@@ -28,6 +29,13 @@ _capsule_pointer = ctypes.pythonapi.PyCapsule_GetPointer
 _capsule_pointer.restype = ctypes.c_void_p
 _capsule_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
 _OWN_INPUT_VIEW = gr.version().startswith("3.10.")
+
+
+def _takes_dc(feed) -> bool:
+    try:
+        return "dc" in inspect.signature(feed).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 class _BufferView:
@@ -123,6 +131,9 @@ class jscc_receiver(gr.sync_block):
         # and, after the frequency correction, lands inside the OFDM band: a running mean
         # of the stream, far longer than a frame, is taken out first (radio.frontend).
         self._dc = DcRemover() if dc_removal else None
+        # A receiver that takes the DC remover itself writes its output straight into
+        # its own buffer (one copy of each chunk fewer); the others get its output.
+        self._feed_takes_dc = self._dc is not None and _takes_dc(self._rx.feed)
         self._lock = threading.Lock()  # stats() is called from other threads
         self._own_input_view = _OWN_INPUT_VIEW
         self._view = _BufferView()
@@ -145,7 +156,8 @@ class jscc_receiver(gr.sync_block):
 
     def cpu_seconds(self) -> dict:
         """CPU time of this block's own thread in ``work``: the DC removal (``dc``),
-        receiving (``feed``) and making and posting the PDUs (``pdus``); what the
+        receiving (``feed``; with the DC removal where the receiver takes it, the
+        single carrier's) and making and posting the PDUs (``pdus``); what the
         block costs beside the rest of a flowgraph sharing its core."""
         with self._lock:
             return {"dc": self._dc_cpu_s, "feed": self._feed_cpu_s, "pdus": self._pdus_cpu_s}
@@ -175,10 +187,13 @@ class jscc_receiver(gr.sync_block):
         started = cleaned = time.thread_time()
         with self._lock:
             self._work_calls += 1
-            if self._dc is not None:
-                samples = self._dc.process(samples)
-                cleaned = time.thread_time()
-            frames = self._rx.feed(samples)
+            if self._feed_takes_dc:  # the DC removal is timed with the feed then
+                frames = self._rx.feed(samples, dc=self._dc)
+            else:
+                if self._dc is not None:
+                    samples = self._dc.process(samples)
+                    cleaned = time.thread_time()
+                frames = self._rx.feed(samples)
             self._frames_out += len(frames)
             received = time.thread_time()
             self._dc_cpu_s += cleaned - started

@@ -116,10 +116,15 @@ class DcRemover:
         self.offset = 0j
         self._seen = 0.0  # samples seen, capped at the time constant (start-up weighting)
 
-    def process(self, samples: np.ndarray) -> np.ndarray:
-        """The chunk less the DC estimate (a new complex64 array; the input is untouched)."""
+    def process(self, samples: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The chunk less the DC estimate: a new complex64 array, or ``out`` (complex64,
+        contiguous, of the chunk's size, not overlapping it: a receiver's buffer, so
+        that the samples are written once); the input is untouched."""
         x = np.ascontiguousarray(np.asarray(samples, dtype=np.complex64).reshape(-1))
-        out = np.empty_like(x)
+        if out is None:
+            out = np.empty_like(x)
+        elif out.dtype != np.complex64 or out.shape != x.shape or not out.flags.c_contiguous:
+            raise ValueError(f"DC removal output {out.dtype} {out.shape} for {x.size} samples")
         if x.size:
             self.offset, self._seen = remove_dc(x, self.offset, self._seen, self.time_constant, out)
         return out

@@ -68,6 +68,7 @@ from diffjscc.radio.frame import (  # noqa: F401  (re-exported: the names' old h
     header_pilot_positions,
     header_span,
 )
+from diffjscc.radio.frontend import DcRemover
 from diffjscc.radio.pulse import (
     FRACTION_STEPS,
     matched_filter,
@@ -341,6 +342,17 @@ class BurstReceiver:
         )
         # Cover-code differences, signs of the detection sum's terms.
         self._signs = np.ascontiguousarray(BARKER_7[: SEGMENTS - 1], dtype=np.float32)
+        # Read for every frame (the config's num_taps is a property computed each time).
+        self._sps = cfg.sps
+        self._num_taps = cfg.num_taps
+        # The header kernel's outputs that do not outlive a header's decoding: made once.
+        self._header_out = (
+            np.empty(1),  # timing
+            np.empty(PREAMBLE_LENGTH + self._header_span, dtype=np.complex64),  # y
+            np.empty(5),  # fit
+            np.empty(hdr.HEADER_BITS + hdr.CONV_TAIL, dtype=np.uint8),  # bits
+            np.empty(hdr.HEADER_BITS // 8, dtype=np.uint8),  # packed
+        )
         _fast.load()  # compiled kernels, where numba is installed
         self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
         self.reset()
@@ -367,8 +379,12 @@ class BurstReceiver:
 
     # ------------------------------------------------------------------ public
 
-    def feed(self, samples) -> list[ReceivedFrame]:
-        """Take more samples; return the frames they complete. Never raises on bad input."""
+    def feed(self, samples, dc: DcRemover | None = None) -> list[ReceivedFrame]:
+        """Take more samples; return the frames they complete. Never raises on bad input.
+
+        ``dc``: a DC remover (``radio.frontend``) the samples pass first, its output
+        written straight into the receiver's buffer (the same samples as
+        ``feed(dc.process(samples))``, one copy of the chunk fewer)."""
         try:
             x = np.asarray(samples).reshape(-1)
             if x.dtype.kind not in "biufc":
@@ -379,17 +395,25 @@ class BurstReceiver:
             log.warning("BurstReceiver.feed: input dropped: %s", exc)
             return []
         x = np.ascontiguousarray(x)
+        held = self._samples_store.size  # buffered before this chunk
+        if dc is not None:
+            # Into the buffer's end, where the chunk goes: levelled there in place.
+            x = dc.process(x, out=self._samples_store.grow(x.size))
         # The largest and smallest parts are NaN or infinite if any sample is: two
         # cheap passes that the level needs anyway, the per-sample check only then.
         top, bottom = self._range(x)
         if not (math.isfinite(top) and math.isfinite(bottom)):
             bad = ~np.isfinite(x)
             self.stats["nonfinite_samples"] += int(bad.sum())
-            x = np.where(bad, 0, x).astype(np.complex64)
+            if dc is not None:
+                x[bad] = 0
+            else:
+                x = np.where(bad, 0, x).astype(np.complex64)
             top, bottom = self._range(x)
         self.stats["samples_in"] += x.size
-        x = self._level(x, top, bottom)
-        self._samples_store.append(x)
+        x = self._level(x, top, bottom, held, in_place=dc is not None)
+        if dc is None:
+            self._samples_store.append(x)
         # Tiny chunks are gathered first: every pass has a fixed cost, and
         # waiting for _MIN_BATCH samples delays nothing by more than that.
         metric_end = self._metric_start + self._metric.size
@@ -438,26 +462,33 @@ class BurstReceiver:
         v = x.view(np.float32)
         return float(v.max()), float(v.min())
 
-    def _level(self, x: np.ndarray, top: float, bottom: float) -> np.ndarray:
+    def _level(
+        self, x: np.ndarray, top: float, bottom: float, held: int, in_place: bool = False
+    ) -> np.ndarray:
         """``x`` at the buffer's scale, which follows the signal's level by powers of
         two (exact) so that a burst at 1e18 or 1e-20 is received like one at 1.
-        ``top``, ``bottom``: its largest and smallest parts."""
+        ``top``, ``bottom``: its largest and smallest parts; ``held``: the samples
+        buffered before it; ``in_place``: ``x`` is the buffer's end, scaled there."""
         if x.size == 0:
             return x
         peak = max(top, -bottom) * self._scale
         lo, hi = 2.0**-_LEVEL_RANGE, 2.0**_LEVEL_RANGE
         if peak > hi or 0.0 < peak < lo:
+            earlier = self._samples_store.view[:held]
             if peak < lo:  # louder samples still buffered must not overflow
-                buffered = self._buf.view(np.float32)
+                buffered = earlier.view(np.float32)
                 if buffered.size:
                     peak = max(peak, float(buffered.max()), -float(buffered.min()))
             factor = 2.0 ** -round(math.log2(peak))
             if factor != 1.0 and (peak > hi or peak * factor <= hi):
-                self._samples_store.view[...] *= np.float32(factor)
+                earlier *= np.float32(factor)
                 self._scale *= factor
                 self.stats["rescaled"] += 1
         if self._scale != 1.0:
-            x = x * np.float32(self._scale)
+            if in_place:
+                x *= np.float32(self._scale)
+            else:
+                x = x * np.float32(self._scale)
         return x
 
     @property
@@ -479,14 +510,14 @@ class BurstReceiver:
     def _frame_samples_max(self) -> int:
         p = self._pending
         if p is None or p.header is None:
-            return (PREAMBLE_LENGTH + self._header_span) * self.cfg.sps + self.cfg.num_taps
+            return (PREAMBLE_LENGTH + self._header_span) * self._sps + self._num_taps
         count = PREAMBLE_LENGTH + p.body_len
-        return count * self.cfg.sps + self.cfg.num_taps + self._drift_extra(count)
+        return count * self._sps + self._num_taps + self._drift_extra(count)
 
     def _update_metric(self) -> None:
         """Extend the detection metric to every lag whose samples have arrived."""
         while True:
-            metric_end = self._metric_start + self._metric.size
+            metric_end = self._metric_start + self._metric_store.size
             new_end = self._buf_end - self._metric_reach + 1
             if new_end <= metric_end:
                 return
@@ -610,7 +641,7 @@ class BurstReceiver:
 
     def _step(self) -> tuple[bool, ReceivedFrame | None]:
         cfg, t = self.cfg, self._tables
-        metric_end = self._metric_start + self._metric.size
+        metric_end = self._metric_start + self._metric_store.size
         if self._pending is None:
             # The peak follows the first crossing by at most the preamble's length
             # (earlier crossings are cover-code sidelobes of partial overlaps).
@@ -713,8 +744,9 @@ class BurstReceiver:
 
         Returns the slice and the absolute sample index of its first sample.
         """
-        base = int(math.floor(start)) - 1 - extra
-        stop = int(math.floor(start)) + 1 + (count - 1) * self.cfg.sps + self.cfg.num_taps + extra
+        first = math.floor(start)
+        base = first - 1 - extra
+        stop = first + 1 + (count - 1) * self._sps + self._num_taps + extra
         seg = self._buf[base - self._buf_start : stop - self._buf_start]
         if _fast.AVAILABLE:
             out = np.empty(seg.size, dtype=np.complex64)
@@ -850,12 +882,10 @@ class BurstReceiver:
         if not (_fast.AVAILABLE and form.version == hdr.VERSION_CONV):
             return None, None, None
         cfg, t = self.cfg, self._tables
-        timing = np.empty(1)
-        y = np.empty(count, dtype=np.complex64)
-        fit = np.empty(5)
-        bits = np.empty(hdr.HEADER_BITS + hdr.CONV_TAIL, dtype=np.uint8)
-        packed = np.empty(hdr.HEADER_BITS // 8, dtype=np.uint8)
-        encoded = np.empty(hdr.CONV_SYMBOLS, dtype=np.float32)
+        timing, y, fit, bits, packed = self._header_out
+        if y.size != count:
+            y = np.empty(count, dtype=np.complex64)
+        encoded = np.empty(hdr.CONV_SYMBOLS, dtype=np.float32)  # kept by the candidate
         outcome = _fast.header_path(
             self._buf,
             self._buf_start,
@@ -893,7 +923,8 @@ class BurstReceiver:
         p.start = float(timing[0])
         free_params = 3 if halfwidth > 0.0 else 2  # Re h, Im h (, f)
         t_known = form.known_times.size
-        est = _estimate(complex(fit[0], fit[1]), fit[2], fit[3], fit[4], t_known, free_params)
+        h_re, h_im, freq, t_ref, energy = fit.tolist()  # floats: cheaper arithmetic after
+        est = _estimate(complex(h_re, h_im), freq, t_ref, energy, t_known, free_params)
         header = hdr.unpack_bytes(packed.tobytes(), hdr.VERSION_CONV)
         if header is not None:  # the code of these bits is what was sent
             p.header_symbols = encoded
@@ -906,7 +937,7 @@ class BurstReceiver:
 
     def _drift_extra(self, count: int) -> int:
         """Samples a clock offset within the configured limit can move a frame's end."""
-        return min(_DRIFT_EXTRA_MAX, int(math.ceil(count * self.cfg.sps * self._max_sro)) + 1)
+        return min(_DRIFT_EXTRA_MAX, math.ceil(count * self._sps * self._max_sro) + 1)
 
     def _decode_payload(self, p: _Candidate, other: float | None = None) -> ReceivedFrame | None:
         """The frame of a candidate whose samples have all arrived; None (counted)
@@ -1074,12 +1105,11 @@ class BurstReceiver:
         )
         if outcome not in (_fast.PAYLOAD_DONE, _fast.PAYLOAD_DAMAGE):
             return outcome, y, None, None, None
-        self._kernel_symbols_finite = math.isfinite(fit[6])
+        h_re, h_im, freq, t_ref, energy, _, total, drift = fit.tolist()
+        self._kernel_symbols_finite = math.isfinite(total)
         free_params = 3 if halfwidth > 0.0 else 2  # Re h, Im h (, f)
-        est = _estimate(
-            complex(fit[0], fit[1]), fit[2], fit[3], fit[4], known.times.size, free_params
-        )
-        return outcome, y, symbols, est, float(fit[7])
+        est = _estimate(complex(h_re, h_im), freq, t_ref, energy, known.times.size, free_params)
+        return outcome, y, symbols, est, drift
 
     def _trim(self) -> None:
         keep_from = self._search if self._pending is None else int(self._pending.start)
