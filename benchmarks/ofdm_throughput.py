@@ -21,6 +21,13 @@ the other, ``--repeats`` times each:
          (fresh: what the chain's channel_model gives it), and noise alone (idle); its
          kernels compiled where numba is (``_fast_ofdm``).
 
+``--link-frames 1000`` adds ``fresh_link``: one receiver over a steady flat link's first
+1,000 frames of fresh noise (1 % frequency offset), Msps per CPU second for each 100, the
+distinct delay priors and the interpolator caches' misses; ``--core-only`` runs the core-alone
+figures without the chains:
+
+    python benchmarks/ofdm_throughput.py --core-only --core 1 --link-frames 1000
+
 The image is the astronaut sample encoded once by the QA tests' stand-in codec
 (768x512 after resizing: 3072 JSCC symbols, one frame), so the encoder hardly counts.
 """
