@@ -214,7 +214,8 @@ def timed(tb) -> tuple[float, float]:
 
 def block_cpu_seconds(rx) -> tuple[float, float]:
     """The receiver block's thread: (``feed``, the whole block). Blocks before the
-    DC removal was timed apart count it in ``feed``."""
+    DC removal was timed apart, and the single carrier's since its DC remover writes
+    into the receiver's buffer, count it in ``feed``."""
     parts = rx.cpu_seconds()
     return parts["feed"], sum(parts.values())
 
