@@ -523,3 +523,40 @@ def test_a_changed_channel_is_followed(first, then):
         assert [g.image_id for g in alone] == [f.image_id]
         loss.append(_mse_snr_db(alone[0], sent[f.image_id]) - _mse_snr_db(f, sent[f.image_id]))
     assert loss[0] < 0.6 and max(loss[1:]) < 0.3 and np.mean(loss[1:]) < 0.1, loss
+
+
+def test_the_receivers_solves_run_on_one_blas_thread(monkeypatch):
+    """A new delay prior or noise level costs eigenproblems and solves of a few dozen
+    unknowns; on OpenBLAS's thread pool they left its threads spinning on every core
+    (half the receiver's speed on a new link). Each runs with every BLAS library at one
+    thread, and the process's own setting is back afterwards."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from diffjscc.radio import ofdm_receiver as orx
+
+    def blas_threads():
+        return [
+            i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"
+        ]
+
+    before = blas_threads()
+    if not before:
+        pytest.skip("no BLAS library that threadpoolctl can see")
+    seen = []
+    for name in ("eigh", "solve"):
+        real = getattr(np.linalg, name)
+
+        def spy(*args, _real=real, **kw):
+            seen.append(blas_threads())
+            return _real(*args, **kw)
+
+        monkeypatch.setattr(np.linalg, name, spy)
+    orx.clear_caches()
+    rng = np.random.default_rng(3)
+    wf = get_waveform("ofdm")
+    enc = _enc(rng, (256, 384))
+    x, _ = _channel(wf.build_bursts(enc, image_id=1), wf.cfg, 10.0, rng, taps=(0.8, 0.3j, 0.2))
+    frames, rx = _receive(x, wf.cfg)
+    orx.clear_caches()
+    assert len(frames) == 1 and rx.stats["internal_errors"] == 0
+    assert seen and all(set(threads) == {1} for threads in seen), seen
+    assert blas_threads() == before

@@ -54,6 +54,7 @@ import scipy.fft
 from diffjscc.errors import ConfigError
 from diffjscc.radio import _fast, _fast_ofdm
 from diffjscc.radio import header as hdr
+from diffjscc.radio._blas import single_threaded
 from diffjscc.radio.config import MAX_IMAGE_SYMBOLS, MAX_PAYLOAD_SYMBOLS
 from diffjscc.radio.frame import FrameError, ReceivedFrame, header_payload_slice
 from diffjscc.radio.ofdm import (
@@ -326,6 +327,7 @@ def _comb_interpolator(cfg: OfdmConfig, rows: int, delays: tuple, rho_db10: floa
     return out
 
 
+@single_threaded
 def _eigen_basis(observed: np.ndarray, targets: np.ndarray, d: np.ndarray, n: int) -> tuple:
     """For G = E_o^H E_o over the delays d: its eigenvalues and eigenvectors V, E_t V
     [targets, delays] and |E_t V|^2, so that for any rho, with g = 1 / (eigenvalues + rho
@@ -337,6 +339,7 @@ def _eigen_basis(observed: np.ndarray, targets: np.ndarray, d: np.ndarray, n: in
 
 
 @functools.lru_cache(maxsize=128)
+@single_threaded
 def _comb_basis(cfg: OfdmConfig, rows: int, delays: tuple) -> tuple:
     """(delays modulo N, eigenvalues and eigenvectors V of G = E_o^H E_o, V^H E_o^H
     [delays, comb], the lags d_i - d_j modulo N of G's entries, flat) of the pilot
@@ -392,6 +395,7 @@ def _known_interpolator(cfg: OfdmConfig, known: bytes, rows: int, delays: tuple,
     return _wiener_weights(_pilot_comb(cfg, rows), freqs, cfg.fft_size, delays, 10.0**rho_db10)
 
 
+@single_threaded
 def _wiener_weights(targets, observed, fft_size: int, delays, rho: float):
     """[targets, observed] Wiener weights from channel observations at the subcarriers
     ``observed`` (noise ``rho`` relative to the channel) to the subcarriers ``targets``
