@@ -71,7 +71,11 @@ def setup_args() -> argparse.ArgumentParser:
         help="SNR the encoder is told (default: the channel SNR)",
     )
     p.add_argument(
-        "--cfo", type=float, default=0.0, help="frequency offset, fraction of symbol rate"
+        "--cfo",
+        type=float,
+        default=0.0,
+        help="frequency offset, a fraction of the occupied band (the single carrier's symbol "
+        "rate; OFDM: used carriers / FFT size of the sample rate), as the GRC loopbacks' cfo",
     )
     p.add_argument(
         "--timing-offset",
@@ -363,7 +367,9 @@ class Loopback(gr.top_block):
             taps = np.ones(1)
         self.channel = channels.channel_model(
             noise_voltage=self.source.waveform.noise_voltage(args.snr),
-            frequency_offset=args.cfo / args.sps,
+            # As the GRC loopbacks (band_ratio): sample rate over the occupied band, the
+            # waveform's noise convention, sps for the single carrier.
+            frequency_offset=args.cfo / self.source.waveform.noise_voltage(0.0) ** 2,
             epsilon=args.epsilon,
             taps=[complex(t) * h for t in taps],
             noise_seed=noise_seed,
