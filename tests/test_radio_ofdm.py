@@ -323,10 +323,21 @@ def test_gnuradio_fading_and_impairment_blocks():
         gnuradio_channel("epa", taps=[1.0], doppler=1e-4)
 
 
-def test_loopback_example_with_ofdm_over_epa(loopback, tmp_path):
-    """examples/loopback.py --waveform ofdm --channel epa, with the stand-in codec."""
+def test_loopback_example_with_ofdm_over_epa(loopback, tmp_path, monkeypatch):
+    """examples/loopback.py --waveform ofdm --channel epa, with the stand-in codec; its
+    --cfo is a fraction of the occupied band, as in the GRC loopbacks."""
+    from gnuradio import channels as gr_channels
     from gnuradio.diffjscc._fakes import BlockMeanCodec
     from PIL import Image
+
+    offsets = []
+    real_model = gr_channels.channel_model
+
+    def channel_model(*args, **kw):
+        offsets.append(kw["frequency_offset"])
+        return real_model(*args, **kw)
+
+    monkeypatch.setattr(gr_channels, "channel_model", channel_model)
 
     path = tmp_path / "img.png"
     yy, xx = np.mgrid[0:96, 0:160]
@@ -341,6 +352,7 @@ def test_loopback_example_with_ofdm_over_epa(loopback, tmp_path):
     assert len(summary["taps"]) == 4  # EPA at 7.68 MS/s
     assert summary["frames_decoded"] == summary["frames_sent"] >= 1
     assert summary["images_decoded"] == 1
+    assert offsets == [pytest.approx(0.01 * 492 / 1024)]  # used carriers / FFT size
     for bad in (["--channel", "mars"], ["--taps", "1, x"], ["--taps", "1", "--channel", "epa"]):
         assert loopback.main([*common, *bad]) == 2
 
