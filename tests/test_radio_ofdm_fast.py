@@ -523,3 +523,25 @@ def test_link_delay_tracking_matches_its_twin(monkeypatch):
         assert fresh[2] and fresh[1][10] and not stays[2] and stays[1][3]
         assert not joined[2] and joined[1][q - 2] and joined[1][4]
     assert {(True, False, True), (True, False, False), (True, True, False)} <= outcomes
+
+
+@needs_numba
+def test_drift_scores_match_their_twin(monkeypatch):
+    """The clock-offset search's one compiled pass against numpy: the scores over the
+    drift grid and the pilots' and guard band's mean power."""
+    from diffjscc.radio import ofdm_drift
+
+    cfg = OfdmConfig()
+    rng = np.random.default_rng(21)
+    for m in (3, 8):
+        y = rng.standard_normal((m, cfg.fft_size)) + 1j * rng.standard_normal((m, cfg.fft_size))
+        flat, conj_pilots, grid, phasors, noise_bins, _ = ofdm_drift._plan(cfg, m, 0.26)
+        args = (y, flat, conj_pilots, cfg.pilot_stagger, phasors, noise_bins)
+        compiled_scores = np.empty(grid.size)
+        compiled = _fast_ofdm.drift_scores(*args, compiled_scores)
+        monkeypatch.setattr(_fast_ofdm, "AVAILABLE", False)
+        twin_scores = np.empty(grid.size)
+        twin = _fast_ofdm.drift_scores(*args, twin_scores)
+        monkeypatch.setattr(_fast_ofdm, "AVAILABLE", True)
+        np.testing.assert_allclose(compiled_scores, twin_scores, rtol=1e-9)
+        np.testing.assert_allclose(compiled, twin, rtol=1e-9)

@@ -1622,6 +1622,57 @@ def derotate(seg, step, count, n, cfo, starts):
     return out
 
 
+def drift_scores_numpy(y, flat, conj_pilots, stagger, phasors, noise_bins, scores):
+    """``drift_scores`` in numpy."""
+    hp = y.reshape(-1).take(flat) * conj_pilots
+    pairs = hp[stagger:] * np.conj(hp[:-stagger])
+    z = np.stack([pairs[r::stagger].sum(axis=0) for r in range(phasors.shape[1])])
+    scores[:] = np.abs(np.einsum("grp,rp->g", phasors, z)) ** 2
+    power = float(np.mean(np.abs(hp) ** 2))
+    return power, float(np.mean(np.abs(y[:, noise_bins]) ** 2))
+
+
+def _drift_scores(y, flat, conj_pilots, stagger, phasors, noise_bins, scores):
+    m, p = flat.shape
+    rows = phasors.shape[1]
+    hp = np.empty((m, p), np.complex128)
+    yf = y.reshape(-1)
+    power = 0.0
+    for i in range(m):
+        for j in range(p):
+            v = yf[flat[i, j]] * conj_pilots[i, j]
+            hp[i, j] = v
+            power += v.real * v.real + v.imag * v.imag
+    z = np.zeros((rows, p), np.complex128)
+    for i in range(m - stagger):
+        r = i % stagger
+        for j in range(p):
+            z[r, j] += hp[i + stagger, j] * hp[i, j].conjugate()
+    for g in range(phasors.shape[0]):
+        acc = 0j
+        for r in range(rows):
+            for j in range(p):
+                acc += phasors[g, r, j] * z[r, j]
+        scores[g] = acc.real * acc.real + acc.imag * acc.imag
+    noise = 0.0
+    for i in range(m):
+        for b in noise_bins:
+            v = y[i, b]
+            noise += v.real * v.real + v.imag * v.imag
+    return power / (m * p), noise / (m * noise_bins.size)
+
+
+def drift_scores(y, flat, conj_pilots, stagger, phasors, noise_bins, scores):
+    """The sample-rate drift search of ``ofdm_drift.estimate_drift`` in one pass: the
+    pilots' estimates (``flat`` into ``y``, times ``conj_pilots``), the products of
+    symbols ``stagger`` apart summed per row, their coherent sums against each drift's
+    ``phasors`` [drifts, rows, pilots] as |.|^2 into ``scores``; returns (mean |pilot
+    estimate|^2, mean |y|^2 over the guard ``noise_bins``)."""
+    if not AVAILABLE or not y.flags.c_contiguous or y.dtype != np.complex128:
+        return drift_scores_numpy(y, flat, conj_pilots, stagger, phasors, noise_bins, scores)
+    return _drift_scores(y, flat, conj_pilots, int(stagger), phasors, noise_bins, scores)
+
+
 def _warm_up() -> None:
     corr = np.zeros(64, np.complex64)
     x = np.zeros(64, np.complex64)
@@ -1705,6 +1756,10 @@ def _warm_up() -> None:
         _input_scan(chunk)
     _sync_peak(np.ones(8), np.ones(10), 0.5, 4, 2)
     _scaled(np.ones((2, 4), np.complex64), 0.5, np.empty((2, 4), np.complex128))
+    flat = _ro(np.arange(6, dtype=np.int64).reshape(3, 2))
+    phasors = _ro(np.ones((3, 1, 2), np.complex128))
+    args = (flat, _ro(np.ones((3, 2), np.complex128)), 2, phasors, _ro(np.arange(2)))
+    _drift_scores(np.ones((3, 4), np.complex128), *args, np.empty(3))
 
 
 def _warm_up_stage() -> None:
@@ -1774,6 +1829,7 @@ _loader = KernelLoader(
         Kernel("_prefix_products", _prefix_products),
         Kernel("_pilot_stage", _pilot_stage, fastmath=False),
         Kernel("_dense_smooth", _dense_smooth, fastmath=False),
+        Kernel("_drift_scores", _drift_scores),
     ),
     _warm_up,
     globals(),  # each kernel replaces its Python source: kernels call kernels

@@ -69,6 +69,7 @@ from diffjscc.radio.ofdm import (
     pilot_values,
     sync_block,
 )
+from diffjscc.radio.ofdm_drift import correct_drift, frame_drift
 from diffjscc.radio.sequences import BARKER_7, COVER_SIGNS, header_scrambler
 from diffjscc.radio.waveform import RECEIVER_STAT_KEYS
 
@@ -96,6 +97,8 @@ class OfdmTuning:
     equaliser: str = "mmse"
     timing_backoff: int = -1  # samples the FFT window starts early; -1: cp_length // 4
     max_image_symbols: int = MAX_IMAGE_SYMBOLS
+    # The largest clock offset a frame's drift is searched for (ofdm_drift); 0: none.
+    max_sample_rate_offset_ppm: float = 200.0
 
     def __post_init__(self) -> None:
         if not 0.0 < float(self.detection_threshold) < 1.0:
@@ -106,6 +109,11 @@ class OfdmTuning:
             raise ConfigError(f"equaliser must be one of {EQUALISERS}, got {self.equaliser!r}")
         if int(self.timing_backoff) < -1:
             raise ConfigError(f"timing_backoff must be >= 0 (or -1), got {self.timing_backoff}")
+        if not 0.0 <= float(self.max_sample_rate_offset_ppm) <= 2000.0:
+            raise ConfigError(
+                "max_sample_rate_offset_ppm must be in [0, 2000], "
+                f"got {self.max_sample_rate_offset_ppm!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -1514,6 +1522,11 @@ class OfdmReceiver:
         cfg = self.cfg
         p.cfo += self._prefix_residual(p, p.symbols)
         y = self._fft_symbols(p, 0, p.symbols)
+        drift = 0.0  # samples per OFDM symbol that the FFT windows slip: a clock offset
+        if self.genie is None:
+            drift = frame_drift(y, cfg, self.tuning.max_sample_rate_offset_ppm)
+            if drift:
+                correct_drift(y, cfg, drift)
         layout = frame_slots(p.payload_len, cfg.data_per_symbol, p.header.version)
         slots, key = _known_slots(p.payload_len, cfg.data_per_symbol, p.header.version)
         values = np.concatenate([hdr.encode_symbols(p.header), padding_values(layout.padding.size)])
@@ -1550,6 +1563,7 @@ class OfdmReceiver:
             noise_var=h_rms**2 / snr,
             num_known=p.symbols * cfg.pilots_per_symbol + pad,
             h_sample=float(p.start + SYNC_LENGTH),
+            sample_rate_offset=-drift / cfg.symbol_length if drift else 0.0,
             symbol_noise_var=sym_var,
             waveform="ofdm",
         )

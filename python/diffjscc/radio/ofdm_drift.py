@@ -1,0 +1,99 @@
+"""Sample-rate offset of an OFDM frame: its FFT windows' timing drift, from the pilots.
+
+A receiver clock running ``1 + e`` times the transmitter's moves each OFDM symbol's FFT
+window by ``e * symbol_length`` samples against the symbol, a phase ramp
+``exp(2 pi j k l d / N)`` over subcarrier k that grows with the symbol index l (``d``
+samples a symbol). The channel estimator's time smoother follows such a ramp only in part:
+at 200 ppm the 1,024-point layout lost 1.4 dB of PSNR at 10 dB SNR and 4 dB of the symbols'
+SNR at 20 dB. Symbols ``stagger`` apart carry their pilots on the same subcarriers, so the
+products of their pilots' least-squares estimates, ``|H(k)|^2 exp(2 pi j k stagger d / N)``
+with the channel and the residual frequency offset gone, show the ramp alone; ``d`` is where
+their coherent sum over a grid of drifts peaks (the maximum-likelihood linear phase),
+refined between grid points by a parabola.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+from diffjscc.radio import _fast_ofdm
+from diffjscc.radio.ofdm import OfdmConfig, pilot_values
+
+GRID_STEPS = 40  # grid points over the range searched: far finer than the peak's lobe
+MIN_SIGMAS = 4.0  # a drift is corrected only this many standard errors from zero
+MIN_FRAME_DRIFT = 0.02  # ... and only when the frame's last symbol has moved this far (samples)
+
+
+@functools.lru_cache(maxsize=32)
+def _plan(cfg: OfdmConfig, m: int, limit: float) -> tuple:
+    """For a frame of m symbols: the pilots' flat indices and the conjugates of their
+    values, the drift grid and its phasors [drifts, rows with a pair, pilots], the guard
+    bins, and the spread sum (f - mean f)^2 of the pairs' subcarriers."""
+    lay = cfg.layout
+    s = cfg.pilot_stagger
+    rows = lay.rows(m)
+    flat = (np.arange(m)[:, None] * cfg.fft_size + lay.pilots[rows]).astype(np.int64)
+    conj_pilots = np.conj(pilot_values(m, cfg)).astype(np.complex128)
+    have = min(m - s, s)  # rows that have a pair
+    freqs = lay.pilot_freqs[:have].astype(np.float64)  # [rows, pilots]
+    grid = np.linspace(-limit, limit, 2 * GRID_STEPS + 1)
+    phasors = np.exp(-2j * np.pi * s * grid[:, None, None] * freqs[None] / cfg.fft_size)
+    noise_bins = np.array(lay.noise, dtype=np.int64)  # a copy: the layout's stays as it is
+    arrays = tuple(np.ascontiguousarray(a) for a in (flat, conj_pilots, grid, phasors))
+    for a in (*arrays, noise_bins):
+        a.flags.writeable = False
+    return (*arrays, noise_bins, float(((freqs - freqs.mean()) ** 2).sum()))
+
+
+def estimate_drift(y: np.ndarray, cfg: OfdmConfig, max_ppm: float) -> tuple[float, float]:
+    """(drift d in samples per OFDM symbol, its standard error) of ``y`` ([symbols,
+    fft_size], FFT outputs at unit subcarrier energy), searched within 1.25 ``max_ppm`` of
+    clock offset; (0, inf) for a frame too short to tell."""
+    m = y.shape[0]
+    s = cfg.pilot_stagger
+    if m <= s or not max_ppm > 0:
+        return 0.0, math.inf
+    limit = round(1.25 * max_ppm * 1e-6 * cfg.symbol_length, 6)
+    flat, conj_pilots, grid, phasors, noise_bins, spread = _plan(cfg, m, limit)
+    score = np.empty(grid.size)
+    power, noise = _fast_ofdm.drift_scores(y, flat, conj_pilots, s, phasors, noise_bins, score)
+    i = int(np.argmax(score))
+    d = float(grid[i])
+    if 0 < i < grid.size - 1:  # the peak between grid points: a parabola through three
+        left, mid, right = score[i - 1], score[i], score[i + 1]
+        curve = left - 2.0 * mid + right
+        if curve < 0:
+            d += 0.5 * (grid[1] - grid[0]) * (left - right) / curve
+    # Standard error of a linear phase fitted to the products: each is |H|^2 times the
+    # ramp, plus noise of variance 2 |H|^2 v + v^2 (v: a pilot estimate's noise, the
+    # guard band's per subcarrier at this scale), ``count`` of them in each row's sum.
+    signal = max(power - noise, 1e-30)
+    count = (m - s) / phasors.shape[1]
+    var_slope = (2.0 * signal * noise + noise**2) / (2.0 * count * signal**2 * spread)
+    if not math.isfinite(var_slope) or not math.isfinite(d):
+        return 0.0, math.inf
+    return d, math.sqrt(var_slope) * cfg.fft_size / (2.0 * math.pi * s)
+
+
+def correct_drift(y: np.ndarray, cfg: OfdmConfig, drift: float) -> None:
+    """Take the ramp of ``drift`` samples per symbol out of the used subcarriers of ``y``
+    in place (symbol 0, the header's, is the reference: its estimate and the sync's timing
+    are unchanged; the guard band's power, the noise estimate, is not affected)."""
+    lay = cfg.layout
+    step = np.exp((-2j * np.pi * drift / cfg.fft_size) * lay.used_freqs)
+    ramp = np.ones_like(step)
+    for row in y[1:]:
+        ramp *= step
+        row[lay.used] *= ramp
+
+
+def frame_drift(y: np.ndarray, cfg: OfdmConfig, max_ppm: float) -> float:
+    """The drift to correct ``y`` for: its estimate where it stands clear of its noise and
+    moves the frame's last symbol far enough to matter, else 0."""
+    d, sigma = estimate_drift(y, cfg, max_ppm)
+    if abs(d) < MIN_SIGMAS * sigma or abs(d) * (y.shape[0] - 1) < MIN_FRAME_DRIFT:
+        return 0.0
+    return d
