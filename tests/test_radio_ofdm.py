@@ -601,24 +601,51 @@ def _clocked_frames(ppm, snr_db, seed, taps=(1.0,), count=3):
 
 
 @pytest.mark.parametrize("ppm", [200.0, -150.0])
-def test_a_clock_offset_is_measured_and_taken_out(ppm):
+def test_a_links_clock_offset_is_measured_and_taken_out(ppm):
     """A receiver clock off by 150-200 ppm slips the 1,024-point FFT windows by 0.16-0.21
     samples a symbol: the estimator's time smoother followed that ramp only in part (4 dB
-    of the symbols' SNR at 20 dB). Each frame's drift is measured from its pilots, taken
-    out, and reported as the frame's sample_rate_offset."""
-    clocked = _clocked_frames(ppm, 20.0, seed=5)
-    plain = _clocked_frames(0.0, 20.0, seed=5)
-    assert len(clocked) == len(plain) == 3
-    for (frame, snr), (reference, snr_plain) in zip(clocked, plain, strict=True):
-        assert frame.sample_rate_offset * 1e6 == pytest.approx(ppm, abs=15.0)
+    of the symbols' SNR at 20 dB). The link's frames' drifts, measured from their pilots,
+    are averaged; once eight agree, frames are corrected by the mean and report it as
+    their sample_rate_offset. A reset forgets it."""
+    clocked = _clocked_frames(ppm, 20.0, seed=5, count=11)
+    plain = _clocked_frames(0.0, 20.0, seed=5, count=11)
+    assert len(clocked) == len(plain) == 11
+    loss = []
+    for i, ((frame, snr), (reference, snr_plain)) in enumerate(zip(clocked, plain, strict=True)):
         assert reference.sample_rate_offset == 0.0
-        assert snr > snr_plain - 1.5, (snr, snr_plain)
+        if i < 8:
+            assert frame.sample_rate_offset == 0.0  # not yet: fewer than eight frames
+        else:
+            assert frame.sample_rate_offset * 1e6 == pytest.approx(ppm, abs=10.0)
+        loss.append(snr_plain - snr)
+    assert np.mean(loss[:8]) > 1.5  # what the offset cost
+    assert max(loss[8:]) < 1.5 and np.mean(loss[8:]) < np.mean(loss[:8]) - 1.0, loss
+
+
+def test_a_link_clock_needs_agreeing_frames():
+    """The link's clock takes a mean only from enough frames that agree: scattered drifts
+    (a fading channel's) or too few give none; a reset forgets them."""
+    from diffjscc.radio.ofdm_drift import LinkClock
+
+    clock = LinkClock()
+    rng = np.random.default_rng(2)
+    for d in rng.normal(0.0, 0.15, 32):  # Doppler's pseudo-drift: zero mean
+        clock.add(float(d))
+    assert clock.drift() == 0.0
+    clock.reset()
+    for d in 0.2 + rng.normal(0.0, 0.08, 7):
+        clock.add(float(d))
+    assert clock.drift() == 0.0  # seven frames
+    clock.add(0.2)
+    clock.add(float("nan"))  # not counted
+    assert clock.drift() == pytest.approx(0.2, abs=0.06)
+    clock.reset()
+    assert clock.drift() == 0.0
 
 
 def test_no_clock_offset_is_found_in_noise_or_multipath():
-    """Without a clock offset no frame is corrected, at low SNR and over multipath: a
-    drift is taken out only four standard errors clear of zero."""
+    """Without a clock offset no frame is corrected, at low SNR and over multipath."""
     taps = (0.8, 0.0, 0.45j, 0.0, 0.0, -0.3)
     for snr_db, seed, channel in ((0.0, 6, (1.0,)), (3.0, 7, taps), (20.0, 8, taps)):
-        frames = _clocked_frames(0.0, snr_db, seed, channel, count=4)
+        frames = _clocked_frames(0.0, snr_db, seed, channel, count=12)
         assert frames and all(f.sample_rate_offset == 0.0 for f, _ in frames)

@@ -9,11 +9,13 @@ SNR at 20 dB. Symbols ``stagger`` apart carry their pilots on the same subcarrie
 products of their pilots' least-squares estimates, ``|H(k)|^2 exp(2 pi j k stagger d / N)``
 with the channel and the residual frequency offset gone, show the ramp alone; ``d`` is where
 their coherent sum over a grid of drifts peaks (the maximum-likelihood linear phase),
-refined between grid points by a parabola.
+refined between grid points by a parabola. A link's frames share its clock: ``LinkClock``
+averages their drifts and says when the mean is worth correcting.
 """
 
 from __future__ import annotations
 
+import collections
 import functools
 import math
 
@@ -23,8 +25,7 @@ from diffjscc.radio import _fast_ofdm
 from diffjscc.radio.ofdm import OfdmConfig, pilot_values
 
 GRID_STEPS = 40  # grid points over the range searched: far finer than the peak's lobe
-MIN_SIGMAS = 4.0  # a drift is corrected only this many standard errors from zero
-MIN_FRAME_DRIFT = 0.02  # ... and only when the frame's last symbol has moved this far (samples)
+MIN_FRAME_DRIFT = 0.02  # samples a frame's eighth symbol must have moved to be worth correcting
 
 
 @functools.lru_cache(maxsize=32)
@@ -90,10 +91,37 @@ def correct_drift(y: np.ndarray, cfg: OfdmConfig, drift: float) -> None:
         row[lay.used] *= ramp
 
 
-def frame_drift(y: np.ndarray, cfg: OfdmConfig, max_ppm: float) -> float:
-    """The drift to correct ``y`` for: its estimate where it stands clear of its noise and
-    moves the frame's last symbol far enough to matter, else 0."""
-    d, sigma = estimate_drift(y, cfg, max_ppm)
-    if abs(d) < MIN_SIGMAS * sigma or abs(d) * (y.shape[0] - 1) < MIN_FRAME_DRIFT:
-        return 0.0
-    return d
+class LinkClock:
+    """A link's clock offset, from the drift of its delivered frames.
+
+    One frame's drift is not enough to act on: under Doppler (EPA at fD*Ts = 1e-4) the
+    paths' own phase changes between a frame's symbols show as a drift of +-100-250 ppm,
+    differently in every frame, while a clock offset is the same in all. So the receiver
+    keeps the last ``window`` frames' drifts and corrects by their mean once there are
+    ``min_frames`` of them and the mean stands ``sigmas`` standard errors (their own
+    spread) clear of zero: a fading channel's scatter averages out, and a clock offset's
+    mean is found even at 0 dB, where one frame's drift errs by 0.08 samples a symbol."""
+
+    def __init__(self, window: int = 32, min_frames: int = 8, sigmas: float = 6.0):
+        self._drifts: collections.deque[float] = collections.deque(maxlen=int(window))
+        self.min_frames = int(min_frames)
+        self.sigmas = float(sigmas)
+
+    def reset(self) -> None:
+        self._drifts.clear()
+
+    def add(self, drift: float) -> None:
+        """Count a delivered frame's measured drift (samples per symbol)."""
+        if math.isfinite(drift):
+            self._drifts.append(float(drift))
+
+    def drift(self) -> float:
+        """The drift to correct the next frame for: the mean, where it is clear, else 0."""
+        n = len(self._drifts)
+        if n < max(self.min_frames, 2):
+            return 0.0
+        mean = math.fsum(self._drifts) / n
+        var = math.fsum((d - mean) ** 2 for d in self._drifts) / (n - 1)
+        if abs(mean) * 7 < MIN_FRAME_DRIFT or abs(mean) < self.sigmas * math.sqrt(var / n):
+            return 0.0
+        return mean

@@ -69,7 +69,7 @@ from diffjscc.radio.ofdm import (
     pilot_values,
     sync_block,
 )
-from diffjscc.radio.ofdm_drift import correct_drift, frame_drift
+from diffjscc.radio.ofdm_drift import LinkClock, correct_drift, estimate_drift
 from diffjscc.radio.sequences import BARKER_7, COVER_SIGNS, header_scrambler
 from diffjscc.radio.waveform import RECEIVER_STAT_KEYS
 
@@ -1134,7 +1134,7 @@ class OfdmReceiver:
         self.reset()
 
     def reset(self) -> None:
-        """Forget buffered samples, bursts in progress and the link's delay prior;
+        """Forget buffered samples, bursts in progress and the link's delay prior and clock;
         counters are kept."""
         # The buffered samples, _buf, are a view of _store from _head on (_append, _trim).
         self._store = np.zeros(0, dtype=np.complex64)
@@ -1148,6 +1148,7 @@ class OfdmReceiver:
         self._after_frame = False  # the search resumes right after a decoded frame
         self._scale = 1.0  # power of two the buffered samples carry (_level)
         self.delay_prior = LinkDelayPrior()  # the link's, held across its frames
+        self.clock = LinkClock()  # the link's clock offset, from its frames' drift
 
     # -- input ------------------------------------------------------------------------
 
@@ -1522,9 +1523,12 @@ class OfdmReceiver:
         cfg = self.cfg
         p.cfo += self._prefix_residual(p, p.symbols)
         y = self._fft_symbols(p, 0, p.symbols)
-        drift = 0.0  # samples per OFDM symbol that the FFT windows slip: a clock offset
-        if self.genie is None:
-            drift = frame_drift(y, cfg, self.tuning.max_sample_rate_offset_ppm)
+        # Samples per OFDM symbol that the FFT windows slip (a clock offset): this frame's,
+        # measured before any correction, and the link's, corrected for.
+        drift, measured = 0.0, math.nan
+        if self.genie is None and self.tuning.max_sample_rate_offset_ppm > 0:
+            measured = estimate_drift(y, cfg, self.tuning.max_sample_rate_offset_ppm)[0]
+            drift = self.clock.drift()
             if drift:
                 correct_drift(y, cfg, drift)
         layout = frame_slots(p.payload_len, cfg.data_per_symbol, p.header.version)
@@ -1546,6 +1550,7 @@ class OfdmReceiver:
         h = cmath.rect(h_rms, cmath.phase(h_mean))
         header = p.header
         self.delay_prior.accept(grid.delay_profile)
+        self.clock.add(measured)
         self.stats["frames_ok"] += 1
         pad = layout.padding.size
         return ReceivedFrame(
