@@ -5,9 +5,11 @@
                                                         # then 10 min with the source 10x faster
     python benchmarks/live_soak.py --minutes 1 --json results/live_soak.json
     python benchmarks/live_soak.py --scenarios fast     # only the fast source
+    python benchmarks/live_soak.py --scenarios fast --waveform ofdm --channel epa --doppler 1e-4
 
 Each scenario runs the loopback in a fresh process, as a no_gui flowgraph would run:
-image source (the 768x512 Kodak images, repeating) -> channel model (AWGN at 7 dB) ->
+image source (the 768x512 Kodak images, repeating) -> channel (AWGN at 7 dB; ``--channel``
+a preset, ``--doppler`` its taps fading, ``--epsilon`` a clock offset) ->
 JSCC receiver -> image sink (policy ``latest``, the local CPU decoder, CBR 1/384), with
 the signal handler that grcc writes for a no_gui flowgraph (SIGINT/SIGTERM: stop, wait,
 exit 0). After ``--minutes`` the process gets SIGTERM. Reported per scenario: images
@@ -66,7 +68,8 @@ def serve(args) -> int:
     if str(source_tree) not in gnuradio.__path__:
         gnuradio.__path__.insert(0, str(source_tree))
     import pmt
-    from gnuradio import channels, diffjscc, gr
+    from diffjscc.radio.channel_presets import gnuradio_channel, signal_spectrum
+    from gnuradio import diffjscc, gr
 
     class Collector(gr.basic_block):
         """Keeps what the sink reports per image (small numbers only)."""
@@ -93,15 +96,23 @@ def serve(args) -> int:
         waveform=args.waveform,
         **kwargs,
     )
-    channel = channels.channel_model(
-        noise_voltage=source.waveform.noise_voltage(7.0), taps=[1.0 + 0j], noise_seed=7
+    # AWGN at 7 dB by default; --channel, --doppler and --epsilon as examples/loopback.py
+    # (a static draw of the preset without a Doppler, fading taps with one).
+    stages = gnuradio_channel(
+        args.channel,
+        noise_voltage=source.waveform.noise_voltage(7.0),
+        epsilon=args.epsilon,
+        seed=7,
+        doppler=args.doppler,
+        normalise="band",
+        spectrum=signal_spectrum(source.waveform) if args.channel != "awgn" else None,
     )
     receiver = diffjscc.jscc_receiver(waveform=args.waveform)
     sink = diffjscc.image_sink(
         output_dir=str(args.output), policy="latest", name_template="{kind}.png"
     )
     collector = Collector()
-    tb.connect(source, channel, receiver)
+    tb.connect(source, *stages, receiver)
     tb.msg_connect(receiver, "pdus", sink, "pdus")
     tb.msg_connect(source, "tx_info", sink, "tx_info")
     tb.msg_connect(sink, "images", collector, "in")
@@ -165,6 +176,12 @@ def run_scenario(name: str, args, interval: float | None, workdir: Path) -> dict
         str(summary_path),
         "--waveform",
         args.waveform,
+        "--channel",
+        args.channel,
+        "--doppler",
+        repr(args.doppler),
+        "--epsilon",
+        repr(args.epsilon),
     ]
     if interval is not None:
         cmd += ["--interval", repr(interval)]
@@ -276,6 +293,15 @@ def main(argv=None) -> int:
         "--images", type=Path, default=None, help="image folder (default: Kodak 768x512)"
     )
     p.add_argument("--waveform", choices=["sc", "ofdm"], default="sc", help="sc (default) or ofdm")
+    p.add_argument(
+        "--channel",
+        default="awgn",
+        help="channel preset (diffjscc.radio.channel_presets: awgn, rayleigh, indoor, epa, eva)",
+    )
+    p.add_argument(
+        "--doppler", type=float, default=0.0, help="normalised fD*Ts: fading taps (default static)"
+    )
+    p.add_argument("--epsilon", type=float, default=1.0, help="channel_model's clock offset")
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--keep", type=Path, help="keep the logs and PNGs in this folder")
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
