@@ -631,16 +631,17 @@ def test_a_link_clock_needs_agreeing_frames():
     rng = np.random.default_rng(2)
     for d in rng.normal(0.0, 0.15, 32):  # Doppler's pseudo-drift: zero mean
         clock.add(float(d))
-    assert clock.drift() == 0.0
+    assert clock.drift(8) == 0.0
     clock.reset()
     for d in 0.2 + rng.normal(0.0, 0.08, 7):
         clock.add(float(d))
-    assert clock.drift() == 0.0  # seven frames
+    assert clock.drift(8) == 0.0  # seven frames
     clock.add(0.2)
     clock.add(float("nan"))  # not counted
-    assert clock.drift() == pytest.approx(0.2, abs=0.06)
+    assert clock.drift(8) == pytest.approx(0.2, abs=0.06)
+    assert clock.drift(1) == 0.0  # a one-symbol frame does not drift
     clock.reset()
-    assert clock.drift() == 0.0
+    assert clock.drift(8) == 0.0
 
 
 def test_no_clock_offset_is_found_in_noise_or_multipath():

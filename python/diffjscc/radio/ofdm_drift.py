@@ -25,7 +25,7 @@ from diffjscc.radio import _fast_ofdm
 from diffjscc.radio.ofdm import OfdmConfig, pilot_values
 
 GRID_STEPS = 40  # grid points over the range searched: far finer than the peak's lobe
-MIN_FRAME_DRIFT = 0.02  # samples a frame's eighth symbol must have moved to be worth correcting
+MIN_FRAME_DRIFT = 0.02  # samples a frame's last symbol must have moved to be worth correcting
 
 
 @functools.lru_cache(maxsize=32)
@@ -115,13 +115,15 @@ class LinkClock:
         if math.isfinite(drift):
             self._drifts.append(float(drift))
 
-    def drift(self) -> float:
-        """The drift to correct the next frame for: the mean, where it is clear, else 0."""
+    def drift(self, symbols: int) -> float:
+        """The drift to correct a frame of ``symbols`` OFDM symbols for: the mean, where it
+        is clear of zero and moves the frame's last symbol far enough to matter, else 0."""
         n = len(self._drifts)
         if n < max(self.min_frames, 2):
             return 0.0
         mean = math.fsum(self._drifts) / n
         var = math.fsum((d - mean) ** 2 for d in self._drifts) / (n - 1)
-        if abs(mean) * 7 < MIN_FRAME_DRIFT or abs(mean) < self.sigmas * math.sqrt(var / n):
+        too_small = abs(mean) * (symbols - 1) < MIN_FRAME_DRIFT
+        if too_small or abs(mean) < self.sigmas * math.sqrt(var / n):
             return 0.0
         return mean

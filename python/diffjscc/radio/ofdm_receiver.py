@@ -1527,8 +1527,9 @@ class OfdmReceiver:
         # measured before any correction, and the link's, corrected for.
         drift, measured = 0.0, math.nan
         if self.genie is None and self.tuning.max_sample_rate_offset_ppm > 0:
-            measured = estimate_drift(y, cfg, self.tuning.max_sample_rate_offset_ppm)[0]
-            drift = self.clock.drift()
+            d, sigma = estimate_drift(y, cfg, self.tuning.max_sample_rate_offset_ppm)
+            measured = d if math.isfinite(sigma) else math.nan  # nan: too short to tell
+            drift = self.clock.drift(p.symbols)
             if drift:
                 correct_drift(y, cfg, drift)
         layout = frame_slots(p.payload_len, cfg.data_per_symbol, p.header.version)
