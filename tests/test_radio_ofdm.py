@@ -644,6 +644,28 @@ def test_a_link_clock_needs_agreeing_frames():
     assert clock.drift(8) == 0.0
 
 
+def test_a_link_clock_follows_a_new_clock():
+    """Frames whose drift lies outside the window's spread are not corrected by it and do
+    not join it; three in a row start the window again (another transmitter)."""
+    from diffjscc.radio.ofdm_drift import LinkClock
+
+    clock = LinkClock()
+    rng = np.random.default_rng(3)
+    for d in 0.21 + rng.normal(0.0, 0.01, 12):
+        clock.add(float(d))
+    assert clock.drift(8, 0.21) == pytest.approx(0.21, abs=0.01)
+    assert clock.drift(8, -0.16) == 0.0  # this frame does not agree: not corrected
+    for d in -0.16 + rng.normal(0.0, 0.01, 3):
+        clock.add(float(d))
+    assert clock.restarts == 1 and clock.drift(8, -0.16) == 0.0  # three frames so far
+    for d in -0.16 + rng.normal(0.0, 0.01, 5):
+        clock.add(float(d))
+    assert clock.drift(8, -0.16) == pytest.approx(-0.16, abs=0.01)
+    clock.add(0.5)  # one stray frame is dropped, not a new clock
+    clock.add(-0.16)
+    assert clock.restarts == 1 and clock.drift(8, -0.16) == pytest.approx(-0.16, abs=0.01)
+
+
 def test_no_clock_offset_is_found_in_noise_or_multipath():
     """Without a clock offset no frame is corrected, at low SNR and over multipath."""
     taps = (0.8, 0.0, 0.45j, 0.0, 0.0, -0.3)

@@ -100,30 +100,63 @@ class LinkClock:
     keeps the last ``window`` frames' drifts and corrects by their mean once there are
     ``min_frames`` of them and the mean stands ``sigmas`` standard errors (their own
     spread) clear of zero: a fading channel's scatter averages out, and a clock offset's
-    mean is found even at 0 dB, where one frame's drift errs by 0.08 samples a symbol."""
+    mean is found even at 0 dB, where one frame's drift errs by 0.08 samples a symbol.
+
+    A frame whose drift lies outside the window's spread (``sigmas`` standard deviations
+    and ``CHANGE_FLOOR``) is not corrected and does not join the window; ``RESTART`` such
+    frames in a row are a new clock (another transmitter): the window starts again from
+    them."""
+
+    CHANGE_FLOOR = 0.05  # samples a symbol (47 ppm at the defaults) a change must exceed
+    RESTART = 3
 
     def __init__(self, window: int = 32, min_frames: int = 8, sigmas: float = 6.0):
         self._drifts: collections.deque[float] = collections.deque(maxlen=int(window))
+        self._outliers: list[float] = []
         self.min_frames = int(min_frames)
         self.sigmas = float(sigmas)
+        self.restarts = 0
 
     def reset(self) -> None:
         self._drifts.clear()
+        self._outliers.clear()
+
+    def _stats(self) -> tuple[int, float, float]:
+        n = len(self._drifts)
+        if n < max(self.min_frames, 2):
+            return n, 0.0, math.inf
+        mean = math.fsum(self._drifts) / n
+        return n, mean, math.fsum((d - mean) ** 2 for d in self._drifts) / (n - 1)
+
+    def _outside(self, drift: float, mean: float, var: float) -> bool:
+        return abs(drift - mean) > self.sigmas * math.sqrt(var) + self.CHANGE_FLOOR
 
     def add(self, drift: float) -> None:
         """Count a delivered frame's measured drift (samples per symbol)."""
-        if math.isfinite(drift):
-            self._drifts.append(float(drift))
+        if not math.isfinite(drift):
+            return
+        n, mean, var = self._stats()
+        if math.isfinite(var) and self._outside(drift, mean, var):
+            self._outliers.append(float(drift))
+            if len(self._outliers) >= self.RESTART:
+                self._drifts.clear()
+                self._drifts.extend(self._outliers)
+                self._outliers.clear()
+                self.restarts += 1
+            return
+        self._outliers.clear()
+        self._drifts.append(float(drift))
 
-    def drift(self, symbols: int) -> float:
-        """The drift to correct a frame of ``symbols`` OFDM symbols for: the mean, where it
-        is clear of zero and moves the frame's last symbol far enough to matter, else 0."""
-        n = len(self._drifts)
-        if n < max(self.min_frames, 2):
+    def drift(self, symbols: int, measured: float = math.nan) -> float:
+        """The drift to correct a frame of ``symbols`` OFDM symbols for, given its own
+        ``measured`` drift: the mean, where it is clear of zero, moves the frame's last
+        symbol far enough to matter and the frame agrees with it; else 0."""
+        n, mean, var = self._stats()
+        if not math.isfinite(var):
             return 0.0
-        mean = math.fsum(self._drifts) / n
-        var = math.fsum((d - mean) ** 2 for d in self._drifts) / (n - 1)
         too_small = abs(mean) * (symbols - 1) < MIN_FRAME_DRIFT
         if too_small or abs(mean) < self.sigmas * math.sqrt(var / n):
             return 0.0
+        if math.isfinite(measured) and self._outside(measured, mean, var):
+            return 0.0  # a changed clock, or a frame the window does not describe
         return mean

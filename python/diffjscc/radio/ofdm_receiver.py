@@ -1529,7 +1529,7 @@ class OfdmReceiver:
         if self.genie is None and self.tuning.max_sample_rate_offset_ppm > 0:
             d, sigma = estimate_drift(y, cfg, self.tuning.max_sample_rate_offset_ppm)
             measured = d if math.isfinite(sigma) else math.nan  # nan: too short to tell
-            drift = self.clock.drift(p.symbols)
+            drift = self.clock.drift(p.symbols, measured)
             if drift:
                 correct_drift(y, cfg, drift)
         layout = frame_slots(p.payload_len, cfg.data_per_symbol, p.header.version)
