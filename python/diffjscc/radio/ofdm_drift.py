@@ -116,17 +116,25 @@ class LinkClock:
         self.min_frames = int(min_frames)
         self.sigmas = float(sigmas)
         self.restarts = 0
+        self._cached: tuple[int, float, float] | None = None  # _stats until the window moves
 
     def reset(self) -> None:
         self._drifts.clear()
         self._outliers.clear()
+        self._cached = None
 
     def _stats(self) -> tuple[int, float, float]:
-        n = len(self._drifts)
-        if n < max(self.min_frames, 2):
-            return n, 0.0, math.inf
-        mean = math.fsum(self._drifts) / n
-        return n, mean, math.fsum((d - mean) ** 2 for d in self._drifts) / (n - 1)
+        """(frames, mean, variance) of the window; an infinite variance below min_frames.
+        Each frame asks twice (``drift`` then ``add``): computed once per window."""
+        if self._cached is None:
+            n = len(self._drifts)
+            if n < max(self.min_frames, 2):
+                self._cached = (n, 0.0, math.inf)
+            else:
+                mean = math.fsum(self._drifts) / n
+                var = math.fsum((d - mean) ** 2 for d in self._drifts) / (n - 1)
+                self._cached = (n, mean, var)
+        return self._cached
 
     def _outside(self, drift: float, mean: float, var: float) -> bool:
         return abs(drift - mean) > self.sigmas * math.sqrt(var) + self.CHANGE_FLOOR
@@ -142,10 +150,12 @@ class LinkClock:
                 self._drifts.clear()
                 self._drifts.extend(self._outliers)
                 self._outliers.clear()
+                self._cached = None
                 self.restarts += 1
             return
         self._outliers.clear()
         self._drifts.append(float(drift))
+        self._cached = None
 
     def drift(self, symbols: int, measured: float = math.nan) -> float:
         """The drift to correct a frame of ``symbols`` OFDM symbols for, given its own
